@@ -1,0 +1,1 @@
+"""Accounts, their members and their API keys."""

@@ -1,0 +1,25 @@
+"""Errors of the accounts domain."""
+
+from aihub_billing.errors import BillingError, NotFound
+
+
+class AccountNotFound(NotFound):
+    code = "account_not_found"
+    title = "Account not found"
+
+
+class MemberNotFound(NotFound):
+    code = "member_not_found"
+    title = "Member not found"
+
+
+class MemberExists(BillingError):
+    code = "member_exists"
+    status = 409
+    title = "A member with this email already exists in the account"
+
+
+class RoleNotAllowed(BillingError):
+    code = "role_not_allowed"
+    status = 403
+    title = "This key may not issue a key with that role"

@@ -1,0 +1,184 @@
+"""Accounts, members and API keys: creation, scoped reads, audit."""
+
+from __future__ import annotations
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from aihub_billing.accounts import schemas
+from aihub_billing.accounts.errors import (
+    AccountNotFound,
+    MemberExists,
+    MemberNotFound,
+    RoleNotAllowed,
+)
+from aihub_billing.accounts.repository import AccountRepository
+from aihub_billing.audit.service import audit
+from aihub_billing.auth.keys import IssuedSecret, issue_secret
+from aihub_billing.auth.repository import ApiKeyRepository
+from aihub_billing.errors import Forbidden
+from aihub_billing.kit.context import Context, Role
+from aihub_billing.kit.ids import new_id
+from aihub_billing.kit.pagination import clamp_limit, decode_cursor, encode_cursor
+from aihub_billing.models import Account, ApiKey, Member
+
+
+class AccountService:
+    async def create(
+        self,
+        session: AsyncSession,
+        ctx: Context,
+        data: schemas.AccountCreate,
+        *,
+        default_currency: str,
+    ) -> Account:
+        if not ctx.actor.is_operator:
+            raise Forbidden("only the operator creates accounts")
+        now = ctx.clock.now()
+        account = Account(
+            id=new_id("acct", now),
+            name=data.name,
+            email=data.email,
+            currency=data.currency or default_currency,
+            tax_rate=data.tax_rate,
+            tax_exempt=data.tax_exempt,
+            status="active",
+            created_at=now,
+            updated_at=now,
+        )
+        AccountRepository(session).add(account)
+        await audit.record(
+            session,
+            ctx,
+            action="account.created",
+            object_type="account",
+            object_id=account.id,
+            account_id=account.id,
+            after=schemas.Account.model_validate(account).model_dump(mode="json"),
+        )
+        return account
+
+    async def get(self, session: AsyncSession, ctx: Context, account_id: str) -> Account:
+        """The account, if the actor may see it; otherwise not found, so ids don't leak."""
+        account = await AccountRepository(session).get(account_id)
+        if account is None or not ctx.actor.can_access(account.id):
+            raise AccountNotFound(f"no account {account_id!r}")
+        return account
+
+    async def page(
+        self, session: AsyncSession, ctx: Context, *, cursor: str | None, limit: int | None
+    ) -> tuple[list[Account], str | None]:
+        if not ctx.actor.is_operator:
+            account = await self.get(session, ctx, ctx.actor.account_id or "")
+            return [account], None
+        size = clamp_limit(limit)
+        after_id = str(decode_cursor(cursor, 1)[0]) if cursor else None
+        rows = await AccountRepository(session).page(limit=size + 1, after_id=after_id)
+        next_cursor = encode_cursor([rows[size - 1].id]) if len(rows) > size else None
+        return rows[:size], next_cursor
+
+    async def add_member(
+        self, session: AsyncSession, ctx: Context, account_id: str, data: schemas.MemberCreate
+    ) -> Member:
+        account = await self.get(session, ctx, account_id)
+        _require(ctx, Role.OWNER)
+        repo = AccountRepository(session)
+        if await repo.member_by_email(account.id, data.email) is not None:
+            raise MemberExists(f"{data.email} is already a member")
+        now = ctx.clock.now()
+        member = Member(
+            id=new_id("mem", now),
+            account_id=account.id,
+            email=data.email,
+            name=data.name,
+            created_at=now,
+            updated_at=now,
+        )
+        repo.add(member)
+        await audit.record(
+            session,
+            ctx,
+            action="member.created",
+            object_type="member",
+            object_id=member.id,
+            account_id=account.id,
+            after=schemas.Member.model_validate(member).model_dump(mode="json"),
+        )
+        return member
+
+    async def members(self, session: AsyncSession, ctx: Context, account_id: str) -> list[Member]:
+        account = await self.get(session, ctx, account_id)
+        return await AccountRepository(session).members(account.id)
+
+    async def issue_key(
+        self, session: AsyncSession, ctx: Context, account_id: str, data: schemas.ApiKeyCreate
+    ) -> tuple[ApiKey, str]:
+        account = await self.get(session, ctx, account_id)
+        _require(ctx, Role.OWNER)
+        repo = AccountRepository(session)
+        if data.member_id is not None and await repo.member(account.id, data.member_id) is None:
+            raise MemberNotFound(f"no member {data.member_id!r} in this account")
+        key, issued = _new_key(ctx, Role(data.role), account.id, data.member_id, data.name)
+        ApiKeyRepository(session).add(key)
+        await _audit_key(session, ctx, key)
+        return key, issued.secret
+
+    async def issue_operator_key(
+        self, session: AsyncSession, ctx: Context, *, name: str | None, secret: str | None = None
+    ) -> tuple[ApiKey, str]:
+        """An admin key (CLI and bootstrap only: the API never mints operator keys)."""
+        if not ctx.actor.is_operator:
+            raise RoleNotAllowed("only the operator issues admin keys")
+        key, issued = _new_key(ctx, Role.ADMIN, None, None, name, secret)
+        ApiKeyRepository(session).add(key)
+        await _audit_key(session, ctx, key)
+        return key, issued.secret
+
+    async def keys(self, session: AsyncSession, ctx: Context, account_id: str) -> list[ApiKey]:
+        account = await self.get(session, ctx, account_id)
+        _require(ctx, Role.OWNER)
+        return await ApiKeyRepository(session).for_account(account.id)
+
+
+def _require(ctx: Context, role: Role) -> None:
+    """Owner-level actions: the operator or the account's owner."""
+    if not (ctx.actor.is_operator or ctx.actor.role == role):
+        raise RoleNotAllowed(f"needs the {role} role")
+
+
+def _new_key(
+    ctx: Context,
+    role: Role,
+    account_id: str | None,
+    member_id: str | None,
+    name: str | None,
+    secret: str | None = None,
+) -> tuple[ApiKey, IssuedSecret]:
+    issued = issue_secret(secret)
+    now = ctx.clock.now()
+    key = ApiKey(
+        id=new_id("key", now),
+        account_id=account_id,
+        member_id=member_id,
+        role=str(role),
+        name=name,
+        prefix=issued.prefix,
+        key_hash=issued.digest,
+        created_at=now,
+        revoked_at=None,
+    )
+    return key, issued
+
+
+async def _audit_key(session: AsyncSession, ctx: Context, key: ApiKey) -> None:
+    await audit.record(
+        session,
+        ctx,
+        action="api_key.created",
+        object_type="api_key",
+        object_id=key.id,
+        account_id=key.account_id,
+        after=schemas.ApiKey.model_validate(key).model_dump(mode="json"),
+    )
+
+
+accounts = AccountService()

@@ -1,0 +1,1 @@
+"""HTTP plumbing shared by every router: request ids, transactions, auth, problem details."""

@@ -1,0 +1,103 @@
+"""FastAPI dependencies: session, actor, context, role checks, Idempotency-Key."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Annotated
+
+from fastapi import Depends, Header, Request
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from aihub_billing.api.routing import IdempotentReplay
+from aihub_billing.auth.service import auth
+from aihub_billing.errors import Forbidden
+from aihub_billing.idempotency.service import Replay, idempotency
+from aihub_billing.kit.context import Actor, Context, Role
+from aihub_billing.service import BillingService
+
+
+def get_billing(request: Request) -> BillingService:
+    billing: BillingService = request.app.state.billing
+    return billing
+
+
+def get_session(request: Request) -> AsyncSession:
+    session: AsyncSession = request.state.session
+    return session
+
+
+SessionDep = Annotated[AsyncSession, Depends(get_session)]
+BillingDep = Annotated[BillingService, Depends(get_billing)]
+
+
+async def get_actor(
+    request: Request,
+    session: SessionDep,
+    authorization: Annotated[
+        str | None, Header(description="Bearer <API key>", include_in_schema=False)
+    ] = None,
+) -> Actor:
+    actor: Actor = await auth.authenticate(session, authorization)
+    return actor
+
+
+ActorDep = Annotated[Actor, Depends(get_actor)]
+
+
+def get_context(request: Request, actor: ActorDep) -> Context:
+    billing = get_billing(request)
+    return Context(
+        actor=actor, clock=billing.clock, request_id=getattr(request.state, "request_id", None)
+    )
+
+
+ContextDep = Annotated[Context, Depends(get_context)]
+
+
+def require_roles(*roles: Role) -> Callable[[Context], Context]:
+    """Admin passes every check; other roles must be listed."""
+
+    def check(ctx: ContextDep) -> Context:
+        if ctx.actor.role != Role.ADMIN and ctx.actor.role not in roles:
+            allowed = ", ".join(["admin", *(str(r) for r in roles)])
+            raise Forbidden(f"this action needs one of the roles: {allowed}")
+        return ctx
+
+    return check
+
+
+AdminContext = Annotated[Context, Depends(require_roles())]
+
+
+async def idempotent(
+    request: Request,
+    session: SessionDep,
+    ctx: ContextDep,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias="Idempotency-Key",
+            description="Retry-safe creation: the same key and body return the first response",
+            max_length=255,
+        ),
+    ] = None,
+) -> None:
+    if idempotency_key is None:
+        return
+    billing = get_billing(request)
+    outcome = await idempotency.begin(
+        session,
+        ctx,
+        key=idempotency_key,
+        method=request.method,
+        path=request.url.path,
+        body=await request.body(),
+        ttl=timedelta(hours=billing.config.idempotency_ttl_hours),
+    )
+    if isinstance(outcome, Replay):
+        raise IdempotentReplay(outcome)
+    request.state.idempotency_record = outcome
+
+
+Idempotent = Depends(idempotent)

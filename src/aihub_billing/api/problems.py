@@ -1,0 +1,124 @@
+"""Renders every error as application/problem+json (RFC 9457) with a stable code."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from aihub_billing.errors import (
+    PROBLEM_CONTENT_TYPE,
+    BillingError,
+    Conflict,
+    InternalError,
+    InvalidRequest,
+    ServiceUnavailable,
+    ValidationFailed,
+    problem_body,
+)
+from aihub_billing.kit.money import CurrencyError
+from aihub_billing.kit.pagination import InvalidCursor
+
+log = structlog.get_logger("aihub_billing.api")
+
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthenticated",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+}
+
+
+def problem_response(request: Request, error: BillingError) -> JSONResponse:
+    body = error.problem(
+        instance=request.url.path, request_id=getattr(request.state, "request_id", None)
+    )
+    return JSONResponse(
+        body, status_code=error.status, headers=error.headers, media_type=PROBLEM_CONTENT_TYPE
+    )
+
+
+def _validation_errors(errors: Any) -> list[dict[str, Any]]:
+    # Echo where and why, never the submitted value: it may be a secret or a card number.
+    return [
+        {"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": e.get("type")}
+        for e in errors
+    ]
+
+
+async def _billing_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, BillingError)
+    return problem_response(request, exc)
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = _validation_errors(exc.errors())
+    detail = (
+        "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in errors[:5])
+        or "invalid request"
+    )
+    return problem_response(request, ValidationFailed(detail, extra={"errors": errors}))
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    body = problem_body(
+        code=_HTTP_CODES.get(exc.status_code, "http_error"),
+        status=exc.status_code,
+        title=str(exc.detail),
+        detail=str(exc.detail),
+        instance=request.url.path,
+        request_id=getattr(request.state, "request_id", None),
+    )
+    return JSONResponse(
+        body,
+        status_code=exc.status_code,
+        headers=getattr(exc, "headers", None),
+        media_type=PROBLEM_CONTENT_TYPE,
+    )
+
+
+async def _invalid_input(request: Request, exc: Exception) -> JSONResponse:
+    code = "invalid_cursor" if isinstance(exc, InvalidCursor) else "invalid_currency"
+    error = InvalidRequest(str(exc), extra={"reason": code})
+    return problem_response(request, error)
+
+
+async def _integrity_error(request: Request, exc: Exception) -> JSONResponse:
+    # A unique constraint lost a race the service's own check could not see: a conflict.
+    log.info("db.integrity_conflict", error=str(getattr(exc, "orig", exc))[:500])
+    return problem_response(request, Conflict("the change conflicts with a concurrent change"))
+
+
+async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    log.warning("db.unavailable", error=str(getattr(exc, "orig", exc))[:500])
+    return problem_response(
+        request, ServiceUnavailable("the database is unavailable", headers={"Retry-After": "1"})
+    )
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("request.unhandled", path=request.url.path)
+    return problem_response(request, InternalError("an internal error occurred"))
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(BillingError, _billing_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(InvalidCursor, _invalid_input)
+    app.add_exception_handler(CurrencyError, _invalid_input)
+    app.add_exception_handler(IntegrityError, _integrity_error)
+    app.add_exception_handler(OperationalError, _database_unavailable)
+    app.add_exception_handler(DBAPIError, _database_unavailable)
+    app.add_exception_handler(Exception, _unexpected)

@@ -1,0 +1,69 @@
+"""Writes audit entries in the same transaction as the change they describe."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from aihub_billing.audit.repository import AuditRepository
+from aihub_billing.kit.context import Context
+from aihub_billing.kit.ids import new_id
+from aihub_billing.kit.pagination import clamp_limit, decode_cursor, encode_cursor
+from aihub_billing.models import AuditEntry
+
+
+class AuditService:
+    async def record(
+        self,
+        session: AsyncSession,
+        ctx: Context,
+        *,
+        action: str,
+        object_type: str,
+        object_id: str,
+        account_id: str | None,
+        before: dict[str, Any] | None = None,
+        after: dict[str, Any] | None = None,
+    ) -> AuditEntry:
+        now = ctx.clock.now()
+        entry = AuditEntry(
+            id=new_id("aud", now),
+            at=now,
+            actor_key_id=ctx.actor.key_id,
+            actor_role=str(ctx.actor.role),
+            account_id=account_id,
+            action=action,
+            object_type=object_type,
+            object_id=object_id,
+            before=before,
+            after=after,
+            request_id=ctx.request_id,
+        )
+        AuditRepository(session).add(entry)
+        return entry
+
+    async def page(
+        self,
+        session: AsyncSession,
+        *,
+        cursor: str | None,
+        limit: int | None,
+        account_id: str | None = None,
+        object_id: str | None = None,
+        action: str | None = None,
+    ) -> tuple[list[AuditEntry], str | None]:
+        size = clamp_limit(limit)
+        after_id = str(decode_cursor(cursor, 1)[0]) if cursor else None
+        rows = await AuditRepository(session).page(
+            limit=size + 1,
+            after_id=after_id,
+            account_id=account_id,
+            object_id=object_id,
+            action=action,
+        )
+        next_cursor = encode_cursor([rows[size - 1].id]) if len(rows) > size else None
+        return rows[:size], next_cursor
+
+
+audit = AuditService()

@@ -1,0 +1,183 @@
+"""The operator CLI (Typer): serve, migrate, worker, seed, accounts, api-keys, plans."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections.abc import Awaitable, Callable
+from typing import Annotated, TypeVar
+
+import typer
+import uvicorn
+from rich.console import Console
+from rich.table import Table
+
+from aihub_billing.accounts.schemas import AccountCreate
+from aihub_billing.config import BillingConfig, redacted_database_url
+from aihub_billing.service import BillingService, Bootstrap, migrate_database
+
+app = typer.Typer(help="aihub-billing: billing and quota for paid AI APIs.", no_args_is_help=True)
+accounts_app = typer.Typer(help="Accounts.", no_args_is_help=True)
+keys_app = typer.Typer(help="API keys.", no_args_is_help=True)
+plans_app = typer.Typer(help="The plan catalog.", no_args_is_help=True)
+app.add_typer(accounts_app, name="accounts")
+app.add_typer(keys_app, name="api-keys")
+app.add_typer(plans_app, name="plans")
+
+console = Console()
+T = TypeVar("T")
+
+
+def _run(work: Callable[[BillingService], Awaitable[T]]) -> T:
+    async def main() -> T:
+        billing = BillingService(BillingConfig())
+        try:
+            return await work(billing)
+        finally:
+            await billing.close()
+
+    return asyncio.run(main())
+
+
+def _migrate(config: BillingConfig) -> None:
+    console.print(f"[bold]migrate[/] {redacted_database_url(config.database_url)} → head")
+    migrate_database(config.database_url)
+
+
+def _report_bootstrap(result: Bootstrap, host: str, port: int) -> None:
+    if result.plans_created:
+        console.print(f"[bold]seed[/] plans created: {', '.join(result.plans_created)}")
+    else:
+        console.print("[bold]seed[/] default plans already present")
+    if result.admin_secret:
+        console.print(
+            "[bold green]admin API key[/] (shown once, store it now):\n"
+            f"  {result.admin_secret}\n"
+            f"  curl -H 'Authorization: Bearer {result.admin_secret}' "
+            f"http://{host}:{port}/api/v1/billing/plans"
+        )
+    elif result.admin_key_from_env:
+        console.print(
+            f"[bold]admin API key[/] from AIHUB_BILLING_ADMIN_KEY ({result.admin_key_id})"
+        )
+    else:
+        console.print(
+            f"[bold]admin API key[/] exists ({result.admin_key_id}); issue another with "
+            "`aihub-billing api-keys create --role admin`"
+        )
+
+
+@app.command()
+def migrate() -> None:
+    """Apply the database migrations."""
+    _migrate(BillingConfig())
+    console.print("[green]database is at head[/]")
+
+
+@app.command()
+def seed() -> None:
+    """Seed the default plans and make sure an operator key exists."""
+    _report_bootstrap(_run(lambda b: b.bootstrap()), "127.0.0.1", 8000)
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(envvar="HOST")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(envvar="PORT")] = 8000,
+    workers: Annotated[int, typer.Option(help="uvicorn worker processes")] = 1,
+) -> None:
+    """Migrate, seed, and serve the API (with the embedded job worker on SQLite)."""
+    config = BillingConfig()
+    _migrate(config)
+    _report_bootstrap(_run(lambda b: b.bootstrap()), host, port)
+    worker_note = "embedded job worker" if config.run_embedded_worker() else "no embedded worker"
+    console.print(
+        f"[bold]serve[/] http://{host}:{port}  (docs: http://{host}:{port}/docs; "
+        f"environment {config.environment}; {worker_note}; "
+        f"counters {'Redis' if config.redis_url else 'in-process'})"
+    )
+    uvicorn.run(
+        "aihub_billing.main:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level=config.log_level.lower(),
+    )
+
+
+@app.command()
+def worker(
+    once: Annotated[bool, typer.Option(help="run what is due, then exit")] = False,
+) -> None:
+    """Run the job worker: claims due jobs (any number of workers on PostgreSQL)."""
+
+    async def work(billing: BillingService) -> None:
+        runner = billing.worker()
+        if once:
+            await runner.tick()
+            ran = await runner.drain()
+            console.print(f"ran {ran} job(s)")
+            return
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        console.print(f"[bold]worker[/] {runner.worker_id} polling (Ctrl-C stops)")
+        await runner.run(stop)
+
+    _run(work)
+
+
+@accounts_app.command("create")
+def accounts_create(
+    name: str,
+    email: Annotated[str | None, typer.Option()] = None,
+    currency: Annotated[str | None, typer.Option()] = None,
+) -> None:
+    """Create an account."""
+    data = AccountCreate(name=name, email=email, currency=currency)
+    account = _run(lambda b: b.create_account(data))
+    console.print(f"account {account.id} ({account.name}, {account.currency})")
+
+
+@keys_app.command("create")
+def api_keys_create(
+    role: Annotated[str, typer.Option(help="admin, owner, billing or member")],
+    account: Annotated[str | None, typer.Option(help="account id (not for admin)")] = None,
+    name: Annotated[str | None, typer.Option()] = None,
+) -> None:
+    """Issue an API key; the secret is printed once."""
+    try:
+        key, secret = _run(lambda b: b.issue_api_key(account_id=account, role=role, name=name))
+    except ValueError as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(2) from exc
+    console.print(f"key {key.id} role {key.role} (shown once):\n  {secret}")
+
+
+@plans_app.command("list")
+def plans_list() -> None:
+    """The current version of every active plan."""
+    table = Table("code", "version", "name", "prices", "api calls / mo", "tokens / mo")
+    for plan in _run(lambda b: b.list_plans()):
+        prices = ", ".join(f"{p.amount} {p.currency}/{p.billing_cycle}" for p in plan.prices)
+        table.add_row(
+            plan.code,
+            str(plan.version),
+            plan.name,
+            prices,
+            _limit(plan.limits.included_api_calls),
+            _limit(plan.limits.included_tokens),
+        )
+    console.print(table)
+
+
+def _limit(value: int | None) -> str:
+    return "unlimited" if value is None else f"{value:,}"
+
+
+if __name__ == "__main__":  # pragma: no cover
+    os.environ.setdefault("AIHUB_BILLING_ENVIRONMENT", "development")
+    app()

@@ -1,0 +1,266 @@
+"""Typed settings from env / .env / TOML, validated per environment.
+
+Precedence: init kwargs > ``AIHUB_BILLING_*`` env > ``.env`` > TOML file > defaults.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from aihub_billing.kit.money import normalize_currency
+
+ENV_PREFIX = "AIHUB_BILLING_"
+CONFIG_FILE_ENV = "AIHUB_BILLING_CONFIG_FILE"
+DEFAULT_CONFIG_FILE = "aihub-billing.toml"
+
+Environment = Literal["development", "test", "staging", "production"]
+
+_LOG_LEVELS = frozenset({"CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG"})
+_STRIPE_LIVE_PREFIXES = ("sk_live_", "rk_live_")
+_STRIPE_TEST_PREFIXES = ("sk_test_", "rk_test_")
+
+
+class PaymentProviderConfig(BaseModel):
+    """Settings of one payment provider (used for both Stripe and PayPal)."""
+
+    model_config = ConfigDict(extra="ignore", hide_input_in_errors=True)
+
+    enabled: bool = False
+    api_key: SecretStr | None = None  # Stripe secret key (sk_/rk_); unused for PayPal
+    # Stripe: the whsec_ signing secret; PayPal: the webhook id used for verification.
+    webhook_secret: SecretStr | None = None
+    client_id: str | None = None  # PayPal REST client id
+    client_secret: SecretStr | None = None  # PayPal REST secret
+    sandbox: bool = True
+    api_base: str | None = None  # overrides the provider base URL (tests: local fakes)
+    timeout_seconds: float = Field(default=10.0, gt=0)
+    max_retries: int = Field(default=3, ge=0, le=10)
+
+
+class PricingConfig(BaseModel):
+    """Billing currency and tax rate."""
+
+    model_config = ConfigDict(extra="ignore", hide_input_in_errors=True)
+
+    currency: str = "USD"
+    tax_rate: Decimal = Field(default=Decimal("0"), ge=0, lt=1)
+
+    @field_validator("currency")
+    @classmethod
+    def _check_currency(cls, value: str) -> str:
+        return normalize_currency(value)
+
+    @field_validator("tax_rate", mode="before")
+    @classmethod
+    def _tax_rate_to_decimal(cls, value: Any) -> Any:
+        if isinstance(value, bool):
+            raise ValueError("tax_rate must be a number, not a boolean")
+        # str() first: Decimal(0.08) would carry the float's binary error.
+        if isinstance(value, float):
+            return Decimal(str(value))
+        return value
+
+
+class BillingConfig(BaseSettings):
+    """All settings of aihub-billing; see the module docstring for the sources."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        hide_input_in_errors=True,
+    )
+
+    enabled: bool = True
+    environment: Environment = "development"
+    database_url: str = "sqlite+aiosqlite:///./var/aihub_billing.db"
+    database_replica_url: str | None = None
+    redis_url: str | None = None
+    admin_key: SecretStr | None = None  # bootstrap operator key
+    stripe: PaymentProviderConfig = Field(default_factory=PaymentProviderConfig)
+    paypal: PaymentProviderConfig = Field(default_factory=PaymentProviderConfig)
+    pricing: PricingConfig = Field(default_factory=PricingConfig)
+    encryption_enabled: bool = False
+    notifications_enabled: bool = False
+    quota_fail_mode: Literal["fail_open", "fail_closed"] = "fail_closed"
+    # Run the job worker inside `serve`; None = yes on SQLite, no otherwise.
+    embedded_worker: bool | None = None
+    log_level: str = "INFO"
+    log_json: bool = False
+    jobs_poll_interval_seconds: float = Field(default=1.0, gt=0)
+    jobs_max_attempts: int = Field(default=8, ge=1)
+    idempotency_ttl_hours: int = Field(default=24, ge=1)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        explicit = os.environ.get(CONFIG_FILE_ENV)
+        toml_file = Path(explicit or DEFAULT_CONFIG_FILE)
+        # Only the default file may be absent: a mistyped explicit path must not
+        # silently fall back to defaults.
+        if explicit and not toml_file.is_file():
+            raise FileNotFoundError(f"{CONFIG_FILE_ENV} points to a missing file: {toml_file}")
+        toml_settings = TomlConfigSettingsSource(settings_cls, toml_file=toml_file)
+        return init_settings, env_settings, dotenv_settings, toml_settings
+
+    @field_validator("log_level")
+    @classmethod
+    def _check_log_level(cls, value: str) -> str:
+        level = value.strip().upper()
+        if level not in _LOG_LEVELS:
+            raise ValueError(f"log_level must be one of {sorted(_LOG_LEVELS)}")
+        return level
+
+    @model_validator(mode="after")
+    def _check_environment(self) -> BillingConfig:
+        problems = (
+            _production_problems(self)
+            if self.environment == "production"
+            else _non_production_problems(self)
+        )
+        if problems:
+            raise ValueError(f"invalid {self.environment} config: " + "; ".join(problems))
+        return self
+
+    @field_serializer("database_url", "database_replica_url", when_used="json")
+    def _dump_database_url(self, value: str | None) -> str | None:
+        return None if value is None else redacted_database_url(value)
+
+    @field_serializer("redis_url", when_used="json")
+    def _dump_redis_url(self, value: str | None) -> str | None:
+        return None if value is None else _redact_url_password(value)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    def run_embedded_worker(self) -> bool:
+        """Whether `serve` should also run the job worker in-process."""
+        if self.embedded_worker is None:
+            return self.is_sqlite
+        return self.embedded_worker
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        for name, value in super().__repr_args__():
+            if isinstance(value, str) and name in (
+                "database_url",
+                "database_replica_url",
+            ):
+                value = redacted_database_url(value)
+            elif isinstance(value, str) and name == "redis_url":
+                value = _redact_url_password(value)
+            yield name, value
+
+
+def redacted_database_url(url: str) -> str:
+    """Return ``url`` with its password (if any) replaced by ``***``."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return _redact_url_password(url)
+    if parsed.password is None:
+        return url
+    return parsed.render_as_string(hide_password=True)
+
+
+def _redact_url_password(url: str) -> str:
+    try:
+        parts = urlsplit(url)
+        has_password = parts.password is not None
+    except ValueError:
+        return url
+    if not has_password:
+        return url
+    userinfo, _, hostinfo = parts.netloc.rpartition("@")
+    user = userinfo.partition(":")[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{hostinfo}"))
+
+
+def _has(value: SecretStr | str | None) -> bool:
+    if isinstance(value, SecretStr):
+        value = value.get_secret_value()
+    return bool(value and value.strip())
+
+
+def _stripe_key_mode(
+    key: SecretStr | None,
+) -> Literal["live", "test", "unknown"] | None:
+    if key is None:
+        return None
+    raw = key.get_secret_value()
+    if raw.startswith(_STRIPE_LIVE_PREFIXES):
+        return "live"
+    if raw.startswith(_STRIPE_TEST_PREFIXES):
+        return "test"
+    return "unknown"
+
+
+def _production_problems(config: BillingConfig) -> list[str]:
+    problems: list[str] = []
+    if not config.encryption_enabled:
+        problems.append("encryption_enabled must be true in production")
+    stripe, paypal = config.stripe, config.paypal
+    if stripe.enabled:
+        mode = _stripe_key_mode(stripe.api_key) if _has(stripe.api_key) else None
+        if mode is None:
+            problems.append("stripe.api_key is required when stripe is enabled")
+        elif mode == "test":
+            problems.append("stripe.api_key is a test key (sk_test_/rk_test_); use a live key")
+        elif mode == "unknown":
+            problems.append("stripe.api_key is not a live key (expected sk_live_/rk_live_)")
+        if not _has(stripe.webhook_secret):
+            problems.append("stripe.webhook_secret is required when stripe is enabled")
+        if stripe.sandbox:
+            problems.append("stripe.sandbox must be false in production")
+    if paypal.enabled:
+        if not _has(paypal.webhook_secret):
+            problems.append("paypal.webhook_secret (the webhook id) is required when paypal is on")
+        if not _has(paypal.client_id):
+            problems.append("paypal.client_id is required when paypal is enabled")
+        if not _has(paypal.client_secret):
+            problems.append("paypal.client_secret is required when paypal is enabled")
+        if paypal.sandbox:
+            problems.append("paypal.sandbox must be false in production")
+    return problems
+
+
+def _non_production_problems(config: BillingConfig) -> list[str]:
+    problems: list[str] = []
+    env = config.environment
+    if config.stripe.enabled and _stripe_key_mode(config.stripe.api_key) == "live":
+        problems.append(f"stripe.api_key is a live key (sk_live_/rk_live_); not allowed in {env}")
+    for name, provider in (("stripe", config.stripe), ("paypal", config.paypal)):
+        if provider.enabled and not provider.sandbox:
+            problems.append(f"{name}.sandbox must be true in {env}")
+    return problems

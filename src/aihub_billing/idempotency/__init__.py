@@ -1,0 +1,1 @@
+"""Idempotency-Key handling for creating POSTs: one effect, the first response replayed."""

@@ -1,0 +1,1 @@
+"""Durable background jobs: outbox table, registry, worker loop and periodic scheduler."""

@@ -1,0 +1,53 @@
+"""Enqueue a job in the caller's transaction: it exists exactly when the change commits."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from aihub_billing.jobs.registry import registry
+from aihub_billing.jobs.repository import JobRepository
+from aihub_billing.kit.context import Context
+from aihub_billing.kit.ids import new_id
+from aihub_billing.models import Job
+
+DEFAULT_MAX_ATTEMPTS = 8
+
+
+async def enqueue(
+    session: AsyncSession,
+    ctx: Context,
+    name: str,
+    payload: dict[str, Any] | None = None,
+    *,
+    run_at: datetime | None = None,
+    dedupe_key: str | None = None,
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+) -> Job | None:
+    """Adds the job to the session; with a dedupe key, None when that job already exists."""
+    if name not in registry.handlers:
+        raise ValueError(f"no handler registered for job {name!r}")
+    now = ctx.clock.now()
+    job = Job(
+        id=new_id("job", now),
+        name=name,
+        payload=payload or {},
+        status="pending",
+        run_at=run_at or now,
+        attempts=0,
+        max_attempts=max_attempts,
+        dedupe_key=dedupe_key,
+        locked_by=None,
+        locked_until=None,
+        last_error=None,
+        created_at=now,
+        finished_at=None,
+    )
+    repo = JobRepository(session)
+    if dedupe_key is None:
+        repo.add(job)
+        await session.flush()
+        return job
+    return job if await repo.add_once(job) else None

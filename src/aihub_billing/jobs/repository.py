@@ -1,0 +1,107 @@
+"""Queries on the jobs table: insert, claim with SKIP LOCKED, finish."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from aihub_billing.models import Job
+
+
+class JobRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    def add(self, job: Job) -> None:
+        self.session.add(job)
+
+    async def add_once(self, job: Job) -> bool:
+        """Inserts unless a job with the same dedupe key exists; True when inserted."""
+        values = {c.key: getattr(job, c.key) for c in Job.__table__.columns}
+        dialect = self.session.bind.dialect.name if self.session.bind else "sqlite"
+        insert = pg_insert if dialect == "postgresql" else sqlite_insert
+        stmt = insert(Job).values(values).on_conflict_do_nothing(index_elements=["dedupe_key"])
+        result = await self.session.execute(stmt)
+        return bool(getattr(result, "rowcount", 0))
+
+    async def claim(
+        self, *, worker_id: str, now: datetime, lease_until: datetime, limit: int
+    ) -> list[Job]:
+        """Marks up to `limit` due jobs as running for this worker and returns them.
+
+        Due = pending and run_at has come, or running with an expired lease (its worker died).
+        SKIP LOCKED lets any number of workers claim side by side on PostgreSQL; SQLite has
+        one writer at a time, which the single UPDATE makes atomic.
+        """
+        due = (
+            select(Job.id)
+            .where(
+                or_(
+                    (Job.status == "pending") & (Job.run_at <= now),
+                    (Job.status == "running") & (Job.locked_until < now),
+                )
+            )
+            .order_by(Job.run_at, Job.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        stmt = (
+            update(Job)
+            .where(Job.id.in_(due.scalar_subquery()))
+            .values(
+                status="running",
+                locked_by=worker_id,
+                locked_until=lease_until,
+                attempts=Job.attempts + 1,
+            )
+            .returning(Job)
+            .execution_options(synchronize_session=False)
+        )
+        result = await self.session.execute(stmt)
+        return sorted(result.scalars(), key=lambda job: (job.run_at, job.id))
+
+    async def finish(
+        self,
+        job_id: str,
+        worker_id: str,
+        *,
+        status: str,
+        now: datetime,
+        run_at: datetime | None = None,
+        error: str | None = None,
+    ) -> bool:
+        """Records the outcome, only if this worker still holds the job."""
+        values: dict[str, object] = {
+            "status": status,
+            "locked_by": None,
+            "locked_until": None,
+            "last_error": error,
+        }
+        if status in ("succeeded", "dead"):
+            values["finished_at"] = now
+        if run_at is not None:
+            values["run_at"] = run_at
+        result = await self.session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.locked_by == worker_id, Job.status == "running")
+            .values(**values)
+            .execution_options(synchronize_session=False)
+        )
+        return bool(getattr(result, "rowcount", 0))
+
+    async def get(self, job_id: str) -> Job | None:
+        return await self.session.get(Job, job_id)
+
+    async def counts(self) -> dict[str, int]:
+        result = await self.session.execute(select(Job.status, func.count()).group_by(Job.status))
+        return {status: int(n) for status, n in result.all()}
+
+    async def delete_finished_before(self, cutoff: datetime) -> int:
+        result = await self.session.execute(
+            delete(Job).where(Job.status == "succeeded", Job.finished_at < cutoff)
+        )
+        return int(getattr(result, "rowcount", 0) or 0)

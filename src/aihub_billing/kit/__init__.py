@@ -1,0 +1,1 @@
+"""Helpers with no domain and no web layer: money, clock, periods, ids, pagination, db."""

@@ -1,0 +1,71 @@
+"""Injectable clocks: the only module allowed to read the wall clock.
+
+Everything else takes a Clock (or a datetime), so tests and the test clock can move time.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Protocol
+
+__all__ = ["Clock", "FrozenClock", "SystemClock", "ensure_utc", "monotonic"]
+
+
+def ensure_utc(value: datetime) -> datetime:
+    """Return `value` converted to UTC; naive datetimes are refused (they are bugs, not local)."""
+    if not isinstance(value, datetime):
+        raise TypeError(f"expected datetime, not {type(value).__name__}")
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(f"naive datetime refused: {value.isoformat()} (use aware UTC datetimes)")
+    return value.astimezone(UTC)
+
+
+class Clock(Protocol):
+    """Source of the current time."""
+
+    def now(self) -> datetime:
+        """The current time, timezone-aware, in UTC."""
+        ...
+
+
+class SystemClock:
+    """The real wall clock."""
+
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+
+class FrozenClock:
+    """A clock that only moves when told to, and only forward."""
+
+    def __init__(self, at: datetime) -> None:
+        self._now = ensure_utc(at)
+
+    def now(self) -> datetime:
+        return self._now
+
+    def advance(self, delta: timedelta | None = None, **kwargs: float) -> datetime:
+        """Move forward by `delta` and/or timedelta keywords (days=3); return the new time."""
+        step = (delta if delta is not None else timedelta()) + timedelta(**kwargs)
+        if step < timedelta():
+            raise ValueError(f"cannot advance by a negative delta ({step}): time does not go back")
+        self._now = self._now + step
+        return self._now
+
+    def set(self, at: datetime) -> None:
+        """Jump to `at`, which must not be before the current time."""
+        target = ensure_utc(at)
+        if target < self._now:
+            raise ValueError(
+                f"cannot set the clock back from {self._now.isoformat()} to {target.isoformat()}"
+            )
+        self._now = target
+
+    def __repr__(self) -> str:
+        return f"FrozenClock({self._now.isoformat()})"
+
+
+def monotonic() -> float:
+    """Seconds from a monotonic clock, for measuring durations (never for timestamps)."""
+    return time.monotonic()

@@ -1,0 +1,77 @@
+"""Async engines and session factories for SQLite (embedded) and PostgreSQL."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import event, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+
+
+def _sqlite_engine(url: str, echo: bool) -> AsyncEngine:
+    engine = create_async_engine(url, echo=echo, connect_args={"timeout": 30})
+
+    # The driver's own transaction handling defers BEGIN and breaks SAVEPOINT; take it over
+    # and start every transaction IMMEDIATE so a read-then-write never fails to upgrade.
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
+    if make_url(url).get_backend_name() == "sqlite":
+        return _sqlite_engine(url, echo)
+    return create_async_engine(url, echo=echo, pool_pre_ping=True, pool_size=10, max_overflow=20)
+
+
+def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    # expire_on_commit=False: responses are rendered from objects after the commit.
+    return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
+
+
+@dataclass
+class Database:
+    """The primary engine and, when configured, a read replica for read-only queries."""
+
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    read_engine: AsyncEngine
+    read_sessions: async_sessionmaker[AsyncSession]
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    async def ping(self) -> None:
+        async with self.engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+        if self.read_engine is not self.engine:
+            await self.read_engine.dispose()
+
+
+def open_database(url: str, replica_url: str | None = None, *, echo: bool = False) -> Database:
+    engine = create_engine(url, echo=echo)
+    read_engine = create_engine(replica_url, echo=echo) if replica_url else engine
+    return Database(engine, session_factory(engine), read_engine, session_factory(read_engine))

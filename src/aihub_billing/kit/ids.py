@@ -1,0 +1,69 @@
+"""Prefixed, time-sortable identifiers (`inv_01J...`, a ULID body) and random secret tokens."""
+
+from __future__ import annotations
+
+import re
+import secrets
+from datetime import UTC, datetime, timedelta
+
+from aihub_billing.kit.clock import SystemClock, ensure_utc
+
+__all__ = ["id_prefix", "is_valid_id", "new_id", "new_token"]
+
+# Crockford base32: no I, L, O, U, so ids survive being read aloud or retyped.
+_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+_PREFIX_RE = re.compile(r"[a-z][a-z0-9]{1,11}")
+# 26 chars carry 130 bits for 128 used ones, so the first char is at most 7.
+_BODY_RE = re.compile(r"[0-7][0-9A-HJKMNP-TV-Z]{25}")
+_BODY_LEN = 26
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MAX_MS = (1 << 48) - 1
+
+
+def _check_prefix(prefix: str) -> str:
+    if not isinstance(prefix, str) or not _PREFIX_RE.fullmatch(prefix):
+        raise ValueError(f"id prefix must match ^[a-z][a-z0-9]{{1,11}}$, got {prefix!r}")
+    return prefix
+
+
+def _ulid(at: datetime) -> str:
+    # Integer arithmetic on the timedelta avoids float rounding of the milliseconds.
+    ms = (ensure_utc(at) - _EPOCH) // timedelta(milliseconds=1)
+    if not 0 <= ms <= _MAX_MS:
+        raise ValueError(f"timestamp out of ULID range: {at.isoformat()}")
+    value = (ms << 80) | secrets.randbits(80)
+    chars = []
+    for _ in range(_BODY_LEN):
+        value, digit = divmod(value, 32)
+        chars.append(_CROCKFORD[digit])
+    return "".join(reversed(chars))
+
+
+def new_id(prefix: str, at: datetime | None = None) -> str:
+    """A new `{prefix}_{ULID}` id; ids created in different milliseconds sort by time.
+
+    Pass `at` (the injected clock's time) so ids agree with the rest of the record.
+    """
+    _check_prefix(prefix)
+    return f"{prefix}_{_ulid(at if at is not None else SystemClock().now())}"
+
+
+def new_token(nbytes: int = 32) -> str:
+    """A URL-safe random string of `nbytes` random bytes; keep the default 32 for secrets."""
+    if isinstance(nbytes, bool) or not isinstance(nbytes, int) or nbytes < 1:
+        raise ValueError(f"nbytes must be a positive int, got {nbytes!r}")
+    return secrets.token_urlsafe(nbytes)
+
+
+def is_valid_id(value: str, prefix: str) -> bool:
+    """True if `value` is `{prefix}_` followed by a 26-character Crockford ULID body."""
+    head, sep, body = value.partition("_")
+    return bool(sep) and head == prefix and _BODY_RE.fullmatch(body) is not None
+
+
+def id_prefix(value: str) -> str:
+    """The prefix of a well-formed id (`inv_01J...` -> "inv"); ValueError otherwise."""
+    head = value.partition("_")[0] if isinstance(value, str) else ""
+    if not _PREFIX_RE.fullmatch(head) or not is_valid_id(value, head):
+        raise ValueError(f"not a well-formed id: {value!r}")
+    return head

@@ -1,0 +1,57 @@
+"""Structured logging (structlog) with request ids bound per request and secrets masked."""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import MutableMapping
+from typing import Any
+
+import structlog
+
+_SENSITIVE_KEYS = re.compile(
+    r"(authorization|api[_-]?key|secret|password|token|card|cvc|cvv|pan|signature)", re.I
+)
+# Long digit runs (card numbers) and our own key format, wherever they appear in a message.
+_SENSITIVE_VALUES = re.compile(r"\b(?:\d[ -]?){13,19}\b|ahb_[A-Za-z0-9_-]{8,}|sk_(?:live|test)_\w+")
+MASK = "***"
+
+
+def _mask_value(value: Any) -> Any:
+    if isinstance(value, str):
+        return _SENSITIVE_VALUES.sub(MASK, value)
+    if isinstance(value, dict):
+        return {
+            k: MASK if _SENSITIVE_KEYS.search(str(k)) else _mask_value(v) for k, v in value.items()
+        }
+    if isinstance(value, (list, tuple)):
+        return [_mask_value(v) for v in value]
+    return value
+
+
+def mask_secrets(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    for key, value in list(event_dict.items()):
+        event_dict[key] = MASK if _SENSITIVE_KEYS.search(key) else _mask_value(value)
+    return event_dict
+
+
+def configure_logging(level: str = "INFO", *, json: bool = False) -> None:
+    processors: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        mask_secrets,
+        structlog.processors.format_exc_info,
+    ]
+    renderer: Any = (
+        structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
+    )
+    structlog.configure(
+        processors=[*processors, renderer],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=False,
+    )

@@ -1,0 +1,98 @@
+"""create_app(): the FastAPI application, its lifespan, middleware, errors and routers."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
+
+import structlog
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
+
+from aihub_billing import __version__
+from aihub_billing.accounts.endpoints import router as accounts_router
+from aihub_billing.api import problems
+from aihub_billing.api.middleware import RequestIdMiddleware
+from aihub_billing.audit.endpoints import router as audit_router
+from aihub_billing.config import BillingConfig
+from aihub_billing.kit.clock import Clock
+from aihub_billing.kit.logs import configure_logging
+from aihub_billing.plans.endpoints import router as plans_router
+from aihub_billing.service import BillingService
+
+API_PREFIX = "/api/v1/billing"
+log = structlog.get_logger("aihub_billing")
+
+
+def _operation_id(route: APIRoute) -> str:
+    # Stable ids for generated clients: "<tag>-<function name>".
+    return f"{route.tags[0]}-{route.name}" if route.tags else route.name
+
+
+def create_app(
+    config: BillingConfig | None = None,
+    *,
+    clock: Clock | None = None,
+    billing: BillingService | None = None,
+) -> FastAPI:
+    config = config or (billing.config if billing else BillingConfig())
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        service = billing or BillingService(config, clock=clock)
+        app.state.billing = service
+        stop = asyncio.Event()
+        worker_task = None
+        if config.run_embedded_worker():
+            worker_task = asyncio.create_task(service.worker().run(stop))
+        try:
+            yield
+        finally:
+            stop.set()
+            if worker_task is not None:
+                with suppress(asyncio.CancelledError):
+                    await worker_task
+            if billing is None:
+                await service.close()
+
+    configure_logging(config.log_level, json=config.log_json)
+    app = FastAPI(
+        title="aihub-billing",
+        version=__version__,
+        summary="Plans, metering, quota, invoices and payments for paid AI APIs.",
+        lifespan=lifespan,
+        generate_unique_id_function=_operation_id,
+    )
+    app.add_middleware(RequestIdMiddleware)
+    problems.install(app)
+
+    api = APIRouter(prefix=API_PREFIX)
+    for router in (plans_router, accounts_router, audit_router):
+        api.include_router(router)
+    app.include_router(api)
+    app.include_router(_health_router())
+    return app
+
+
+def _health_router() -> APIRouter:
+    router = APIRouter(tags=["health"])
+
+    @router.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        """Liveness: the process answers."""
+        return {"status": "ok"}
+
+    @router.get("/readyz", responses={503: {"description": "A dependency is down"}})
+    async def readyz(request: Request) -> JSONResponse:
+        """Readiness: the database (and Redis and the replica, when configured) answer."""
+        billing: BillingService = request.app.state.billing
+        checks = await billing.readiness()
+        ready = all(v == "ok" for v in checks.values())
+        return JSONResponse(
+            {"status": "ok" if ready else "unavailable", "checks": checks},
+            status_code=200 if ready else 503,
+        )
+
+    return router

@@ -1,0 +1,1 @@
+"""The plan catalog: plans, their limits and their prices."""

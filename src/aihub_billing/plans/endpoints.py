@@ -1,0 +1,38 @@
+"""/plans: the catalog, readable by every key; the operator adds plans."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, status
+
+from aihub_billing.api.deps import ActorDep, AdminContext, Idempotent, SessionDep
+from aihub_billing.api.routing import TransactionalRoute
+from aihub_billing.errors import Forbidden, responses
+from aihub_billing.plans import schemas
+from aihub_billing.plans.errors import PlanExists, PlanNotFound
+from aihub_billing.plans.service import plans
+
+router = APIRouter(prefix="/plans", tags=["plans"], route_class=TransactionalRoute)
+
+
+@router.get("")
+async def list_plans(session: SessionDep, _actor: ActorDep) -> list[schemas.Plan]:
+    """The current version of every active plan."""
+    return await plans.catalog(session)
+
+
+@router.get("/{code}", responses=responses(PlanNotFound))
+async def get_plan(code: str, session: SessionDep, _actor: ActorDep) -> schemas.Plan:
+    return await plans.get(session, code)
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    dependencies=[Idempotent],
+    responses=responses(Forbidden, PlanExists),
+)
+async def create_plan(
+    data: schemas.PlanCreate, session: SessionDep, ctx: AdminContext
+) -> schemas.Plan:
+    """Add a plan to the catalog (operator only)."""
+    return await plans.create(session, ctx, data)

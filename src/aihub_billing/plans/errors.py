@@ -1,0 +1,14 @@
+"""Errors of the plan catalog."""
+
+from aihub_billing.errors import BillingError, NotFound
+
+
+class PlanNotFound(NotFound):
+    code = "plan_not_found"
+    title = "Plan not found"
+
+
+class PlanExists(BillingError):
+    code = "plan_exists"
+    status = 409
+    title = "A plan with this code already exists"

@@ -1,0 +1,50 @@
+"""Queries on plans and their prices."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from aihub_billing.models import Plan, PlanPrice
+
+
+class PlanRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def latest(self, *, include_archived: bool = False) -> list[Plan]:
+        latest = (
+            select(Plan.code, func.max(Plan.version).label("version"))
+            .group_by(Plan.code)
+            .subquery()
+        )
+        query = (
+            select(Plan)
+            .join(latest, (Plan.code == latest.c.code) & (Plan.version == latest.c.version))
+            .order_by(Plan.code)
+        )
+        if not include_archived:
+            query = query.where(Plan.status == "active")
+        return list((await self.session.execute(query)).scalars())
+
+    async def latest_version(self, code: str) -> Plan | None:
+        result = await self.session.execute(
+            select(Plan).where(Plan.code == code).order_by(Plan.version.desc()).limit(1)
+        )
+        return result.scalar_one_or_none()
+
+    async def prices_for(self, plan_ids: list[str]) -> dict[str, list[PlanPrice]]:
+        if not plan_ids:
+            return {}
+        result = await self.session.execute(
+            select(PlanPrice).where(PlanPrice.plan_id.in_(plan_ids))
+        )
+        grouped: dict[str, list[PlanPrice]] = defaultdict(list)
+        for price in result.scalars():
+            grouped[price.plan_id].append(price)
+        return grouped
+
+    def add(self, obj: Plan | PlanPrice) -> None:
+        self.session.add(obj)

@@ -1,0 +1,175 @@
+"""BillingService: the façade the API, the CLI and the workers call.
+
+It owns the runtime parts (config, clock, database, Redis) and composes the domain services.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import redis.asyncio as aioredis
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncSession
+
+# Importing the tasks modules registers their jobs with the registry.
+import aihub_billing.idempotency.tasks
+import aihub_billing.jobs.tasks  # noqa: F401
+from aihub_billing.accounts import schemas as account_schemas
+from aihub_billing.accounts.service import accounts
+from aihub_billing.auth.keys import digest
+from aihub_billing.auth.repository import ApiKeyRepository
+from aihub_billing.config import BillingConfig
+from aihub_billing.jobs.worker import Worker
+from aihub_billing.kit.clock import Clock, SystemClock
+from aihub_billing.kit.context import SYSTEM, Actor, Context
+from aihub_billing.kit.db import Database, open_database
+from aihub_billing.models import Account, ApiKey
+from aihub_billing.plans import schemas as plan_schemas
+from aihub_billing.plans.service import plans
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def migrate_database(url: str, revision: str = "head") -> None:
+    """Runs the Alembic migrations (synchronously: call it outside an event loop)."""
+    ini = ROOT / "alembic.ini"
+    if not ini.exists():
+        raise FileNotFoundError(f"alembic.ini not found at {ini}; run from a source checkout")
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    cfg = AlembicConfig(str(ini))
+    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    cfg.attributes["skip_logging_config"] = True
+    command.upgrade(cfg, revision)
+
+
+@dataclass
+class Bootstrap:
+    plans_created: list[str] = field(default_factory=list)
+    admin_key_id: str | None = None
+    # Set only when this start created a key whose secret nobody has seen yet.
+    admin_secret: str | None = None
+    admin_key_from_env: bool = False
+
+
+class BillingService:
+    def __init__(
+        self, config: BillingConfig, *, clock: Clock | None = None, db: Database | None = None
+    ) -> None:
+        self.config = config
+        self.clock: Clock = clock or SystemClock()
+        self.db = db or open_database(config.database_url, config.database_replica_url)
+        self.redis: aioredis.Redis | None = (
+            aioredis.from_url(config.redis_url) if config.redis_url else None
+        )
+
+    async def close(self) -> None:
+        if self.redis is not None:
+            await self.redis.aclose()
+        await self.db.dispose()
+
+    def context(self, actor: Actor = SYSTEM, request_id: str | None = None) -> Context:
+        return Context(actor=actor, clock=self.clock, request_id=request_id)
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncSession]:
+        """A unit of work for the CLI and jobs: commits on success, rolls back on error."""
+        async with self.db.sessions() as session:
+            try:
+                yield session
+            except BaseException:
+                await session.rollback()
+                raise
+            await session.commit()
+
+    async def bootstrap(self) -> Bootstrap:
+        """Seeds the default plans and makes sure an operator key exists."""
+        result = Bootstrap()
+        ctx = self.context()
+        async with self.transaction() as session:
+            result.plans_created = await plans.seed_defaults(session, ctx)
+            keys = ApiKeyRepository(session)
+            configured = self.config.admin_key
+            if configured is not None:
+                secret = configured.get_secret_value()
+                existing = await keys.by_digest(digest(secret))
+                result.admin_key_from_env = True
+                if existing is None:
+                    key, _ = await accounts.issue_operator_key(
+                        session, ctx, name="bootstrap (AIHUB_BILLING_ADMIN_KEY)", secret=secret
+                    )
+                    existing = key
+                result.admin_key_id = existing.id
+            else:
+                admin = await keys.any_admin()
+                if admin is None:
+                    admin, result.admin_secret = await accounts.issue_operator_key(
+                        session, ctx, name="bootstrap"
+                    )
+                result.admin_key_id = admin.id
+        return result
+
+    async def readiness(self) -> dict[str, str]:
+        """'ok' or the error per dependency; the API answers 503 unless all are ok."""
+        checks: dict[str, str] = {}
+        try:
+            await self.db.ping()
+            checks["database"] = "ok"
+        except Exception as exc:
+            checks["database"] = f"error: {type(exc).__name__}"
+        if self.db.read_engine is not self.db.engine:
+            try:
+                async with self.db.read_engine.connect() as conn:
+                    await conn.exec_driver_sql("SELECT 1")
+                checks["database_replica"] = "ok"
+            except Exception as exc:
+                checks["database_replica"] = f"error: {type(exc).__name__}"
+        if self.redis is not None:
+            try:
+                await self.redis.ping()
+                checks["redis"] = "ok"
+            except Exception as exc:
+                checks["redis"] = f"error: {type(exc).__name__}"
+        return checks
+
+    def worker(self, **options: Any) -> Worker:
+        settings = {"idempotency_ttl_hours": self.config.idempotency_ttl_hours}
+        return Worker(
+            self.db,
+            self.clock,
+            poll_interval=self.config.jobs_poll_interval_seconds,
+            settings=settings,
+            **options,
+        )
+
+    # Operator actions used by the CLI.
+
+    async def create_account(self, data: account_schemas.AccountCreate) -> Account:
+        async with self.transaction() as session:
+            return await accounts.create(
+                session, self.context(), data, default_currency=self.config.pricing.currency
+            )
+
+    async def issue_api_key(
+        self, *, account_id: str | None, role: str, name: str | None = None
+    ) -> tuple[ApiKey, str]:
+        async with self.transaction() as session:
+            if account_id is None:
+                if role != "admin":
+                    raise ValueError("keys other than admin keys need an account")
+                return await accounts.issue_operator_key(session, self.context(), name=name)
+            if role == "admin":
+                raise ValueError("admin keys are not bound to an account")
+            data = account_schemas.ApiKeyCreate.model_validate({"role": role, "name": name})
+            return await accounts.issue_key(session, self.context(), account_id, data)
+
+    async def list_plans(self) -> list[plan_schemas.Plan]:
+        async with self.db.sessions() as session:
+            return await plans.catalog(session)
