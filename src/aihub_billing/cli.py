@@ -25,7 +25,8 @@ app.add_typer(accounts_app, name="accounts")
 app.add_typer(keys_app, name="api-keys")
 app.add_typer(plans_app, name="plans")
 
-console = Console()
+# soft_wrap: keys and URLs stay on one line, so they can be copied.
+console = Console(soft_wrap=True)
 T = TypeVar("T")
 
 

@@ -132,6 +132,16 @@ class InvalidRequest(BillingError):
     title = "Invalid request"
 
 
+class InvalidCursorValue(InvalidRequest):
+    code = "invalid_cursor"
+    title = "The pagination cursor is not one this API issued"
+
+
+class InvalidCurrency(InvalidRequest):
+    code = "invalid_currency"
+    title = "Unknown ISO 4217 currency code"
+
+
 class ValidationFailed(BillingError):
     code = "validation_error"
     status = 422

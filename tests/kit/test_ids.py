@@ -151,3 +151,10 @@ def test_new_token_short_suffix() -> None:
 def test_new_token_refuses_non_positive(nbytes: int) -> None:
     with pytest.raises(ValueError, match="positive"):
         new_token(nbytes)
+
+
+def test_ids_made_in_the_same_millisecond_sort_in_creation_order() -> None:
+    at = datetime(2026, 1, 31, 12, 0, tzinfo=UTC)
+    ids = [new_id("aud", at) for _ in range(500)]
+    assert ids == sorted(ids)
+    assert len(set(ids)) == 500

@@ -11,12 +11,14 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from aihub_billing.api.middleware import REQUEST_ID_HEADER
 from aihub_billing.errors import (
     PROBLEM_CONTENT_TYPE,
     BillingError,
     Conflict,
     InternalError,
-    InvalidRequest,
+    InvalidCurrency,
+    InvalidCursorValue,
     ServiceUnavailable,
     ValidationFailed,
     problem_body,
@@ -89,9 +91,8 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _invalid_input(request: Request, exc: Exception) -> JSONResponse:
-    code = "invalid_cursor" if isinstance(exc, InvalidCursor) else "invalid_currency"
-    error = InvalidRequest(str(exc), extra={"reason": code})
-    return problem_response(request, error)
+    error = InvalidCursorValue if isinstance(exc, InvalidCursor) else InvalidCurrency
+    return problem_response(request, error(str(exc)))
 
 
 async def _integrity_error(request: Request, exc: Exception) -> JSONResponse:
@@ -109,7 +110,12 @@ async def _database_unavailable(request: Request, exc: Exception) -> JSONRespons
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.exception("request.unhandled", path=request.url.path)
-    return problem_response(request, InternalError("an internal error occurred"))
+    response = problem_response(request, InternalError("an internal error occurred"))
+    # This handler runs outside the request-id middleware, so it sets the header itself.
+    request_id = getattr(request.state, "request_id", None)
+    if request_id:
+        response.headers[REQUEST_ID_HEADER] = request_id
+    return response
 
 
 def install(app: FastAPI) -> None:

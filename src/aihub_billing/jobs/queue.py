@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from aihub_billing.jobs.registry import registry
+from aihub_billing.jobs.registry import JobRegistry, registry
 from aihub_billing.jobs.repository import JobRepository
 from aihub_billing.kit.context import Context
 from aihub_billing.kit.ids import new_id
@@ -25,9 +25,13 @@ async def enqueue(
     run_at: datetime | None = None,
     dedupe_key: str | None = None,
     max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+    jobs: JobRegistry = registry,
 ) -> Job | None:
-    """Adds the job to the session; with a dedupe key, None when that job already exists."""
-    if name not in registry.handlers:
+    """Adds the job to the session; with a dedupe key, None when that job already exists.
+
+    `jobs` is the registry the name must be known to (the global one unless a test says so).
+    """
+    if name not in jobs.handlers:
         raise ValueError(f"no handler registered for job {name!r}")
     now = ctx.clock.now()
     job = Job(

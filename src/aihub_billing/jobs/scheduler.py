@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from aihub_billing.jobs.queue import enqueue
-from aihub_billing.jobs.registry import Periodic, registry
+from aihub_billing.jobs.registry import JobRegistry, Periodic, registry
 from aihub_billing.kit.context import Context
 
 _EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
@@ -19,11 +19,11 @@ def slot_start(periodic: Periodic, now: datetime) -> datetime:
     return _EPOCH + index * periodic.every
 
 
-async def tick(session: AsyncSession, ctx: Context) -> list[str]:
+async def tick(session: AsyncSession, ctx: Context, *, jobs: JobRegistry = registry) -> list[str]:
     """Enqueues the current slot of every periodic job; returns the names newly enqueued."""
     now = ctx.clock.now()
     enqueued = []
-    for periodic in registry.periodic.values():
+    for periodic in jobs.periodic.values():
         start = slot_start(periodic, now)
         job = await enqueue(
             session,
@@ -32,6 +32,7 @@ async def tick(session: AsyncSession, ctx: Context) -> list[str]:
             periodic.payload,
             run_at=start,
             dedupe_key=f"{periodic.name}@{start.isoformat()}",
+            jobs=jobs,
         )
         if job is not None:
             enqueued.append(periodic.name)

@@ -54,7 +54,8 @@ class Worker:
 
     async def tick(self) -> list[str]:
         async with self.db.sessions() as session:
-            enqueued = await scheduler.tick(session, Context(actor=SYSTEM, clock=self.clock))
+            ctx = Context(actor=SYSTEM, clock=self.clock)
+            enqueued = await scheduler.tick(session, ctx, jobs=self.jobs)
             await session.commit()
         return enqueued
 

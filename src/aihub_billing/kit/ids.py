@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import secrets
+import threading
 from datetime import UTC, datetime, timedelta
 
 from aihub_billing.kit.clock import SystemClock, ensure_utc
@@ -26,12 +27,40 @@ def _check_prefix(prefix: str) -> str:
     return prefix
 
 
+class _Monotonic:
+    """Monotonic ULIDs within a process: in the same millisecond the next id is the last one
+    plus one, so ids made in sequence sort in sequence (bursts, frozen test clocks). The last
+    id is kept per millisecond, so callers on different clocks don't disturb each other."""
+
+    _KEEP = 1024
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._last: dict[int, int] = {}
+
+    def next(self, ms: int) -> int:
+        with self._lock:
+            last = self._last.get(ms)
+            if last is not None and (last + 1) >> 80 == ms:
+                value = last + 1
+            else:
+                value = (ms << 80) | secrets.randbits(80)
+            self._last[ms] = value
+            if len(self._last) > self._KEEP:
+                # dicts keep insertion order: drop the oldest millisecond seen.
+                del self._last[next(iter(self._last))]
+            return value
+
+
+_monotonic = _Monotonic()
+
+
 def _ulid(at: datetime) -> str:
     # Integer arithmetic on the timedelta avoids float rounding of the milliseconds.
     ms = (ensure_utc(at) - _EPOCH) // timedelta(milliseconds=1)
     if not 0 <= ms <= _MAX_MS:
         raise ValueError(f"timestamp out of ULID range: {at.isoformat()}")
-    value = (ms << 80) | secrets.randbits(80)
+    value = _monotonic.next(ms)
     chars = []
     for _ in range(_BODY_LEN):
         value, digit = divmod(value, 32)
@@ -40,7 +69,7 @@ def _ulid(at: datetime) -> str:
 
 
 def new_id(prefix: str, at: datetime | None = None) -> str:
-    """A new `{prefix}_{ULID}` id; ids created in different milliseconds sort by time.
+    """A new `{prefix}_{ULID}` id; ids sort by time, and in creation order within a process.
 
     Pass `at` (the injected clock's time) so ids agree with the rest of the record.
     """

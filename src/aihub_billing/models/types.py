@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from decimal import Decimal
+from decimal import Context, Decimal
 from typing import Any
 
 from sqlalchemy import DateTime, Dialect, Numeric, String
@@ -43,7 +43,8 @@ class PreciseDecimal(TypeDecorator[Decimal]):
     cache_ok = True
 
     def __init__(self, precision: int = 38, scale: int = 18) -> None:
-        super().__init__()
+        # The impl carries them too: repr() (what autogenerate renders) is built from the impl.
+        super().__init__(precision, scale)
         self.precision = precision
         self.scale = scale
 
@@ -58,7 +59,15 @@ class PreciseDecimal(TypeDecorator[Decimal]):
         if isinstance(value, (float, bool)):
             raise TypeError("PreciseDecimal refuses float and bool; pass a Decimal")
         value = Decimal(value)
-        return str(value) if dialect.name == "sqlite" else value
+        if not value.is_finite():
+            raise ValueError("PreciseDecimal refuses NaN and infinity")
+        # Refuse what NUMERIC(p, s) would round or reject, so both backends store the same.
+        exponent = int(value.as_tuple().exponent)
+        if exponent < -self.scale and value != value.quantize(Decimal(1).scaleb(-self.scale)):
+            raise ValueError(f"more than {self.scale} decimal places: {value}")
+        if value.adjusted() >= self.precision - self.scale:
+            raise ValueError(f"more than {self.precision - self.scale} integer digits: {value}")
+        return format(value, "f") if dialect.name == "sqlite" else value
 
     def process_result_value(self, value: Any, dialect: Dialect) -> Decimal | None:
         if value is None:
@@ -67,7 +76,16 @@ class PreciseDecimal(TypeDecorator[Decimal]):
 
 
 def canonical_decimal(value: Decimal) -> Decimal:
-    """Drops the scale padding NUMERIC adds (1.500000 -> 1.5), never into exponent form."""
+    """Drops the scale padding NUMERIC adds (1.500000 -> 1.5); whole numbers stay plain.
+
+    str() of a value below 1e-6 is still exponent form: JSON goes through JsonDecimal.
+
+    Exact at any length: the default context (28 digits) would round a NUMERIC(38, 18).
+    """
+    if not value.is_finite():
+        return value
+    _, digits, exponent = value.as_tuple()
+    exact = Context(prec=len(digits) + max(int(exponent), 0))
     if value == value.to_integral_value():
-        return value.quantize(Decimal(1))
-    return value.normalize()
+        return value.quantize(Decimal(1), context=exact)
+    return value.normalize(context=exact)

@@ -1,0 +1,42 @@
+"""Runs every benchmark and prints one table; `python -m bench --quick` for a short run."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+
+from rich.console import Console
+from rich.table import Table
+
+from bench import api, jobs
+from bench.common import Result
+
+
+async def main(quick: bool) -> None:
+    console = Console()
+    results: list[Result] = []
+    for suite in (api, jobs):
+        console.print(
+            f"[bold]>> {suite.__name__}[/] {suite.__doc__.strip() if suite.__doc__ else ''}"
+        )
+        results += await suite.run(quick=quick, console=console)
+    table = Table(
+        "benchmark", "backend", "figure", "baseline", "baseline figure", "ratio", "target"
+    )
+    for r in results:
+        table.add_row(
+            r.name,
+            r.backend,
+            r.figure_text(),
+            r.baseline or "-",
+            r.baseline_text(),
+            r.ratio_text(),
+            r.target or "-",
+        )
+    console.print(table)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(prog="python -m bench")
+    parser.add_argument("--quick", action="store_true", help="fewer iterations")
+    asyncio.run(main(parser.parse_args().quick))
