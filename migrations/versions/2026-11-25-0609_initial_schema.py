@@ -91,7 +91,7 @@ def upgrade() -> None:
         sa.Column("status", sa.String(length=16), nullable=False),
         sa.Column("run_at", UTCDateTime(), nullable=False),
         sa.Column("attempts", sa.Integer(), nullable=False),
-        sa.Column("max_attempts", sa.Integer(), nullable=False),
+        sa.Column("max_attempts", sa.Integer(), nullable=True),
         sa.Column("dedupe_key", sa.String(length=200), nullable=True),
         sa.Column("locked_by", sa.String(length=100), nullable=True),
         sa.Column("locked_until", UTCDateTime(), nullable=True),

@@ -146,6 +146,7 @@ class BillingService:
             self.clock,
             poll_interval=self.config.jobs_poll_interval_seconds,
             settings=settings,
+            max_attempts=self.config.jobs_max_attempts,
             **options,
         )
 

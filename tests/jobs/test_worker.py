@@ -371,3 +371,60 @@ async def test_run_loop_schedules_the_periodic_jobs_of_its_own_registry(
         stop.set()
         await asyncio.wait_for(task, timeout=5)
     assert {job.name for job in await all_jobs(billing)} == {"test.beat"}
+
+
+# 6b. Leases that outlive slow jobs and workers that keep dying
+
+
+async def test_a_job_whose_worker_dies_on_every_attempt_ends_dead(
+    billing: BillingService, clock: FrozenClock
+) -> None:
+    jobs = registry_with("test.noop", noop)
+    lease = timedelta(seconds=30)
+    job_id = await add_job(billing, jobs, "test.noop", max_attempts=2)
+    for name in ("worker-a", "worker-b"):  # each claims, then "dies" without finishing
+        worker = Worker(billing.db, clock, jobs=jobs, lease=lease, worker_id=name)
+        assert [j.id for j in await worker.claim()] == [job_id]
+        clock.advance(lease + timedelta(seconds=1))
+    survivor = Worker(billing.db, clock, jobs=jobs, lease=lease, worker_id="worker-c")
+    assert await survivor.claim() == []
+    job = await get_job(billing, job_id)
+    assert (job.status, job.attempts, job.locked_by) == ("dead", 2, None)
+    assert job.finished_at == clock.now() and "lease expired" in (job.last_error or "")
+
+
+async def test_the_default_attempt_limit_comes_from_the_worker(
+    billing: BillingService, clock: FrozenClock
+) -> None:
+    async def fails(session: AsyncSession, run: JobRun) -> None:
+        raise Boom("always")
+
+    jobs = registry_with("test.fails", fails)
+    job_id = await add_job(billing, jobs, "test.fails")  # no max_attempts of its own
+    worker = Worker(billing.db, clock, jobs=jobs, max_attempts=1)
+    assert await worker.run_once() == 1
+    assert (await get_job(billing, job_id)).status == "dead"
+
+
+async def test_later_jobs_of_a_batch_keep_their_lease_while_a_slow_job_runs(
+    billing: BillingService, clock: FrozenClock
+) -> None:
+    lease = timedelta(seconds=0.3)
+    stolen: list[list[str]] = []
+
+    async def slow(session: AsyncSession, run: JobRun) -> None:
+        if run.payload.get("slow"):
+            for _ in range(5):  # 0.5 s of clock time: longer than the lease
+                await asyncio.sleep(0.15)
+                clock.advance(seconds=0.1)
+            thief = Worker(billing.db, clock, jobs=jobs, lease=lease, worker_id="thief")
+            stolen.append([job.id for job in await thief.claim()])
+
+    jobs = registry_with("test.slow", slow)
+    await add_job(billing, jobs, "test.slow", payload={"slow": True})
+    second = await add_job(billing, jobs, "test.slow")
+    worker = Worker(billing.db, clock, jobs=jobs, lease=lease, worker_id="owner", batch_size=2)
+    assert await worker.run_once() == 2
+    assert stolen == [[]], "the second job's lease ran out while the first job ran"
+    job = await get_job(billing, second)
+    assert (job.status, job.attempts) == ("succeeded", 1)

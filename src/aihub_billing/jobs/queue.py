@@ -13,6 +13,7 @@ from aihub_billing.kit.context import Context
 from aihub_billing.kit.ids import new_id
 from aihub_billing.models import Job
 
+# Used when neither the job nor the worker's configuration sets a limit.
 DEFAULT_MAX_ATTEMPTS = 8
 
 
@@ -24,7 +25,7 @@ async def enqueue(
     *,
     run_at: datetime | None = None,
     dedupe_key: str | None = None,
-    max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+    max_attempts: int | None = None,
     jobs: JobRegistry = registry,
 ) -> Job | None:
     """Adds the job to the session; with a dedupe key, None when that job already exists.

@@ -64,6 +64,33 @@ class JobRepository:
         result = await self.session.execute(stmt)
         return sorted(result.scalars(), key=lambda job: (job.run_at, job.id))
 
+    async def bury_abandoned(self, *, now: datetime, default_max_attempts: int) -> int:
+        """Marks dead the running jobs whose lease expired with no attempts left."""
+        limit = func.coalesce(Job.max_attempts, default_max_attempts)
+        result = await self.session.execute(
+            update(Job)
+            .where(Job.status == "running", Job.locked_until < now, Job.attempts >= limit)
+            .values(
+                status="dead",
+                locked_by=None,
+                locked_until=None,
+                finished_at=now,
+                last_error="lease expired on the last attempt: the worker died or hung",
+            )
+            .execution_options(synchronize_session=False)
+        )
+        return int(getattr(result, "rowcount", 0) or 0)
+
+    async def renew(self, job_ids: list[str], worker_id: str, lease_until: datetime) -> int:
+        """Extends this worker's leases; returns how many it still held."""
+        result = await self.session.execute(
+            update(Job)
+            .where(Job.id.in_(job_ids), Job.locked_by == worker_id, Job.status == "running")
+            .values(locked_until=lease_until)
+            .execution_options(synchronize_session=False)
+        )
+        return int(getattr(result, "rowcount", 0) or 0)
+
     async def finish(
         self,
         job_id: str,

@@ -12,6 +12,7 @@ from typing import Any
 import structlog
 
 from aihub_billing.jobs import scheduler
+from aihub_billing.jobs.queue import DEFAULT_MAX_ATTEMPTS
 from aihub_billing.jobs.registry import JobRegistry, JobRun, registry
 from aihub_billing.jobs.repository import JobRepository
 from aihub_billing.kit.clock import Clock, monotonic
@@ -41,8 +42,10 @@ class Worker:
         tick_interval: float = 30.0,
         worker_id: str | None = None,
         settings: dict[str, Any] | None = None,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
     ) -> None:
         self.settings = settings or {}
+        self.max_attempts = max_attempts
         self.db = db
         self.clock = clock
         self.jobs = jobs
@@ -62,7 +65,10 @@ class Worker:
     async def claim(self) -> list[Job]:
         now = self.clock.now()
         async with self.db.sessions() as session:
-            jobs = await JobRepository(session).claim(
+            repo = JobRepository(session)
+            # A job whose worker died on every attempt would otherwise be retried forever.
+            await repo.bury_abandoned(now=now, default_max_attempts=self.max_attempts)
+            jobs = await repo.claim(
                 worker_id=self.worker_id,
                 now=now,
                 lease_until=now + self.lease,
@@ -74,9 +80,34 @@ class Worker:
     async def run_once(self) -> int:
         """Claims one batch and runs it; returns how many jobs were run."""
         jobs = await self.claim()
-        for job in jobs:
-            await self.execute(job)
+        if not jobs:
+            return 0
+        waiting = {job.id for job in jobs}
+        heartbeat = asyncio.create_task(self._heartbeat(waiting))
+        try:
+            for job in jobs:
+                await self.execute(job)
+                waiting.discard(job.id)
+        finally:
+            heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeat
         return len(jobs)
+
+    async def _heartbeat(self, held: set[str]) -> None:
+        """Keeps renewing the leases of a batch's jobs while earlier ones run."""
+        interval = max(self.lease.total_seconds() / 3, 0.05)
+        while True:
+            await asyncio.sleep(interval)
+            if not held:
+                continue
+            try:
+                async with self.db.sessions() as session:
+                    until = self.clock.now() + self.lease
+                    await JobRepository(session).renew(list(held), self.worker_id, until)
+                    await session.commit()
+            except Exception:  # a missed beat only shortens the lease
+                log.warning("worker.heartbeat_failed", worker_id=self.worker_id, exc_info=True)
 
     async def drain(self, max_rounds: int = 1000) -> int:
         """Runs batches until nothing is due (tests, CLI `worker --once`)."""
@@ -98,6 +129,9 @@ class Worker:
             ctx=Context(actor=SYSTEM, clock=self.clock, request_id=job.id),
             settings=self.settings,
         )
+        if not await self._renew(job):
+            log.warning("job.lease_lost", job_id=job.id, job=job.name)
+            return
         started = monotonic()
         try:
             if handler is None:
@@ -117,9 +151,17 @@ class Worker:
         except Exception as exc:
             await self._fail(job, exc)
 
+    async def _renew(self, job: Job) -> bool:
+        """Restarts the lease as the job starts: one lease per batch would run out on slow jobs."""
+        now = self.clock.now()
+        async with self.db.sessions() as session:
+            held = await JobRepository(session).renew([job.id], self.worker_id, now + self.lease)
+            await session.commit()
+        return held > 0
+
     async def _fail(self, job: Job, exc: Exception) -> None:
         now = self.clock.now()
-        dead = job.attempts >= job.max_attempts
+        dead = job.attempts >= (job.max_attempts or self.max_attempts)
         error = f"{type(exc).__name__}: {exc}"[:2000]
         async with self.db.sessions() as session:
             await JobRepository(session).finish(

@@ -10,11 +10,16 @@ from typing import Any
 
 import structlog
 
+# Whole words of a key name, so "input_tokens" or "company" stay visible.
 _SENSITIVE_KEYS = re.compile(
-    r"(authorization|api[_-]?key|secret|password|token|card|cvc|cvv|pan|signature)", re.I
+    r"(?:^|[_-])(authorization|api[_-]?key|secret|password|passwd|token|cookie|card|"
+    r"card[_-]?number|cvc|cvv|pan|signature)(?:$|[_-])",
+    re.I,
 )
-# Long digit runs (card numbers) and our own key format, wherever they appear in a message.
-_SENSITIVE_VALUES = re.compile(r"\b(?:\d[ -]?){13,19}\b|ahb_[A-Za-z0-9_-]{8,}|sk_(?:live|test)_\w+")
+# Card-number-like digit runs and secret formats, wherever they appear in a value.
+_SENSITIVE_VALUES = re.compile(
+    r"\b\d(?:[ -]?\d){12,18}\b|ahb_[A-Za-z0-9_-]{8,}|[sr]k_(?:live|test)_\w+|whsec_\w+"
+)
 MASK = "***"
 
 

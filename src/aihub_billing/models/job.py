@@ -22,7 +22,8 @@ class Job(Base):
     status: Mapped[str] = mapped_column(String(16), default="pending")
     run_at: Mapped[datetime]
     attempts: Mapped[int] = mapped_column(Integer, default=0)
-    max_attempts: Mapped[int] = mapped_column(Integer)
+    # NULL = the worker's configured default (AIHUB_BILLING_JOBS_MAX_ATTEMPTS).
+    max_attempts: Mapped[int | None] = mapped_column(Integer)
     # Set for jobs that must exist once (periodic slots, one notification per period).
     dedupe_key: Mapped[str | None] = mapped_column(String(200), unique=True)
     locked_by: Mapped[str | None] = mapped_column(String(100))

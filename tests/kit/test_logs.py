@@ -1,0 +1,51 @@
+"""Structured logs never carry secrets, keys or card numbers."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import structlog
+
+from aihub_billing.kit.logs import configure_logging
+
+
+@pytest.fixture
+def log_lines(capsys: pytest.CaptureFixture[str]) -> list[dict[str, object]]:
+    configure_logging("INFO", json=True)
+    log = structlog.get_logger("test")
+    log.info(
+        "payment.attempt",
+        api_key="sk_live_abcdefghijklmnop",
+        headers={"Authorization": "Bearer ahb_secretsecretsecret", "Accept": "json"},
+        note="customer pasted 4242 4242 4242 4242 into the memo",
+        amount_minor=2999,
+        key_prefix="ahb_ab",
+    )
+    log.info("other", message="retrying with sk_test_51Habc and ahb_0123456789abcdef")
+    err = capsys.readouterr().err
+    return [json.loads(line) for line in err.splitlines() if line.strip()]
+
+
+def test_secret_fields_and_values_are_masked(log_lines: list[dict[str, object]]) -> None:
+    first, second = log_lines
+    assert first["api_key"] == "***"
+    assert first["headers"] == {"Authorization": "***", "Accept": "json"}
+    assert first["note"] == "customer pasted *** into the memo"
+    assert first["amount_minor"] == 2999
+    assert "sk_test" not in json.dumps(second) and "ahb_0123" not in json.dumps(second)
+
+
+def test_log_lines_are_json_with_level_and_time(log_lines: list[dict[str, object]]) -> None:
+    assert {"event", "level", "timestamp"} <= set(log_lines[0])
+    assert log_lines[0]["event"] == "payment.attempt"
+
+
+def test_metering_fields_are_not_mistaken_for_secrets(capsys: pytest.CaptureFixture[str]) -> None:
+    configure_logging("INFO", json=True)
+    structlog.get_logger("test").info(
+        "usage", input_tokens=100, output_tokens=50, company="Acme", idempotency_key="k1"
+    )
+    line = json.loads(capsys.readouterr().err.strip())
+    assert (line["input_tokens"], line["output_tokens"], line["company"]) == (100, 50, "Acme")
+    assert line["idempotency_key"] == "k1"
