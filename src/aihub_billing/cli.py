@@ -15,6 +15,7 @@ from rich.table import Table
 
 from aihub_billing.accounts.schemas import AccountCreate
 from aihub_billing.config import BillingConfig, redacted_database_url
+from aihub_billing.kit.logs import configure_logging
 from aihub_billing.service import BillingService, Bootstrap, migrate_database
 
 app = typer.Typer(help="aihub-billing: billing and quota for paid AI APIs.", no_args_is_help=True)
@@ -32,7 +33,9 @@ T = TypeVar("T")
 
 def _run(work: Callable[[BillingService], Awaitable[T]]) -> T:
     async def main() -> T:
-        billing = BillingService(BillingConfig())
+        config = BillingConfig()
+        configure_logging(config.log_level, json=config.log_json)
+        billing = BillingService(config)
         try:
             return await work(billing)
         finally:

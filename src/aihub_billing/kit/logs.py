@@ -43,6 +43,10 @@ def mask_secrets(
     return event_dict
 
 
+def _stderr_logger(*_args: Any) -> structlog.PrintLogger:
+    return structlog.PrintLogger(sys.stderr)
+
+
 def configure_logging(level: str = "INFO", *, json: bool = False) -> None:
     processors: list[Any] = [
         structlog.contextvars.merge_contextvars,
@@ -57,6 +61,7 @@ def configure_logging(level: str = "INFO", *, json: bool = False) -> None:
     structlog.configure(
         processors=[*processors, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        # Resolve sys.stderr when a logger is made, not once: it may be swapped (tests, daemons).
+        logger_factory=_stderr_logger,
         cache_logger_on_first_use=False,
     )
