@@ -194,6 +194,8 @@ REFUSALS: list[tuple[str, dict[str, Any], str]] = [
         "paypal.client_secret",
     ),
     ("prod-no-encryption", {**PROD, "encryption_enabled": False}, "encryption_enabled"),
+    ("prod-short-admin-key", {**PROD, "admin_key": "admin"}, "admin_key must be at least 32"),
+    ("dev-live-key-while-disabled", {"stripe": {"api_key": "sk_live_x"}}, "live key"),
     *[
         (
             f"{env}-stripe-{key[:7]}",
@@ -228,10 +230,6 @@ def test_refusals(kwargs: dict[str, Any], message: str) -> None:
         pytest.param(
             {**PROD, "stripe": {"api_key": "sk_test_x"}, "paypal": {"sandbox": True}},
             id="prod-disabled-not-checked",
-        ),
-        pytest.param(
-            {"stripe": {"api_key": "sk_live_x", "sandbox": False}},
-            id="dev-disabled-not-checked",
         ),
         pytest.param(
             {"environment": "test", "stripe": {"enabled": True, "api_key": "sk_fake"}},

@@ -38,6 +38,8 @@ DEFAULT_CONFIG_FILE = "aihub-billing.toml"
 
 Environment = Literal["development", "test", "staging", "production"]
 
+# The bootstrap operator key is typed by a person: refuse a guessable one where money is real.
+MIN_ADMIN_KEY_LENGTH = 32
 _LOG_LEVELS = frozenset({"CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG"})
 _STRIPE_LIVE_PREFIXES = ("sk_live_", "rk_live_")
 _STRIPE_TEST_PREFIXES = ("sk_test_", "rk_test_")
@@ -228,6 +230,9 @@ def _stripe_key_mode(
 
 def _production_problems(config: BillingConfig) -> list[str]:
     problems: list[str] = []
+    admin_key = config.admin_key.get_secret_value() if config.admin_key else None
+    if admin_key is not None and len(admin_key) < MIN_ADMIN_KEY_LENGTH:
+        problems.append(f"admin_key must be at least {MIN_ADMIN_KEY_LENGTH} characters")
     if not config.encryption_enabled:
         problems.append("encryption_enabled must be true in production")
     stripe, paypal = config.stripe, config.paypal
@@ -258,7 +263,8 @@ def _production_problems(config: BillingConfig) -> list[str]:
 def _non_production_problems(config: BillingConfig) -> list[str]:
     problems: list[str] = []
     env = config.environment
-    if config.stripe.enabled and _stripe_key_mode(config.stripe.api_key) == "live":
+    # A live key has no business in a non-production config, even with Stripe switched off.
+    if _stripe_key_mode(config.stripe.api_key) == "live":
         problems.append(f"stripe.api_key is a live key (sk_live_/rk_live_); not allowed in {env}")
     for name, provider in (("stripe", config.stripe), ("paypal", config.paypal)):
         if provider.enabled and not provider.sandbox:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import datetime
 
 import httpx
@@ -13,12 +14,17 @@ from aihub_billing.service import BillingService
 from tests.conftest import make_config
 
 
-async def serve(billing: BillingService) -> AsyncIterator[httpx.AsyncClient]:
+@asynccontextmanager
+async def serving(billing: BillingService) -> AsyncIterator[httpx.AsyncClient]:
+    """A client on an app around `billing`, which is closed afterwards."""
     app = create_app(billing=billing)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-            yield client
+    try:
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+                yield client
+    finally:
+        await billing.close()
 
 
 async def test_healthz_and_readyz(client: httpx.AsyncClient) -> None:
@@ -29,39 +35,27 @@ async def test_healthz_and_readyz(client: httpx.AsyncClient) -> None:
 
 
 async def test_readyz_checks_redis_when_configured(database_url: str, redis_url: str) -> None:
-    billing = BillingService(make_config(database_url, redis_url=redis_url))
-    try:
-        async for client in serve(billing):
-            ready = await client.get("/readyz")
-            assert ready.json()["checks"] == {"database": "ok", "redis": "ok"}
-    finally:
-        await billing.close()
+    async with serving(BillingService(make_config(database_url, redis_url=redis_url))) as client:
+        ready = await client.get("/readyz")
+        assert ready.json()["checks"] == {"database": "ok", "redis": "ok"}
 
 
 async def test_readyz_is_503_when_a_dependency_is_down(sqlite_url: str) -> None:
     # Port 9 (discard) has no Redis: readiness must say so instead of pretending.
     config = make_config(sqlite_url, redis_url="redis://127.0.0.1:9/0")
-    billing = BillingService(config)
-    try:
-        async for client in serve(billing):
-            ready = await client.get("/readyz")
-            assert ready.status_code == 503
-            assert ready.json()["checks"]["database"] == "ok"
-            assert ready.json()["checks"]["redis"].startswith("error")
-    finally:
-        await billing.close()
+    async with serving(BillingService(config)) as client:
+        ready = await client.get("/readyz")
+        assert ready.status_code == 503
+        assert ready.json()["checks"]["database"] == "ok"
+        assert ready.json()["checks"]["redis"].startswith("error")
 
 
 async def test_readyz_checks_the_replica(sqlite_url: str) -> None:
     config = make_config(sqlite_url, database_replica_url="sqlite+aiosqlite:////nonexistent/x.db")
-    billing = BillingService(config)
-    try:
-        async for client in serve(billing):
-            ready = await client.get("/readyz")
-            assert ready.status_code == 503
-            assert ready.json()["checks"]["database_replica"].startswith("error")
-    finally:
-        await billing.close()
+    async with serving(BillingService(config)) as client:
+        ready = await client.get("/readyz")
+        assert ready.status_code == 503
+        assert ready.json()["checks"]["database_replica"].startswith("error")
 
 
 async def test_openapi_lists_the_api_with_stable_operation_ids(client: httpx.AsyncClient) -> None:
@@ -106,23 +100,20 @@ async def test_an_unexpected_error_is_a_500_problem_without_internals(
 ) -> None:
     key = "ahb_bootstrap_key_for_the_500_test_000000000000"
     billing = BillingService(make_config(sqlite_url, admin_key=key), clock=clock)
-    try:
-        await billing.bootstrap()
-        # A clock that explodes stands in for any bug inside a request.
-        billing.clock = _ExplodingClock()
-        async for client in serve(billing):
-            response = await client.post(
-                "/api/v1/billing/accounts",
-                json={"name": "x"},
-                headers={"Authorization": f"Bearer {key}"},
-            )
-            assert response.status_code == 500
-            body = response.json()
-            assert body["code"] == "internal_error"
-            assert "secret-internals" not in response.text
-            assert body["request_id"] == response.headers["x-request-id"]
-    finally:
-        await billing.close()
+    await billing.bootstrap()
+    # A clock that explodes stands in for any bug inside a request.
+    billing.clock = _ExplodingClock()
+    async with serving(billing) as client:
+        response = await client.post(
+            "/api/v1/billing/accounts",
+            json={"name": "x"},
+            headers={"Authorization": f"Bearer {key}"},
+        )
+        assert response.status_code == 500
+        body = response.json()
+        assert body["code"] == "internal_error"
+        assert "secret-internals" not in response.text
+        assert body["request_id"] == response.headers["x-request-id"]
 
 
 class _ExplodingClock:

@@ -118,3 +118,12 @@ async def test_malformed_keys_are_refused(client: httpx.AsyncClient, admin_key: 
         )
         assert response.status_code in (400, 422), key
         assert response.json()["code"] in ("invalid_idempotency_key", "validation_error")
+
+
+async def test_every_creating_post_accepts_an_idempotency_key(client: httpx.AsyncClient) -> None:
+    spec = (await client.get("/openapi.json")).json()
+    posts = {path: ops["post"] for path, ops in spec["paths"].items() if "post" in ops}
+    assert posts, "no POST routes found"
+    for path, operation in posts.items():
+        headers = {p["name"] for p in operation.get("parameters", []) if p["in"] == "header"}
+        assert "Idempotency-Key" in headers, path
