@@ -129,9 +129,6 @@ class Worker:
             ctx=Context(actor=SYSTEM, clock=self.clock, request_id=job.id),
             settings=self.settings,
         )
-        if not await self._renew(job):
-            log.warning("job.lease_lost", job_id=job.id, job=job.name)
-            return
         started = monotonic()
         try:
             if handler is None:
@@ -150,14 +147,6 @@ class Worker:
             log.info("job.succeeded", job_id=job.id, job=job.name, ms=_ms(started))
         except Exception as exc:
             await self._fail(job, exc)
-
-    async def _renew(self, job: Job) -> bool:
-        """Restarts the lease as the job starts: one lease per batch would run out on slow jobs."""
-        now = self.clock.now()
-        async with self.db.sessions() as session:
-            held = await JobRepository(session).renew([job.id], self.worker_id, now + self.lease)
-            await session.commit()
-        return held > 0
 
     async def _fail(self, job: Job, exc: Exception) -> None:
         now = self.clock.now()
