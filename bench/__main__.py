@@ -8,12 +8,14 @@ import asyncio
 from rich.console import Console
 from rich.table import Table
 
+from aihub_billing.kit.logs import configure_logging
 from bench import api, jobs
 from bench.common import Result
 
 
 async def main(quick: bool) -> None:
-    console = Console()
+    configure_logging("WARNING")  # a log line per job would drown the figures
+    console = Console(width=150)
     results: list[Result] = []
     for suite in (api, jobs):
         console.print(

@@ -41,7 +41,9 @@ async def run(*, quick: bool, console: Console) -> list[Result]:
     results = []
     for backend in await backends():
         async with database(backend) as url:
-            config = BillingConfig(environment="test", database_url=url, embedded_worker=False)
+            config = BillingConfig(
+                environment="test", database_url=url, embedded_worker=False, log_level="WARNING"
+            )
             billing = BillingService(config)
             boot = await billing.bootstrap()
             assert boot.admin_secret is not None

@@ -40,7 +40,10 @@ def _sqlite_engine(url: str, echo: bool) -> AsyncEngine:
 def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
     if make_url(url).get_backend_name() == "sqlite":
         return _sqlite_engine(url, echo)
-    return create_async_engine(url, echo=echo, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    # No pre-ping: it costs a round trip on every checkout. A dead connection fails its
+    # statement instead (answered 503, retryable) and the pool drops it; recycling keeps
+    # connections younger than typical server and proxy idle timeouts.
+    return create_async_engine(url, echo=echo, pool_size=10, max_overflow=20, pool_recycle=1800)
 
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
