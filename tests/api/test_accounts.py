@@ -190,3 +190,49 @@ async def test_accounts_paginate_with_a_cursor(client: httpx.AsyncClient, admin_
     assert seen == sorted(created)
     bad = await client.get(f"{API}/accounts", params={"cursor": "!!"}, headers=auth(admin_key))
     assert bad.status_code == 400 and bad.json()["code"] == "invalid_cursor"
+
+
+async def test_an_owner_revokes_a_key_and_it_stops_working_at_once(
+    client: httpx.AsyncClient, admin_key: str
+) -> None:
+    account = await create_account(client, admin_key)
+    owner = await issue_key(client, admin_key, account["id"], "owner")
+    issued = await client.post(
+        f"{API}/accounts/{account['id']}/api-keys", json={"role": "member"}, headers=auth(owner)
+    )
+    key_id, secret = issued.json()["id"], issued.json()["secret"]
+    path = f"{API}/accounts/{account['id']}/api-keys/{key_id}"
+    revoked = await client.delete(path, headers=auth(owner))
+    assert revoked.status_code == 200 and revoked.json()["revoked_at"] is not None
+    assert (await client.get(f"{API}/plans", headers=auth(secret))).status_code == 401
+    again = await client.delete(path, headers=auth(owner))
+    assert again.json()["revoked_at"] == revoked.json()["revoked_at"]
+    log = await client.get(
+        f"{API}/audit-log", params={"action": "api_key.revoked"}, headers=auth(admin_key)
+    )
+    [entry] = log.json()["items"]
+    assert entry["before"]["revoked_at"] is None
+    assert entry["after"]["revoked_at"] == revoked.json()["revoked_at"]
+
+
+async def test_keys_of_other_accounts_cannot_be_revoked(
+    client: httpx.AsyncClient, admin_key: str
+) -> None:
+    a = await create_account(client, admin_key, name="A")
+    b = await create_account(client, admin_key, name="B")
+    owner_a = await issue_key(client, admin_key, a["id"], "owner")
+    key_b = await client.post(
+        f"{API}/accounts/{b['id']}/api-keys", json={"role": "member"}, headers=auth(admin_key)
+    )
+    key_b_id = key_b.json()["id"]
+    # Through B's path (not A's account) and through A's path (not A's key): both 404.
+    via_b = await client.delete(
+        f"{API}/accounts/{b['id']}/api-keys/{key_b_id}", headers=auth(owner_a)
+    )
+    assert via_b.status_code == 404 and via_b.json()["code"] == "account_not_found"
+    via_a = await client.delete(
+        f"{API}/accounts/{a['id']}/api-keys/{key_b_id}", headers=auth(owner_a)
+    )
+    assert via_a.status_code == 404 and via_a.json()["code"] == "api_key_not_found"
+    still = await client.get(f"{API}/plans", headers=auth(key_b.json()["secret"]))
+    assert still.status_code == 200

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query, status
 from aihub_billing.accounts import schemas
 from aihub_billing.accounts.errors import (
     AccountNotFound,
+    ApiKeyNotFound,
     MemberExists,
     MemberNotFound,
     RoleNotAllowed,
@@ -96,3 +97,15 @@ async def list_api_keys(
     account_id: str, session: SessionDep, ctx: ContextDep
 ) -> list[schemas.ApiKey]:
     return [schemas.ApiKey.model_validate(k) for k in await accounts.keys(session, ctx, account_id)]
+
+
+@router.delete(
+    "/{account_id}/api-keys/{key_id}",
+    responses=responses(AccountNotFound, RoleNotAllowed, ApiKeyNotFound),
+)
+async def revoke_api_key(
+    account_id: str, key_id: str, session: SessionDep, ctx: ContextDep
+) -> schemas.ApiKey:
+    """Revoke a key at once; requests with it are refused from now on."""
+    key = await accounts.revoke_key(session, ctx, account_id, key_id)
+    return schemas.ApiKey.model_validate(key)

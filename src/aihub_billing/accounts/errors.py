@@ -8,6 +8,11 @@ class AccountNotFound(NotFound):
     title = "Account not found"
 
 
+class ApiKeyNotFound(NotFound):
+    code = "api_key_not_found"
+    title = "API key not found"
+
+
 class MemberNotFound(NotFound):
     code = "member_not_found"
     title = "Member not found"

@@ -7,6 +7,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from aihub_billing.accounts import schemas
 from aihub_billing.accounts.errors import (
     AccountNotFound,
+    ApiKeyNotFound,
     MemberExists,
     MemberNotFound,
     RoleNotAllowed,
@@ -132,6 +133,32 @@ class AccountService:
         ApiKeyRepository(session).add(key)
         await _audit_key(session, ctx, key)
         return key, issued.secret
+
+    async def revoke_key(
+        self, session: AsyncSession, ctx: Context, account_id: str, key_id: str
+    ) -> ApiKey:
+        """Revokes a key of the account; revoking it again changes nothing."""
+        account = await self.get(session, ctx, account_id)
+        _require(ctx, Role.OWNER)
+        key = await ApiKeyRepository(session).get(key_id)
+        if key is None or key.account_id != account.id:
+            raise ApiKeyNotFound(f"no API key {key_id!r} in this account")
+        if key.revoked_at is not None:
+            return key
+        before = schemas.ApiKey.model_validate(key).model_dump(mode="json")
+        key.revoked_at = ctx.clock.now()
+        await session.flush()
+        await audit.record(
+            session,
+            ctx,
+            action="api_key.revoked",
+            object_type="api_key",
+            object_id=key.id,
+            account_id=account.id,
+            before=before,
+            after=schemas.ApiKey.model_validate(key).model_dump(mode="json"),
+        )
+        return key
 
     async def keys(self, session: AsyncSession, ctx: Context, account_id: str) -> list[ApiKey]:
         account = await self.get(session, ctx, account_id)
