@@ -54,7 +54,7 @@ class AccountService:
             object_type="account",
             object_id=account.id,
             account_id=account.id,
-            after=schemas.Account.model_validate(account).model_dump(mode="json"),
+            after=schemas.Account.model_validate(account),
         )
         return account
 
@@ -102,7 +102,7 @@ class AccountService:
             object_type="member",
             object_id=member.id,
             account_id=account.id,
-            after=schemas.Member.model_validate(member).model_dump(mode="json"),
+            after=schemas.Member.model_validate(member),
         )
         return member
 
@@ -145,7 +145,7 @@ class AccountService:
             raise ApiKeyNotFound(f"no API key {key_id!r} in this account")
         if key.revoked_at is not None:
             return key
-        before = schemas.ApiKey.model_validate(key).model_dump(mode="json")
+        before = schemas.ApiKey.model_validate(key)
         key.revoked_at = ctx.clock.now()
         await session.flush()
         await audit.record(
@@ -156,7 +156,7 @@ class AccountService:
             object_id=key.id,
             account_id=account.id,
             before=before,
-            after=schemas.ApiKey.model_validate(key).model_dump(mode="json"),
+            after=schemas.ApiKey.model_validate(key),
         )
         return key
 
@@ -204,7 +204,7 @@ async def _audit_key(session: AsyncSession, ctx: Context, key: ApiKey) -> None:
         object_type="api_key",
         object_id=key.id,
         account_id=key.account_id,
-        after=schemas.ApiKey.model_validate(key).model_dump(mode="json"),
+        after=schemas.ApiKey.model_validate(key),
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from aihub_billing.audit.repository import AuditRepository
@@ -23,9 +24,10 @@ class AuditService:
         object_type: str,
         object_id: str,
         account_id: str | None,
-        before: dict[str, Any] | None = None,
-        after: dict[str, Any] | None = None,
+        before: BaseModel | None = None,
+        after: BaseModel | None = None,
     ) -> AuditEntry:
+        """`before`/`after` are the API's own schemas of the object, stored as their JSON."""
         now = ctx.clock.now()
         entry = AuditEntry(
             id=new_id("aud", now),
@@ -36,8 +38,8 @@ class AuditService:
             action=action,
             object_type=object_type,
             object_id=object_id,
-            before=before,
-            after=after,
+            before=_snapshot(before),
+            after=_snapshot(after),
             request_id=ctx.request_id,
         )
         AuditRepository(session).add(entry)
@@ -64,6 +66,10 @@ class AuditService:
         )
         next_cursor = encode_cursor([rows[size - 1].id]) if len(rows) > size else None
         return rows[:size], next_cursor
+
+
+def _snapshot(value: BaseModel | None) -> dict[str, Any] | None:
+    return None if value is None else value.model_dump(mode="json")
 
 
 audit = AuditService()

@@ -88,7 +88,7 @@ class PlanService:
             object_type="plan",
             object_id=plan.id,
             account_id=None,
-            after=rendered.model_dump(mode="json"),
+            after=rendered,
         )
         return rendered
 
