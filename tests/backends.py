@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 
@@ -50,3 +53,28 @@ def require(service: str, error: str | None) -> None:
     if IN_CI:
         pytest.fail(f"{message}, and CI=true requires it", pytrace=False)
     pytest.skip(message)
+
+
+async def _pg_admin(sql: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(PG_ADMIN_URL)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+@contextmanager
+def throwaway_postgres(prefix: str) -> Iterator[str]:
+    """An empty PostgreSQL database of its own (asyncpg URL), dropped afterwards."""
+    from sqlalchemy.engine import make_url
+
+    require("PostgreSQL", PG_ERROR)
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    asyncio.run(_pg_admin(f'CREATE DATABASE "{name}"'))
+    try:
+        url = make_url(PG_ADMIN_URL).set(drivername="postgresql+asyncpg", database=name)
+        yield url.render_as_string(hide_password=False)
+    finally:
+        asyncio.run(_pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -12,14 +10,20 @@ from pathlib import Path
 import httpx
 import pytest
 from sqlalchemy import text
-from sqlalchemy.engine import make_url
 
 from aihub_billing.config import BillingConfig
 from aihub_billing.kit.clock import FrozenClock
 from aihub_billing.main import create_app
 from aihub_billing.models import Base
 from aihub_billing.service import BillingService, migrate_database
-from tests.backends import IN_CI, PG_ADMIN_URL, PG_ERROR, REDIS_ERROR, REDIS_URL, require
+from tests.backends import (
+    IN_CI,
+    PG_ERROR,
+    REDIS_ERROR,
+    REDIS_URL,
+    require,
+    throwaway_postgres,
+)
 
 # The developer's own settings must not leak into the tests.
 for name in list(os.environ):
@@ -54,24 +58,9 @@ def sqlite_url(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
-    require("PostgreSQL", PG_ERROR)
-    import asyncpg
-
-    name = f"aihub_billing_test_{uuid.uuid4().hex[:8]}"
-
-    async def admin(sql: str) -> None:
-        conn = await asyncpg.connect(PG_ADMIN_URL)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
-    url = make_url(PG_ADMIN_URL).set(drivername="postgresql+asyncpg", database=name)
-    rendered = url.render_as_string(hide_password=False)
-    migrate_database(rendered)
-    yield rendered
-    asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    with throwaway_postgres("aihub_billing_test") as url:
+        migrate_database(url)
+        yield url
 
 
 @pytest.fixture(params=BACKENDS)

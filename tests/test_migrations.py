@@ -8,7 +8,6 @@ The tests are sync: migrate_database runs alembic, which calls asyncio.run itsel
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,12 +19,11 @@ from alembic.config import Config as AlembicConfig
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, inspect, text
-from sqlalchemy.engine import make_url
 
 from aihub_billing.kit.db import create_engine
 from aihub_billing.models import Base
 from aihub_billing.service import ROOT, migrate_database
-from tests.backends import PG_ADMIN_URL, PG_ERROR, require
+from tests.backends import throwaway_postgres
 
 
 def alembic_config(url: str) -> AlembicConfig:
@@ -39,30 +37,14 @@ def alembic_config(url: str) -> AlembicConfig:
 HEAD = ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
 
 
-async def _admin(sql: str) -> None:
-    import asyncpg
-
-    conn = await asyncpg.connect(PG_ADMIN_URL)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
-
-
 @pytest.fixture(params=["sqlite", "postgresql"])
 def empty_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """The URL of a database nobody has migrated yet."""
     if request.param == "sqlite":
         yield f"sqlite+aiosqlite:///{tmp_path / 'migrations.db'}"
         return
-    require("PostgreSQL", PG_ERROR)
-    name = f"aihub_billing_migr_{uuid.uuid4().hex[:8]}"
-    asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
-    try:
-        url = make_url(PG_ADMIN_URL).set(drivername="postgresql+asyncpg", database=name)
-        yield url.render_as_string(hide_password=False)
-    finally:
-        asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    with throwaway_postgres("aihub_billing_migr") as url:
+        yield url
 
 
 def _inspect(url: str, probe: Any) -> Any:

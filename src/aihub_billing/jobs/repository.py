@@ -120,13 +120,6 @@ class JobRepository:
         )
         return bool(getattr(result, "rowcount", 0))
 
-    async def get(self, job_id: str) -> Job | None:
-        return await self.session.get(Job, job_id)
-
-    async def counts(self) -> dict[str, int]:
-        result = await self.session.execute(select(Job.status, func.count()).group_by(Job.status))
-        return {status: int(n) for status, n in result.all()}
-
     async def delete_finished_before(self, cutoff: datetime) -> int:
         result = await self.session.execute(
             delete(Job).where(Job.status == "succeeded", Job.finished_at < cutoff)

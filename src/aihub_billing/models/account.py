@@ -8,11 +8,11 @@ from decimal import Decimal
 from sqlalchemy import Boolean, ForeignKey, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from aihub_billing.models.base import Base, Timestamped, id_column
+from aihub_billing.models.base import Base, id_column
 from aihub_billing.models.types import PreciseDecimal
 
 
-class Account(Timestamped, Base):
+class Account(Base):
     __tablename__ = "accounts"
 
     id: Mapped[str] = id_column()
@@ -27,7 +27,7 @@ class Account(Timestamped, Base):
     updated_at: Mapped[datetime]
 
 
-class Member(Timestamped, Base):
+class Member(Base):
     __tablename__ = "members"
     __table_args__ = (UniqueConstraint("account_id", "email"),)
 

@@ -30,10 +30,3 @@ class Base(DeclarativeBase):
 
 def id_column() -> Mapped[str]:
     return mapped_column(String(40), primary_key=True)
-
-
-class Timestamped:
-    """created_at/updated_at set by services from the injected clock, never by the database."""
-
-    created_at: Mapped[datetime]
-    updated_at: Mapped[datetime]
