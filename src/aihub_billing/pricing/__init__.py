@@ -1,0 +1,1 @@
+"""Pure price calculators: no database, no web."""
