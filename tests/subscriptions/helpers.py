@@ -47,3 +47,21 @@ async def history(client: httpx.AsyncClient, key: str, **params: str) -> list[di
     assert response.status_code == 200, response.text
     items: list[dict[str, Any]] = response.json()["items"]
     return items
+
+
+async def items_of(client: httpx.AsyncClient, key: str, sub_id: str) -> list[dict[str, Any]]:
+    response = await client.get(f"{SUBS}/{sub_id}/invoice-items", headers=auth(key))
+    assert response.status_code == 200, response.text
+    items: list[dict[str, Any]] = response.json()
+    return items
+
+
+async def current(client: httpx.AsyncClient, key: str, **params: str) -> dict[str, Any]:
+    response = await client.get(f"{SUBS}/current", params=params, headers=auth(key))
+    assert response.status_code == 200, response.text
+    result: dict[str, Any] = response.json()
+    return result
+
+
+async def add_plan(client: httpx.AsyncClient, admin_key: str, **body: Any) -> dict[str, Any]:
+    return await ok(client, admin_key, "/plans", body)

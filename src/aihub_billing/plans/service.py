@@ -15,6 +15,7 @@ from aihub_billing.plans import schemas
 from aihub_billing.plans.errors import PlanArchived, PlanExists, PlanNotFound, PriceNotFound
 from aihub_billing.plans.repository import PlanRepository
 
+_COMPUTED = {"amount", "billing_cycle"}
 BillingCycle = Literal["monthly", "yearly", "custom"]
 # monthly = month x 1, yearly = month x 12; custom = any other (unit, count).
 CYCLES: dict[str, tuple[str, int]] = {"monthly": ("month", 1), "yearly": ("month", 12)}
@@ -138,7 +139,10 @@ class PlanService:
         price_inputs = (
             data.prices
             if data.prices is not None
-            else [schemas.PlanPriceCreate.model_validate(p.model_dump()) for p in before.prices]
+            else [
+                schemas.PlanPriceCreate.model_validate(p.model_dump(exclude=_COMPUTED))
+                for p in before.prices
+            ]
         )
         prices = []
         for price_in in price_inputs:

@@ -84,6 +84,15 @@ async def subscription_history(
     )
 
 
+@router.get("/{subscription_id}/invoice-items", responses=responses(SubscriptionNotFound))
+async def subscription_invoice_items(
+    subscription_id: str, session: SessionDep, ctx: ContextDep
+) -> list[schemas.InvoiceItem]:
+    """The items the subscription recorded (fees, proration, setup fee, discounts)."""
+    items = await subscriptions.invoice_items(session, ctx, subscription_id)
+    return [item_schema(i) for i in items]
+
+
 @router.post(
     "/{subscription_id}/change",
     dependencies=[Idempotent],

@@ -305,6 +305,13 @@ class SubscriptionService:
         next_cursor = encode_cursor([rows[size - 1].id]) if len(rows) > size else None
         return rows[:size], next_cursor
 
+    async def invoice_items(
+        self, session: AsyncSession, ctx: Context, subscription_id: str
+    ) -> list[InvoiceItem]:
+        """Every item the subscription recorded, oldest first (invoiced or still pending)."""
+        sub, _, _ = await self._load(session, ctx, subscription_id)
+        return await SubscriptionRepository(session).items(sub.id)
+
     # Lifecycle.
 
     async def create(
