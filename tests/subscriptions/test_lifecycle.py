@@ -491,3 +491,117 @@ async def test_renewal_job_is_enqueued_once_with_the_change(
     assert job.name == "subscriptions.renew" and job.test_clock_id is None
     assert iso(job.run_at) == sub["current_period_end"]
     assert job.dedupe_key == f"subscriptions.renew:{sub['id']}:2026-02-28T12:00:00+00:00"
+
+
+async def test_concurrent_upgrades_prorate_once(
+    client: httpx.AsyncClient, admin_key: str, clock: FrozenClock
+) -> None:
+    import asyncio
+
+    account, key = await owner(client, admin_key)
+    sub = (await subscribe(client, key))["subscription"]
+    clock.set(utc(2026, 2, 14, 12))
+    path = f"/subscriptions/{sub['id']}/change"
+    first, second = await asyncio.gather(
+        post(client, key, path, {"plan_type": "enterprise"}),
+        post(client, key, path, {"plan_type": "enterprise"}),
+    )
+    # The row lock serializes them: the second sees enterprise and has nothing to do.
+    assert sorted([first.status_code, second.status_code]) == [200, 409]
+    assert minor(await items_of(client, key, sub["id"])) == [
+        ("subscription_fee", 2999),
+        ("proration_credit", -1500),
+        ("proration_charge", 5000),
+    ]
+
+
+async def test_custom_cycle_in_days(
+    client: httpx.AsyncClient, admin_key: str, clock: FrozenClock, billing: BillingService
+) -> None:
+    await add_plan(
+        client,
+        admin_key,
+        code="tenday",
+        name="Ten days",
+        prices=[
+            {"currency": "EUR", "interval_unit": "day", "interval_count": 10, "amount_minor": 1000}
+        ],
+    )
+    account, key = await owner(client, admin_key, currency="EUR")
+    created = await subscribe(client, key, plan_type="tenday", billing_cycle="custom")
+    sub = created["subscription"]
+    assert (sub["billing_cycle"], sub["interval_unit"], sub["interval_count"]) == (
+        "custom",
+        "day",
+        10,
+    )
+    assert sub["current_period_end"] == "2026-02-10T12:00:00Z"
+    assert minor(created["invoice_items"]) == [("subscription_fee", 1000)]
+    assert created["invoice_items"][0]["currency"] == "EUR"
+    clock.set(utc(2026, 2, 20, 12))
+    assert await billing.worker().drain() == 2  # two renewals, each from the anchor
+    assert (await current(client, key))["period_end"] == "2026-03-02T12:00:00Z"
+
+
+async def test_free_to_paid_needs_a_payment_method_and_a_coupon_alone_prorates_nothing(
+    client: httpx.AsyncClient, admin_key: str, clock: FrozenClock
+) -> None:
+    account, key = await owner(client, admin_key)
+    free = await ok(client, key, "/subscriptions", {"plan_type": "free"})
+    assert free["invoice_items"] == []
+    path = f"/subscriptions/{free['subscription']['id']}/change"
+    refused = await post(client, key, path, {"plan_type": "pro"})
+    assert refused.status_code == 400 and refused.json()["code"] == "payment_method_required"
+    clock.set(utc(2026, 2, 14, 12))
+    up = await ok(
+        client,
+        key,
+        path,
+        {"plan_type": "pro", "payment_provider": "paypal", "payment_method_id": "ba_1"},
+    )
+    # Nothing to credit on a free plan; 14 of 28 days of pro are charged.
+    assert minor(up["invoice_items"]) == [("proration_charge", 1500)]
+    assert up["subscription"]["payment_provider"] == "paypal"
+    await ok(client, admin_key, "/coupons", {"code": "TEN", "percent_off": "10"})
+    coupon_only = await ok(client, key, path, {"coupon": "TEN"})
+    assert (coupon_only["direction"], coupon_only["invoice_items"]) == ("none", [])
+
+
+async def test_asking_for_the_running_plan_withdraws_a_scheduled_downgrade(
+    client: httpx.AsyncClient, admin_key: str
+) -> None:
+    account, key = await owner(client, admin_key)
+    sub = (await subscribe(client, key, plan_type="enterprise"))["subscription"]
+    path = f"/subscriptions/{sub['id']}/change"
+    await ok(client, key, path, {"plan_type": "pro"})
+    back = await ok(client, key, path, {"plan_type": "enterprise"})
+    assert back["subscription"]["pending_change"] is None and back["invoice_items"] == []
+    assert [e["type"] for e in await history(client, key)][-1] == "change_canceled"
+
+
+async def test_a_change_during_the_trial_switches_without_billing(
+    client: httpx.AsyncClient, admin_key: str, clock: FrozenClock, billing: BillingService
+) -> None:
+    account, key = await owner(client, admin_key)
+    sub = (
+        await ok(
+            client,
+            admin_key,
+            "/subscriptions",
+            {**SEED_BODY, "account_id": account, "trial_days": 10},
+        )
+    )["subscription"]
+    clock.set(utc(2026, 2, 5, 12))
+    up = await ok(client, key, f"/subscriptions/{sub['id']}/change", {"plan_type": "enterprise"})
+    assert (up["direction"], up["invoice_items"]) == ("trial", [])
+    assert up["subscription"]["status"] == "trialing"
+    clock.set(utc(2026, 2, 10, 12))
+    assert await billing.worker().drain() == 1
+    assert minor(await items_of(client, key, sub["id"])) == [("subscription_fee", 9999)]
+    page = await client.get(f"{SUBS}/history", params={"limit": 2}, headers=auth(key))
+    assert [e["type"] for e in page.json()["items"]] == ["created", "plan_changed"]
+    rest = await client.get(
+        f"{SUBS}/history", params={"cursor": page.json()["next_cursor"]}, headers=auth(key)
+    )
+    assert [e["type"] for e in rest.json()["items"]] == ["trial_ended"]
+    assert rest.json()["next_cursor"] is None

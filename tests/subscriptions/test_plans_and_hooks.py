@@ -94,7 +94,10 @@ async def test_plan_changes_call_the_hook_after_commit_only(
         assert seen == [account, account]
         # A preview changes nothing, so nobody is told.
         await ok(
-            client, key, f"/subscriptions/{sub['id']}/change", {"plan_type": "pro", "preview": True}
+            client,
+            key,
+            f"/subscriptions/{sub['id']}/change",
+            {"plan_type": "pro", "preview": True, "when": "immediate"},
         )
         await asyncio.sleep(0)
         assert seen == [account, account]

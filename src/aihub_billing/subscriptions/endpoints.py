@@ -99,6 +99,7 @@ async def subscription_invoice_items(
     responses=responses(
         Forbidden,
         SubscriptionNotFound,
+        PaymentMethodRequired,
         PlanNotFound,
         PriceNotFound,
         CouponNotFound,

@@ -15,8 +15,18 @@ class SubscriptionRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
-    async def get(self, subscription_id: str) -> Subscription | None:
-        return await self.session.get(Subscription, subscription_id)
+    async def get(self, subscription_id: str, *, lock: bool = False) -> Subscription | None:
+        """With `lock`, the row is held (FOR UPDATE on PostgreSQL) until the transaction ends,
+        so two changes of one subscription never prorate from the same state."""
+        if not lock:
+            return await self.session.get(Subscription, subscription_id)
+        result = await self.session.execute(
+            select(Subscription)
+            .where(Subscription.id == subscription_id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+        return result.scalar_one_or_none()
 
     async def account(self, account_id: str) -> Account | None:
         return await self.session.get(Account, account_id)

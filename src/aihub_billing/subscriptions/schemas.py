@@ -61,6 +61,8 @@ class SubscriptionChange(_Cycle):
     )
     preview: bool = Field(default=False, description="Return the lines; change nothing")
     coupon: str | None = Field(default=None, max_length=64)
+    payment_provider: Literal["stripe", "paypal"] | None = None
+    payment_method_id: str | None = Field(default=None, min_length=1, max_length=255)
 
     @model_validator(mode="after")
     def _something(self) -> SubscriptionChange:
@@ -146,7 +148,7 @@ class SubscriptionResult(BaseModel):
 
 class ChangeResult(SubscriptionResult):
     preview: bool
-    direction: Literal["upgrade", "downgrade", "trial"]
+    direction: Literal["upgrade", "downgrade", "trial", "none"]
     when: When
     effective_at: datetime
 

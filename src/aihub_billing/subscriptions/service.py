@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+import structlog
 from sqlalchemy import event
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -45,6 +46,8 @@ from aihub_billing.subscriptions.errors import (
 from aihub_billing.subscriptions.repository import SubscriptionRepository
 from aihub_billing.testclocks.service import test_clocks
 
+log = structlog.get_logger("aihub_billing.subscriptions")
+
 # An account without an entitled subscription is on this plan, period anchored at its creation.
 FREE_PLAN_CODE = "free"
 RENEW_JOB = "subscriptions.renew"
@@ -58,14 +61,24 @@ _PENDING_KEY = "subscriptions.plan_changed"
 _hook_tasks: set[asyncio.Task[None]] = set()
 
 
+async def _run_hook(hook: PlanChangeHook, account_id: str) -> None:
+    try:
+        await hook(account_id)
+    except Exception:  # one failing hook must not hide the change from the others
+        log.exception("subscriptions.plan_change_hook_failed", account_id=account_id)
+
+
 def _fire_hooks(sync_session: Session) -> None:
     accounts: set[str] = sync_session.info.pop(_PENDING_KEY, set())
     if not accounts or not on_plan_change:
         return
-    loop = asyncio.get_running_loop()
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:  # pragma: no cover - the async session always commits in a loop
+        return
     for account_id in sorted(accounts):
         for hook in list(on_plan_change):
-            task = loop.create_task(hook(account_id))
+            task = loop.create_task(_run_hook(hook, account_id))
             _hook_tasks.add(task)
             task.add_done_callback(_hook_tasks.discard)
 
@@ -309,7 +322,7 @@ class SubscriptionService:
         self, session: AsyncSession, ctx: Context, subscription_id: str
     ) -> list[InvoiceItem]:
         """Every item the subscription recorded, oldest first (invoiced or still pending)."""
-        sub, _, _ = await self._load(session, ctx, subscription_id)
+        sub, _, _ = await self._load(session, ctx, subscription_id, lock=False)
         return await SubscriptionRepository(session).items(sub.id)
 
     # Lifecycle.
@@ -423,10 +436,13 @@ class SubscriptionService:
             sub.pending_plan_id = sub.pending_price_id = None
             sub.updated_at = now
             await self._log(session, ctx, sub, "change_canceled", before, sub.status, plan.id, {})
-            return ChangeOutcome(sub, [], [], False, "downgrade", "period_end", now)
+            return ChangeOutcome(sub, [], [], False, "none", "immediate", now)
 
         interval_changes = _interval(new_price) != _interval(price)
         lines: list[Line] = []
+        needs_method = new_price.amount_minor > 0 and sub.status != "trialing"
+        if needs_method and (data.payment_method_id or sub.payment_method_id) is None:
+            raise PaymentMethodRequired("send payment_method_id to move to a paid price")
         if sub.status == "trialing":
             # Nothing is billed during a trial: switch now, the first period bills the new price.
             direction, when, effective_at = "trial", "immediate", now
@@ -450,8 +466,8 @@ class SubscriptionService:
             # Upgrade: the change costs something or nothing now; downgrade: it would credit.
             direction = "upgrade" if proration.net >= 0 else "downgrade"
             when = data.when or ("immediate" if direction == "upgrade" else "period_end")
-            if same_price:
-                when = "immediate"
+            if same_price:  # a coupon alone: nothing to prorate
+                direction, when = "none", "immediate"
             effective_at = now if when == "immediate" else period.end
             if when == "immediate" and not same_price:
                 credit, charge = proration.lines
@@ -478,6 +494,9 @@ class SubscriptionService:
 
         before = await self.render(session, sub)
         from_status, from_plan = sub.status, sub.plan_id
+        if data.payment_method_id is not None:
+            sub.payment_method_id = data.payment_method_id
+            sub.payment_provider = data.payment_provider or sub.payment_provider
         if coupon is not None:
             coupon = await coupons.redeem(
                 session, ctx, coupon.code, plan_code=new_plan.code, currency=sub.currency
@@ -608,7 +627,7 @@ class SubscriptionService:
     ) -> None:
         """At a period's end: cancel if scheduled, else apply a scheduled change or move to
         the plan's latest version, start the next period and bill it (unless paused)."""
-        sub = await SubscriptionRepository(session).get(subscription_id)
+        sub = await SubscriptionRepository(session).get(subscription_id, lock=True)
         if sub is None or sub.status in ("canceled", "trialing", "incomplete"):
             return
         if sub.current_period_end != period_end:
@@ -659,7 +678,7 @@ class SubscriptionService:
         self, session: AsyncSession, ctx: Context, subscription_id: str, trial_end: datetime
     ) -> None:
         """At the trial's end: the first paid period starts and is billed (setup fee too)."""
-        sub = await SubscriptionRepository(session).get(subscription_id)
+        sub = await SubscriptionRepository(session).get(subscription_id, lock=True)
         if sub is None or sub.status != "trialing" or sub.trial_end != trial_end:
             return
         before = await self.render(session, sub)
@@ -718,9 +737,9 @@ class SubscriptionService:
         return account_id
 
     async def _load(
-        self, session: AsyncSession, ctx: Context, subscription_id: str
+        self, session: AsyncSession, ctx: Context, subscription_id: str, *, lock: bool = True
     ) -> tuple[Subscription, Context, str | None]:
-        sub = await SubscriptionRepository(session).get(subscription_id)
+        sub = await SubscriptionRepository(session).get(subscription_id, lock=lock)
         if sub is None or not ctx.actor.can_access(sub.account_id):
             raise SubscriptionNotFound(f"no subscription {subscription_id!r}")
         clocked, clock_id = await test_clocks.context_for(session, ctx, sub.account_id)

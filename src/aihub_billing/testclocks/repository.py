@@ -16,8 +16,17 @@ class TestClockRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
-    async def get(self, clock_id: str) -> TestClock | None:
-        return await self.session.get(TestClock, clock_id)
+    async def get(self, clock_id: str, *, lock: bool = False) -> TestClock | None:
+        if not lock:
+            return await self.session.get(TestClock, clock_id)
+        # Two advances of one clock run one after the other (FOR UPDATE on PostgreSQL).
+        result = await self.session.execute(
+            select(TestClock)
+            .where(TestClock.id == clock_id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+        return result.scalar_one_or_none()
 
     async def attachment(self, account_id: str) -> TestClockAccount | None:
         return await self.session.get(TestClockAccount, account_id)

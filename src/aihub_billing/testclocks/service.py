@@ -56,9 +56,11 @@ class TestClockService:
         )
         return clock
 
-    async def get(self, session: AsyncSession, ctx: Context, clock_id: str) -> TestClock:
+    async def get(
+        self, session: AsyncSession, ctx: Context, clock_id: str, *, lock: bool = False
+    ) -> TestClock:
         _operator(ctx)
-        clock = await TestClockRepository(session).get(clock_id)
+        clock = await TestClockRepository(session).get(clock_id, lock=lock)
         if clock is None:
             raise TestClockNotFound(f"no test clock {clock_id!r}")
         return clock
@@ -108,7 +110,7 @@ class TestClockService:
         Jobs the handlers enqueue on the clock run in the same pass when due. Everything is
         one transaction: a failing handler fails the advance and the clock does not move.
         """
-        clock = await self.get(session, ctx, clock_id)
+        clock = await self.get(session, ctx, clock_id, lock=True)
         if target < clock.frozen_time:
             raise TimeGoesForward(
                 f"the clock is at {clock.frozen_time.isoformat()}, before {target.isoformat()}"
