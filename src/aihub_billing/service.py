@@ -19,7 +19,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 # Importing the tasks modules registers their jobs with the registry.
 import aihub_billing.idempotency.tasks
-import aihub_billing.jobs.tasks  # noqa: F401
+import aihub_billing.jobs.tasks
+import aihub_billing.subscriptions.tasks  # noqa: F401
 from aihub_billing.accounts import schemas as account_schemas
 from aihub_billing.accounts.service import accounts
 from aihub_billing.auth.keys import digest

@@ -27,10 +27,12 @@ async def enqueue(
     dedupe_key: str | None = None,
     max_attempts: int | None = None,
     jobs: JobRegistry = registry,
+    test_clock_id: str | None = None,
 ) -> Job | None:
     """Adds the job to the session; with a dedupe key, None when that job already exists.
 
     `jobs` is the registry the name must be known to (the global one unless a test says so).
+    A `test_clock_id` job is never claimed by workers: advancing that test clock runs it.
     """
     if name not in jobs.handlers:
         raise ValueError(f"no handler registered for job {name!r}")
@@ -49,6 +51,7 @@ async def enqueue(
         last_error=None,
         created_at=now,
         finished_at=None,
+        test_clock_id=test_clock_id,
     )
     repo = JobRepository(session)
     if dedupe_key is None:

@@ -43,7 +43,9 @@ class JobRepository:
                 or_(
                     (Job.status == "pending") & (Job.run_at <= now),
                     (Job.status == "running") & (Job.locked_until < now),
-                )
+                ),
+                # Jobs on a test clock run only when that clock is advanced.
+                Job.test_clock_id.is_(None),
             )
             .order_by(Job.run_at, Job.id)
             .limit(limit)

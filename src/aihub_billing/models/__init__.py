@@ -4,9 +4,13 @@ from aihub_billing.models.account import Account, Member
 from aihub_billing.models.api_key import ApiKey
 from aihub_billing.models.audit import AuditEntry
 from aihub_billing.models.base import Base
+from aihub_billing.models.coupon import Coupon
 from aihub_billing.models.idempotency import IdempotencyRecord
+from aihub_billing.models.invoice_item import InvoiceItem
 from aihub_billing.models.job import Job
 from aihub_billing.models.plan import Plan, PlanPrice
+from aihub_billing.models.subscription import Subscription, SubscriptionEvent
+from aihub_billing.models.test_clock import TestClock, TestClockAccount
 
 __all__ = [
     "Account",
@@ -18,4 +22,10 @@ __all__ = [
     "Member",
     "Plan",
     "PlanPrice",
+    "Coupon",
+    "InvoiceItem",
+    "Subscription",
+    "SubscriptionEvent",
+    "TestClock",
+    "TestClockAccount",
 ]

@@ -31,3 +31,5 @@ class Job(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime]
     finished_at: Mapped[datetime | None]
+    # Set for jobs of an account on a test clock: only advancing that clock runs them.
+    test_clock_id: Mapped[str | None] = mapped_column(String(40), index=True)

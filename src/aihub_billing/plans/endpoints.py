@@ -36,3 +36,19 @@ async def create_plan(
 ) -> schemas.Plan:
     """Add a plan to the catalog (operator only)."""
     return await plans.create(session, ctx, data)
+
+
+@router.patch("/{code}", responses=responses(Forbidden, PlanNotFound))
+async def update_plan(
+    code: str, data: schemas.PlanUpdate, session: SessionDep, ctx: AdminContext
+) -> schemas.Plan:
+    """Write a new version of the plan (operator only); subscriptions move to it on renewal."""
+    return await plans.update(session, ctx, code, data)
+
+
+@router.post(
+    "/{code}/archive", dependencies=[Idempotent], responses=responses(Forbidden, PlanNotFound)
+)
+async def archive_plan(code: str, session: SessionDep, ctx: AdminContext) -> schemas.Plan:
+    """No new subscriptions to the plan; running ones continue (operator only)."""
+    return await plans.archive(session, ctx, code)

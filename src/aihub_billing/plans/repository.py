@@ -35,6 +35,12 @@ class PlanRepository:
         )
         return result.scalar_one_or_none()
 
+    async def get(self, plan_id: str) -> Plan | None:
+        return await self.session.get(Plan, plan_id)
+
+    async def price(self, price_id: str) -> PlanPrice | None:
+        return await self.session.get(PlanPrice, price_id)
+
     async def prices_for(self, plan_ids: list[str]) -> dict[str, list[PlanPrice]]:
         if not plan_ids:
             return {}

@@ -87,6 +87,23 @@ class PlanCreate(BaseModel):
         return prices
 
 
+class PlanUpdate(BaseModel):
+    """A new version of the plan: omitted fields keep their values; `prices` replaces all."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    description: str | None = Field(default=None, max_length=2000)
+    trial_days: int | None = Field(default=None, ge=0, le=365)
+    limits: PlanLimits | None = None
+    prices: list[PlanPriceCreate] | None = Field(default=None, min_length=1, max_length=100)
+
+    @field_validator("prices")
+    @classmethod
+    def _unique_prices(cls, prices: list[PlanPriceCreate] | None) -> list[PlanPriceCreate] | None:
+        return None if prices is None else PlanCreate._unique_prices(prices)
+
+
 class Plan(BaseModel):
     id: str
     code: str

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from aihub_billing.audit.service import audit
@@ -10,8 +12,22 @@ from aihub_billing.kit.context import Context
 from aihub_billing.kit.ids import new_id
 from aihub_billing.models import Plan, PlanPrice
 from aihub_billing.plans import schemas
-from aihub_billing.plans.errors import PlanExists, PlanNotFound
+from aihub_billing.plans.errors import PlanArchived, PlanExists, PlanNotFound, PriceNotFound
 from aihub_billing.plans.repository import PlanRepository
+
+_COMPUTED = {"amount", "billing_cycle"}
+BillingCycle = Literal["monthly", "yearly", "custom"]
+# monthly = month x 1, yearly = month x 12; custom = any other (unit, count).
+CYCLES: dict[str, tuple[str, int]] = {"monthly": ("month", 1), "yearly": ("month", 12)}
+
+
+def cycle_of(unit: str, count: int) -> BillingCycle:
+    if (unit, count) == CYCLES["monthly"]:
+        return "monthly"
+    if (unit, count) == CYCLES["yearly"]:
+        return "yearly"
+    return "custom"
+
 
 # SPEC §3: the plans every installation starts with.
 DEFAULT_PLANS: tuple[schemas.PlanCreate, ...] = (
@@ -91,6 +107,153 @@ class PlanService:
             after=rendered,
         )
         return rendered
+
+    async def update(
+        self, session: AsyncSession, ctx: Context, code: str, data: schemas.PlanUpdate
+    ) -> schemas.Plan:
+        """Writes version N+1; running subscriptions keep their version until they renew."""
+        if not ctx.actor.is_operator:
+            raise Forbidden("only the operator manages plans")
+        repo = PlanRepository(session)
+        current = await repo.latest_version(code)
+        if current is None:
+            raise PlanNotFound(f"no plan {code!r}")
+        old_prices = (await repo.prices_for([current.id])).get(current.id, [])
+        before = _render(current, old_prices)
+        now = ctx.clock.now()
+        fields = data.model_dump(exclude_unset=True, exclude={"limits", "prices"})
+        limits = data.limits if data.limits is not None else before.limits
+        plan = Plan(
+            id=new_id("plan", now),
+            code=current.code,
+            version=current.version + 1,
+            name=fields.get("name") or current.name,
+            description=fields.get("description", current.description),
+            status=current.status,
+            trial_days=(data.trial_days if data.trial_days is not None else current.trial_days),
+            created_at=now,
+            **limits.model_dump(),
+        )
+        repo.add(plan)
+        await session.flush()
+        price_inputs = (
+            data.prices
+            if data.prices is not None
+            else [
+                schemas.PlanPriceCreate.model_validate(p.model_dump(exclude=_COMPUTED))
+                for p in before.prices
+            ]
+        )
+        prices = []
+        for price_in in price_inputs:
+            price = PlanPrice(id=new_id("price", now), plan_id=plan.id, **price_in.model_dump())
+            repo.add(price)
+            prices.append(price)
+        await session.flush()
+        rendered = _render(plan, prices)
+        await audit.record(
+            session,
+            ctx,
+            action="plan.updated",
+            object_type="plan",
+            object_id=plan.id,
+            account_id=None,
+            before=before,
+            after=rendered,
+        )
+        return rendered
+
+    async def archive(self, session: AsyncSession, ctx: Context, code: str) -> schemas.Plan:
+        """No new subscriptions to the plan; running ones continue. Archiving twice is a no-op."""
+        if not ctx.actor.is_operator:
+            raise Forbidden("only the operator manages plans")
+        repo = PlanRepository(session)
+        plan = await repo.latest_version(code)
+        if plan is None:
+            raise PlanNotFound(f"no plan {code!r}")
+        prices = (await repo.prices_for([plan.id])).get(plan.id, [])
+        if plan.status == "archived":
+            return _render(plan, prices)
+        before = _render(plan, prices)
+        plan.status = "archived"
+        await session.flush()
+        rendered = _render(plan, prices)
+        await audit.record(
+            session,
+            ctx,
+            action="plan.archived",
+            object_type="plan",
+            object_id=plan.id,
+            account_id=None,
+            before=before,
+            after=rendered,
+        )
+        return rendered
+
+    async def version(self, session: AsyncSession, plan_id: str) -> Plan:
+        plan = await PlanRepository(session).get(plan_id)
+        if plan is None:
+            raise PlanNotFound(f"no plan version {plan_id!r}")
+        return plan
+
+    async def price(self, session: AsyncSession, price_id: str) -> PlanPrice:
+        price = await PlanRepository(session).price(price_id)
+        if price is None:
+            raise PriceNotFound(f"no price {price_id!r}")
+        return price
+
+    async def latest(self, session: AsyncSession, code: str) -> Plan:
+        plan = await PlanRepository(session).latest_version(code)
+        if plan is None:
+            raise PlanNotFound(f"no plan {code!r}")
+        return plan
+
+    async def price_for(
+        self, session: AsyncSession, plan: Plan, currency: str, unit: str, count: int
+    ) -> PlanPrice | None:
+        prices = (await PlanRepository(session).prices_for([plan.id])).get(plan.id, [])
+        for price in prices:
+            if (price.currency, price.interval_unit, price.interval_count) == (
+                currency,
+                unit,
+                count,
+            ):
+                return price
+        return None
+
+    async def resolve(
+        self,
+        session: AsyncSession,
+        code: str,
+        currency: str,
+        cycle: BillingCycle,
+        interval: tuple[str, int] | None = None,
+    ) -> tuple[Plan, PlanPrice]:
+        """The latest version of an active plan and its price for the currency and cycle.
+
+        `custom` takes `interval` (unit, count), or the plan's only custom price.
+        """
+        plan = await self.latest(session, code)
+        if plan.status != "active":
+            raise PlanArchived(f"plan {code!r} is archived")
+        prices = (await PlanRepository(session).prices_for([plan.id])).get(plan.id, [])
+        wanted = CYCLES.get(cycle) or interval
+        matches = [
+            p
+            for p in prices
+            if p.currency == currency
+            and (
+                (p.interval_unit, p.interval_count) == wanted
+                if wanted is not None
+                else (p.interval_unit, p.interval_count) not in CYCLES.values()
+            )
+        ]
+        if len(matches) != 1:
+            raise PriceNotFound(
+                f"plan {code!r} has no single {cycle} price in {currency}"
+                + (f" every {wanted[1]} {wanted[0]}(s)" if wanted else "")
+            )
+        return plan, matches[0]
 
     async def seed_defaults(self, session: AsyncSession, ctx: Context) -> list[str]:
         """Creates the SPEC §3 plans that don't exist yet; returns the codes it created."""

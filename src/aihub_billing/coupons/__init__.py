@@ -1,0 +1,1 @@
+"""Coupons: percent or fixed discounts on subscription fees, redeemed atomically."""

@@ -1,0 +1,53 @@
+"""Queries on coupons, including the atomic redemption counter."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from aihub_billing.models import Coupon
+
+
+class CouponRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def get(self, coupon_id: str) -> Coupon | None:
+        return await self.session.get(Coupon, coupon_id)
+
+    async def by_code(self, code: str) -> Coupon | None:
+        result = await self.session.execute(select(Coupon).where(Coupon.code == code))
+        return result.scalar_one_or_none()
+
+    async def page(self, *, limit: int, after_id: str | None) -> list[Coupon]:
+        query = select(Coupon).order_by(Coupon.id).limit(limit)
+        if after_id is not None:
+            query = query.where(Coupon.id > after_id)
+        return list((await self.session.execute(query)).scalars())
+
+    async def take_redemption(self, coupon_id: str, now: datetime) -> bool:
+        """Counts one redemption unless the coupon is used up, expired or archived.
+
+        One conditional UPDATE: PostgreSQL row-locks it, SQLite has a single writer, so
+        concurrent redemptions never push the count past max_redemptions.
+        """
+        result = await self.session.execute(
+            update(Coupon)
+            .where(
+                Coupon.id == coupon_id,
+                Coupon.status == "active",
+                or_(Coupon.expires_at.is_(None), Coupon.expires_at > now),
+                or_(
+                    Coupon.max_redemptions.is_(None),
+                    Coupon.times_redeemed < Coupon.max_redemptions,
+                ),
+            )
+            .values(times_redeemed=Coupon.times_redeemed + 1)
+            .execution_options(synchronize_session=False)
+        )
+        return bool(getattr(result, "rowcount", 0))
+
+    def add(self, coupon: Coupon) -> None:
+        self.session.add(coupon)

@@ -1,0 +1,1 @@
+"""Subscriptions: lifecycle, proration, renewals and the pending invoice items they create."""

@@ -1,0 +1,36 @@
+"""Errors of the subscriptions domain."""
+
+from aihub_billing.errors import BillingError, InvalidRequest, NotFound
+
+
+class SubscriptionNotFound(NotFound):
+    code = "subscription_not_found"
+    title = "Subscription not found"
+
+
+class SubscriptionExists(BillingError):
+    code = "subscription_exists"
+    status = 409
+    title = "The account already has an open subscription"
+
+
+class InvalidTransition(BillingError):
+    code = "invalid_transition"
+    status = 409
+    title = "The subscription's state does not allow this"
+
+
+class NoChange(BillingError):
+    code = "no_change"
+    status = 409
+    title = "The subscription is already on this plan, price and cycle"
+
+
+class PaymentMethodRequired(InvalidRequest):
+    code = "payment_method_required"
+    title = "A paid plan without a trial needs a payment method"
+
+
+class AccountRequired(InvalidRequest):
+    code = "account_required"
+    title = "An admin key must say which account (account_id)"

@@ -1,0 +1,882 @@
+"""PricingManager's subscription half: lifecycle, proration, renewals, pending invoice items.
+
+Every billable consequence is appended to `invoice_items` (invoicing collects them later);
+every change writes a history row and an audit entry in the same transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import structlog
+from sqlalchemy import event
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
+
+from aihub_billing.accounts.errors import AccountNotFound
+from aihub_billing.audit.service import audit
+from aihub_billing.coupons.service import coupons, initial_cycles, terms
+from aihub_billing.errors import Forbidden
+from aihub_billing.jobs.queue import enqueue
+from aihub_billing.kit.context import Context, Role
+from aihub_billing.kit.ids import new_id
+from aihub_billing.kit.money import minor_to_decimal, round_to_minor
+from aihub_billing.kit.pagination import clamp_limit, decode_cursor, encode_cursor
+from aihub_billing.kit.periods import Interval, Period, nth_period, period_at, period_index
+from aihub_billing.models import Coupon, InvoiceItem, Plan, PlanPrice, Subscription
+from aihub_billing.models import SubscriptionEvent as EventRow
+from aihub_billing.plans.service import cycle_of, plans
+from aihub_billing.pricing.discounts import discount_amount
+from aihub_billing.pricing.proration import Line, prorate, prorated_line
+from aihub_billing.subscriptions import schemas
+from aihub_billing.subscriptions.errors import (
+    AccountRequired,
+    InvalidTransition,
+    NoChange,
+    PaymentMethodRequired,
+    SubscriptionExists,
+    SubscriptionNotFound,
+)
+from aihub_billing.subscriptions.repository import SubscriptionRepository
+from aihub_billing.testclocks.service import test_clocks
+
+log = structlog.get_logger("aihub_billing.subscriptions")
+
+# An account without an entitled subscription is on this plan, period anchored at its creation.
+FREE_PLAN_CODE = "free"
+RENEW_JOB = "subscriptions.renew"
+TRIAL_END_JOB = "subscriptions.trial_end"
+
+# Called with the account id after a commit that changed which plan (version) it is on, so
+# cached quota limits can be dropped at once. Register with `on_plan_change.append(fn)`.
+PlanChangeHook = Callable[[str], Coroutine[Any, Any, None]]
+on_plan_change: list[PlanChangeHook] = []
+_PENDING_KEY = "subscriptions.plan_changed"
+_hook_tasks: set[asyncio.Task[None]] = set()
+
+
+async def _run_hook(hook: PlanChangeHook, account_id: str) -> None:
+    try:
+        await hook(account_id)
+    except Exception:  # one failing hook must not hide the change from the others
+        log.exception("subscriptions.plan_change_hook_failed", account_id=account_id)
+
+
+def _fire_hooks(sync_session: Session) -> None:
+    accounts: set[str] = sync_session.info.pop(_PENDING_KEY, set())
+    if not accounts or not on_plan_change:
+        return
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:  # pragma: no cover - the async session always commits in a loop
+        return
+    for account_id in sorted(accounts):
+        for hook in list(on_plan_change):
+            task = loop.create_task(_run_hook(hook, account_id))
+            _hook_tasks.add(task)
+            task.add_done_callback(_hook_tasks.discard)
+
+
+def _drop_pending(sync_session: Session) -> None:
+    sync_session.info.pop(_PENDING_KEY, None)
+
+
+def _plan_changed(session: AsyncSession, account_id: str) -> None:
+    """Remembers the account; the hooks run once the transaction commits (never on rollback)."""
+    sync = session.sync_session
+    if not sync.info.get("subscriptions.listening"):
+        event.listen(sync, "after_commit", _fire_hooks)
+        event.listen(sync, "after_rollback", _drop_pending)
+        sync.info["subscriptions.listening"] = True
+    sync.info.setdefault(_PENDING_KEY, set()).add(account_id)
+
+
+@dataclass(frozen=True, slots=True)
+class CurrentPlan:
+    plan: Plan
+    period: Period
+    subscription: Subscription | None
+
+
+async def current_plan(session: AsyncSession, account_id: str, now: datetime) -> CurrentPlan:
+    """The plan version an account is on at `now` and the current period; one query usually.
+
+    Trialing, active and past_due subscriptions give their plan; an account without one
+    (never subscribed, canceled, paused) is on the latest `free` plan, monthly periods
+    anchored at the account's creation.
+    """
+    repo = SubscriptionRepository(session)
+    found = await repo.entitled_with_plan(account_id)
+    if found is not None:
+        sub, plan = found
+        period = Period(sub.current_period_start, sub.current_period_end)
+        if sub.status != "trialing" and now >= period.end:
+            # The renewal job has not run yet: the period still follows from the anchor.
+            price = await plans.price(session, sub.price_id)
+            interval = Interval(price.interval_unit, price.interval_count)  # type: ignore[arg-type]
+            period = period_at(sub.billing_anchor, interval, now)
+        return CurrentPlan(plan=plan, period=period, subscription=sub)
+    account = await repo.account(account_id)
+    if account is None:
+        raise AccountNotFound(f"no account {account_id!r}")
+    free = await plans.latest(session, FREE_PLAN_CODE)
+    period = period_at(_second(account.created_at), Interval.monthly(), now)
+    return CurrentPlan(plan=free, period=period, subscription=None)
+
+
+def _second(at: datetime) -> datetime:
+    # Periods and proration count whole seconds.
+    return at.replace(microsecond=0)
+
+
+def _interval(price: PlanPrice) -> Interval:
+    return Interval(price.interval_unit, price.interval_count)  # type: ignore[arg-type]
+
+
+def _cycle_label(price: PlanPrice) -> str:
+    cycle = cycle_of(price.interval_unit, price.interval_count)
+    return cycle if cycle != "custom" else f"every {price.interval_count} {price.interval_unit}s"
+
+
+def _period_lines(
+    plan: Plan,
+    price: PlanPrice,
+    period: Period,
+    *,
+    coupon: Coupon | None,
+    cycles_left: int | None,
+    include_setup: bool,
+) -> tuple[list[Line], bool]:
+    """Fee (+ setup fee) (+ coupon discount) lines for a period billed in advance.
+
+    Returns the lines and whether a coupon cycle was used.
+    """
+    currency = price.currency
+    fee_amount = minor_to_decimal(price.amount_minor, currency)
+    dates = f"{period.start:%Y-%m-%d} to {period.end:%Y-%m-%d}"
+    lines: list[Line] = []
+    if price.amount_minor > 0:
+        lines.append(
+            Line(
+                kind="subscription_fee",
+                description=f"{plan.name} ({_cycle_label(price)}), {dates}",
+                period_start=period.start,
+                period_end=period.end,
+                quantity=Decimal(1),
+                unit_price=fee_amount,
+                amount=fee_amount,
+                amount_minor=price.amount_minor,
+                currency=currency,
+            )
+        )
+    if include_setup and price.setup_fee_minor > 0:
+        setup = minor_to_decimal(price.setup_fee_minor, currency)
+        lines.append(
+            Line(
+                kind="setup_fee",
+                description=f"{plan.name} setup fee",
+                period_start=period.start,
+                period_end=period.end,
+                quantity=Decimal(1),
+                unit_price=setup,
+                amount=setup,
+                amount_minor=price.setup_fee_minor,
+                currency=currency,
+            )
+        )
+    used = False
+    if coupon is not None and price.amount_minor > 0 and (cycles_left is None or cycles_left > 0):
+        used = True
+        off = discount_amount(fee_amount, currency, terms(coupon))
+        if off != 0:
+            lines.append(
+                Line(
+                    kind="discount",
+                    description=f"Coupon {coupon.code} on {plan.name}, {dates}",
+                    period_start=period.start,
+                    period_end=period.end,
+                    quantity=Decimal(1),
+                    unit_price=off,
+                    amount=off,
+                    amount_minor=round_to_minor(off, currency),
+                    currency=currency,
+                )
+            )
+    return lines, used
+
+
+def _line_schema(line: Line, subscription_id: str | None = None) -> schemas.InvoiceItem:
+    return schemas.InvoiceItem(
+        kind=line.kind,
+        description=line.description,
+        period_start=line.period_start,
+        period_end=line.period_end,
+        quantity=line.quantity,
+        unit_price=line.unit_price,
+        amount=line.amount,
+        amount_minor=line.amount_minor,
+        currency=line.currency,
+        subscription_id=subscription_id,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeOutcome:
+    subscription: Subscription
+    items: list[InvoiceItem]
+    lines: list[Line]
+    preview: bool
+    direction: str
+    when: str
+    effective_at: datetime
+
+
+class SubscriptionService:
+    # Reading and rendering.
+
+    async def render(self, session: AsyncSession, sub: Subscription) -> schemas.Subscription:
+        plan = await plans.version(session, sub.plan_id)
+        price = await plans.price(session, sub.price_id)
+        pending = None
+        if sub.pending_plan_id is not None and sub.pending_price_id is not None:
+            pending_plan = await plans.version(session, sub.pending_plan_id)
+            pending_price = await plans.price(session, sub.pending_price_id)
+            pending = schemas.PendingChange(
+                plan=_plan_ref(pending_plan),
+                billing_cycle=cycle_of(pending_price.interval_unit, pending_price.interval_count),
+                interval_unit=pending_price.interval_unit,
+                interval_count=pending_price.interval_count,
+                amount_minor=pending_price.amount_minor,
+                effective_at=sub.current_period_end,
+            )
+        coupon = await coupons.by_id(session, sub.coupon_id) if sub.coupon_id else None
+        return schemas.Subscription(
+            id=sub.id,
+            account_id=sub.account_id,
+            status=sub.status,
+            plan=_plan_ref(plan),
+            currency=sub.currency,
+            billing_cycle=cycle_of(price.interval_unit, price.interval_count),
+            interval_unit=price.interval_unit,
+            interval_count=price.interval_count,
+            amount_minor=price.amount_minor,
+            setup_fee_minor=price.setup_fee_minor,
+            billing_anchor=sub.billing_anchor,
+            current_period_start=sub.current_period_start,
+            current_period_end=sub.current_period_end,
+            trial_start=sub.trial_start,
+            trial_end=sub.trial_end,
+            cancel_at_period_end=sub.cancel_at_period_end,
+            canceled_at=sub.canceled_at,
+            ended_at=sub.ended_at,
+            paused_at=sub.paused_at,
+            pending_change=pending,
+            coupon=coupon.code if coupon else None,
+            coupon_cycles_left=sub.coupon_cycles_left if coupon else None,
+            payment_provider=sub.payment_provider,
+            payment_method_id=sub.payment_method_id,
+            created_at=sub.created_at,
+        )
+
+    async def current(
+        self, session: AsyncSession, ctx: Context, account_id: str | None
+    ) -> schemas.CurrentPlan:
+        account = await self._account(session, ctx, account_id)
+        ctx, _ = await test_clocks.context_for(session, ctx, account)
+        now = ctx.clock.now()
+        found = await current_plan(session, account, now)
+        open_sub = await SubscriptionRepository(session).open_for_account(account)
+        return schemas.CurrentPlan(
+            account_id=account,
+            plan=_plan_ref(found.plan),
+            period_start=found.period.start,
+            period_end=found.period.end,
+            subscription=await self.render(session, open_sub) if open_sub else None,
+        )
+
+    async def history(
+        self,
+        session: AsyncSession,
+        ctx: Context,
+        account_id: str | None,
+        *,
+        cursor: str | None,
+        limit: int | None,
+    ) -> tuple[list[EventRow], str | None]:
+        account = await self._account(session, ctx, account_id)
+        size = clamp_limit(limit)
+        after_id = str(decode_cursor(cursor, 1)[0]) if cursor else None
+        rows = await SubscriptionRepository(session).events(
+            account, limit=size + 1, after_id=after_id
+        )
+        next_cursor = encode_cursor([rows[size - 1].id]) if len(rows) > size else None
+        return rows[:size], next_cursor
+
+    async def invoice_items(
+        self, session: AsyncSession, ctx: Context, subscription_id: str
+    ) -> list[InvoiceItem]:
+        """Every item the subscription recorded, oldest first (invoiced or still pending)."""
+        sub, _, _ = await self._load(session, ctx, subscription_id, lock=False)
+        return await SubscriptionRepository(session).items(sub.id)
+
+    # Lifecycle.
+
+    async def create(
+        self, session: AsyncSession, ctx: Context, data: schemas.SubscriptionCreate
+    ) -> tuple[Subscription, list[InvoiceItem]]:
+        account_id = await self._account(session, ctx, data.account_id)
+        if data.trial_days is not None and not ctx.actor.is_operator:
+            raise Forbidden("only the operator overrides trial_days")
+        ctx, clock_id = await test_clocks.context_for(session, ctx, account_id)
+        repo = SubscriptionRepository(session)
+        if await repo.open_for_account(account_id) is not None:
+            raise SubscriptionExists("cancel the current subscription or change its plan")
+        account = await repo.account(account_id)
+        assert account is not None  # checked by _account
+        currency = data.currency or account.currency
+        plan, price = await plans.resolve(
+            session, data.plan_type, currency, data.billing_cycle or "monthly", data.interval()
+        )
+        trial_days = data.trial_days if data.trial_days is not None else plan.trial_days
+        if trial_days == 0 and price.amount_minor > 0 and data.payment_method_id is None:
+            raise PaymentMethodRequired("send payment_method_id, or choose a plan with a trial")
+        coupon = None
+        if data.coupon is not None:
+            coupon = await coupons.redeem(
+                session, ctx, data.coupon, plan_code=plan.code, currency=currency
+            )
+        now = _second(ctx.clock.now())
+        if trial_days > 0:
+            trial_end = now + timedelta(days=trial_days)
+            # Paid periods are counted from the trial's end.
+            anchor, period, status = trial_end, Period(now, trial_end), "trialing"
+        else:
+            anchor, status = now, "active"
+            period = nth_period(anchor, _interval(price), 0)
+        sub = Subscription(
+            id=new_id("sub", now),
+            account_id=account_id,
+            plan_id=plan.id,
+            price_id=price.id,
+            status=status,
+            currency=currency,
+            billing_anchor=anchor,
+            current_period_start=period.start,
+            current_period_end=period.end,
+            billed_through=None,
+            trial_start=now if trial_days > 0 else None,
+            trial_end=anchor if trial_days > 0 else None,
+            cancel_at_period_end=False,
+            canceled_at=None,
+            ended_at=None,
+            paused_at=None,
+            pending_plan_id=None,
+            pending_price_id=None,
+            coupon_id=coupon.id if coupon else None,
+            coupon_cycles_left=initial_cycles(coupon) if coupon else None,
+            setup_fee_billed=False,
+            payment_provider=data.payment_provider,
+            payment_method_id=data.payment_method_id,
+            created_at=now,
+            updated_at=now,
+        )
+        try:
+            # The partial unique index settles a race the check above could not see.
+            async with session.begin_nested():
+                repo.add(sub)
+                await session.flush()
+        except IntegrityError:
+            raise SubscriptionExists("the account already has an open subscription") from None
+        items = []
+        if status == "active":
+            items = await self._bill_period(session, ctx, sub, plan, price, period)
+        await self._log(session, ctx, sub, "created", None, None, None, {"items": _ids(items)})
+        await self._schedule(session, ctx, sub, clock_id)
+        _plan_changed(session, account_id)
+        return sub, items
+
+    async def change(
+        self,
+        session: AsyncSession,
+        ctx: Context,
+        subscription_id: str,
+        data: schemas.SubscriptionChange,
+    ) -> ChangeOutcome:
+        sub, ctx, clock_id = await self._load(session, ctx, subscription_id)
+        if sub.status not in ("trialing", "active", "past_due"):
+            raise InvalidTransition(f"a {sub.status} subscription cannot change plan")
+        plan = await plans.version(session, sub.plan_id)
+        price = await plans.price(session, sub.price_id)
+        if data.billing_cycle is not None:
+            cycle, wanted = data.billing_cycle, data.interval()
+        else:
+            cycle = cycle_of(price.interval_unit, price.interval_count)
+            wanted = (price.interval_unit, price.interval_count) if cycle == "custom" else None
+        new_plan, new_price = await plans.resolve(
+            session, data.plan_type or plan.code, sub.currency, cycle, wanted
+        )
+        coupon = None
+        if data.coupon is not None:
+            coupon = await coupons.check(
+                session, ctx, data.coupon, plan_code=new_plan.code, currency=sub.currency
+            )
+        same_price = new_price.id == price.id
+        now = _second(ctx.clock.now())
+        if same_price and coupon is None:
+            if sub.pending_price_id is None or data.preview:
+                raise NoChange(f"already on {new_plan.code} ({cycle})")
+            # Asking for the running plan again withdraws the scheduled change.
+            before = await self.render(session, sub)
+            sub.pending_plan_id = sub.pending_price_id = None
+            sub.updated_at = now
+            await self._log(session, ctx, sub, "change_canceled", before, sub.status, plan.id, {})
+            return ChangeOutcome(sub, [], [], False, "none", "immediate", now)
+
+        interval_changes = _interval(new_price) != _interval(price)
+        lines: list[Line] = []
+        needs_method = new_price.amount_minor > 0 and sub.status != "trialing"
+        if needs_method and (data.payment_method_id or sub.payment_method_id) is None:
+            raise PaymentMethodRequired("send payment_method_id to move to a paid price")
+        if sub.status == "trialing":
+            # Nothing is billed during a trial: switch now, the first period bills the new price.
+            direction, when, effective_at = "trial", "immediate", now
+        else:
+            period = Period(sub.current_period_start, sub.current_period_end)
+            if not period.contains(now):
+                raise InvalidTransition("the period has ended and its renewal is pending")
+            new_period = (
+                Period(now, _interval(new_price).shift(now, 1)) if interval_changes else None
+            )
+            proration = prorate(
+                old_amount_minor=price.amount_minor,
+                new_amount_minor=new_price.amount_minor,
+                currency=sub.currency,
+                period=period,
+                at=now,
+                new_period=new_period,
+                old_label=f"{plan.name} ({_cycle_label(price)})",
+                new_label=f"{new_plan.name} ({_cycle_label(new_price)})",
+            )
+            # Upgrade: the change costs something or nothing now; downgrade: it would credit.
+            direction = "upgrade" if proration.net >= 0 else "downgrade"
+            when = data.when or ("immediate" if direction == "upgrade" else "period_end")
+            if same_price:  # a coupon alone: nothing to prorate
+                direction, when = "none", "immediate"
+            effective_at = now if when == "immediate" else period.end
+            if when == "immediate" and not same_price:
+                credit, charge = proration.lines
+                lines = [credit]
+                if new_period is not None:
+                    active = coupon or (
+                        await coupons.by_id(session, sub.coupon_id) if sub.coupon_id else None
+                    )
+                    cycles = initial_cycles(coupon) if coupon else sub.coupon_cycles_left
+                    fee_lines, _ = _period_lines(
+                        new_plan,
+                        new_price,
+                        new_period,
+                        coupon=active,
+                        cycles_left=cycles,
+                        include_setup=not sub.setup_fee_billed,
+                    )
+                    lines += fee_lines
+                else:
+                    lines.append(charge)
+                lines = [line for line in lines if line.amount != 0]
+        if data.preview:
+            return ChangeOutcome(sub, [], lines, True, direction, when, effective_at)
+
+        before = await self.render(session, sub)
+        from_status, from_plan = sub.status, sub.plan_id
+        if data.payment_method_id is not None:
+            sub.payment_method_id = data.payment_method_id
+            sub.payment_provider = data.payment_provider or sub.payment_provider
+        if coupon is not None:
+            coupon = await coupons.redeem(
+                session, ctx, coupon.code, plan_code=new_plan.code, currency=sub.currency
+            )
+            sub.coupon_id, sub.coupon_cycles_left = coupon.id, initial_cycles(coupon)
+        sub.updated_at = now
+        items: list[InvoiceItem] = []
+        if when == "period_end":
+            sub.pending_plan_id, sub.pending_price_id = new_plan.id, new_price.id
+            kind = "change_scheduled"
+        else:
+            sub.plan_id, sub.price_id = new_plan.id, new_price.id
+            sub.pending_plan_id = sub.pending_price_id = None
+            kind = "plan_changed" if not same_price else "coupon_applied"
+            if sub.status != "trialing" and not same_price:
+                if interval_changes:
+                    # A new billing cycle starts now, on a new anchor.
+                    credit_items = await self._record(session, ctx, sub, lines[:1])
+                    new_period = Period(now, _interval(new_price).shift(now, 1))
+                    sub.billing_anchor = now
+                    sub.current_period_start, sub.current_period_end = (
+                        new_period.start,
+                        new_period.end,
+                    )
+                    items = credit_items + await self._bill_period(
+                        session, ctx, sub, new_plan, new_price, new_period
+                    )
+                    await self._schedule(session, ctx, sub, clock_id)
+                else:
+                    items = await self._record(session, ctx, sub, lines)
+            if not same_price:
+                _plan_changed(session, sub.account_id)
+        data_out = {
+            "direction": direction,
+            "when": when,
+            "to_plan_code": new_plan.code,
+            "to_price_id": new_price.id,
+            "items": _ids(items),
+        }
+        await self._log(session, ctx, sub, kind, before, from_status, from_plan, data_out)
+        return ChangeOutcome(sub, items, lines, False, direction, when, effective_at)
+
+    async def cancel(
+        self, session: AsyncSession, ctx: Context, subscription_id: str, *, at_period_end: bool
+    ) -> tuple[Subscription, list[InvoiceItem]]:
+        """At period end (default) or now; canceling now credits nothing."""
+        sub, ctx, _ = await self._load(session, ctx, subscription_id)
+        if sub.status == "canceled":
+            raise InvalidTransition("the subscription is already canceled")
+        now = _second(ctx.clock.now())
+        before = await self.render(session, sub)
+        from_status = sub.status
+        sub.updated_at = now
+        if at_period_end:
+            if sub.cancel_at_period_end:
+                return sub, []
+            sub.cancel_at_period_end = True
+            sub.canceled_at = now
+            kind = "cancel_scheduled"
+        else:
+            sub.status = "canceled"
+            sub.canceled_at = sub.ended_at = now
+            sub.cancel_at_period_end = False
+            sub.pending_plan_id = sub.pending_price_id = None
+            kind = "canceled"
+            _plan_changed(session, sub.account_id)
+        await self._log(session, ctx, sub, kind, before, from_status, sub.plan_id, {})
+        return sub, []
+
+    async def resume(
+        self, session: AsyncSession, ctx: Context, subscription_id: str
+    ) -> tuple[Subscription, list[InvoiceItem]]:
+        """Ends a pause (billing the rest of an unbilled period) or a scheduled cancellation."""
+        sub, ctx, _ = await self._load(session, ctx, subscription_id)
+        now = _second(ctx.clock.now())
+        before = await self.render(session, sub)
+        from_status = sub.status
+        items: list[InvoiceItem] = []
+        if sub.status == "paused":
+            sub.status = "active"
+            sub.paused_at = None
+            period = Period(sub.current_period_start, sub.current_period_end)
+            billed = sub.billed_through is not None and sub.billed_through >= period.end
+            if not billed and period.contains(now):
+                plan = await plans.version(session, sub.plan_id)
+                price = await plans.price(session, sub.price_id)
+                line = prorated_line(
+                    kind="proration_charge",
+                    description=f"Remaining time on {plan.name} after resuming",
+                    amount_minor=price.amount_minor,
+                    currency=sub.currency,
+                    period=period,
+                    at=now,
+                )
+                items = await self._record(session, ctx, sub, [line])
+                sub.billed_through = period.end
+            kind = "resumed"
+            _plan_changed(session, sub.account_id)
+        elif sub.status != "canceled" and sub.cancel_at_period_end:
+            sub.cancel_at_period_end = False
+            sub.canceled_at = None
+            kind = "cancel_revoked"
+        else:
+            raise InvalidTransition("nothing to resume: neither paused nor scheduled to cancel")
+        sub.updated_at = now
+        await self._log(session, ctx, sub, kind, before, from_status, sub.plan_id, {})
+        return sub, items
+
+    async def pause(
+        self, session: AsyncSession, ctx: Context, subscription_id: str
+    ) -> tuple[Subscription, list[InvoiceItem]]:
+        """Stops billing from the next period; the account is on the free plan meanwhile."""
+        sub, ctx, _ = await self._load(session, ctx, subscription_id)
+        if sub.status != "active":
+            raise InvalidTransition(f"only an active subscription can pause, not {sub.status}")
+        now = _second(ctx.clock.now())
+        before = await self.render(session, sub)
+        sub.status = "paused"
+        sub.paused_at = sub.updated_at = now
+        await self._log(session, ctx, sub, "paused", before, "active", sub.plan_id, {})
+        _plan_changed(session, sub.account_id)
+        return sub, []
+
+    # Jobs (the handlers in tasks.py call these, with the job's context).
+
+    async def renew(
+        self, session: AsyncSession, ctx: Context, subscription_id: str, period_end: datetime
+    ) -> None:
+        """At a period's end: cancel if scheduled, else apply a scheduled change or move to
+        the plan's latest version, start the next period and bill it (unless paused)."""
+        sub = await SubscriptionRepository(session).get(subscription_id, lock=True)
+        if sub is None or sub.status in ("canceled", "trialing", "incomplete"):
+            return
+        if sub.current_period_end != period_end:
+            return  # stale: the period changed since this job was enqueued
+        before = await self.render(session, sub)
+        from_status, from_plan = sub.status, sub.plan_id
+        sub.updated_at = ctx.clock.now()
+        if sub.cancel_at_period_end:
+            await self._end(session, ctx, sub, period_end, before)
+            return
+        current_price = await plans.price(session, sub.price_id)
+        if sub.pending_plan_id is not None and sub.pending_price_id is not None:
+            target = await plans.version(session, sub.pending_plan_id)
+            wanted = await plans.price(session, sub.pending_price_id)
+        else:
+            target, wanted = await plans.version(session, sub.plan_id), current_price
+        # Renewal moves to the plan's latest version when it has the same price slot.
+        latest = await plans.latest(session, target.code)
+        plan, price = target, wanted
+        if latest.id != target.id:
+            newer = await plans.price_for(
+                session, latest, sub.currency, wanted.interval_unit, wanted.interval_count
+            )
+            if newer is not None:
+                plan, price = latest, newer
+        if _interval(price) != _interval(current_price):
+            sub.billing_anchor = period_end
+        interval = _interval(price)
+        period = nth_period(
+            sub.billing_anchor,
+            interval,
+            period_index(sub.billing_anchor, interval, period_end),
+        )
+        sub.plan_id, sub.price_id = plan.id, price.id
+        sub.pending_plan_id = sub.pending_price_id = None
+        sub.current_period_start, sub.current_period_end = period.start, period.end
+        items: list[InvoiceItem] = []
+        if sub.status != "paused":
+            items = await self._bill_period(session, ctx, sub, plan, price, period)
+        data = {"plan_code": plan.code, "plan_version": plan.version, "items": _ids(items)}
+        await self._log(session, ctx, sub, "renewed", before, from_status, from_plan, data)
+        _, clock_id = await test_clocks.context_for(session, ctx, sub.account_id)
+        await self._schedule(session, ctx, sub, clock_id)
+        if plan.id != from_plan:
+            _plan_changed(session, sub.account_id)
+
+    async def end_trial(
+        self, session: AsyncSession, ctx: Context, subscription_id: str, trial_end: datetime
+    ) -> None:
+        """At the trial's end: the first paid period starts and is billed (setup fee too)."""
+        sub = await SubscriptionRepository(session).get(subscription_id, lock=True)
+        if sub is None or sub.status != "trialing" or sub.trial_end != trial_end:
+            return
+        before = await self.render(session, sub)
+        sub.updated_at = ctx.clock.now()
+        if sub.cancel_at_period_end:
+            await self._end(session, ctx, sub, trial_end, before)
+            return
+        plan = await plans.version(session, sub.plan_id)
+        price = await plans.price(session, sub.price_id)
+        period = nth_period(sub.billing_anchor, _interval(price), 0)
+        sub.status = "active"
+        sub.current_period_start, sub.current_period_end = period.start, period.end
+        items = await self._bill_period(session, ctx, sub, plan, price, period)
+        await self._log(
+            session,
+            ctx,
+            sub,
+            "trial_ended",
+            before,
+            "trialing",
+            sub.plan_id,
+            {"items": _ids(items)},
+        )
+        _, clock_id = await test_clocks.context_for(session, ctx, sub.account_id)
+        await self._schedule(session, ctx, sub, clock_id)
+
+    # Helpers.
+
+    async def _end(
+        self,
+        session: AsyncSession,
+        ctx: Context,
+        sub: Subscription,
+        at: datetime,
+        before: schemas.Subscription,
+    ) -> None:
+        from_status = sub.status
+        sub.status = "canceled"
+        sub.ended_at = at
+        sub.cancel_at_period_end = False
+        sub.pending_plan_id = sub.pending_price_id = None
+        await self._log(session, ctx, sub, "canceled", before, from_status, sub.plan_id, {})
+        _plan_changed(session, sub.account_id)
+
+    async def _account(self, session: AsyncSession, ctx: Context, account_id: str | None) -> str:
+        """The account to act on: an admin names it, other keys act on their own."""
+        if ctx.actor.role in (Role.ADMIN, Role.SYSTEM):
+            if account_id is None:
+                raise AccountRequired("pass account_id")
+        elif account_id is None:
+            account_id = ctx.actor.account_id
+        if account_id is None or not ctx.actor.can_access(account_id):
+            raise AccountNotFound(f"no account {account_id!r}")
+        if await SubscriptionRepository(session).account(account_id) is None:
+            raise AccountNotFound(f"no account {account_id!r}")
+        return account_id
+
+    async def _load(
+        self, session: AsyncSession, ctx: Context, subscription_id: str, *, lock: bool = True
+    ) -> tuple[Subscription, Context, str | None]:
+        sub = await SubscriptionRepository(session).get(subscription_id, lock=lock)
+        if sub is None or not ctx.actor.can_access(sub.account_id):
+            raise SubscriptionNotFound(f"no subscription {subscription_id!r}")
+        clocked, clock_id = await test_clocks.context_for(session, ctx, sub.account_id)
+        return sub, clocked, clock_id
+
+    async def _bill_period(
+        self,
+        session: AsyncSession,
+        ctx: Context,
+        sub: Subscription,
+        plan: Plan,
+        price: PlanPrice,
+        period: Period,
+    ) -> list[InvoiceItem]:
+        coupon = None
+        if sub.coupon_id is not None and sub.coupon_cycles_left != 0:
+            coupon = await coupons.by_id(session, sub.coupon_id)
+        lines, used = _period_lines(
+            plan,
+            price,
+            period,
+            coupon=coupon,
+            cycles_left=sub.coupon_cycles_left,
+            include_setup=not sub.setup_fee_billed,
+        )
+        if used and sub.coupon_cycles_left is not None:
+            sub.coupon_cycles_left -= 1
+        sub.setup_fee_billed = True
+        sub.billed_through = period.end
+        return await self._record(session, ctx, sub, lines)
+
+    async def _record(
+        self, session: AsyncSession, ctx: Context, sub: Subscription, lines: list[Line]
+    ) -> list[InvoiceItem]:
+        now = ctx.clock.now()
+        repo = SubscriptionRepository(session)
+        items = []
+        for line in lines:
+            if line.amount == 0:
+                continue
+            item = InvoiceItem(
+                id=new_id("ii", now),
+                account_id=sub.account_id,
+                subscription_id=sub.id,
+                kind=line.kind,
+                description=line.description[:500],
+                period_start=line.period_start,
+                period_end=line.period_end,
+                quantity=line.quantity,
+                unit_price=line.unit_price,
+                amount=line.amount,
+                amount_minor=line.amount_minor,
+                currency=line.currency,
+                created_at=now,
+                invoice_id=None,
+            )
+            repo.add(item)
+            items.append(item)
+        await session.flush()
+        return items
+
+    async def _schedule(
+        self, session: AsyncSession, ctx: Context, sub: Subscription, clock_id: str | None
+    ) -> None:
+        """Enqueues the next lifecycle job at the period (or trial) end, once per boundary."""
+        if sub.status == "trialing" and sub.trial_end is not None:
+            name, at = TRIAL_END_JOB, sub.trial_end
+            payload = {"subscription_id": sub.id, "trial_end": at.isoformat()}
+        else:
+            name, at = RENEW_JOB, sub.current_period_end
+            payload = {"subscription_id": sub.id, "period_end": at.isoformat()}
+        await enqueue(
+            session,
+            ctx,
+            name,
+            payload,
+            run_at=at,
+            dedupe_key=f"{name}:{sub.id}:{at.isoformat()}",
+            test_clock_id=clock_id,
+        )
+
+    async def _log(
+        self,
+        session: AsyncSession,
+        ctx: Context,
+        sub: Subscription,
+        kind: str,
+        before: schemas.Subscription | None,
+        from_status: str | None,
+        from_plan_id: str | None,
+        data: dict[str, Any],
+    ) -> None:
+        """One history row and one audit entry per change."""
+        await session.flush()
+        now = ctx.clock.now()
+        SubscriptionRepository(session).add(
+            EventRow(
+                id=new_id("subev", now),
+                subscription_id=sub.id,
+                account_id=sub.account_id,
+                type=kind,
+                at=now,
+                from_status=from_status,
+                to_status=sub.status,
+                from_plan_id=from_plan_id,
+                to_plan_id=sub.plan_id,
+                data=data,
+                actor_key_id=ctx.actor.key_id,
+                request_id=ctx.request_id,
+            )
+        )
+        await audit.record(
+            session,
+            ctx,
+            action=f"subscription.{kind}",
+            object_type="subscription",
+            object_id=sub.id,
+            account_id=sub.account_id,
+            before=before,
+            after=await self.render(session, sub),
+        )
+
+
+def _plan_ref(plan: Plan) -> schemas.PlanRef:
+    return schemas.PlanRef(id=plan.id, code=plan.code, version=plan.version, name=plan.name)
+
+
+def _ids(items: list[InvoiceItem]) -> list[str]:
+    return [item.id for item in items]
+
+
+def item_schema(item: InvoiceItem) -> schemas.InvoiceItem:
+    return schemas.InvoiceItem.model_validate(item)
+
+
+def line_schema(line: Line) -> schemas.InvoiceItem:
+    return _line_schema(line)
+
+
+subscriptions = SubscriptionService()

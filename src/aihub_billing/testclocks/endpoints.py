@@ -1,0 +1,76 @@
+"""/test-clocks: the operator creates clocks, attaches accounts and advances time."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, status
+
+from aihub_billing.accounts.errors import AccountNotFound
+from aihub_billing.api.deps import AdminContext, Idempotent, SessionDep
+from aihub_billing.api.routing import TransactionalRoute
+from aihub_billing.errors import Forbidden, responses
+from aihub_billing.testclocks import schemas
+from aihub_billing.testclocks.errors import (
+    AccountAlreadyAttached,
+    AccountHasSubscription,
+    TestClockNotFound,
+    TimeGoesForward,
+    TooManyJobs,
+)
+from aihub_billing.testclocks.service import test_clocks
+
+router = APIRouter(prefix="/test-clocks", tags=["test-clocks"], route_class=TransactionalRoute)
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    dependencies=[Idempotent],
+    responses=responses(Forbidden),
+)
+async def create_test_clock(
+    data: schemas.TestClockCreate, session: SessionDep, ctx: AdminContext
+) -> schemas.TestClock:
+    return schemas.TestClock.model_validate(await test_clocks.create(session, ctx, data))
+
+
+@router.get("/{clock_id}", responses=responses(Forbidden, TestClockNotFound))
+async def get_test_clock(
+    clock_id: str, session: SessionDep, ctx: AdminContext
+) -> schemas.TestClock:
+    return schemas.TestClock.model_validate(await test_clocks.get(session, ctx, clock_id))
+
+
+@router.post(
+    "/{clock_id}/accounts",
+    status_code=status.HTTP_201_CREATED,
+    dependencies=[Idempotent],
+    responses=responses(
+        Forbidden,
+        TestClockNotFound,
+        AccountNotFound,
+        AccountAlreadyAttached,
+        AccountHasSubscription,
+    ),
+)
+async def attach_account(
+    clock_id: str, data: schemas.TestClockAttach, session: SessionDep, ctx: AdminContext
+) -> schemas.Attachment:
+    """Put an account (without an open subscription) on the clock's time."""
+    link = await test_clocks.attach(session, ctx, clock_id, data.account_id)
+    return schemas.Attachment.model_validate(link)
+
+
+@router.post(
+    "/{clock_id}/advance",
+    dependencies=[Idempotent],
+    responses=responses(Forbidden, TestClockNotFound, TimeGoesForward, TooManyJobs),
+)
+async def advance_test_clock(
+    clock_id: str, data: schemas.TestClockAdvance, session: SessionDep, ctx: AdminContext
+) -> schemas.TestClockAdvanced:
+    """Run the clock's due jobs (renewals, trial ends) in time order, then move it."""
+    clock, ran = await test_clocks.advance(session, ctx, clock_id, data.frozen_time)
+    return schemas.TestClockAdvanced(
+        **schemas.TestClock.model_validate(clock).model_dump(),
+        jobs_run=[schemas.JobRan(name=j.name, run_at=j.run_at, payload=j.payload) for j in ran],
+    )

@@ -1,0 +1,33 @@
+"""Errors of the test clocks domain."""
+
+from aihub_billing.errors import BillingError, NotFound
+
+
+class TestClockNotFound(NotFound):
+    __test__ = False
+    code = "test_clock_not_found"
+    title = "Test clock not found"
+
+
+class AccountAlreadyAttached(BillingError):
+    code = "account_on_test_clock"
+    status = 409
+    title = "The account is already attached to a test clock"
+
+
+class AccountHasSubscription(BillingError):
+    code = "account_has_subscription"
+    status = 409
+    title = "Only an account without an open subscription can be attached to a test clock"
+
+
+class TimeGoesForward(BillingError):
+    code = "test_clock_backwards"
+    status = 409
+    title = "A test clock only moves forward"
+
+
+class TooManyJobs(BillingError):
+    code = "test_clock_too_many_jobs"
+    status = 409
+    title = "Advancing would run more jobs than allowed in one step; advance in smaller steps"

@@ -1,0 +1,60 @@
+"""Queries on test clocks, their accounts and their jobs."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from aihub_billing.models import Job, Subscription, TestClock, TestClockAccount
+
+
+class TestClockRepository:
+    __test__ = False
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def get(self, clock_id: str, *, lock: bool = False) -> TestClock | None:
+        if not lock:
+            return await self.session.get(TestClock, clock_id)
+        # Two advances of one clock run one after the other (FOR UPDATE on PostgreSQL).
+        result = await self.session.execute(
+            select(TestClock)
+            .where(TestClock.id == clock_id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+        return result.scalar_one_or_none()
+
+    async def attachment(self, account_id: str) -> TestClockAccount | None:
+        return await self.session.get(TestClockAccount, account_id)
+
+    async def clock_of_account(self, account_id: str) -> TestClock | None:
+        result = await self.session.execute(
+            select(TestClock)
+            .join(TestClockAccount, TestClockAccount.test_clock_id == TestClock.id)
+            .where(TestClockAccount.account_id == account_id)
+        )
+        return result.scalar_one_or_none()
+
+    async def has_open_subscription(self, account_id: str) -> bool:
+        result = await self.session.execute(
+            select(Subscription.id)
+            .where(Subscription.account_id == account_id, Subscription.status != "canceled")
+            .limit(1)
+        )
+        return result.first() is not None
+
+    async def next_due_job(self, clock_id: str, until: datetime) -> Job | None:
+        result = await self.session.execute(
+            select(Job)
+            .where(Job.test_clock_id == clock_id, Job.status == "pending", Job.run_at <= until)
+            .order_by(Job.run_at, Job.id)
+            .limit(1)
+        )
+        return result.scalar_one_or_none()
+
+    def add(self, obj: TestClock | TestClockAccount) -> None:
+        self.session.add(obj)

@@ -1,0 +1,162 @@
+"""Test clocks: create, attach accounts, advance by running the clock's jobs in time order.
+
+Jobs of an account on a test clock carry `test_clock_id`; workers never claim them. Advancing
+runs them through the registry's own handlers, each with a clock set to the job's time.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from aihub_billing.accounts.service import accounts
+from aihub_billing.audit.service import audit
+from aihub_billing.errors import Forbidden
+from aihub_billing.jobs.registry import JobRun, registry
+from aihub_billing.kit.clock import FrozenClock
+from aihub_billing.kit.context import SYSTEM, Context
+from aihub_billing.kit.ids import new_id
+from aihub_billing.models import Job, TestClock, TestClockAccount
+from aihub_billing.testclocks import schemas
+from aihub_billing.testclocks.errors import (
+    AccountAlreadyAttached,
+    AccountHasSubscription,
+    TestClockNotFound,
+    TimeGoesForward,
+    TooManyJobs,
+)
+from aihub_billing.testclocks.repository import TestClockRepository
+
+# One advance runs at most this many jobs (a daily job over years stays well below).
+MAX_JOBS_PER_ADVANCE = 5000
+
+
+class TestClockService:
+    __test__ = False
+
+    async def create(
+        self, session: AsyncSession, ctx: Context, data: schemas.TestClockCreate
+    ) -> TestClock:
+        _operator(ctx)
+        now = ctx.clock.now()
+        clock = TestClock(
+            id=new_id("clock", now), name=data.name, frozen_time=data.frozen_time, created_at=now
+        )
+        TestClockRepository(session).add(clock)
+        await session.flush()
+        await audit.record(
+            session,
+            ctx,
+            action="test_clock.created",
+            object_type="test_clock",
+            object_id=clock.id,
+            account_id=None,
+            after=schemas.TestClock.model_validate(clock),
+        )
+        return clock
+
+    async def get(
+        self, session: AsyncSession, ctx: Context, clock_id: str, *, lock: bool = False
+    ) -> TestClock:
+        _operator(ctx)
+        clock = await TestClockRepository(session).get(clock_id, lock=lock)
+        if clock is None:
+            raise TestClockNotFound(f"no test clock {clock_id!r}")
+        return clock
+
+    async def attach(
+        self, session: AsyncSession, ctx: Context, clock_id: str, account_id: str
+    ) -> TestClockAccount:
+        """From now on the account's API calls and jobs run on the clock's time."""
+        clock = await self.get(session, ctx, clock_id)
+        await accounts.get(session, ctx, account_id)
+        repo = TestClockRepository(session)
+        if await repo.attachment(account_id) is not None:
+            raise AccountAlreadyAttached(f"account {account_id!r} is on a test clock")
+        # Its existing jobs would stay on real time: only a fresh account may move.
+        if await repo.has_open_subscription(account_id):
+            raise AccountHasSubscription(f"account {account_id!r} has an open subscription")
+        link = TestClockAccount(
+            account_id=account_id, test_clock_id=clock.id, attached_at=ctx.clock.now()
+        )
+        repo.add(link)
+        await session.flush()
+        await audit.record(
+            session,
+            ctx,
+            action="test_clock.account_attached",
+            object_type="test_clock",
+            object_id=clock.id,
+            account_id=account_id,
+            after=schemas.Attachment.model_validate(link),
+        )
+        return link
+
+    async def context_for(
+        self, session: AsyncSession, ctx: Context, account_id: str
+    ) -> tuple[Context, str | None]:
+        """The context to act on the account with (the test clock's time when attached)."""
+        clock = await TestClockRepository(session).clock_of_account(account_id)
+        if clock is None:
+            return ctx, None
+        return Context(ctx.actor, FrozenClock(clock.frozen_time), ctx.request_id), clock.id
+
+    async def advance(
+        self, session: AsyncSession, ctx: Context, clock_id: str, target: datetime
+    ) -> tuple[TestClock, list[Job]]:
+        """Runs the clock's jobs due by `target` in time order, then sets it to `target`.
+
+        Jobs the handlers enqueue on the clock run in the same pass when due. Everything is
+        one transaction: a failing handler fails the advance and the clock does not move.
+        """
+        clock = await self.get(session, ctx, clock_id, lock=True)
+        if target < clock.frozen_time:
+            raise TimeGoesForward(
+                f"the clock is at {clock.frozen_time.isoformat()}, before {target.isoformat()}"
+            )
+        before = schemas.TestClock.model_validate(clock)
+        repo = TestClockRepository(session)
+        ran: list[Job] = []
+        while (job := await repo.next_due_job(clock.id, target)) is not None:
+            if len(ran) >= MAX_JOBS_PER_ADVANCE:
+                raise TooManyJobs(f"more than {MAX_JOBS_PER_ADVANCE} jobs due")
+            at = max(job.run_at, clock.frozen_time)
+            clock.frozen_time = at
+            job.attempts += 1
+            run = JobRun(
+                job_id=job.id,
+                name=job.name,
+                payload=dict(job.payload),
+                attempt=job.attempts,
+                ctx=Context(actor=SYSTEM, clock=FrozenClock(at), request_id=job.id),
+            )
+            handler = registry.handlers.get(job.name)
+            if handler is None:
+                raise LookupError(f"no handler registered for job {job.name!r}")
+            await handler(session, run)
+            job.status = "succeeded"
+            job.finished_at = at
+            await session.flush()
+            ran.append(job)
+        clock.frozen_time = target
+        await session.flush()
+        await audit.record(
+            session,
+            ctx,
+            action="test_clock.advanced",
+            object_type="test_clock",
+            object_id=clock.id,
+            account_id=None,
+            before=before,
+            after=schemas.TestClock.model_validate(clock),
+        )
+        return clock, ran
+
+
+def _operator(ctx: Context) -> None:
+    if not ctx.actor.is_operator:
+        raise Forbidden("only the operator uses test clocks")
+
+
+test_clocks = TestClockService()
