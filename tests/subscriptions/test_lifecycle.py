@@ -605,3 +605,40 @@ async def test_a_change_during_the_trial_switches_without_billing(
     )
     assert [e["type"] for e in rest.json()["items"]] == ["trial_ended"]
     assert rest.json()["next_cursor"] is None
+
+
+async def test_free_monthly_to_paid_yearly_bills_the_year_once(
+    client: httpx.AsyncClient, admin_key: str, clock: FrozenClock
+) -> None:
+    await add_plan(
+        client,
+        admin_key,
+        code="annual",
+        name="Annual",
+        prices=[{"currency": "USD", "interval_count": 12, "amount_minor": 29990}],
+    )
+    account, key = await owner(client, admin_key)
+    sub = (await ok(client, key, "/subscriptions", {"plan_type": "free"}))["subscription"]
+    clock.set(utc(2026, 2, 14, 12))
+    up = await ok(
+        client,
+        key,
+        f"/subscriptions/{sub['id']}/change",
+        {"plan_type": "annual", "billing_cycle": "yearly", "payment_method_id": "pm_9"},
+    )
+    assert minor(up["invoice_items"]) == [("subscription_fee", 29990)]
+    assert minor(await items_of(client, key, sub["id"])) == [("subscription_fee", 29990)]
+    assert up["subscription"]["current_period_end"] == "2027-02-14T12:00:00Z"
+
+
+async def test_concurrent_creates_for_one_account_give_one_subscription(
+    client: httpx.AsyncClient, admin_key: str
+) -> None:
+    import asyncio
+
+    account, key = await owner(client, admin_key)
+    responses = await asyncio.gather(
+        *(post(client, key, "/subscriptions", SEED_BODY) for _ in range(3))
+    )
+    assert sorted(r.status_code for r in responses) == [201, 409, 409]
+    assert {r.json()["code"] for r in responses if r.status_code == 409} == {"subscription_exists"}

@@ -440,6 +440,7 @@ class SubscriptionService:
 
         interval_changes = _interval(new_price) != _interval(price)
         lines: list[Line] = []
+        credit_lines: list[Line] = []
         needs_method = new_price.amount_minor > 0 and sub.status != "trialing"
         if needs_method and (data.payment_method_id or sub.payment_method_id) is None:
             raise PaymentMethodRequired("send payment_method_id to move to a paid price")
@@ -471,6 +472,7 @@ class SubscriptionService:
             effective_at = now if when == "immediate" else period.end
             if when == "immediate" and not same_price:
                 credit, charge = proration.lines
+                credit_lines = [credit] if credit.amount != 0 else []
                 lines = [credit]
                 if new_period is not None:
                     active = coupon or (
@@ -514,7 +516,7 @@ class SubscriptionService:
             if sub.status != "trialing" and not same_price:
                 if interval_changes:
                     # A new billing cycle starts now, on a new anchor.
-                    credit_items = await self._record(session, ctx, sub, lines[:1])
+                    credit_items = await self._record(session, ctx, sub, credit_lines)
                     new_period = Period(now, _interval(new_price).shift(now, 1))
                     sub.billing_anchor = now
                     sub.current_period_start, sub.current_period_end = (
