@@ -21,6 +21,8 @@ from aihub_billing.kit.clock import Clock
 from aihub_billing.kit.logs import configure_logging
 from aihub_billing.plans.endpoints import router as plans_router
 from aihub_billing.service import BillingService
+from aihub_billing.usage.endpoints import prices_router as model_prices_router
+from aihub_billing.usage.endpoints import router as usage_router
 
 API_PREFIX = "/api/v1/billing"
 log = structlog.get_logger("aihub_billing")
@@ -70,6 +72,8 @@ def create_app(
 
     api = APIRouter(prefix=API_PREFIX)
     for router in (plans_router, accounts_router, audit_router):
+        api.include_router(router)
+    for router in (usage_router, model_prices_router):
         api.include_router(router)
     app.include_router(api)
     app.include_router(_health_router())

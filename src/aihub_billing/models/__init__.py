@@ -6,7 +6,9 @@ from aihub_billing.models.audit import AuditEntry
 from aihub_billing.models.base import Base
 from aihub_billing.models.idempotency import IdempotencyRecord
 from aihub_billing.models.job import Job
+from aihub_billing.models.model_price import ModelPrice
 from aihub_billing.models.plan import Plan, PlanPrice
+from aihub_billing.models.usage import UsageDaily, UsageEvent
 
 __all__ = [
     "Account",
@@ -18,4 +20,7 @@ __all__ = [
     "Member",
     "Plan",
     "PlanPrice",
+    "ModelPrice",
+    "UsageDaily",
+    "UsageEvent",
 ]
