@@ -48,15 +48,22 @@ async def track_usage(
     return recorded
 
 
-@router.post("/batch", dependencies=[Idempotent], responses=responses(UsageNeedsAccountKey))
+@router.post(
+    "/batch",
+    dependencies=[Idempotent],
+    response_model=schemas.UsageBatchResult,
+    responses=responses(UsageNeedsAccountKey),
+)
 async def track_usage_batch(
     batch: schemas.UsageBatchIn, session: SessionDep, ctx: ContextDep
-) -> schemas.UsageBatchResult:
+) -> Response:
     """Record up to 1,000 events; each is accepted, a duplicate, or rejected on its own.
 
     The answer comes after the commit: every `accepted` event is durable.
     """
-    return await usage.record(session, ctx, batch.events)
+    result = await usage.record(session, ctx, batch.events)
+    # Serialized once here: FastAPI would validate the thousand results again first.
+    return Response(result.model_dump_json(), media_type="application/json")
 
 
 @router.get(

@@ -284,11 +284,12 @@ class UsageTracker:
         accepted: list[AcceptedEvent] = []
         for p in ordered:
             if p.event_id not in inserted:
-                results[p.index] = schemas.EventResult(
+                results[p.index] = schemas.EventResult.model_construct(
                     index=p.index, status="duplicate", event_id=p.event_id
                 )
                 continue
-            results[p.index] = schemas.EventResult(
+            # Built from values this method produced: skip re-validating a thousand results.
+            results[p.index] = schemas.EventResult.model_construct(
                 index=p.index,
                 status="accepted",
                 event_id=p.event_id,
