@@ -193,6 +193,25 @@ async def test_new_price_applies_from_its_effective_time(
     assert forbidden.status_code == 403
 
 
+async def test_a_price_set_between_two_others_fits_the_timeline(
+    client: httpx.AsyncClient, admin_key: str, clock: FrozenClock
+) -> None:
+    base = {"model": "m-new", "currency": "EUR", "input_per_1m": "1", "output_per_1m": "1"}
+    in_two, in_one = clock.now() + timedelta(hours=2), clock.now() + timedelta(hours=1)
+    for at in (None, in_two, in_one):
+        body = base if at is None else {**base, "effective_from": at.isoformat()}
+        response = await client.post(PRICES, json=body, headers=auth(admin_key))
+        assert response.status_code == 201, response.text
+    same = await client.post(
+        PRICES, json={**base, "effective_from": in_one.isoformat()}, headers=auth(admin_key)
+    )
+    assert (same.status_code, same.json()["code"]) == (409, "model_price_exists")
+    prices = (await client.get(PRICES, params={"model": "m-new"}, headers=auth(admin_key))).json()
+    spans = [(p["effective_from"], p["effective_to"]) for p in prices]
+    iso = [t.isoformat().replace("+00:00", "Z") for t in (clock.now(), in_one, in_two)]
+    assert spans == [(iso[0], iso[1]), (iso[1], iso[2]), (iso[2], None)]
+
+
 async def test_cached_input_tokens_use_the_cached_price(
     client: httpx.AsyncClient, owner: dict[str, Any]
 ) -> None:

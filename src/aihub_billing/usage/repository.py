@@ -160,7 +160,16 @@ class ModelPriceRepository:
         return grouped
 
     async def lock_model(self, model: str) -> list[ModelPrice]:
-        """The model's prices, locked (PostgreSQL) so two price changes serialize."""
+        """The model's prices, locked so two price changes of one model serialize.
+
+        The advisory lock covers a model with no price row yet (nothing to lock FOR UPDATE);
+        SQLite serializes writers anyway.
+        """
+        if self.session.get_bind().dialect.name == "postgresql":
+            await self.session.execute(
+                text("SELECT pg_advisory_xact_lock(hashtext('model_price:' || :model))"),
+                {"model": model},
+            )
         result = await self.session.execute(
             select(ModelPrice)
             .where(ModelPrice.model == model)
