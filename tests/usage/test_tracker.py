@@ -20,7 +20,7 @@ from aihub_billing.kit.ids import new_id
 from aihub_billing.service import BillingService
 from aihub_billing.usage import histogram
 from aihub_billing.usage.repository import UsageRepository
-from aihub_billing.usage.service import SEED_PRICES, model_prices, usage
+from aihub_billing.usage.service import SEED_PRICES, UsageTracker, model_prices, usage
 from tests.api.helpers import API, auth, create_account, issue_key
 
 MODELS = [m for m, *_ in SEED_PRICES]
@@ -190,3 +190,39 @@ async def test_concurrent_overlapping_batches_neither_deadlock_nor_double_count(
     rollups, recomputed = await _rollups_and_recomputation(billing, account["id"])
     assert rollups == recomputed
     assert sum(r[0] for r in rollups.values()) == accepted
+
+
+async def test_the_settler_hook_gets_new_events_with_a_reservation_once(
+    billing: BillingService, clock: FrozenClock
+) -> None:
+    settled: list[tuple[str, list[str]]] = []
+
+    async def settler(session: Any, ctx: Context, account_id: str, events: Any) -> None:
+        settled.append((account_id, [f"{e.reservation_id}:{e.input_tokens}" for e in events]))
+
+    tracker = UsageTracker(settler=settler)
+    account_id = new_id("acct", clock.now())
+    ctx = Context(actor=Actor(role=Role.OWNER, account_id=account_id), clock=clock)
+    async with billing.transaction() as session:
+        await model_prices.seed_defaults(session, billing.context())
+    events = [
+        {"model": "gpt-4o", "input_tokens": 10, "event_id": "a", "reservation_id": "res_1"},
+        {"model": "gpt-4o", "input_tokens": 20, "event_id": "b"},
+        {"model": "no-price", "input_tokens": 30, "event_id": "c", "reservation_id": "res_3"},
+    ]
+    for _ in range(2):  # the second time every event is a duplicate: nothing to settle
+        async with billing.transaction() as session:
+            await tracker.record(session, ctx, events)
+    assert settled == [(account_id, ["res_1:10"])]
+    async with billing.db.sessions() as session:
+        stored = {
+            e.event_id: e.reservation_id for e in await UsageRepository(session).events(account_id)
+        }
+    assert stored == {"a": "res_1", "b": None}
+
+
+async def test_openapi_documents_batch_items_as_usage_events(client: httpx.AsyncClient) -> None:
+    spec = (await client.get("/openapi.json")).json()
+    batch = spec["components"]["schemas"]["UsageBatchIn"]["properties"]["events"]
+    assert batch["items"] == {"$ref": "#/components/schemas/UsageEventIn"}
+    assert "UsageEventIn" in spec["components"]["schemas"]

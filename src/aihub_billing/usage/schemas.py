@@ -64,7 +64,13 @@ class UsageEventIn(BaseModel):
 class UsageBatchIn(BaseModel):
     """Up to 1,000 events; each is validated on its own, so one bad event rejects only itself."""
 
-    events: list[Any] = Field(min_length=1, max_length=1000)
+    # Items stay raw here and are validated one by one in the service; the schema still
+    # documents them as UsageEventIn.
+    events: list[Any] = Field(
+        min_length=1,
+        max_length=1000,
+        json_schema_extra={"items": {"$ref": "#/components/schemas/UsageEventIn"}},
+    )
 
 
 class FieldError(BaseModel):
