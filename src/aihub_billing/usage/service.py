@@ -273,7 +273,7 @@ class UsageTracker:
         repo = UsageRepository(session)
         inserted = await repo.insert_events(account_id, rows)
         deltas: dict[RollupKey, RollupDelta] = {}
-        accepted: list[AcceptedEvent] = []
+        settling: list[AcceptedEvent] = []
         for p in ordered:
             if p.event_id not in inserted:
                 results[p.index] = {"index": p.index, "status": "duplicate", "event_id": p.event_id}
@@ -285,9 +285,11 @@ class UsageTracker:
                 "cost": p.cost,
                 "currency": p.price.currency if p.price else None,
             }
-            if p.event.usage_type == "api_call":
-                _add_to_rollup(deltas, p, member_id)
-                accepted.append(
+            if p.event.usage_type != "api_call":
+                continue
+            _add_to_rollup(deltas, p, member_id)
+            if p.event.reservation_id is not None:
+                settling.append(
                     AcceptedEvent(
                         event_id=p.event_id,
                         reservation_id=p.event.reservation_id,
@@ -299,7 +301,6 @@ class UsageTracker:
                     )
                 )
         await repo.add_to_rollups(account_id, deltas)
-        settling = [a for a in accepted if a.reservation_id is not None]
         if settling and self.settler is not None:
             await self.settler(session, ctx, account_id, settling)
         final = [r for r in results if r is not None]
