@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from aihub_billing.kit.logs import configure_logging
-from bench import api, jobs
+from bench import api, jobs, usage
 from bench.common import Result
 
 
@@ -17,7 +17,7 @@ async def main(quick: bool) -> None:
     configure_logging("WARNING")  # a log line per job would drown the figures
     console = Console(width=150)
     results: list[Result] = []
-    for suite in (api, jobs):
+    for suite in (api, jobs, usage):
         console.print(
             f"[bold]>> {suite.__name__}[/] {suite.__doc__.strip() if suite.__doc__ else ''}"
         )
@@ -41,4 +41,9 @@ async def main(quick: bool) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument("--quick", action="store_true", help="fewer iterations")
-    asyncio.run(main(parser.parse_args().quick))
+    parser.add_argument(
+        "--usage-events", type=int, help="events behind the stats benchmark (default 10M)"
+    )
+    args = parser.parse_args()
+    usage.settings["stats_events"] = args.usage_events
+    asyncio.run(main(args.quick))

@@ -24,6 +24,8 @@ from aihub_billing.plans.endpoints import router as plans_router
 from aihub_billing.service import BillingService
 from aihub_billing.subscriptions.endpoints import router as subscriptions_router
 from aihub_billing.testclocks.endpoints import router as test_clocks_router
+from aihub_billing.usage.endpoints import prices_router as model_prices_router
+from aihub_billing.usage.endpoints import router as usage_router
 
 API_PREFIX = "/api/v1/billing"
 log = structlog.get_logger("aihub_billing")
@@ -74,7 +76,13 @@ def create_app(
     api = APIRouter(prefix=API_PREFIX)
     for router in (plans_router, accounts_router, audit_router):
         api.include_router(router)
-    for router in (subscriptions_router, coupons_router, test_clocks_router):
+    for router in (
+        subscriptions_router,
+        coupons_router,
+        test_clocks_router,
+        usage_router,
+        model_prices_router,
+    ):
         api.include_router(router)
     app.include_router(api)
     app.include_router(_health_router())

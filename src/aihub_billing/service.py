@@ -33,6 +33,7 @@ from aihub_billing.kit.db import Database, open_database
 from aihub_billing.models import Account, ApiKey
 from aihub_billing.plans import schemas as plan_schemas
 from aihub_billing.plans.service import plans
+from aihub_billing.usage.service import model_prices
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -58,6 +59,7 @@ class Bootstrap:
     # Set only when this start created a key whose secret nobody has seen yet.
     admin_secret: str | None = None
     admin_key_from_env: bool = False
+    model_prices_created: list[str] = field(default_factory=list)
 
 
 class BillingService:
@@ -96,6 +98,7 @@ class BillingService:
         ctx = self.context()
         async with self.transaction() as session:
             result.plans_created = await plans.seed_defaults(session, ctx)
+            result.model_prices_created = await model_prices.seed_defaults(session, ctx)
             keys = ApiKeyRepository(session)
             configured = self.config.admin_key
             if configured is not None:

@@ -8,24 +8,29 @@ from aihub_billing.models.coupon import Coupon
 from aihub_billing.models.idempotency import IdempotencyRecord
 from aihub_billing.models.invoice_item import InvoiceItem
 from aihub_billing.models.job import Job
+from aihub_billing.models.model_price import ModelPrice
 from aihub_billing.models.plan import Plan, PlanPrice
 from aihub_billing.models.subscription import Subscription, SubscriptionEvent
 from aihub_billing.models.test_clock import TestClock, TestClockAccount
+from aihub_billing.models.usage import UsageDaily, UsageEvent
 
 __all__ = [
     "Account",
     "ApiKey",
     "AuditEntry",
     "Base",
+    "Coupon",
     "IdempotencyRecord",
+    "InvoiceItem",
     "Job",
     "Member",
+    "ModelPrice",
     "Plan",
     "PlanPrice",
-    "Coupon",
-    "InvoiceItem",
     "Subscription",
     "SubscriptionEvent",
     "TestClock",
     "TestClockAccount",
+    "UsageDaily",
+    "UsageEvent",
 ]

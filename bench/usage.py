@@ -1,0 +1,301 @@
+"""Usage metering on PostgreSQL: /usage/batch events/s vs. a bare JSON-to-COPY endpoint, and a
+month of rollup-backed /usage/stats for one account holding many events. In-process ASGI
+(httpx.ASGITransport) on both sides, request bodies encoded once beforehand."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import statistics
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import httpx
+from fastapi import FastAPI, Request
+from rich.console import Console
+from sqlalchemy.engine import make_url
+
+from aihub_billing.accounts.schemas import AccountCreate
+from aihub_billing.config import BillingConfig
+from aihub_billing.kit.clock import FrozenClock, monotonic
+from aihub_billing.main import create_app
+from aihub_billing.service import BillingService
+from aihub_billing.usage import histogram
+from bench.common import Result, Timer, database, postgres_available
+
+BATCH = "/api/v1/billing/usage/batch"
+STATS = "/api/v1/billing/usage/stats"
+BATCH_SIZE = 1000
+CLIENTS = 4
+MODELS = ["gpt-4o", "gpt-4o-mini", "gpt-3.5-turbo", "claude-3-5-sonnet", "claude-3-haiku"]
+NOW = datetime(2026, 1, 31, 12, tzinfo=UTC)
+# Events the stats benchmark generates; `python -m bench --usage-events N` changes it.
+settings: dict[str, int | None] = {"stats_events": None}
+
+_HISTOGRAM_SQL = (
+    "jsonb_build_array(" + ", ".join(f"sum((b = {i})::int)" for i in range(histogram.SIZE)) + ")"
+)
+_BARE_TABLE = """
+CREATE TABLE bare_usage_events (
+    event_id text, usage_type text, model text, occurred_at timestamptz, user_id text,
+    cost_center text, input_tokens bigint, output_tokens bigint, status_code smallint,
+    latency_ms integer, metadata jsonb
+)"""
+_BARE_COLUMNS = (
+    "event_id", "usage_type", "model", "occurred_at", "user_id", "cost_center",
+    "input_tokens", "output_tokens", "status_code", "latency_ms", "metadata",
+)  # fmt: skip
+
+
+def _bodies(batches: int, tag: str) -> list[bytes]:
+    out = []
+    for b in range(batches):
+        events = [
+            {
+                "usage_type": "api_call",
+                "model": MODELS[i % len(MODELS)],
+                "input_tokens": 100 + i,
+                "output_tokens": 50 + i % 7,
+                "status_code": 200 if i % 20 else 500,
+                "event_id": f"{tag}-{b}-{i}",
+                "timestamp": (NOW - timedelta(seconds=i)).isoformat(),
+                "user_id": f"user-{i % 10}",
+                "cost_center": f"cc-{i % 3}",
+                "latency_ms": 50 + i % 400,
+                "metadata": {"region": "eu"},
+            }
+            for i in range(BATCH_SIZE)
+        ]
+        out.append(json.dumps({"events": events}).encode())
+    return out
+
+
+async def _events_per_second(app: FastAPI, bodies: list[bytes], headers: dict[str, str]) -> float:
+    headers = {**headers, "Content-Type": "application/json"}
+    queue = list(bodies)
+
+    async def client_loop(client: httpx.AsyncClient) -> int:
+        done = 0
+        while queue:
+            body = queue.pop()
+            response = await client.post(BATCH, content=body, headers=headers)
+            response.raise_for_status()
+            done += int(response.json()["accepted"])
+        return done
+
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://bench", timeout=120) as c:
+        warm = queue.pop()
+        (await c.post(BATCH, content=warm, headers=headers)).raise_for_status()
+        with Timer() as timer:
+            counts = await asyncio.gather(*(client_loop(c) for _ in range(CLIENTS)))
+    assert sum(counts) == BATCH_SIZE * (len(bodies) - 1), counts
+    return sum(counts) / timer.seconds
+
+
+def _bare_app(pool: asyncpg.Pool) -> FastAPI:
+    """The baseline: parse the same JSON and COPY it, no auth, validation or pricing."""
+    bare = FastAPI()
+
+    @bare.post(BATCH)
+    async def batch(request: Request) -> dict[str, int]:
+        events = (await request.json())["events"]
+        records = [
+            (
+                e["event_id"],
+                e["usage_type"],
+                e["model"],
+                datetime.fromisoformat(e["timestamp"]),
+                e.get("user_id"),
+                e.get("cost_center"),
+                e["input_tokens"],
+                e["output_tokens"],
+                e["status_code"],
+                e.get("latency_ms"),
+                json.dumps(e.get("metadata")),
+            )
+            for e in events
+        ]
+        async with pool.acquire() as conn:
+            await conn.copy_records_to_table(
+                "bare_usage_events", records=records, columns=_BARE_COLUMNS
+            )
+        return {"accepted": len(records)}
+
+    return bare
+
+
+async def _setup(billing: BillingService) -> tuple[str, str]:
+    await billing.bootstrap()
+    account = await billing.create_account(AccountCreate(name="Bench"))
+    _, secret = await billing.issue_api_key(account_id=account.id, role="owner")
+    return account.id, secret
+
+
+async def _generate(url: str, account_id: str, n: int) -> float:
+    """n events over January in usage_events, and their rollups, straight in SQL."""
+    dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    conn = await asyncpg.connect(dsn)
+    started = monotonic()
+    try:
+        await conn.execute(
+            """
+            INSERT INTO usage_events (account_id, event_id, usage_type, model, occurred_at,
+                received_at, member_id, user_id, cost_center, input_tokens, cached_input_tokens,
+                output_tokens, status_code, latency_ms, cost, currency)
+            SELECT $1, 'gen-' || i, 'api_call', m.model,
+                   '2026-01-01'::timestamptz + (i % 2678400) * interval '1 second',
+                   '2026-01-01'::timestamptz + (i % 2678400) * interval '1 second',
+                   NULL, 'user-' || (i % 20), 'cc-' || (i % 3), 100 + i % 900, 0, 50 + i % 300,
+                   CASE WHEN i % 50 = 0 THEN 500 WHEN i % 70 = 0 THEN 429 ELSE 200 END,
+                   20 + (i * 7919) % 3000,
+                   ((100 + i % 900) * m.input_per_1m + (50 + i % 300) * m.output_per_1m)
+                       / 1000000,
+                   'USD'
+            FROM generate_series(1::bigint, $2::bigint) AS i
+            JOIN (SELECT row_number() OVER (ORDER BY model) - 1 AS k, model, input_per_1m,
+                         output_per_1m FROM model_prices WHERE effective_to IS NULL) AS m
+              ON m.k = i % 5
+            """,
+            account_id,
+            n,
+        )
+        await conn.execute(
+            """
+            INSERT INTO usage_daily (account_id, day, model, currency, member_id, user_id,
+                cost_center, status_class, requests, input_tokens, cached_input_tokens,
+                output_tokens, cost, latency_hist)
+            SELECT account_id, (occurred_at AT TIME ZONE 'UTC')::date, model, currency, '',
+                   user_id, cost_center, status_code / 100, count(*), sum(input_tokens),
+                   sum(cached_input_tokens), sum(output_tokens), sum(cost), """
+            + _HISTOGRAM_SQL
+            + """
+            FROM (
+                -- width_bucket counts the bounds <= latency - 1: histogram.bucket_of in SQL
+                SELECT *, width_bucket(latency_ms - 1, $2::int[]) AS b
+                FROM usage_events WHERE account_id = $1
+            ) AS e
+            GROUP BY 1, 2, 3, 4, 6, 7, 8
+            """,
+            account_id,
+            list(histogram.BOUNDS_MS),
+        )
+        await conn.execute("ANALYZE usage_events; ANALYZE usage_daily")
+    finally:
+        await conn.close()
+    return monotonic() - started
+
+
+class LatencyResult(Result):
+    """A time (lower is better): the ratio says how many times faster than the baseline."""
+
+    def ratio_text(self) -> str:
+        if not self.baseline_figure or not self.figure:
+            return "-"
+        return f"{self.baseline_figure / self.figure:,.0f}x faster"
+
+
+_RAW_STATS = """
+SELECT model, count(*), sum(input_tokens), sum(output_tokens), sum(cost),
+       percentile_cont(ARRAY[0.5, 0.95, 0.99]) WITHIN GROUP (ORDER BY latency_ms)
+FROM usage_events
+WHERE account_id = $1 AND occurred_at >= '2026-01-01' AND occurred_at < '2026-02-01'
+GROUP BY model
+"""
+
+
+async def _stats_ms(app: FastAPI, headers: dict[str, str], group_by: str, runs: int) -> float:
+    params = {"from": "2026-01-01", "to": "2026-02-01", "group_by": group_by}
+    transport = httpx.ASGITransport(app=app)
+    times = []
+    async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
+        for i in range(runs + 3):
+            with Timer() as timer:
+                response = await client.get(STATS, params=params, headers=headers)
+            response.raise_for_status()
+            if i >= 3:  # warm-up
+                times.append(timer.seconds * 1000)
+    return statistics.median(times)
+
+
+async def _raw_scan_ms(url: str, account_id: str) -> float:
+    dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    conn = await asyncpg.connect(dsn)
+    try:
+        with Timer() as timer:
+            await conn.fetch(_RAW_STATS, account_id)
+    finally:
+        await conn.close()
+    return timer.seconds * 1000
+
+
+async def run(*, quick: bool, console: Console) -> list[Result]:
+    if not await postgres_available():
+        console.print("   PostgreSQL unreachable: usage benchmarks skipped")
+        return []
+    batches = 12 if quick else 41
+    stats_events = settings["stats_events"] or (200_000 if quick else 10_000_000)
+    results = []
+    async with database("postgresql") as url:
+        config = BillingConfig(
+            environment="test", database_url=url, embedded_worker=False, log_level="WARNING"
+        )
+        billing = BillingService(config, clock=FrozenClock(NOW))
+        account_id, secret = await _setup(billing)
+        headers = {"Authorization": f"Bearer {secret}"}
+        app = create_app(billing=billing)
+        async with app.router.lifespan_context(app):
+            full = await _events_per_second(app, _bodies(batches, "app"), headers)
+        dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+        pool = await asyncpg.create_pool(dsn, min_size=CLIENTS, max_size=10)
+        try:
+            async with pool.acquire() as conn:
+                await conn.execute(_BARE_TABLE)
+            bare = await _events_per_second(_bare_app(pool), _bodies(batches, "bare"), {})
+        finally:
+            await pool.close()
+        console.print(
+            f"   /usage/batch: {full:,.0f} events/s; bare JSON + COPY {bare:,.0f} events/s "
+            f"({CLIENTS} clients, {BATCH_SIZE}-event batches)"
+        )
+        results.append(
+            Result(
+                name=f"POST /usage/batch ({BATCH_SIZE}/batch, {CLIENTS} clients)",
+                backend="postgresql",
+                figure=full,
+                unit="events/s",
+                baseline="bare FastAPI, json + asyncpg COPY",
+                baseline_figure=bare,
+                target=">= 0.8",
+            )
+        )
+
+        # Stats: a fresh account holding `stats_events` January events and their rollups.
+        stats_account = await billing.create_account(AccountCreate(name="Stats"))
+        _, stats_secret = await billing.issue_api_key(account_id=stats_account.id, role="owner")
+        seconds = await _generate(url, stats_account.id, stats_events)
+        console.print(f"   generated {stats_events:,} events + rollups in {seconds:,.1f} s")
+        stats_headers = {"Authorization": f"Bearer {stats_secret}"}
+        async with app.router.lifespan_context(app):
+            figures = {
+                group: await _stats_ms(app, stats_headers, group, runs=10 if quick else 30)
+                for group in ("model", "day", "user")
+            }
+        raw = await _raw_scan_ms(url, stats_account.id)
+        await billing.close()
+    for group, ms in figures.items():
+        console.print(
+            f"   /usage/stats month group_by={group}: {ms:,.1f} ms median "
+            f"(raw-event GROUP BY without rollups: {raw:,.0f} ms)"
+        )
+        results.append(
+            LatencyResult(
+                name=f"GET /usage/stats month, {stats_events:,} events, by {group} (ms)",
+                backend="postgresql",
+                figure=ms,
+                unit="ms",
+                baseline="raw-event GROUP BY, no rollups",
+                baseline_figure=raw,
+            )
+        )
+    return results

@@ -1,0 +1,74 @@
+"""Usage events (append-only, one row per call or storage snapshot) and their daily rollups."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import BigInteger, Date, Index, Integer, SmallInteger, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from aihub_billing.models.base import Base, JSONType
+from aihub_billing.models.types import PreciseDecimal
+
+
+class UsageEvent(Base):
+    """A recorded event. The primary key (account_id, event_id) counts an event once, forever.
+
+    No foreign keys: the account comes from the authenticated key, and a per-row FK check
+    would cost the hot path on every insert.
+    """
+
+    __tablename__ = "usage_events"
+    __table_args__ = (Index("ix_usage_events_account_time", "account_id", "occurred_at"),)
+
+    account_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    event_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    usage_type: Mapped[str] = mapped_column(String(16))
+    model: Mapped[str | None] = mapped_column(String(100))
+    occurred_at: Mapped[datetime]
+    received_at: Mapped[datetime]
+    # The member whose key recorded the event; user_id is the caller's own end-user id.
+    member_id: Mapped[str | None] = mapped_column(String(40))
+    user_id: Mapped[str | None] = mapped_column(String(200))
+    cost_center: Mapped[str | None] = mapped_column(String(100))
+    input_tokens: Mapped[int] = mapped_column(BigInteger)
+    cached_input_tokens: Mapped[int] = mapped_column(BigInteger)
+    output_tokens: Mapped[int] = mapped_column(BigInteger)
+    status_code: Mapped[int] = mapped_column(SmallInteger)
+    latency_ms: Mapped[int | None] = mapped_column(Integer)
+    storage_gb: Mapped[Decimal | None] = mapped_column(PreciseDecimal(20, 6))
+    # Unrounded cost in `currency` from the price row `price_id`; NULL for storage snapshots.
+    cost: Mapped[Decimal | None] = mapped_column(PreciseDecimal())
+    currency: Mapped[str | None] = mapped_column(String(3))
+    price_id: Mapped[str | None] = mapped_column(String(40))
+    reservation_id: Mapped[str | None] = mapped_column(String(100))
+    event_metadata: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSONType)
+
+
+class UsageDaily(Base):
+    """API-call usage summed per account, UTC day and dimensions; kept in the insert's transaction.
+
+    Absent dimensions are '' (not NULL) so the primary key matches them on upsert.
+    """
+
+    __tablename__ = "usage_daily"
+
+    account_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    model: Mapped[str] = mapped_column(String(100), primary_key=True)
+    currency: Mapped[str] = mapped_column(String(3), primary_key=True)
+    member_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    cost_center: Mapped[str] = mapped_column(String(100), primary_key=True)
+    # status_code // 100 (2 = 2xx ...); 2 and 3 count as successful.
+    status_class: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    requests: Mapped[int] = mapped_column(BigInteger)
+    input_tokens: Mapped[int] = mapped_column(BigInteger)
+    cached_input_tokens: Mapped[int] = mapped_column(BigInteger)
+    output_tokens: Mapped[int] = mapped_column(BigInteger)
+    cost: Mapped[Decimal] = mapped_column(PreciseDecimal())
+    # Counts of events per fixed latency bucket (usage/histogram.py); events without a latency
+    # are in `requests` only.
+    latency_hist: Mapped[list[int]] = mapped_column(JSONType)

@@ -1,0 +1,1 @@
+"""Usage metering: model prices, usage events, daily rollups, statistics, storage GB-months."""

@@ -1,0 +1,133 @@
+"""/usage (track, batch, stats) and /model-prices (the operator's model price table)."""
+
+from __future__ import annotations
+
+import csv
+import io
+from datetime import date
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request, Response, status
+
+from aihub_billing.accounts.errors import AccountNotFound
+from aihub_billing.api.deps import ActorDep, AdminContext, ContextDep, Idempotent, SessionDep
+from aihub_billing.api.routing import TransactionalRoute
+from aihub_billing.errors import Forbidden, responses
+from aihub_billing.usage import schemas
+from aihub_billing.usage.errors import (
+    InvalidStatsRange,
+    ModelPriceBackdated,
+    ModelPriceExists,
+    TimestampInFuture,
+    UnknownModel,
+    UsageNeedsAccountKey,
+)
+from aihub_billing.usage.service import model_prices, usage
+
+router = APIRouter(prefix="/usage", tags=["usage"], route_class=TransactionalRoute)
+prices_router = APIRouter(
+    prefix="/model-prices", tags=["model-prices"], route_class=TransactionalRoute
+)
+
+CSV_TYPE = "text/csv"
+
+
+@router.post(
+    "/track",
+    status_code=status.HTTP_201_CREATED,
+    dependencies=[Idempotent],
+    responses=responses(UsageNeedsAccountKey, UnknownModel, TimestampInFuture),
+)
+async def track_usage(
+    event: schemas.UsageEventIn, session: SessionDep, ctx: ContextDep, response: Response
+) -> schemas.UsageRecorded:
+    """Record one event for the key's account; an event id already counted answers 200."""
+    recorded = await usage.track(session, ctx, event)
+    if recorded.status == "duplicate":
+        response.status_code = status.HTTP_200_OK
+    return recorded
+
+
+@router.post(
+    "/batch",
+    dependencies=[Idempotent],
+    response_model=schemas.UsageBatchResult,
+    responses=responses(UsageNeedsAccountKey),
+)
+async def track_usage_batch(
+    batch: schemas.UsageBatchIn, session: SessionDep, ctx: ContextDep
+) -> Response:
+    """Record up to 1,000 events; each is accepted, a duplicate, or rejected on its own.
+
+    The answer comes after the commit: every `accepted` event is durable.
+    """
+    result = await usage.record(session, ctx, batch.events)
+    # Serialized once here: FastAPI would validate the thousand results again first.
+    return Response(result.model_dump_json(), media_type="application/json")
+
+
+@router.get(
+    "/stats",
+    responses={
+        **responses(AccountNotFound, InvalidStatsRange),
+        200: {"content": {CSV_TYPE: {}}, "description": "JSON, or CSV with Accept: text/csv"},
+    },
+)
+async def usage_stats(
+    request: Request,
+    session: SessionDep,
+    ctx: ContextDep,
+    start: Annotated[date | None, Query(alias="from", description="First UTC day")] = None,
+    end: Annotated[date | None, Query(alias="to", description="UTC day after the last")] = None,
+    group_by: schemas.GroupBy = "day",
+    account_id: Annotated[str | None, Query(description="Operator only")] = None,
+    format: Annotated[str | None, Query(pattern="^(json|csv)$")] = None,
+) -> schemas.UsageStats:
+    """Requests, success rate, tokens, cost and latency percentiles per group, from rollups."""
+    stats = await usage.stats(
+        session, ctx, account_id=account_id, start=start, end=end, group_by=group_by
+    )
+    wants_csv = format == "csv" or (
+        format is None and CSV_TYPE in request.headers.get("accept", "")
+    )
+    if wants_csv:
+        return Response(  # type: ignore[return-value]
+            _csv(stats),
+            media_type=CSV_TYPE,
+            headers={"Content-Disposition": 'attachment; filename="usage-stats.csv"'},
+        )
+    return stats
+
+
+@prices_router.get("")
+async def list_model_prices(
+    session: SessionDep, _actor: ActorDep, model: str | None = None
+) -> list[schemas.ModelPrice]:
+    """Every price of every model (or of one), oldest first: the current one has no end."""
+    return [schemas.ModelPrice.model_validate(p) for p in await model_prices.prices(session, model)]
+
+
+@prices_router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    dependencies=[Idempotent],
+    responses=responses(Forbidden, ModelPriceExists, ModelPriceBackdated),
+)
+async def create_model_price(
+    data: schemas.ModelPriceCreate, session: SessionDep, ctx: AdminContext
+) -> schemas.ModelPrice:
+    """Set a model's price from `effective_from` (operator only); the previous one ends there."""
+    return schemas.ModelPrice.model_validate(await model_prices.set_price(session, ctx, data))
+
+
+_CSV_FIELDS = list(schemas.StatsRow.model_fields)
+
+
+def _csv(stats: schemas.UsageStats) -> str:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=["group_by", *_CSV_FIELDS], lineterminator="\n")
+    writer.writeheader()
+    for row in stats.rows:
+        values = row.model_dump(mode="json")
+        writer.writerow({"group_by": stats.group_by, **{k: values[k] for k in _CSV_FIELDS}})
+    return out.getvalue()

@@ -1,0 +1,565 @@
+"""UsageTracker (events, rollups, statistics, period usage) and the model price table."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any, NamedTuple, Protocol
+
+from pydantic import TypeAdapter, ValidationError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from aihub_billing.accounts.service import accounts
+from aihub_billing.audit.service import audit
+from aihub_billing.errors import BillingError, Forbidden, ValidationFailed
+from aihub_billing.kit.context import Context
+from aihub_billing.kit.ids import new_id
+from aihub_billing.models import ModelPrice
+from aihub_billing.models.types import canonical_decimal
+from aihub_billing.usage import histogram, schemas
+from aihub_billing.usage.cost import token_cost
+from aihub_billing.usage.errors import (
+    InvalidStatsRange,
+    ModelPriceBackdated,
+    ModelPriceExists,
+    TimestampInFuture,
+    UnknownModel,
+    UsageNeedsAccountKey,
+)
+from aihub_billing.usage.repository import (
+    ModelPriceRepository,
+    RollupDelta,
+    RollupKey,
+    UsageRepository,
+)
+from aihub_billing.usage.storage import gb_months
+
+MAX_CLOCK_SKEW = timedelta(minutes=5)
+MAX_STATS_DAYS = 366
+_EVENT = TypeAdapter(schemas.UsageEventIn)
+_EVENTS = TypeAdapter(list[schemas.UsageEventIn])
+_RATE_PLACES = Decimal("0.0001")
+
+# Public list prices per 1M tokens in USD (OpenAI and Anthropic pricing pages, late 2024),
+# seeded at bootstrap for models that have no price yet; the operator sets their own.
+SEED_PRICES_FROM = datetime(2024, 1, 1, tzinfo=UTC)
+SEED_PRICES: tuple[tuple[str, str, str, str | None], ...] = (
+    # model, input, output, cached input
+    ("gpt-4o", "2.50", "10.00", "1.25"),
+    ("gpt-4o-mini", "0.15", "0.60", "0.075"),
+    ("gpt-3.5-turbo", "0.50", "1.50", None),
+    ("claude-3-5-sonnet", "3.00", "15.00", "0.30"),
+    ("claude-3-haiku", "0.25", "1.25", "0.03"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class AcceptedEvent:
+    """A newly counted event, as handed to the reservation settler."""
+
+    event_id: str
+    reservation_id: str | None
+    model: str | None
+    member_id: str | None
+    occurred_at: datetime
+    input_tokens: int
+    output_tokens: int
+
+
+class ReservationSettler(Protocol):
+    """Settles quota reservations for new events that carry a reservation_id.
+
+    Called inside the recording transaction, once per batch, never for duplicates.
+    """
+
+    async def __call__(
+        self,
+        session: AsyncSession,
+        ctx: Context,
+        account_id: str,
+        events: Sequence[AcceptedEvent],
+    ) -> None: ...
+
+
+class MemberUsage(NamedTuple):
+    calls: int
+    tokens: int
+
+
+class PeriodUsage(NamedTuple):
+    """API calls and tokens (input + output) in a period, in total and per member."""
+
+    calls: int
+    tokens: int
+    per_member: dict[str, MemberUsage]
+
+
+@dataclass(frozen=True, slots=True)
+class ModelUsage:
+    model: str
+    currency: str
+    calls: int
+    input_tokens: int
+    cached_input_tokens: int
+    output_tokens: int
+    cost: Decimal  # unrounded: invoices round once per line
+
+
+@dataclass(slots=True)
+class _Pending:
+    index: int
+    event: schemas.UsageEventIn
+    event_id: str
+    occurred_at: datetime
+    price: ModelPrice | None
+    cost: Decimal | None
+
+
+class ModelPriceService:
+    async def prices(self, session: AsyncSession, model: str | None = None) -> list[ModelPrice]:
+        return await ModelPriceRepository(session).all(model)
+
+    async def set_price(
+        self, session: AsyncSession, ctx: Context, data: schemas.ModelPriceCreate
+    ) -> ModelPrice:
+        """A new price from `effective_from` (default now); the previous one ends there."""
+        if not ctx.actor.is_operator:
+            raise Forbidden("only the operator sets model prices")
+        repo = ModelPriceRepository(session)
+        now = ctx.clock.now()
+        start = data.effective_from.astimezone(UTC) if data.effective_from else now
+        timeline = await repo.lock_model(data.model)
+        if timeline and start < now:
+            # Events already costed at the old price would disagree with the table.
+            raise ModelPriceBackdated(f"{data.model} is priced; a new price starts now or later")
+        if any(p.effective_from == start for p in timeline):
+            raise ModelPriceExists(f"{data.model} has a price from {start.isoformat()}")
+        before = [p for p in timeline if p.effective_from < start]
+        after = [p for p in timeline if p.effective_from > start]
+        price = ModelPrice(
+            id=new_id("mprice", now),
+            model=data.model,
+            currency=data.currency,
+            input_per_1m=data.input_per_1m,
+            output_per_1m=data.output_per_1m,
+            cached_input_per_1m=data.cached_input_per_1m,
+            effective_from=start,
+            effective_to=after[0].effective_from if after else None,
+            created_at=now,
+        )
+        if before:
+            previous = before[-1]
+            snapshot = schemas.ModelPrice.model_validate(previous)
+            previous.effective_to = start
+            await audit.record(
+                session,
+                ctx,
+                action="model_price.closed",
+                object_type="model_price",
+                object_id=previous.id,
+                account_id=None,
+                before=snapshot,
+                after=schemas.ModelPrice.model_validate(previous),
+            )
+        repo.add(price)
+        await session.flush()
+        await audit.record(
+            session,
+            ctx,
+            action="model_price.created",
+            object_type="model_price",
+            object_id=price.id,
+            account_id=None,
+            after=schemas.ModelPrice.model_validate(price),
+        )
+        return price
+
+    async def seed_defaults(self, session: AsyncSession, ctx: Context) -> list[str]:
+        """Prices the SEED_PRICES models that have no price yet; returns those it priced."""
+        priced = await ModelPriceRepository(session).priced_models()
+        created = []
+        for model, input_price, output_price, cached in SEED_PRICES:
+            if model in priced:
+                continue
+            data = schemas.ModelPriceCreate(
+                model=model,
+                currency="USD",
+                input_per_1m=Decimal(input_price),
+                output_per_1m=Decimal(output_price),
+                cached_input_per_1m=None if cached is None else Decimal(cached),
+                effective_from=SEED_PRICES_FROM,
+            )
+            await self.set_price(session, ctx, data)
+            created.append(model)
+        return created
+
+
+@dataclass
+class UsageTracker:
+    """Records usage events once per (account, event_id), costs them, keeps daily rollups."""
+
+    # The quota integration point: set by the composition root, called per recorded batch.
+    settler: ReservationSettler | None = field(default=None)
+
+    async def track(
+        self, session: AsyncSession, ctx: Context, event: schemas.UsageEventIn
+    ) -> schemas.UsageRecorded:
+        """Records one event; a rejection raises its BillingError."""
+        [result] = (await self.record(session, ctx, [event])).results
+        if result.status == "rejected":
+            raise _rejection(result)
+        assert result.event_id is not None
+        return schemas.UsageRecorded(
+            event_id=result.event_id,
+            status=result.status,
+            cost=result.cost,
+            currency=result.currency,
+        )
+
+    async def record(
+        self,
+        session: AsyncSession,
+        ctx: Context,
+        events: Sequence[schemas.UsageEventIn | Any],
+    ) -> schemas.UsageBatchResult:
+        """Validates each event on its own, inserts the valid ones in one statement, and adds
+        the new ones to the rollups; the caller's transaction makes it all durable at once."""
+        account_id = ctx.actor.account_id
+        if account_id is None:
+            raise UsageNeedsAccountKey("send usage with a key of the account that used it")
+        now = ctx.clock.now()
+        results: list[dict[str, Any] | None] = [None] * len(events)
+        parsed = _validate(events, results)
+        timelines = await ModelPriceRepository(session).timelines(
+            {e.model for _, e in parsed if e.model is not None and e.usage_type == "api_call"}
+        )
+        pending: dict[str, _Pending] = {}
+        for index, event in parsed:
+            occurred_at = event.timestamp.astimezone(UTC) if event.timestamp else now
+            event_id = event.event_id or new_id("evt", now)
+            if occurred_at > now + MAX_CLOCK_SKEW:
+                results[index] = _rejected_by(index, event.event_id, TimestampInFuture())
+                continue
+            price = cost = None
+            if event.usage_type == "api_call":
+                assert event.model is not None
+                price = _price_at(timelines.get(event.model, ()), occurred_at)
+                if price is None:
+                    error = UnknownModel(f"no price for {event.model!r} at {occurred_at}")
+                    results[index] = _rejected_by(index, event.event_id, error)
+                    continue
+                cost = canonical_decimal(
+                    token_cost(
+                        input_tokens=event.input_tokens,
+                        cached_input_tokens=event.cached_input_tokens,
+                        output_tokens=event.output_tokens,
+                        input_per_1m=price.input_per_1m,
+                        output_per_1m=price.output_per_1m,
+                        cached_input_per_1m=price.cached_input_per_1m,
+                    )
+                )
+            if event_id in pending:  # the same id twice in one batch counts once
+                results[index] = {"index": index, "status": "duplicate", "event_id": event_id}
+                continue
+            pending[event_id] = _Pending(index, event, event_id, occurred_at, price, cost)
+
+        member_id = ctx.actor.member_id
+        # Sorted by event id: concurrent batches then take index locks in one order.
+        ordered = sorted(pending.values(), key=lambda p: p.event_id)
+        rows = [_row(p, member_id, now) for p in ordered]
+        repo = UsageRepository(session)
+        inserted = await repo.insert_events(account_id, rows)
+        deltas: dict[RollupKey, RollupDelta] = {}
+        settling: list[AcceptedEvent] = []
+        for p in ordered:
+            if p.event_id not in inserted:
+                results[p.index] = {"index": p.index, "status": "duplicate", "event_id": p.event_id}
+                continue
+            results[p.index] = {
+                "index": p.index,
+                "status": "accepted",
+                "event_id": p.event_id,
+                "cost": p.cost,
+                "currency": p.price.currency if p.price else None,
+            }
+            if p.event.usage_type != "api_call":
+                continue
+            _add_to_rollup(deltas, p, member_id)
+            if p.event.reservation_id is not None:
+                settling.append(
+                    AcceptedEvent(
+                        event_id=p.event_id,
+                        reservation_id=p.event.reservation_id,
+                        model=p.event.model,
+                        member_id=member_id,
+                        occurred_at=p.occurred_at,
+                        input_tokens=p.event.input_tokens,
+                        output_tokens=p.event.output_tokens,
+                    )
+                )
+        await repo.add_to_rollups(account_id, deltas)
+        if settling and self.settler is not None:
+            await self.settler(session, ctx, account_id, settling)
+        final = [r for r in results if r is not None]
+        assert len(final) == len(events)
+        counts = Counter(r["status"] for r in final)
+        # Plain dicts validated in one pydantic-core call: cheaper than a model per event.
+        return schemas.UsageBatchResult.model_validate(
+            {
+                "accepted": counts["accepted"],
+                "duplicates": counts["duplicate"],
+                "rejected": counts["rejected"],
+                "results": final,
+            }
+        )
+
+    async def stats(
+        self,
+        session: AsyncSession,
+        ctx: Context,
+        *,
+        account_id: str | None,
+        start: date | None,
+        end: date | None,
+        group_by: schemas.GroupBy,
+    ) -> schemas.UsageStats:
+        """Per-group statistics over whole UTC days [start, end), from the daily rollups only."""
+        account = await accounts.get(session, ctx, account_id or ctx.actor.account_id or "")
+        today = ctx.clock.now().date()
+        start = start or today.replace(day=1)
+        end = end or today + timedelta(days=1)
+        if not start < end <= start + timedelta(days=MAX_STATS_DAYS):
+            raise InvalidStatsRange(f"from {start} to {end}")
+        groups = await UsageRepository(session).rollup_groups(account.id, start, end, group_by)
+        rows = [_stats_row(g) for g in groups]
+        rows.sort(key=lambda r: (r.group is None, r.group or "", r.currency or ""))
+        return schemas.UsageStats(
+            account_id=account.id, start=start, end=end, group_by=group_by, rows=rows
+        )
+
+    async def used_in_period(
+        self, session: AsyncSession, account_id: str, start: datetime, end: datetime
+    ) -> PeriodUsage:
+        """Calls and tokens on [start, end): rollups for whole days, raw events for the rest.
+
+        For rebuilding quota counters; tokens are input + output (cached ones are input).
+        """
+        members: dict[str, MemberUsage] = {}
+        for row in await _period_groups(session, account_id, start, end, None, by_member=True):
+            old = members.get(row["member_id"], MemberUsage(0, 0))
+            members[row["member_id"]] = MemberUsage(
+                old.calls + int(row["requests"]),
+                old.tokens + int(row["input_tokens"]) + int(row["output_tokens"]),
+            )
+        calls = sum(m.calls for m in members.values())
+        tokens = sum(m.tokens for m in members.values())
+        members.pop("", None)  # usage recorded by keys without a member
+        return PeriodUsage(calls, tokens, members)
+
+    async def usage_by_model(
+        self, session: AsyncSession, account_id: str, start: datetime, end: datetime
+    ) -> list[ModelUsage]:
+        """Usage and exact unrounded cost per model and currency on [start, end)."""
+        totals: dict[tuple[str, str], list[Any]] = {}
+        for row in await _period_groups(session, account_id, start, end, "model"):
+            key = (row["group"], row["currency"])
+            acc = totals.setdefault(key, [0, 0, 0, 0, Decimal(0)])
+            acc[0] += int(row["requests"])
+            acc[1] += int(row["input_tokens"])
+            acc[2] += int(row["cached_input_tokens"])
+            acc[3] += int(row["output_tokens"])
+            acc[4] += row["cost"]
+        return [
+            ModelUsage(model, currency, a[0], a[1], a[2], a[3], canonical_decimal(a[4]))
+            for (model, currency), a in sorted(totals.items())
+        ]
+
+    async def storage_gb_months(
+        self, session: AsyncSession, account_id: str, start: datetime, end: datetime
+    ) -> Decimal:
+        """Time-weighted storage on [start, end) in GB-months of that period."""
+        initial, snapshots = await UsageRepository(session).storage_snapshots(
+            account_id, start, end
+        )
+        return gb_months(snapshots, start, end, initial_gb=initial or Decimal(0))
+
+
+async def _period_groups(
+    session: AsyncSession,
+    account_id: str,
+    start: datetime,
+    end: datetime,
+    group: str | None,
+    *,
+    by_member: bool = False,
+) -> list[dict[str, Any]]:
+    """Rollup sums for the whole UTC days inside [start, end), raw sums for the edges."""
+    start, end = start.astimezone(UTC), end.astimezone(UTC)
+    if end <= start:
+        return []
+    repo = UsageRepository(session)
+    first_day = start.date() if start.timetz() == time(0, tzinfo=UTC) else start.date() + _DAY
+    last_day = end.date()  # exclusive
+    if first_day >= last_day:
+        return await repo.raw_groups(account_id, start, end, group, by_member=by_member)
+    out = await repo.rollup_groups(account_id, first_day, last_day, group, by_member=by_member)
+    edges = ((start, _midnight(first_day)), (_midnight(last_day), end))
+    for edge_start, edge_end in edges:
+        if edge_start < edge_end:
+            out += await repo.raw_groups(
+                account_id, edge_start, edge_end, group, by_member=by_member
+            )
+    return out
+
+
+_DAY = timedelta(days=1)
+
+
+def _midnight(day: date) -> datetime:
+    return datetime.combine(day, time(0), tzinfo=UTC)
+
+
+def _price_at(timeline: Sequence[ModelPrice], at: datetime) -> ModelPrice | None:
+    for price in reversed(timeline):
+        if price.effective_from <= at:
+            return price if price.effective_to is None or at < price.effective_to else None
+    return None
+
+
+def _row(p: _Pending, member_id: str | None, now: datetime) -> dict[str, Any]:
+    e = p.event
+    return {
+        "event_id": p.event_id,
+        "usage_type": e.usage_type,
+        "model": e.model,
+        "occurred_at": p.occurred_at,
+        "received_at": now,
+        "member_id": member_id,
+        "user_id": e.user_id,
+        "cost_center": e.cost_center,
+        "input_tokens": e.input_tokens,
+        "cached_input_tokens": e.cached_input_tokens,
+        "output_tokens": e.output_tokens,
+        "status_code": e.status_code,
+        "latency_ms": e.latency_ms,
+        "storage_gb": e.storage_gb,
+        "cost": p.cost,
+        "currency": p.price.currency if p.price else None,
+        "price_id": p.price.id if p.price else None,
+        "reservation_id": e.reservation_id,
+        "metadata": e.metadata,
+    }
+
+
+def _add_to_rollup(
+    deltas: dict[RollupKey, RollupDelta], p: _Pending, member_id: str | None
+) -> None:
+    e = p.event
+    assert p.price is not None and p.cost is not None and e.model is not None
+    key: RollupKey = (
+        p.occurred_at.date(),
+        e.model,
+        p.price.currency,
+        member_id or "",
+        e.user_id or "",
+        e.cost_center or "",
+        e.status_code // 100,
+    )
+    deltas.setdefault(key, RollupDelta()).add(
+        input_tokens=e.input_tokens,
+        cached=e.cached_input_tokens,
+        output=e.output_tokens,
+        cost=p.cost,
+        latency=e.latency_ms,
+    )
+
+
+def _stats_row(g: dict[str, Any]) -> schemas.StatsRow:
+    hist = [int(g[f"h{i}"] or 0) for i in range(histogram.SIZE)]
+    requests, successful = int(g["requests"]), int(g["successful_requests"])
+    group = g["group"]
+    return schemas.StatsRow(
+        group=(group.isoformat() if isinstance(group, date) else str(group)) or None,
+        currency=g["currency"] or None,
+        requests=requests,
+        successful_requests=successful,
+        success_rate=(
+            (Decimal(successful) / Decimal(requests)).quantize(_RATE_PLACES, ROUND_HALF_UP)
+            if requests
+            else None
+        ),
+        input_tokens=int(g["input_tokens"]),
+        cached_input_tokens=int(g["cached_input_tokens"]),
+        output_tokens=int(g["output_tokens"]),
+        cost=canonical_decimal(g["cost"]),
+        latency_p50_ms=_round(histogram.percentile(hist, 0.50)),
+        latency_p95_ms=_round(histogram.percentile(hist, 0.95)),
+        latency_p99_ms=_round(histogram.percentile(hist, 0.99)),
+    )
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
+
+
+def _validate(
+    events: Sequence[schemas.UsageEventIn | Any], results: list[dict[str, Any] | None]
+) -> list[tuple[int, schemas.UsageEventIn]]:
+    """Valid events with their index; each invalid one gets its rejection in `results`."""
+    try:
+        # Fast path: one call into pydantic-core for a batch that is all valid.
+        return list(enumerate(_EVENTS.validate_python(events)))
+    except ValidationError:
+        pass
+    parsed = []
+    for index, raw in enumerate(events):
+        try:
+            parsed.append((index, _EVENT.validate_python(raw)))
+        except ValidationError as exc:
+            results[index] = _rejected(index, raw, exc)
+    return parsed
+
+
+def _rejected(index: int, raw: Any, exc: ValidationError) -> dict[str, Any]:
+    # Where and why only, never the submitted values (they may be anything).
+    errors = [
+        {"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]}
+        for e in exc.errors(include_url=False, include_input=False)
+    ]
+    event_id = raw.get("event_id") if isinstance(raw, Mapping) else None
+    detail = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'event'}: {e['msg']}" for e in errors[:5])
+    return {
+        "index": index,
+        "status": "rejected",
+        "event_id": event_id if isinstance(event_id, str) else None,
+        "code": ValidationFailed.code,
+        "detail": detail,
+        "errors": errors,
+    }
+
+
+def _rejected_by(index: int, event_id: str | None, error: BillingError) -> dict[str, Any]:
+    return {
+        "index": index,
+        "status": "rejected",
+        "event_id": event_id,
+        "code": error.code,
+        "detail": error.detail,
+    }
+
+
+_REJECTIONS: dict[str, type[BillingError]] = {
+    e.code: e for e in (UnknownModel, TimestampInFuture, ValidationFailed)
+}
+
+
+def _rejection(result: schemas.EventResult) -> BillingError:
+    error = _REJECTIONS.get(result.code or "", ValidationFailed)
+    return error(result.detail)
+
+
+model_prices = ModelPriceService()
+usage = UsageTracker()

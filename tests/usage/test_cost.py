@@ -1,0 +1,48 @@
+"""token_cost: exact cost from per-1M-token prices."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from aihub_billing.usage.cost import token_cost
+
+
+@pytest.mark.parametrize(
+    ("tokens", "prices", "expected"),
+    [
+        ((100, 0, 50), ("0.50", "1.50", None), "0.000125"),
+        ((1000, 400, 50), ("2.50", "10.00", "1.25"), "0.0025"),
+        # No cached price: cached tokens cost the input price.
+        ((1000, 400, 0), ("2.50", "10.00", None), "0.0025"),
+        ((1, 0, 0), ("0.000000000001", "0", None), "0.000000000000000001"),
+        ((10**12, 0, 10**12), ("999999", "999999", None), "1999998000000"),
+        ((0, 0, 0), ("3", "15", "0.3"), "0"),
+    ],
+)
+def test_token_cost(
+    tokens: tuple[int, int, int], prices: tuple[str, str, str | None], expected: str
+) -> None:
+    input_tokens, cached, output = tokens
+    cost = token_cost(
+        input_tokens=input_tokens,
+        cached_input_tokens=cached,
+        output_tokens=output,
+        input_per_1m=Decimal(prices[0]),
+        output_per_1m=Decimal(prices[1]),
+        cached_input_per_1m=None if prices[2] is None else Decimal(prices[2]),
+    )
+    assert cost == Decimal(expected)
+
+
+def test_cached_tokens_cannot_exceed_input() -> None:
+    with pytest.raises(ValueError):
+        token_cost(
+            input_tokens=1,
+            cached_input_tokens=2,
+            output_tokens=0,
+            input_per_1m=Decimal(1),
+            output_per_1m=Decimal(1),
+            cached_input_per_1m=None,
+        )

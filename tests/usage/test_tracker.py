@@ -1,0 +1,228 @@
+"""UsageTracker on both databases: rollups equal a recomputation from raw events (Hypothesis),
+and duplicate event ids under concurrency count once."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections import defaultdict
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any
+
+import httpx
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from aihub_billing.kit.clock import FrozenClock
+from aihub_billing.kit.context import Actor, Context, Role
+from aihub_billing.kit.ids import new_id
+from aihub_billing.service import BillingService
+from aihub_billing.usage import histogram
+from aihub_billing.usage.repository import UsageRepository
+from aihub_billing.usage.service import SEED_PRICES, UsageTracker, model_prices, usage
+from tests.api.helpers import API, auth, create_account, issue_key
+
+MODELS = [m for m, *_ in SEED_PRICES]
+
+
+@st.composite
+def usage_events(draw: st.DrawFn) -> dict[str, Any]:
+    input_tokens = draw(st.integers(0, 2_000_000))
+    event: dict[str, Any] = {
+        "model": draw(st.sampled_from(MODELS)),
+        "input_tokens": input_tokens,
+        "cached_input_tokens": draw(st.integers(0, input_tokens)),
+        "output_tokens": draw(st.integers(0, 2_000_000)),
+        "status_code": draw(st.sampled_from([200, 201, 302, 400, 429, 500, 503])),
+        # Up to three days back, to the second: several rollup days per example.
+        "seconds_ago": draw(st.integers(0, 3 * 86_400)),
+        "user_id": draw(st.sampled_from([None, "u1", "u2"])),
+        "cost_center": draw(st.sampled_from([None, "ml", "ops"])),
+        "latency_ms": draw(st.none() | st.integers(0, 70_000)),
+        # A small id pool so duplicates across and within batches happen often.
+        "event_id": draw(st.none() | st.sampled_from([f"e{i}" for i in range(12)])),
+    }
+    return event
+
+
+def _recompute(events: list[Any]) -> dict[tuple[Any, ...], tuple[Any, ...]]:
+    out: dict[tuple[Any, ...], list[Any]] = {}
+    for e in events:
+        if e.usage_type != "api_call":
+            continue
+        key = (
+            e.occurred_at.date(),
+            e.model,
+            e.currency,
+            e.member_id or "",
+            e.user_id or "",
+            e.cost_center or "",
+            e.status_code // 100,
+        )
+        acc = out.setdefault(key, [0, 0, 0, 0, Decimal(0), histogram.empty()])
+        acc[0] += 1
+        acc[1] += e.input_tokens
+        acc[2] += e.cached_input_tokens
+        acc[3] += e.output_tokens
+        acc[4] += e.cost
+        if e.latency_ms is not None:
+            acc[5][histogram.bucket_of(e.latency_ms)] += 1
+    return {k: tuple(v) for k, v in out.items()}
+
+
+async def _rollups_and_recomputation(
+    billing: BillingService, account_id: str
+) -> tuple[dict[tuple[Any, ...], tuple[Any, ...]], dict[tuple[Any, ...], tuple[Any, ...]]]:
+    async with billing.db.sessions() as session:
+        repo = UsageRepository(session)
+        rollups = {
+            (r.day, r.model, r.currency, r.member_id, r.user_id, r.cost_center, r.status_class): (
+                r.requests,
+                r.input_tokens,
+                r.cached_input_tokens,
+                r.output_tokens,
+                r.cost,
+                list(r.latency_hist),
+            )
+            for r in await repo.rollups(account_id)
+        }
+        return rollups, _recompute(await repo.events(account_id))
+
+
+@settings(
+    max_examples=20,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    batches=st.lists(st.lists(usage_events(), min_size=1, max_size=25), min_size=1, max_size=4),
+    members=st.lists(st.booleans(), min_size=4, max_size=4),
+)
+async def test_rollups_equal_a_recomputation_from_raw_events(
+    billing: BillingService,
+    clock: FrozenClock,
+    batches: list[list[dict[str, Any]]],
+    members: list[bool],
+) -> None:
+    now = clock.now()
+    account_id = new_id("acct", now)  # a fresh account per example: nothing to clean up
+    async with billing.transaction() as session:
+        await model_prices.seed_defaults(session, billing.context())
+    accepted = 0
+    for batch, as_member in zip(batches, members, strict=False):
+        actor = Actor(
+            role=Role.MEMBER if as_member else Role.OWNER,
+            account_id=account_id,
+            member_id="mem_x" if as_member else None,
+        )
+        events = [
+            {
+                **{k: v for k, v in e.items() if k != "seconds_ago"},
+                "timestamp": (now - timedelta(seconds=e["seconds_ago"])).isoformat(),
+            }
+            for e in batch
+        ]
+        async with billing.transaction() as session:
+            result = await usage.record(session, Context(actor=actor, clock=clock), events)
+        accepted += result.accepted
+        assert result.rejected == 0
+    rollups, recomputed = await _rollups_and_recomputation(billing, account_id)
+    assert rollups == recomputed
+    assert sum(r[0] for r in rollups.values()) == accepted
+    async with billing.db.sessions() as session:
+        # Period usage from rollups + raw edges equals the raw count, at odd boundaries.
+        start, end = now - timedelta(days=2, hours=5), now - timedelta(hours=7)
+        used = await usage.used_in_period(session, account_id, start, end)
+        raw = [
+            e
+            for e in await UsageRepository(session).events(account_id)
+            if start <= e.occurred_at < end
+        ]
+        assert used.calls == len(raw)
+        assert used.tokens == sum(e.input_tokens + e.output_tokens for e in raw)
+        by_model = await usage.usage_by_model(session, account_id, start, end)
+        costs: dict[str, Decimal] = defaultdict(Decimal)
+        for e in raw:
+            costs[e.model] += e.cost
+        assert {m.model: m.cost for m in by_model} == dict(costs)
+
+
+async def test_fifty_concurrent_posts_of_one_event_id_count_once(
+    client: httpx.AsyncClient, admin_key: str, billing: BillingService
+) -> None:
+    account = await create_account(client, admin_key)
+    key = await issue_key(client, admin_key, account["id"])
+    body = {"model": "gpt-4o-mini", "input_tokens": 10, "output_tokens": 5, "event_id": "same"}
+
+    async def post() -> httpx.Response:
+        return await client.post(f"{API}/usage/track", json=body, headers=auth(key))
+
+    responses = await asyncio.gather(*(post() for _ in range(50)))
+    statuses = sorted(r.status_code for r in responses)
+    assert statuses == [200] * 49 + [201], [r.text for r in responses if r.status_code >= 300]
+    rollups, recomputed = await _rollups_and_recomputation(billing, account["id"])
+    assert rollups == recomputed
+    assert [r[0] for r in rollups.values()] == [1]
+
+
+async def test_concurrent_overlapping_batches_neither_deadlock_nor_double_count(
+    client: httpx.AsyncClient, admin_key: str, billing: BillingService
+) -> None:
+    account = await create_account(client, admin_key)
+    key = await issue_key(client, admin_key, account["id"])
+    rng = random.Random(7)
+    pool = [f"ev-{i}" for i in range(300)]
+
+    async def post(n: int) -> httpx.Response:
+        ids = rng.sample(pool, 100)
+        events = [
+            {"model": rng.choice(MODELS), "input_tokens": 7, "event_id": i, "user_id": f"u{n % 3}"}
+            for i in ids
+        ]
+        return await client.post(f"{API}/usage/batch", json={"events": events}, headers=auth(key))
+
+    responses = await asyncio.gather(*(post(n) for n in range(12)))
+    assert all(r.status_code == 200 for r in responses), [r.text for r in responses]
+    accepted = sum(r.json()["accepted"] for r in responses)
+    seen = {e["event_id"] for r in responses for e in r.json()["results"]}
+    assert accepted == len(seen)
+    rollups, recomputed = await _rollups_and_recomputation(billing, account["id"])
+    assert rollups == recomputed
+    assert sum(r[0] for r in rollups.values()) == accepted
+
+
+async def test_the_settler_hook_gets_new_events_with_a_reservation_once(
+    billing: BillingService, clock: FrozenClock
+) -> None:
+    settled: list[tuple[str, list[str]]] = []
+
+    async def settler(session: Any, ctx: Context, account_id: str, events: Any) -> None:
+        settled.append((account_id, [f"{e.reservation_id}:{e.input_tokens}" for e in events]))
+
+    tracker = UsageTracker(settler=settler)
+    account_id = new_id("acct", clock.now())
+    ctx = Context(actor=Actor(role=Role.OWNER, account_id=account_id), clock=clock)
+    async with billing.transaction() as session:
+        await model_prices.seed_defaults(session, billing.context())
+    events = [
+        {"model": "gpt-4o", "input_tokens": 10, "event_id": "a", "reservation_id": "res_1"},
+        {"model": "gpt-4o", "input_tokens": 20, "event_id": "b"},
+        {"model": "no-price", "input_tokens": 30, "event_id": "c", "reservation_id": "res_3"},
+    ]
+    for _ in range(2):  # the second time every event is a duplicate: nothing to settle
+        async with billing.transaction() as session:
+            await tracker.record(session, ctx, events)
+    assert settled == [(account_id, ["res_1:10"])]
+    async with billing.db.sessions() as session:
+        stored = {
+            e.event_id: e.reservation_id for e in await UsageRepository(session).events(account_id)
+        }
+    assert stored == {"a": "res_1", "b": None}
+
+
+async def test_openapi_documents_batch_items_as_usage_events(client: httpx.AsyncClient) -> None:
+    spec = (await client.get("/openapi.json")).json()
+    batch = spec["components"]["schemas"]["UsageBatchIn"]["properties"]["events"]
+    assert batch["items"] == {"$ref": "#/components/schemas/UsageEventIn"}
+    assert "UsageEventIn" in spec["components"]["schemas"]
