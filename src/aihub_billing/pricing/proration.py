@@ -138,7 +138,7 @@ def _prorated(
         period_start=ensure_utc(at),
         period_end=period.end,
         quantity=quantity,
-        unit_price=price,
+        unit_price=tidy(price),
         amount=amount,
         amount_minor=round_to_minor(amount, currency),
         currency=currency,

@@ -33,7 +33,7 @@ from aihub_billing.models import Coupon, InvoiceItem, Plan, PlanPrice, Subscript
 from aihub_billing.models import SubscriptionEvent as EventRow
 from aihub_billing.plans.service import cycle_of, plans
 from aihub_billing.pricing.discounts import discount_amount
-from aihub_billing.pricing.proration import Line, prorate
+from aihub_billing.pricing.proration import Line, prorate, tidy
 from aihub_billing.subscriptions import schemas
 from aihub_billing.subscriptions.errors import (
     AccountRequired,
@@ -158,7 +158,8 @@ def _period_lines(
     Returns the lines and whether a coupon cycle was used.
     """
     currency = price.currency
-    fee_amount = minor_to_decimal(price.amount_minor, currency)
+    # Canonical Decimals (50, not 50.00), as they read back from the database.
+    fee_amount = tidy(minor_to_decimal(price.amount_minor, currency))
     dates = f"{period.start:%Y-%m-%d} to {period.end:%Y-%m-%d}"
     lines: list[Line] = []
     if price.amount_minor > 0:
@@ -176,7 +177,7 @@ def _period_lines(
             )
         )
     if include_setup and price.setup_fee_minor > 0:
-        setup = minor_to_decimal(price.setup_fee_minor, currency)
+        setup = tidy(minor_to_decimal(price.setup_fee_minor, currency))
         lines.append(
             Line(
                 kind="setup_fee",
@@ -198,7 +199,7 @@ def _period_lines(
         and (cycles_left is None or cycles_left > 0)
     ):
         used = True
-        off = discount_amount(fee_amount, currency, terms(coupon))
+        off = tidy(discount_amount(fee_amount, currency, terms(coupon)))
         if off != 0:
             lines.append(
                 Line(
@@ -268,7 +269,7 @@ def _proration_discount(
     if cycles_left is not None and not counted and cycles_left <= 0:
         return Decimal(0), False
     fee = minor_to_decimal(price.amount_minor, price.currency)
-    off = discount_amount(fee, price.currency, terms(coupon))
+    off = tidy(discount_amount(fee, price.currency, terms(coupon)))
     return off, cycles_left is not None and not counted
 
 
@@ -966,8 +967,8 @@ def item_schema(item: InvoiceItem) -> schemas.InvoiceItem:
     return schemas.InvoiceItem.model_validate(item)
 
 
-def line_schema(line: Line) -> schemas.InvoiceItem:
-    return _line_schema(line)
+def line_schema(line: Line, subscription_id: str | None = None) -> schemas.InvoiceItem:
+    return _line_schema(line, subscription_id)
 
 
 subscriptions = SubscriptionService()
