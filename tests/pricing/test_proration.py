@@ -11,8 +11,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from aihub_billing.kit.money import currency_exponent
+from aihub_billing.kit.money import currency_exponent, minor_to_decimal, round_to_minor
 from aihub_billing.kit.periods import Interval, Period, nth_period
+from aihub_billing.pricing.discounts import CouponTerms, discount_amount
 from aihub_billing.pricing.proration import fraction_remaining, prorate
 
 
@@ -273,9 +274,157 @@ def test_credit_plus_charge_is_the_exact_prorated_difference(
     assert credit_line.amount_minor == _half_up(exact_credit)
     assert charge_line.amount_minor == _half_up(exact_charge)
     exact_difference = exact_charge + exact_credit
-    assert abs(result.net_minor - exact_difference) < 1
+    assert abs(result.net_minor - exact_difference) < 2
     if old == new:
         assert result.net_minor == 0
     scale = Fraction(10) ** currency_exponent(currency)
     unrounded = Fraction(result.credit + result.charge) * scale
     assert abs(unrounded - exact_difference) <= Fraction(2, 10**18) * scale
+
+
+def test_a_50_percent_coupon_halves_both_sides_of_an_upgrade() -> None:
+    """Pro 29.99 billed with 15.00 off (50%, rounded), upgrade to 99.99 with 14 of 28 days left."""
+    result = prorate(
+        old_amount_minor=2999,
+        old_discount_minor=-1500,
+        new_amount_minor=9999,
+        new_discount=Decimal("-49.995"),
+        currency="USD",
+        period=nth_period(utc(2026, 1, 31), MONTHLY, 0),
+        at=utc(2026, 2, 14),
+        old_coupon_label="Coupon HALF",
+        new_coupon_label="Coupon HALF",
+    )
+    assert [(ln.kind, ln.amount, ln.amount_minor) for ln in result.lines] == [
+        ("proration_credit", Decimal("-14.995"), -1500),
+        ("discount", Decimal("7.5"), 750),
+        ("proration_charge", Decimal("49.995"), 5000),
+        ("discount", Decimal("-24.9975"), -2500),
+    ]
+    assert (result.credit, result.charge) == (Decimal("-7.495"), Decimal("24.9975"))
+    assert result.net_minor == 1750
+    assert result.lines[1].description == "Coupon HALF on unused time on old price"
+    assert (result.lines[3].quantity, result.lines[3].unit_price) == (
+        Decimal("0.5"),
+        Decimal("-49.995"),
+    )
+
+
+def test_a_credit_from_a_part_period_charge_keeps_the_whole_period_for_the_new_price() -> None:
+    """The running price was charged from Feb 10 (proration); a second change on Feb 21."""
+    period = nth_period(utc(2026, 1, 31), MONTHLY, 0)  # [Jan 31, Feb 28)
+    result = prorate(
+        old_amount_minor=6428,  # 99.99 x 18/28, charged on Feb 10
+        new_amount_minor=19999,
+        currency="USD",
+        period=Period(utc(2026, 2, 10), period.end),
+        at=utc(2026, 2, 21),
+        new_period=period,
+    )
+    credit, charge = result.lines
+    # 7 of the 18 charged days are unused; 7 of 28 days of the new price remain.
+    assert (credit.amount, credit.amount_minor) == (Decimal("-24.997777777777777778"), -2500)
+    assert (charge.amount, charge.amount_minor) == (Decimal("49.9975"), 5000)
+
+
+def test_discounts_are_never_positive_nor_above_their_price() -> None:
+    period = nth_period(utc(2026, 1, 31), MONTHLY, 0)
+    common = {"currency": "USD", "period": period, "at": utc(2026, 2, 14)}
+    for bad in (
+        {"old_amount_minor": 100, "new_amount_minor": 100, "old_discount_minor": 1},
+        {"old_amount_minor": 100, "new_amount_minor": 100, "new_discount": Decimal("0.01")},
+        {"old_amount_minor": 100, "new_amount_minor": 100, "old_discount_minor": -101},
+        {"old_amount_minor": 100, "new_amount_minor": 100, "new_discount": Decimal("-1.01")},
+    ):
+        with pytest.raises(ValueError):
+            prorate(**common, **bad)  # type: ignore[arg-type]
+
+
+coupon_terms = st.one_of(
+    st.builds(
+        CouponTerms,
+        percent_off=st.decimals(min_value="0.000001", max_value=100, places=6),
+    ),
+    st.builds(
+        CouponTerms,
+        amounts_off=st.dictionaries(
+            st.sampled_from(["USD", "JPY", "KWD", "EUR"]), st.integers(1, 10**10), min_size=1
+        ),
+    ),
+)
+
+
+@given(
+    old=st.integers(0, 10**9),
+    new=st.integers(0, 10**9),
+    terms=coupon_terms,
+    old_discounted=st.booleans(),
+    currency=st.sampled_from(["USD", "JPY", "KWD", "EUR"]),
+    anchor=st.datetimes(
+        min_value=datetime(2020, 1, 1), max_value=datetime(2035, 12, 31), timezones=st.just(UTC)
+    ).map(lambda d: d.replace(microsecond=0)),
+    interval=intervals,
+    n=st.integers(0, 40),
+    covered_from=st.floats(0, 1, exclude_max=True),
+    offset=st.floats(0, 1, exclude_max=True),
+)
+def test_discounted_credit_plus_charge_is_the_exact_discounted_difference(
+    old: int,
+    new: int,
+    terms: CouponTerms,
+    old_discounted: bool,
+    currency: str,
+    anchor: datetime,
+    interval: Interval,
+    n: int,
+    covered_from: float,
+    offset: float,
+) -> None:
+    """ "Exact" is what was paid for the covered span x its unused share, and the new price net
+    of the coupon x the period's remaining share, as rationals in minor units.
+
+    The old side is what was charged: a fee line and its discount line, each already whole
+    minor units. Every line is its rational value rounded once half-up, so each side (a line
+    and its discount line) is within one minor unit of its exact value, and the whole within
+    two: four lines, each off by at most half a unit. The unrounded Decimals sum to the exact
+    difference within 4e-18 (four quantizations to 18 places).
+    """
+    period = nth_period(anchor, interval, n)
+    covered = Period(
+        period.start + timedelta(seconds=int(period.seconds * covered_from)), period.end
+    )
+    at = covered.start + timedelta(seconds=int(covered.seconds * offset))
+    old_discount = (
+        round_to_minor(discount_amount(minor_to_decimal(old, currency), currency, terms), currency)
+        if old_discounted
+        else 0
+    )
+    new_discount = discount_amount(minor_to_decimal(new, currency), currency, terms)
+    result = prorate(
+        old_amount_minor=old,
+        old_discount_minor=old_discount,
+        new_amount_minor=new,
+        new_discount=new_discount,
+        currency=currency,
+        period=covered,
+        at=at,
+        new_period=period,
+    )
+    scale = Fraction(10) ** currency_exponent(currency)
+    unused = Fraction(*fraction_remaining(covered, at))
+    remaining = Fraction(*fraction_remaining(period, at))
+    exact_credit = -Fraction(old + old_discount) * unused  # in minor units
+    exact_charge = (Fraction(new) + Fraction(new_discount) * scale) * remaining
+    for line in result.lines:
+        ratio = unused if line in result.credit_lines else remaining
+        assert line.amount_minor == _half_up(Fraction(line.unit_price) * scale * ratio)
+    credit_minor = sum(line.amount_minor for line in result.credit_lines)
+    charge_minor = sum(line.amount_minor for line in result.charge_lines)
+    assert abs(credit_minor - exact_credit) < 1
+    assert abs(charge_minor - exact_charge) < 1
+    exact_difference = exact_charge + exact_credit
+    assert abs(result.net_minor - exact_difference) < 2
+    # Never more credit than was paid for the unused span, give or take the line's rounding.
+    assert -credit_minor <= (old + old_discount) * unused + 1
+    unrounded = Fraction(result.credit + result.charge) * scale
+    assert abs(unrounded - exact_difference) <= Fraction(4, 10**18) * scale

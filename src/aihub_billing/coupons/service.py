@@ -21,6 +21,11 @@ def terms(coupon: Coupon) -> CouponTerms:
     return CouponTerms(percent_off=coupon.percent_off, amounts_off=dict(coupon.amounts_off or {}))
 
 
+def applies_to_plan(coupon: Coupon, plan_code: str) -> bool:
+    """Whether the coupon discounts this plan's prices (no plan list: every plan)."""
+    return coupon.plan_codes is None or plan_code in coupon.plan_codes
+
+
 def initial_cycles(coupon: Coupon) -> int | None:
     """Fee lines the coupon discounts once redeemed; None = forever."""
     if coupon.duration == "once":
@@ -115,7 +120,7 @@ class CouponService:
             raise CouponNotRedeemable(f"coupon {code!r} is archived")
         if coupon.expires_at is not None and coupon.expires_at <= now:
             raise CouponNotRedeemable(f"coupon {code!r} has expired")
-        if coupon.plan_codes is not None and plan_code not in coupon.plan_codes:
+        if not applies_to_plan(coupon, plan_code):
             raise CouponNotRedeemable(f"coupon {code!r} does not apply to plan {plan_code!r}")
         if not terms(coupon).applies_to(currency):
             raise CouponNotRedeemable(f"coupon {code!r} has no amount in {currency}")

@@ -49,11 +49,26 @@ class Line:
 
 @dataclass(frozen=True, slots=True)
 class Proration:
-    """Credit (<= 0) for the unused old price and charge (>= 0) for the rest of the new one."""
+    """Credit lines (net <= 0) for the unused old price, charge lines (net >= 0) for the new one.
 
-    credit: Decimal
-    charge: Decimal
-    lines: tuple[Line, ...]
+    Each side is its gross line, then its coupon discount line when there is one, the way a
+    fee line is followed by its discount line.
+    """
+
+    credit_lines: tuple[Line, ...]
+    charge_lines: tuple[Line, ...]
+
+    @property
+    def lines(self) -> tuple[Line, ...]:
+        return self.credit_lines + self.charge_lines
+
+    @property
+    def credit(self) -> Decimal:
+        return sum((line.amount for line in self.credit_lines), Decimal(0))
+
+    @property
+    def charge(self) -> Decimal:
+        return sum((line.amount for line in self.charge_lines), Decimal(0))
 
     @property
     def net(self) -> Decimal:
@@ -98,11 +113,24 @@ def prorated_line(
     """`sign` x price x remaining/total for [at, period.end), rounded once to minor units."""
     if sign not in (1, -1):
         raise ValueError("sign is 1 (charge) or -1 (credit)")
+    return _prorated(
+        kind=kind,
+        description=description,
+        price=sign * minor_to_decimal(amount_minor, currency),
+        currency=currency,
+        period=period,
+        at=at,
+    )
+
+
+def _prorated(
+    *, kind: str, description: str, price: Decimal, currency: str, period: Period, at: datetime
+) -> Line:
+    """`price` (signed, unrounded) x remaining/total for [at, period.end), rounded once."""
     remaining, total = fraction_remaining(period, at)
-    price = minor_to_decimal(amount_minor, currency)
     with localcontext() as ctx:
         ctx.prec = _DIGITS
-        amount = tidy((sign * price * remaining / total).quantize(PRECISION))
+        amount = tidy((price * remaining / total).quantize(PRECISION))
         quantity = tidy((Decimal(remaining) / total).quantize(PRECISION))
     return Line(
         kind=kind,
@@ -110,7 +138,7 @@ def prorated_line(
         period_start=ensure_utc(at),
         period_end=period.end,
         quantity=quantity,
-        unit_price=sign * price,
+        unit_price=tidy(price),
         amount=amount,
         amount_minor=round_to_minor(amount, currency),
         currency=currency,
@@ -127,27 +155,69 @@ def prorate(
     new_period: Period | None = None,
     old_label: str = "old price",
     new_label: str = "new price",
+    old_discount_minor: int = 0,
+    new_discount: Decimal = Decimal(0),
+    old_coupon_label: str = "Discount",
+    new_coupon_label: str = "Discount",
 ) -> Proration:
-    """Credit the unused part of the old price of `period` and charge the new price from `at`.
+    """Credit the unused part of what was charged for `period` and charge the new price from `at`.
 
-    The new price runs to the end of `period`, or over `new_period` when the change also
-    starts a new period (a change of billing cycle); `new_period` must contain `at` too.
+    `old_amount_minor` was charged for `period` with `old_discount_minor` (<= 0) off it: the
+    credit is prorated from both, so it never gives back more than was paid. `new_discount`
+    (<= 0, unrounded) is the coupon's discount on a whole period of the new price. The new
+    price runs to the end of `period`, or over `new_period` when that is given (a change of
+    billing cycle starts one; a credit from a part-period charge keeps the whole period for
+    the new price); `new_period` must contain `at` too.
     """
-    credit = prorated_line(
-        kind="proration_credit",
-        description=f"Unused time on {old_label}",
-        amount_minor=old_amount_minor,
-        currency=currency,
-        period=period,
-        at=at,
-        sign=-1,
-    )
-    charge = prorated_line(
-        kind="proration_charge",
-        description=f"Remaining time on {new_label}",
-        amount_minor=new_amount_minor,
-        currency=currency,
-        period=new_period or period,
-        at=at,
-    )
-    return Proration(credit=credit.amount, charge=charge.amount, lines=(credit, charge))
+    if old_discount_minor > 0 or new_discount > 0:
+        raise ValueError("discounts are <= 0")
+    if -old_discount_minor > old_amount_minor or -new_discount > minor_to_decimal(
+        new_amount_minor, currency
+    ):
+        raise ValueError("a discount never exceeds its price")
+    charge_period = new_period or period
+    credit_lines = [
+        prorated_line(
+            kind="proration_credit",
+            description=f"Unused time on {old_label}",
+            amount_minor=old_amount_minor,
+            currency=currency,
+            period=period,
+            at=at,
+            sign=-1,
+        )
+    ]
+    if old_discount_minor:
+        # The unused part of the discount is taken back from the credit.
+        credit_lines.append(
+            prorated_line(
+                kind="discount",
+                description=f"{old_coupon_label} on unused time on {old_label}",
+                amount_minor=-old_discount_minor,
+                currency=currency,
+                period=period,
+                at=at,
+            )
+        )
+    charge_lines = [
+        prorated_line(
+            kind="proration_charge",
+            description=f"Remaining time on {new_label}",
+            amount_minor=new_amount_minor,
+            currency=currency,
+            period=charge_period,
+            at=at,
+        )
+    ]
+    if new_discount:
+        charge_lines.append(
+            _prorated(
+                kind="discount",
+                description=f"{new_coupon_label} on remaining time on {new_label}",
+                price=new_discount,
+                currency=currency,
+                period=charge_period,
+                at=at,
+            )
+        )
+    return Proration(credit_lines=tuple(credit_lines), charge_lines=tuple(charge_lines))

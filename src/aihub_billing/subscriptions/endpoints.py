@@ -121,7 +121,7 @@ async def change_subscription(
     """
     outcome = await subscriptions.change(session, ctx, subscription_id, data)
     if outcome.preview:
-        lines = [line_schema(line) for line in outcome.lines]
+        lines = [line_schema(line, outcome.subscription.id) for line in outcome.lines]
     else:
         lines = [item_schema(item) for item in outcome.items]
     return schemas.ChangeResult(

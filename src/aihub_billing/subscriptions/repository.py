@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -68,6 +70,18 @@ class SubscriptionRepository:
             select(InvoiceItem)
             .where(InvoiceItem.subscription_id == subscription_id)
             .order_by(InvoiceItem.id)
+        )
+        return list(result.scalars())
+
+    async def items_ending(self, subscription_id: str, period_end: datetime) -> list[InvoiceItem]:
+        """The subscription's items whose period ends at `period_end`, in recording order."""
+        result = await self.session.execute(
+            select(InvoiceItem)
+            .where(
+                InvoiceItem.subscription_id == subscription_id,
+                InvoiceItem.period_end == period_end,
+            )
+            .order_by(InvoiceItem.created_at, InvoiceItem.id)
         )
         return list(result.scalars())
 

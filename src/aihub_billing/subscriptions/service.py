@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from aihub_billing.accounts.errors import AccountNotFound
 from aihub_billing.audit.service import audit
-from aihub_billing.coupons.service import coupons, initial_cycles, terms
+from aihub_billing.coupons.service import applies_to_plan, coupons, initial_cycles, terms
 from aihub_billing.errors import Forbidden
 from aihub_billing.jobs.queue import enqueue
 from aihub_billing.kit.context import Context, Role
@@ -33,7 +33,7 @@ from aihub_billing.models import Coupon, InvoiceItem, Plan, PlanPrice, Subscript
 from aihub_billing.models import SubscriptionEvent as EventRow
 from aihub_billing.plans.service import cycle_of, plans
 from aihub_billing.pricing.discounts import discount_amount
-from aihub_billing.pricing.proration import Line, prorate, prorated_line
+from aihub_billing.pricing.proration import Line, prorate, tidy
 from aihub_billing.subscriptions import schemas
 from aihub_billing.subscriptions.errors import (
     AccountRequired,
@@ -158,7 +158,8 @@ def _period_lines(
     Returns the lines and whether a coupon cycle was used.
     """
     currency = price.currency
-    fee_amount = minor_to_decimal(price.amount_minor, currency)
+    # Canonical Decimals (50, not 50.00), as they read back from the database.
+    fee_amount = tidy(minor_to_decimal(price.amount_minor, currency))
     dates = f"{period.start:%Y-%m-%d} to {period.end:%Y-%m-%d}"
     lines: list[Line] = []
     if price.amount_minor > 0:
@@ -176,7 +177,7 @@ def _period_lines(
             )
         )
     if include_setup and price.setup_fee_minor > 0:
-        setup = minor_to_decimal(price.setup_fee_minor, currency)
+        setup = tidy(minor_to_decimal(price.setup_fee_minor, currency))
         lines.append(
             Line(
                 kind="setup_fee",
@@ -191,9 +192,14 @@ def _period_lines(
             )
         )
     used = False
-    if coupon is not None and price.amount_minor > 0 and (cycles_left is None or cycles_left > 0):
+    if (
+        coupon is not None
+        and price.amount_minor > 0
+        and applies_to_plan(coupon, plan.code)
+        and (cycles_left is None or cycles_left > 0)
+    ):
         used = True
-        off = discount_amount(fee_amount, currency, terms(coupon))
+        off = tidy(discount_amount(fee_amount, currency, terms(coupon)))
         if off != 0:
             lines.append(
                 Line(
@@ -209,6 +215,62 @@ def _period_lines(
                 )
             )
     return lines, used
+
+
+# Items that bill a price for (the rest of) a period.
+_CHARGE_KINDS = ("subscription_fee", "proration_charge")
+
+
+@dataclass(frozen=True, slots=True)
+class Billed:
+    """What the running price was charged for the rest of the current period."""
+
+    period: Period  # the span that charge covers; it ends with the current period
+    amount_minor: int  # the fee or proration charge
+    discount_minor: int  # <= 0: the coupon discount recorded with it
+
+
+def _billed(period_items: list[InvoiceItem]) -> Billed | None:
+    """The last fee or proration charge among the current period's items, net of the discount
+    recorded with it; None when the period was not billed (a trial, a pause, a free price)."""
+    charges = [item for item in period_items if item.kind in _CHARGE_KINDS]
+    if not charges:
+        return None
+    last = charges[-1]
+    # Its discount line was recorded with it, over the same span; a positive discount line
+    # is a discount taken back with a credit, not one on this charge.
+    discount = sum(
+        item.amount_minor
+        for item in period_items
+        if item.kind == "discount"
+        and item.amount_minor < 0
+        and item.created_at == last.created_at
+        and item.period_start == last.period_start
+    )
+    return Billed(Period(last.period_start, last.period_end), last.amount_minor, discount)
+
+
+def _proration_discount(
+    coupon: Coupon | None,
+    cycles_left: int | None,
+    counted: bool,
+    plan: Plan,
+    price: PlanPrice,
+) -> tuple[Decimal, bool]:
+    """The coupon's discount (<= 0) on a whole period of `price` for a proration inside the
+    running cycle, and whether that uses up one of the coupon's cycles.
+
+    In force when the coupon applies to the plan and is forever, or already discounted this
+    cycle (`counted`), or has cycles left; a cycle not discounted yet counts now, as a fee
+    line counts one.
+    """
+    if coupon is None or price.amount_minor == 0 or not applies_to_plan(coupon, plan.code):
+        return Decimal(0), False
+    if cycles_left is not None and not counted and cycles_left <= 0:
+        return Decimal(0), False
+    fee = minor_to_decimal(price.amount_minor, price.currency)
+    off = tidy(discount_amount(fee, price.currency, terms(coupon)))
+    return off, cycles_left is not None and not counted
 
 
 def _line_schema(line: Line, subscription_id: str | None = None) -> schemas.InvoiceItem:
@@ -441,6 +503,7 @@ class SubscriptionService:
         interval_changes = _interval(new_price) != _interval(price)
         lines: list[Line] = []
         credit_lines: list[Line] = []
+        uses_cycle = False
         needs_method = new_price.amount_minor > 0 and sub.status != "trialing"
         if needs_method and (data.payment_method_id or sub.payment_method_id) is None:
             raise PaymentMethodRequired("send payment_method_id to move to a paid price")
@@ -454,15 +517,46 @@ class SubscriptionService:
             new_period = (
                 Period(now, _interval(new_price).shift(now, 1)) if interval_changes else None
             )
+            held = await coupons.by_id(session, sub.coupon_id) if sub.coupon_id else None
+            active = coupon or held
+            cycles = initial_cycles(coupon) if coupon else sub.coupon_cycles_left
+            period_items = await SubscriptionRepository(session).items_ending(sub.id, period.end)
+            billed = _billed(period_items)
+            fee_lines: list[Line] = []
+            if new_period is not None:
+                # A new cycle starts now: the new price is a whole fee line, discounted as such.
+                fee_lines, _ = _period_lines(
+                    new_plan,
+                    new_price,
+                    new_period,
+                    coupon=active,
+                    cycles_left=cycles,
+                    include_setup=not sub.setup_fee_billed,
+                )
+                new_discount = sum(
+                    (line.amount for line in fee_lines if line.kind == "discount"), Decimal(0)
+                )
+            else:
+                # A coupon just given has not discounted this cycle, whatever the old one did.
+                counted = coupon is None and any(
+                    item.kind == "discount" and item.amount_minor < 0 for item in period_items
+                )
+                new_discount, uses_cycle = _proration_discount(
+                    active, cycles, counted, new_plan, new_price
+                )
             proration = prorate(
-                old_amount_minor=price.amount_minor,
+                old_amount_minor=billed.amount_minor if billed else 0,
+                old_discount_minor=billed.discount_minor if billed else 0,
                 new_amount_minor=new_price.amount_minor,
+                new_discount=new_discount,
                 currency=sub.currency,
-                period=period,
+                period=billed.period if billed else period,
                 at=now,
-                new_period=new_period,
+                new_period=new_period or period,
                 old_label=f"{plan.name} ({_cycle_label(price)})",
                 new_label=f"{new_plan.name} ({_cycle_label(new_price)})",
+                old_coupon_label=f"Coupon {held.code}" if held else "Discount",
+                new_coupon_label=f"Coupon {active.code}" if active else "Discount",
             )
             # Upgrade: the change costs something or nothing now; downgrade: it would credit.
             direction = "upgrade" if proration.net >= 0 else "downgrade"
@@ -471,26 +565,11 @@ class SubscriptionService:
                 direction, when = "none", "immediate"
             effective_at = now if when == "immediate" else period.end
             if when == "immediate" and not same_price:
-                credit, charge = proration.lines
-                credit_lines = [credit] if credit.amount != 0 else []
-                lines = [credit]
-                if new_period is not None:
-                    active = coupon or (
-                        await coupons.by_id(session, sub.coupon_id) if sub.coupon_id else None
-                    )
-                    cycles = initial_cycles(coupon) if coupon else sub.coupon_cycles_left
-                    fee_lines, _ = _period_lines(
-                        new_plan,
-                        new_price,
-                        new_period,
-                        coupon=active,
-                        cycles_left=cycles,
-                        include_setup=not sub.setup_fee_billed,
-                    )
-                    lines += fee_lines
-                else:
-                    lines.append(charge)
-                lines = [line for line in lines if line.amount != 0]
+                credit_lines = [line for line in proration.credit_lines if line.amount != 0]
+                charge_lines = fee_lines if new_period is not None else proration.charge_lines
+                lines = [line for line in (*credit_lines, *charge_lines) if line.amount != 0]
+            else:
+                uses_cycle = False
         if data.preview:
             return ChangeOutcome(sub, [], lines, True, direction, when, effective_at)
 
@@ -529,6 +608,8 @@ class SubscriptionService:
                     await self._schedule(session, ctx, sub, clock_id)
                 else:
                     items = await self._record(session, ctx, sub, lines)
+                    if uses_cycle and sub.coupon_cycles_left is not None:
+                        sub.coupon_cycles_left -= 1
             if not same_price:
                 _plan_changed(session, sub.account_id)
         data_out = {
@@ -585,15 +666,24 @@ class SubscriptionService:
             if not billed and period.contains(now):
                 plan = await plans.version(session, sub.plan_id)
                 price = await plans.price(session, sub.price_id)
-                line = prorated_line(
-                    kind="proration_charge",
-                    description=f"Remaining time on {plan.name} after resuming",
-                    amount_minor=price.amount_minor,
+                held = await coupons.by_id(session, sub.coupon_id) if sub.coupon_id else None
+                # The paused period was not billed, so the coupon has not discounted it yet.
+                off, uses_cycle = _proration_discount(
+                    held, sub.coupon_cycles_left, False, plan, price
+                )
+                charge = prorate(
+                    old_amount_minor=0,
+                    new_amount_minor=price.amount_minor,
+                    new_discount=off,
                     currency=sub.currency,
                     period=period,
                     at=now,
-                )
-                items = await self._record(session, ctx, sub, [line])
+                    new_label=f"{plan.name} after resuming",
+                    new_coupon_label=f"Coupon {held.code}" if held else "Discount",
+                ).charge_lines
+                items = await self._record(session, ctx, sub, list(charge))
+                if uses_cycle and sub.coupon_cycles_left is not None:
+                    sub.coupon_cycles_left -= 1
                 sub.billed_through = period.end
             kind = "resumed"
             _plan_changed(session, sub.account_id)
@@ -877,8 +967,8 @@ def item_schema(item: InvoiceItem) -> schemas.InvoiceItem:
     return schemas.InvoiceItem.model_validate(item)
 
 
-def line_schema(line: Line) -> schemas.InvoiceItem:
-    return _line_schema(line)
+def line_schema(line: Line, subscription_id: str | None = None) -> schemas.InvoiceItem:
+    return _line_schema(line, subscription_id)
 
 
 subscriptions = SubscriptionService()
