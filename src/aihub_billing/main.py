@@ -19,8 +19,11 @@ from aihub_billing.audit.endpoints import router as audit_router
 from aihub_billing.config import BillingConfig
 from aihub_billing.kit.clock import Clock
 from aihub_billing.kit.logs import configure_logging
+from aihub_billing.payments.endpoints import methods_router as payment_methods_router
+from aihub_billing.payments.endpoints import router as payments_router
 from aihub_billing.plans.endpoints import router as plans_router
 from aihub_billing.service import BillingService
+from aihub_billing.webhooks.endpoints import router as webhooks_router
 
 API_PREFIX = "/api/v1/billing"
 log = structlog.get_logger("aihub_billing")
@@ -70,6 +73,8 @@ def create_app(
 
     api = APIRouter(prefix=API_PREFIX)
     for router in (plans_router, accounts_router, audit_router):
+        api.include_router(router)
+    for router in (payments_router, payment_methods_router, webhooks_router):
         api.include_router(router)
     app.include_router(api)
     app.include_router(_health_router())

@@ -6,7 +6,15 @@ from aihub_billing.models.audit import AuditEntry
 from aihub_billing.models.base import Base
 from aihub_billing.models.idempotency import IdempotencyRecord
 from aihub_billing.models.job import Job
+from aihub_billing.models.payment import (
+    DisputeRecord,
+    Payment,
+    PaymentCustomer,
+    PaymentMethodRecord,
+    RefundRecord,
+)
 from aihub_billing.models.plan import Plan, PlanPrice
+from aihub_billing.models.webhook import WebhookEvent
 
 __all__ = [
     "Account",
@@ -18,4 +26,10 @@ __all__ = [
     "Member",
     "Plan",
     "PlanPrice",
+    "DisputeRecord",
+    "Payment",
+    "PaymentCustomer",
+    "PaymentMethodRecord",
+    "RefundRecord",
+    "WebhookEvent",
 ]
