@@ -100,6 +100,7 @@ def upgrade() -> None:
         sa.Column("amount_minor", sa.BigInteger(), nullable=False),
         sa.Column("currency", sa.String(length=3), nullable=False),
         sa.Column("refunded_minor", sa.BigInteger(), nullable=False),
+        sa.Column("confirm_attempts", sa.Integer(), nullable=False),
         sa.Column("status", sa.String(length=32), nullable=False),
         sa.Column("status_at", UTCDateTime(), nullable=True),
         sa.Column("failure_code", sa.String(length=100), nullable=True),

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, String, UniqueConstraint
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from aihub_billing.models.base import Base, id_column
@@ -69,6 +77,9 @@ class Payment(Base):
     amount_minor: Mapped[int] = mapped_column(BigInteger)
     currency: Mapped[str] = mapped_column(String(3))
     refunded_minor: Mapped[int] = mapped_column(BigInteger, default=0)
+    # Confirmations that ended without moving money (3-D Secure, approval pending): each next
+    # one is a new attempt with a new provider idempotency key.
+    confirm_attempts: Mapped[int] = mapped_column(Integer, default=0)
     status: Mapped[str] = mapped_column(String(32))
     # The provider's time of the event that set `status`: older events never overwrite it.
     status_at: Mapped[datetime | None]

@@ -154,7 +154,7 @@ class PaymentService:
             id=new_id("pay", now), account_id=account.id, provider=processor.name,
             payment_method_id=method.id if method else None, invoice_id=data.invoice_id,
             description=data.description, amount_minor=data.amount_minor,
-            currency=data.currency, refunded_minor=0,
+            currency=data.currency, refunded_minor=0, confirm_attempts=0,
             status=PaymentStatus.REQUIRES_PAYMENT_METHOD, created_at=now, updated_at=now,
         )  # fmt: skip
         remote = await processor.create_payment(
@@ -195,14 +195,17 @@ class PaymentService:
         if payment.payment_method_id is not None:
             method = await self._method(session, ctx, payment.payment_method_id)
             token = method.provider_method_id
-        # One key per payment and card: a retry after a timeout replays the first answer; a
-        # new card after a decline is a new attempt.
-        key = f"payment:{payment.id}:confirm:{payment.payment_method_id or 'default'}:v1"
+        # A retry after a timeout sends the same key, so the provider charges once; a new card
+        # after a decline, or a new try after 3-D Secure/approval, is a new attempt.
+        method_part = payment.payment_method_id or "default"
+        key = f"payment:{payment.id}:confirm:{payment.confirm_attempts}:{method_part}:v1"
         before = schemas.Payment.model_validate(payment)
         remote = await processors(payment.provider).confirm_payment(
             payment.provider_payment_id, payment_method=token, idempotency_key=key
         )
         self._set_status(payment, remote.status, ctx.clock.now(), at=None)
+        if remote.status not in (PaymentStatus.SUCCEEDED, PaymentStatus.PROCESSING):
+            payment.confirm_attempts += 1
         if remote.charge_id:
             payment.provider_charge_id = remote.charge_id
         payment.failure_code, payment.failure_message = remote.failure_code, remote.failure_message
