@@ -7,7 +7,6 @@ import hashlib
 import hmac
 import json
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx

@@ -127,6 +127,7 @@ class InternalEvent:
     payment_refs: tuple[str, ...] = ()
     our_payment_id: str | None = None
     object_id: str | None = None  # refund, dispute or subscription id at the provider
+    charge_id: str | None = None  # Stripe charge / PayPal capture or sale that moved the money
     amount_minor: int | None = None
     currency: str | None = None
     status: str | None = None

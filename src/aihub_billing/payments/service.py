@@ -320,9 +320,8 @@ class PaymentService:
         before = schemas.Payment.model_validate(payment)
         if not self._set_status(payment, status, ctx.clock.now(), at=event.occurred_at):
             return f"unchanged: payment is {payment.status}"
-        charge = next((r for r in event.payment_refs if r != payment.provider_payment_id), None)
-        if status == PaymentStatus.SUCCEEDED and charge and payment.provider_charge_id is None:
-            payment.provider_charge_id = charge
+        if status == PaymentStatus.SUCCEEDED and event.charge_id and not payment.provider_charge_id:
+            payment.provider_charge_id = event.charge_id
         if status == PaymentStatus.FAILED:
             payment.failure_code = event.failure_code
         await session.flush()

@@ -121,6 +121,7 @@ def _stripe(event_id: str, body: dict[str, Any]) -> InternalEvent | None:
         payment_refs=tuple(dict.fromkeys(refs)),
         our_payment_id=_s(metadata.get("payment_id")),
         object_id=object_id,
+        charge_id=_s(obj.get("id")) if object_type == "charge" else _s(obj.get("latest_charge")),
         amount_minor=amount,
         currency=_currency(obj.get("currency")),
         status=status,
@@ -198,6 +199,9 @@ def _paypal(event_id: str, body: dict[str, Any]) -> InternalEvent | None:
         payment_refs=tuple(dict.fromkeys(refs)),
         our_payment_id=_s(resource.get("custom_id")) or _s(resource.get("custom")),
         object_id=object_id,
+        charge_id=object_id
+        if kind in (EventType.PAYMENT_SUCCEEDED, EventType.PAYMENT_FAILED)
+        else None,
         amount_minor=amount,
         currency=currency,
         status=status,
