@@ -51,9 +51,14 @@ async def new_payment(
         client,
         key,
         "/payments/intents",
-        {"amount_minor": amount, "currency": "USD", "provider": provider,
-         "payment_method_id": method_id, **body},
-    )  # fmt: skip
+        {
+            "amount_minor": amount,
+            "currency": "USD",
+            "provider": provider,
+            "payment_method_id": method_id,
+            **body,
+        },
+    )
     assert created.status_code == 201, created.text
     payment: dict[str, Any] = created.json()
     return payment
@@ -167,8 +172,11 @@ async def test_a_transient_failure_is_retried_with_the_same_key_and_charges_once
     assert confirmed.json()["status"] == "succeeded"
     assert len(fake.charges) == 1
     header = "idempotency-key" if provider == "stripe" else "paypal-request-id"
-    keys = [r[2].get(header) for r in fake.requests[before:] if r[1].endswith("/confirm")
-            or r[1].endswith("/capture")]  # fmt: skip
+    keys = [
+        r[2].get(header)
+        for r in fake.requests[before:]
+        if r[1].endswith("/confirm") or r[1].endswith("/capture")
+    ]
     assert len(keys) == 2 and keys[0] == keys[1] and keys[0].startswith(f"payment:{payment['id']}")
 
 
@@ -226,18 +234,22 @@ async def test_payments_are_scoped_to_their_account_and_paged(
     a_id, a_key = await owner_of_new_account(client, admin_key)
     _, b_key = await owner_of_new_account(client, admin_key)
     ids = [
-        (await post(client, a_key, "/payments/intents",
-                    {"amount_minor": 100 + i, "currency": "USD"})).json()["id"]
+        (
+            await post(
+                client, a_key, "/payments/intents", {"amount_minor": 100 + i, "currency": "USD"}
+            )
+        ).json()["id"]
         for i in range(3)
-    ]  # fmt: skip
+    ]
     other = await client.get(f"{API}/payments/{ids[0]}", headers=auth(b_key))
     assert other.status_code == 404 and other.json()["code"] == "payment_not_found"
     assert (await client.get(f"{API}/payments", headers=auth(b_key))).json()["items"] == []
     page1 = (await client.get(f"{API}/payments?limit=2", headers=auth(a_key))).json()
     page2 = (
-        await client.get(f"{API}/payments?limit=2&cursor={page1['next_cursor']}",
-                         headers=auth(a_key))
-    ).json()  # fmt: skip
+        await client.get(
+            f"{API}/payments?limit=2&cursor={page1['next_cursor']}", headers=auth(a_key)
+        )
+    ).json()
     assert [p["id"] for p in page1["items"] + page2["items"]] == ids
     assert page2["next_cursor"] is None
     member = await issue_key(client, admin_key, a_id, "member")

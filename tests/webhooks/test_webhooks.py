@@ -6,10 +6,12 @@ import json
 from typing import Any
 
 import httpx
+import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 from sqlalchemy import func, select
 
 from aihub_billing.models import DisputeRecord, Job, Payment, RefundRecord, WebhookEvent
+from aihub_billing.payments.service import payments
 from aihub_billing.service import BillingService
 from tests.api.helpers import API, auth
 from tests.payments.fakes.paypal_server import PayPalFake, make_certificate
@@ -110,8 +112,10 @@ async def test_a_late_failure_never_undoes_a_success(
     pi = payment["provider_payment_id"]
     succeeded = stripe_event(
         "FAKE_EVENT_PAYMENT_INTENT_SUCCEEDED_DESTINATION_CHARGE",
-        id="evt_succeeded", created=1_700_000_100, object={"id": pi, "metadata": {}},
-    )  # fmt: skip
+        id="evt_succeeded",
+        created=1_700_000_100,
+        object={"id": pi, "metadata": {}},
+    )
     failed = {
         **succeeded,
         "id": "evt_failed",
@@ -157,10 +161,14 @@ async def test_refunds_and_disputes_flow_in_through_stripe_events(
     pi = payment["provider_payment_id"]
     refunded = stripe_event(
         "FAKE_EVENT_CHARGE_SUCCEEDED",
-        id="evt_refund", type="charge.refunded",
-        object={"payment_intent": pi, "amount_refunded": 500,
-                "refunds": {"object": "list", "data": [{"id": "re_dash_1", "amount": 500}]}},
-    )  # fmt: skip
+        id="evt_refund",
+        type="charge.refunded",
+        object={
+            "payment_intent": pi,
+            "amount_refunded": 500,
+            "refunds": {"object": "list", "data": [{"id": "re_dash_1", "amount": 500}]},
+        },
+    )
     opened = stripe_event("FAKE_EVENT_DISPUTE_CREATED", object={"payment_intent": pi})
     closed = stripe_event(
         "FAKE_EVENT_DISPUTE_CLOSED",
@@ -171,8 +179,10 @@ async def test_refunds_and_disputes_flow_in_through_stripe_events(
     await billing.worker().drain()
     (refund,) = await rows(billing, RefundRecord)
     assert (refund.provider_refund_id, refund.amount_minor, refund.status) == (
-        "re_dash_1", 500, "succeeded",
-    )  # fmt: skip
+        "re_dash_1",
+        500,
+        "succeeded",
+    )
     (stored,) = await rows(billing, Payment)
     assert stored.refunded_minor == 500
     (dispute,) = await rows(billing, DisputeRecord)
@@ -228,17 +238,27 @@ async def test_paypal_capture_and_refund_events_apply_to_our_payment(
     )
     refunded = paypal_event(
         "payment.capture.refunded",
-        resource={"id": "REFUND1", "amount": {"total": "-2.00", "currency": "USD"},
-                  "links": [{"href": "https://api.paypal.com/v2/payments/captures/CAPTURE1",
-                             "rel": "up", "method": "GET"}]},
-    )  # fmt: skip
+        resource={
+            "id": "REFUND1",
+            "amount": {"total": "-2.00", "currency": "USD"},
+            "links": [
+                {
+                    "href": "https://api.paypal.com/v2/payments/captures/CAPTURE1",
+                    "rel": "up",
+                    "method": "GET",
+                }
+            ],
+        },
+    )
     for event in (completed, refunded, completed):
         assert (await send_paypal(client, paypal_fake, paypal_key, event)).status_code == 200
     await billing.worker().drain()
     (stored,) = await rows(billing, Payment)
     assert (stored.status, stored.provider_charge_id, stored.refunded_minor) == (
-        "succeeded", "CAPTURE1", 200,
-    )  # fmt: skip
+        "succeeded",
+        "CAPTURE1",
+        200,
+    )
     certs = [r for r in paypal_fake.requests if r[1].startswith("/certs/")]
     assert len(certs) == 1  # fetched once, then cached
 
@@ -287,3 +307,42 @@ async def test_bad_paypal_signatures_and_foreign_certificates_are_refused(
     assert await rows(billing, WebhookEvent) == []
     ok = await send_paypal(client, paypal_fake, paypal_key, event)
     assert ok.status_code == 200 and len(await rows(billing, WebhookEvent)) == 1
+
+
+async def test_a_processing_failure_is_recorded_and_retried(
+    client: httpx.AsyncClient,
+    admin_key: str,
+    billing: BillingService,
+    stripe_fake: StripeFake,
+    clock: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    payment = await paid_stripe_payment(client, admin_key, stripe_fake, confirm=False)
+    event = stripe_event(
+        "FAKE_EVENT_PAYMENT_INTENT_SUCCEEDED_DESTINATION_CHARGE",
+        object={"id": payment["provider_payment_id"], "metadata": {}},
+    )
+    await send_stripe(client, event)
+    real = payments.apply_event
+    calls = 0
+
+    async def fails_once(*args: Any) -> str:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("database hiccup")
+        return await real(*args)
+
+    # A stand-in for a transient failure inside processing; everything else is real.
+    monkeypatch.setattr(payments, "apply_event", fails_once)
+    await billing.worker().drain()
+    (stored,) = await rows(billing, WebhookEvent)
+    assert (stored.status, stored.attempts) == ("failed", 1)
+    assert stored.error == "RuntimeError: database hiccup"
+    assert await billing.worker().drain() == 0  # the retry waits for its time
+    clock.advance(seconds=11)
+    assert await billing.worker().drain() == 1
+    (stored,) = await rows(billing, WebhookEvent)
+    assert (stored.status, stored.attempts) == ("processed", 2)
+    (paid,) = await rows(billing, Payment)
+    assert paid.status == "succeeded"

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from aihub_billing.errors import BillingError, Conflict, InvalidRequest, NotFound
 
 
@@ -11,29 +9,6 @@ class PaymentDeclined(BillingError):
     code = "payment_declined"
     status = 402
     title = "The payment was declined"
-
-
-class PaymentRequiresAction(BillingError):
-    """The customer must act (3-D Secure, PayPal approval) before the payment can complete."""
-
-    code = "payment_requires_action"
-    status = 402
-    title = "The payment needs the customer's action"
-
-    def __init__(
-        self,
-        detail: str | None = None,
-        *,
-        client_secret: str | None = None,
-        approval_url: str | None = None,
-        extra: dict[str, Any] | None = None,
-    ) -> None:
-        self.client_secret = client_secret
-        self.approval_url = approval_url
-        super().__init__(
-            detail,
-            extra={**(extra or {}), "client_secret": client_secret, "approval_url": approval_url},
-        )
 
 
 class ProviderUnavailable(BillingError):

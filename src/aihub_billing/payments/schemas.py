@@ -8,6 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from aihub_billing.kit.cards import contains_card_number
 from aihub_billing.kit.money import normalize_currency
 
 Provider = Literal["stripe", "paypal"]
@@ -28,6 +29,14 @@ class PaymentIntentCreate(BaseModel):
     @classmethod
     def _currency(cls, value: str) -> str:
         return normalize_currency(value)
+
+    @field_validator("description")
+    @classmethod
+    def _no_card_number(cls, value: str | None) -> str | None:
+        # Card data never enters this system, not even pasted into a free-text field.
+        if value is not None and contains_card_number(value):
+            raise ValueError("looks like a card number; card data is never accepted")
+        return value
 
 
 class PaymentConfirm(BaseModel):
@@ -101,7 +110,7 @@ class PaymentMethodCreate(BaseModel):
     @classmethod
     def _not_a_card_number(cls, value: str) -> str:
         # Card data never enters this system: refuse anything with a PAN-length digit run.
-        if re.search(r"\d{12,19}", value):
+        if re.search(r"\d{12,19}", value) or contains_card_number(value):
             raise ValueError("pass the provider's token, never a card number")
         return value
 

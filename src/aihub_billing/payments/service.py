@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from aihub_billing.audit.service import audit
@@ -26,6 +27,7 @@ from aihub_billing.models import (
 from aihub_billing.payments import schemas
 from aihub_billing.payments.errors import (
     AccountRequired,
+    PaymentDeclined,
     PaymentMethodNotFound,
     PaymentNotConfirmable,
     PaymentNotFound,
@@ -41,6 +43,8 @@ from aihub_billing.payments.payment_types import (
 )
 from aihub_billing.payments.providers.base import PaymentProcessor, ProcessorLookup
 from aihub_billing.payments.repository import PaymentRepository
+
+log = structlog.get_logger("aihub_billing.payments")
 
 _CONFIRMABLE = {
     PaymentStatus.REQUIRES_PAYMENT_METHOD,
@@ -95,19 +99,26 @@ class PaymentService:
             raise PaymentMethodNotFound("this payment method belongs to another account")
         if record is None:
             record = PaymentMethodRecord(
-                id=new_id("pm", now), account_id=account.id, provider=processor.name,
-                provider_method_id=remote.id, created_at=now,
-            )  # fmt: skip
+                id=new_id("pm", now),
+                account_id=account.id,
+                provider=processor.name,
+                provider_method_id=remote.id,
+                created_at=now,
+            )
             repo.add(record)
         record.brand, record.last4 = remote.brand, remote.last4
         record.exp_month, record.exp_year = remote.exp_month, remote.exp_year
         record.status, record.detached_at = "active", None
         await session.flush()
         await audit.record(
-            session, ctx, action="payment_method.attached", object_type="payment_method",
-            object_id=record.id, account_id=account.id,
+            session,
+            ctx,
+            action="payment_method.attached",
+            object_type="payment_method",
+            object_id=record.id,
+            account_id=account.id,
             after=schemas.PaymentMethod.model_validate(record),
-        )  # fmt: skip
+        )
         return record
 
     async def methods(
@@ -127,10 +138,15 @@ class PaymentService:
         record.status, record.detached_at = "detached", ctx.clock.now()
         await session.flush()
         await audit.record(
-            session, ctx, action="payment_method.detached", object_type="payment_method",
-            object_id=record.id, account_id=record.account_id, before=before,
+            session,
+            ctx,
+            action="payment_method.detached",
+            object_type="payment_method",
+            object_id=record.id,
+            account_id=record.account_id,
+            before=before,
             after=schemas.PaymentMethod.model_validate(record),
-        )  # fmt: skip
+        )
         return record
 
     # -- payments ----------------------------------------------------------------------------
@@ -151,12 +167,20 @@ class PaymentService:
         customer = await self.customer(session, ctx, processor, account)
         now = ctx.clock.now()
         payment = Payment(
-            id=new_id("pay", now), account_id=account.id, provider=processor.name,
-            payment_method_id=method.id if method else None, invoice_id=data.invoice_id,
-            description=data.description, amount_minor=data.amount_minor,
-            currency=data.currency, refunded_minor=0, confirm_attempts=0,
-            status=PaymentStatus.REQUIRES_PAYMENT_METHOD, created_at=now, updated_at=now,
-        )  # fmt: skip
+            id=new_id("pay", now),
+            account_id=account.id,
+            provider=processor.name,
+            payment_method_id=method.id if method else None,
+            invoice_id=data.invoice_id,
+            description=data.description,
+            amount_minor=data.amount_minor,
+            currency=data.currency,
+            refunded_minor=0,
+            confirm_attempts=0,
+            status=PaymentStatus.REQUIRES_PAYMENT_METHOD,
+            created_at=now,
+            updated_at=now,
+        )
         remote = await processor.create_payment(
             amount_minor=data.amount_minor,
             currency=data.currency,
@@ -172,6 +196,15 @@ class PaymentService:
         PaymentRepository(session).add(payment)
         await session.flush()
         await self._audit(session, ctx, payment, "payment.created")
+        log.info(
+            "payment.created",
+            payment_id=payment.id,
+            provider=payment.provider,
+            amount_minor=payment.amount_minor,
+            currency=payment.currency,
+            description=payment.description,
+            status=payment.status,
+        )
         return payment, remote
 
     async def confirm(
@@ -200,9 +233,13 @@ class PaymentService:
         method_part = payment.payment_method_id or "default"
         key = f"payment:{payment.id}:confirm:{payment.confirm_attempts}:{method_part}:v1"
         before = schemas.Payment.model_validate(payment)
-        remote = await processors(payment.provider).confirm_payment(
-            payment.provider_payment_id, payment_method=token, idempotency_key=key
-        )
+        try:
+            remote = await processors(payment.provider).confirm_payment(
+                payment.provider_payment_id, payment_method=token, idempotency_key=key
+            )
+        except PaymentDeclined as exc:
+            log.info("payment.declined", payment_id=payment.id, reason=exc.detail, **exc.extra)
+            raise
         self._set_status(payment, remote.status, ctx.clock.now(), at=None)
         if remote.status not in (PaymentStatus.SUCCEEDED, PaymentStatus.PROCESSING):
             payment.confirm_attempts += 1
@@ -212,6 +249,13 @@ class PaymentService:
         payment.updated_at = ctx.clock.now()
         await session.flush()
         await self._audit(session, ctx, payment, "payment.confirmed", before)
+        log.info(
+            "payment.confirmed",
+            payment_id=payment.id,
+            status=payment.status,
+            client_secret=remote.client_secret,
+            failure=remote.failure_message,
+        )
         return payment, remote
 
     async def get(self, session: AsyncSession, ctx: Context, payment_id: str) -> Payment:
@@ -260,10 +304,17 @@ class PaymentService:
             raise RefundExceedsPayment(f"at most {refundable} {payment.currency} minor units")
         now = ctx.clock.now()
         record = RefundRecord(
-            id=new_id("ref", now), payment_id=payment.id, account_id=payment.account_id,
-            provider=payment.provider, amount_minor=amount, currency=payment.currency,
-            status="pending", reason=data.reason, created_at=now, updated_at=now,
-        )  # fmt: skip
+            id=new_id("ref", now),
+            payment_id=payment.id,
+            account_id=payment.account_id,
+            provider=payment.provider,
+            amount_minor=amount,
+            currency=payment.currency,
+            status="pending",
+            reason=data.reason,
+            created_at=now,
+            updated_at=now,
+        )
         remote = await processors(payment.provider).refund(
             payment_id=payment.provider_payment_id,
             charge_id=payment.provider_charge_id,
@@ -277,9 +328,14 @@ class PaymentService:
         self._set_refund_status(payment, record, remote.status, now)
         await session.flush()
         await audit.record(
-            session, ctx, action="refund.created", object_type="refund", object_id=record.id,
-            account_id=payment.account_id, after=schemas.Refund.model_validate(record),
-        )  # fmt: skip
+            session,
+            ctx,
+            action="refund.created",
+            object_type="refund",
+            object_id=record.id,
+            account_id=payment.account_id,
+            after=schemas.Refund.model_validate(record),
+        )
         return record
 
     # -- provider events ---------------------------------------------------------------------
@@ -344,20 +400,32 @@ class PaymentService:
             if amount <= 0:
                 return "unchanged: payment already fully refunded"
             record = RefundRecord(
-                id=new_id("ref", now), payment_id=payment.id, account_id=payment.account_id,
-                provider=payment.provider, provider_refund_id=event.object_id,
-                amount_minor=amount, currency=payment.currency, status="pending",
-                reason="refunded at the provider", created_at=now, updated_at=now,
-            )  # fmt: skip
+                id=new_id("ref", now),
+                payment_id=payment.id,
+                account_id=payment.account_id,
+                provider=payment.provider,
+                provider_refund_id=event.object_id,
+                amount_minor=amount,
+                currency=payment.currency,
+                status="pending",
+                reason="refunded at the provider",
+                created_at=now,
+                updated_at=now,
+            )
             repo.add(record)
         if record.status == "succeeded":
             return f"unchanged: refund {record.id} already succeeded"
         self._set_refund_status(payment, record, "succeeded", now)
         await session.flush()
         await audit.record(
-            session, ctx, action="refund.succeeded", object_type="refund", object_id=record.id,
-            account_id=payment.account_id, after=schemas.Refund.model_validate(record),
-        )  # fmt: skip
+            session,
+            ctx,
+            action="refund.succeeded",
+            object_type="refund",
+            object_id=record.id,
+            account_id=payment.account_id,
+            after=schemas.Refund.model_validate(record),
+        )
         return f"applied: refund {record.id} succeeded"
 
     async def _apply_dispute_event(
@@ -374,9 +442,12 @@ class PaymentService:
         record = await repo.dispute(event.provider, event.object_id)
         if record is None:
             record = DisputeRecord(
-                id=new_id("dsp", now), provider=event.provider,
-                provider_dispute_id=event.object_id, status="open", created_at=now,
-            )  # fmt: skip
+                id=new_id("dsp", now),
+                provider=event.provider,
+                provider_dispute_id=event.object_id,
+                status="open",
+                created_at=now,
+            )
             repo.add(record)
         if payment is not None:
             record.payment_id, record.account_id = payment.id, payment.account_id
@@ -393,9 +464,13 @@ class PaymentService:
             record.closed_at = event.occurred_at or now
         await session.flush()
         await audit.record(
-            session, ctx, action=f"dispute.{'opened' if record.status == 'open' else 'closed'}",
-            object_type="dispute", object_id=record.id, account_id=record.account_id,
-        )  # fmt: skip
+            session,
+            ctx,
+            action=f"dispute.{'opened' if record.status == 'open' else 'closed'}",
+            object_type="dispute",
+            object_id=record.id,
+            account_id=record.account_id,
+        )
         return f"applied: dispute {record.id} {record.status}"
 
     # -- helpers -----------------------------------------------------------------------------
@@ -474,10 +549,15 @@ class PaymentService:
         before: schemas.Payment | None = None,
     ) -> None:
         await audit.record(
-            session, ctx, action=action, object_type="payment", object_id=payment.id,
-            account_id=payment.account_id, before=before,
+            session,
+            ctx,
+            action=action,
+            object_type="payment",
+            object_id=payment.id,
+            account_id=payment.account_id,
+            before=before,
             after=schemas.Payment.model_validate(payment),
-        )  # fmt: skip
+        )
 
 
 def _require_billing(ctx: Context) -> None:

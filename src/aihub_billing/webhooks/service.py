@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from datetime import timedelta
 
+import structlog
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -18,6 +19,7 @@ from aihub_billing.payments.service import payments
 from aihub_billing.webhooks.mapping import map_event
 from aihub_billing.webhooks.repository import WebhookRepository
 
+log = structlog.get_logger("aihub_billing.webhooks")
 PROCESS_JOB = "webhooks.process"
 MAX_ATTEMPTS = 8
 
@@ -61,6 +63,9 @@ class PaymentWebhookHandler:
                 raise
             return existing, False
         await queue.enqueue(session, ctx, PROCESS_JOB, {"webhook_event_id": event.id})
+        log.info(
+            "webhook.received", provider=event.provider, event_id=event.event_id, type=event.type
+        )
         return event, True
 
     async def process(self, session: AsyncSession, ctx: Context, webhook_event_id: str) -> None:
@@ -85,6 +90,12 @@ class PaymentWebhookHandler:
                     outcome = await payments.apply_event(session, ctx, mapped)
         except Exception as exc:  # recorded on the event, retried by a new job
             event.error = f"{type(exc).__name__}: {exc}"[:2000]
+            log.warning(
+                "webhook.failed",
+                webhook_event_id=event.id,
+                attempt=event.attempts,
+                error=event.error,
+            )
             if event.attempts >= MAX_ATTEMPTS:
                 event.status = "dead"
             else:
@@ -100,6 +111,7 @@ class PaymentWebhookHandler:
             return
         event.status = "ignored" if outcome.startswith("ignored") else "processed"
         event.outcome = outcome[:500]
+        log.info("webhook.processed", webhook_event_id=event.id, outcome=event.outcome)
         event.processed_at = now
         await session.flush()
 

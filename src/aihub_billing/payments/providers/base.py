@@ -11,6 +11,8 @@ import random
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Protocol, TypeVar
 
+import structlog
+
 from aihub_billing.payments.payment_types import (
     Customer,
     Dispute,
@@ -22,6 +24,7 @@ from aihub_billing.payments.payment_types import (
 )
 
 T = TypeVar("T")
+log = structlog.get_logger("aihub_billing.payments")
 
 
 class TransientProviderError(Exception):
@@ -102,6 +105,7 @@ async def with_retries(
     max_retries: int,
     base_delay: float,
     max_delay: float = 8.0,
+    provider: str = "",
 ) -> T:
     """Runs `call`, retrying TransientProviderError with jittered exponential backoff.
 
@@ -111,10 +115,12 @@ async def with_retries(
     while True:
         try:
             return await call()
-        except TransientProviderError:
+        except TransientProviderError as exc:
             if attempt >= max_retries:
+                log.warning("payment_provider.gave_up", provider=provider, attempts=attempt + 1)
                 raise
             attempt += 1
+            log.info("payment_provider.retry", provider=provider, attempt=attempt, error=str(exc))
             delay = min(base_delay * 2 ** (attempt - 1), max_delay)
             await asyncio.sleep(delay * (0.5 + random.random() / 2))
 

@@ -140,7 +140,7 @@ class PayPalProcessor:
     async def _retrying(self, call: Any) -> httpx.Response:
         try:
             response: httpx.Response = await with_retries(
-                call, max_retries=self._max_retries, base_delay=self._backoff
+                call, max_retries=self._max_retries, base_delay=self._backoff, provider=self.name
             )
         except TransientProviderError as exc:
             raise ProviderUnavailable(f"PayPal is unavailable ({exc})") from None

@@ -83,7 +83,9 @@ class StripeProcessor:
                 raise
 
         try:
-            return await with_retries(once, max_retries=self._max_retries, base_delay=self._backoff)
+            return await with_retries(
+                once, max_retries=self._max_retries, base_delay=self._backoff, provider=self.name
+            )
         except TransientProviderError as exc:
             raise ProviderUnavailable(f"Stripe is unavailable ({exc})") from None
         except stripe.CardError as exc:
