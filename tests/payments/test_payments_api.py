@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import httpx
@@ -264,3 +265,28 @@ async def test_the_operator_must_name_the_account(
     refused = await post(client, admin_key, "/payments/intents", body)
     assert refused.status_code == 400 and refused.json()["code"] == "account_required"
     assert await count(billing, Payment) == 0 and await count(billing, RefundRecord) == 0
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+async def test_concurrent_confirmations_charge_once(
+    client: httpx.AsyncClient, admin_key: str, provider: str, fakes: Fakes
+) -> None:
+    _, key = await owner_of_new_account(client, admin_key)
+    payment = await new_payment(client, key, provider, fakes)
+    path = f"/payments/{payment['id']}/confirm"
+    answers = await asyncio.gather(*(post(client, key, path) for _ in range(3)))
+    assert sorted(a.status_code for a in answers) == [200, 409, 409]
+    assert {a.json()["code"] for a in answers if a.status_code == 409} == {
+        "payment_not_confirmable"
+    }
+    assert len(fakes.of(provider).charges) == 1
+
+
+async def test_a_refund_of_an_unpaid_payment_is_refused(
+    client: httpx.AsyncClient, admin_key: str, fakes: Fakes, billing: BillingService
+) -> None:
+    _, key = await owner_of_new_account(client, admin_key)
+    payment = await new_payment(client, key, "stripe", fakes)
+    refused = await post(client, key, f"/payments/{payment['id']}/refund", {})
+    assert refused.status_code == 409 and refused.json()["code"] == "payment_not_refundable"
+    assert await count(billing, RefundRecord) == 0 and fakes.stripe.refunds == {}
