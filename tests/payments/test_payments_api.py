@@ -290,3 +290,24 @@ async def test_a_refund_of_an_unpaid_payment_is_refused(
     refused = await post(client, key, f"/payments/{payment['id']}/refund", {})
     assert refused.status_code == 409 and refused.json()["code"] == "payment_not_refundable"
     assert await count(billing, RefundRecord) == 0 and fakes.stripe.refunds == {}
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+async def test_a_refund_whose_answer_was_lost_is_not_made_twice(
+    client: httpx.AsyncClient, admin_key: str, provider: str, fakes: Fakes, billing: BillingService
+) -> None:
+    _, key = await owner_of_new_account(client, admin_key)
+    payment = await new_payment(client, key, provider, fakes)
+    await post(client, key, f"/payments/{payment['id']}/confirm")
+    fake = fakes.of(provider)
+    # Refunded at the provider, then every answer lost: our request fails as a whole.
+    fake.behave("drop_after_refund", "5xx", "5xx")
+    lost = await post(client, key, f"/payments/{payment['id']}/refund", {"amount_minor": 600})
+    assert lost.status_code == 503 and await count(billing, RefundRecord) == 0
+    assert len(fake.refunds) == 1
+    retried = await post(client, key, f"/payments/{payment['id']}/refund", {"amount_minor": 600})
+    assert retried.status_code == 201, retried.text
+    assert len(fake.refunds) == 1  # the provider replayed the first refund
+    assert retried.json()["provider_refund_id"] == next(iter(fake.refunds))
+    more = await post(client, key, f"/payments/{payment['id']}/refund", {"amount_minor": 600})
+    assert more.status_code == 201 and len(fake.refunds) == 2

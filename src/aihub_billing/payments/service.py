@@ -303,6 +303,10 @@ class PaymentService:
         if amount > refundable:
             raise RefundExceedsPayment(f"at most {refundable} {payment.currency} minor units")
         now = ctx.clock.now()
+        # The provider key comes from committed state (the payment and how many refunds it
+        # has), not from this request's new row: a retry after a timeout sends the same key.
+        ordinal = len(await repo.refunds(payment.id))
+        reference = f"{payment.id}-refund-{ordinal}"
         record = RefundRecord(
             id=new_id("ref", now),
             payment_id=payment.id,
@@ -320,8 +324,8 @@ class PaymentService:
             charge_id=payment.provider_charge_id,
             amount_minor=amount,
             currency=payment.currency,
-            reference=record.id,
-            idempotency_key=f"refund:{record.id}:v1",
+            reference=reference,
+            idempotency_key=f"refund:{reference}:{amount}:v1",
         )
         record.provider_refund_id = remote.id
         repo.add(record)

@@ -131,7 +131,7 @@ class PayPalFake:
         return self.url.split("://", 1)[1]
 
     def behave(self, *kinds: str) -> None:
-        """decline | 5xx | drop_after_charge, consumed by upcoming captures (5xx: any call)."""
+        """decline | 5xx | drop_after_charge | drop_after_refund, consumed by upcoming calls."""
         self.script.extend(kinds)
 
     def new_id(self, prefix: str) -> str:
@@ -177,12 +177,12 @@ class PayPalFake:
             if errors:
                 self.schema_violations.extend(errors)
                 return _problem(400, "INVALID_REQUEST", "INVALID_PARAMETER_SYNTAX")
-        request_id = request.headers.get("paypal-request-id")
-        if request_id and request_id in self.by_request_id:
-            return self.by_request_id[request_id]
         if self.script and self.script[0] == "5xx":
             self.script.pop(0)
             return _problem(500, "INTERNAL_SERVER_ERROR", "INTERNAL_SERVICE_ERROR")
+        request_id = request.headers.get("paypal-request-id")
+        if request_id and request_id in self.by_request_id:
+            return self.by_request_id[request_id]
         response = self._route(request, body or {})
         if response.body is not None and response.status < 300:
             for error in schema_errors(
@@ -191,7 +191,10 @@ class PayPalFake:
                 self.schema_violations.append(f"response: {error}")
         if request_id and response.status < 500:
             self.by_request_id[request_id] = response
-        if self.script and self.script[0] == "drop_after_charge" and "capture" in request.path:
+        if self.script and (
+            (self.script[0] == "drop_after_charge" and request.path.endswith("/capture"))
+            or (self.script[0] == "drop_after_refund" and request.path.endswith("/refund"))
+        ):
             self.script.pop(0)
             return Response(0, drop=True)
         return response

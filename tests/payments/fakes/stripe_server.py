@@ -144,7 +144,7 @@ class StripeFake:
         return self.server.url
 
     def behave(self, *kinds: str) -> None:
-        """decline | 3ds | 5xx | drop_after_charge, consumed by the next money-moving calls."""
+        """decline | 3ds | 5xx | drop_after_charge | drop_after_refund, for the next calls."""
         self.script.extend(kinds)
 
     def new_id(self, prefix: str) -> str:
@@ -186,6 +186,10 @@ class StripeFake:
             validate(request.method, request.path, params)
         except SpecViolation as exc:
             return _error(400, "invalid_request_error", "parameter_unknown", str(exc))
+        # An outage answers before Stripe's idempotency layer is reached.
+        if self.script and self.script[0] == "5xx" and request.method == "POST":
+            self.script.pop(0)
+            return _error(500, "api_error", None, "An unknown error occurred")
         key = request.headers.get("idempotency-key")
         fingerprint = hashlib.sha256(request.path.encode() + request.body).hexdigest()
         if request.method == "POST" and key and key in self.idempotent:
@@ -200,13 +204,12 @@ class StripeFake:
                 )
             return Response(stored.status, stored.body, {"Idempotent-Replayed": "true"})
         behaviour = self.script[0] if self.script else None
-        if behaviour == "5xx" and request.method == "POST":
-            self.script.pop(0)
-            return _error(500, "api_error", None, "An unknown error occurred")
         response = self._route(request, params)
         if request.method == "POST" and key and response.status < 500:
             self.idempotent[key] = (fingerprint, response)
-        if behaviour == "drop_after_charge" and request.path.endswith("/confirm"):
+        if (behaviour == "drop_after_charge" and request.path.endswith("/confirm")) or (
+            behaviour == "drop_after_refund" and request.path == "/v1/refunds"
+        ):
             self.script.pop(0)
             return Response(0, drop=True)
         return response
