@@ -99,7 +99,7 @@ class PaymentService:
             raise PaymentMethodNotFound("this payment method belongs to another account")
         if record is None:
             record = PaymentMethodRecord(
-                id=new_id("pm", now),
+                id=new_id("paymeth", now),
                 account_id=account.id,
                 provider=processor.name,
                 provider_method_id=remote.id,

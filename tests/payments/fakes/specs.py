@@ -7,8 +7,12 @@ from pathlib import Path
 
 _ROOT = Path(__file__).resolve().parents[3]
 _CANDIDATES = [
-    Path(os.environ.get("AIHUB_BILLING_TEST_VENDOR_SPECS", "")),
+    *(
+        [Path(os.environ["AIHUB_BILLING_TEST_VENDOR_SPECS"])]
+        if os.environ.get("AIHUB_BILLING_TEST_VENDOR_SPECS")
+        else []
+    ),
     _ROOT.parent / "shared" / "vendor-specs",
     Path("/work/shared/vendor-specs"),
 ]
-VENDOR_SPECS = next((p for p in _CANDIDATES if str(p) and (p / "stripe").is_dir()), _CANDIDATES[1])
+VENDOR_SPECS = next((p for p in _CANDIDATES if (p / "stripe").is_dir()), _CANDIDATES[-1])
