@@ -483,25 +483,12 @@ class PaymentService:
     def _set_status(
         payment: Payment, status: PaymentStatus, now: datetime, *, at: datetime | None
     ) -> bool:
-        """Order-safe: terminal statuses stay; success always wins over a non-terminal status;
-        otherwise a provider event older than the one that set the status is ignored.
-
-        `at` is the provider's event time (None for our own API calls, which don't move it).
-        """
-        if payment.status in TERMINAL_STATUSES or payment.status == status:
-            return False
-        if (
-            status not in TERMINAL_STATUSES
-            and at is not None
-            and payment.status_at is not None
-            and at < payment.status_at
-        ):
-            return False
-        payment.status = status
-        if at is not None:
-            payment.status_at = at
-        payment.updated_at = now
-        return True
+        """Applies `next_status`; True when the status changed."""
+        new, new_at = next_status(payment.status, payment.status_at, status, at)
+        changed = new != payment.status
+        if changed or new_at != payment.status_at:
+            payment.status, payment.status_at, payment.updated_at = new, new_at, now
+        return changed
 
     @staticmethod
     def _set_refund_status(
@@ -562,6 +549,22 @@ class PaymentService:
             before=before,
             after=schemas.Payment.model_validate(payment),
         )
+
+
+def next_status(
+    current: str, current_at: datetime | None, new: str, at: datetime | None
+) -> tuple[str, datetime | None]:
+    """The (status, provider time) after an update, order-safe: terminal statuses stay;
+    success always wins over a non-terminal status; otherwise an update older than the
+    newest one seen is ignored. `at` is the provider's event time (None for our own calls,
+    which change the status but not the provider time)."""
+    if current in TERMINAL_STATUSES:
+        return current, current_at
+    stale = at is not None and current_at is not None and at < current_at
+    if stale and new not in TERMINAL_STATUSES:
+        return current, current_at
+    newest = current_at if at is None or stale else at
+    return new, newest
 
 
 def _require_billing(ctx: Context) -> None:
