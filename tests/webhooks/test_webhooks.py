@@ -252,7 +252,8 @@ async def test_paypal_capture_and_refund_events_apply_to_our_payment(
     )
     for event in (completed, refunded, completed):
         assert (await send_paypal(client, paypal_fake, paypal_key, event)).status_code == 200
-    await billing.worker().drain()
+    assert len(await rows(billing, WebhookEvent)) == 2  # the redelivery is stored once
+    assert await billing.worker().drain() == 2
     (stored,) = await rows(billing, Payment)
     assert (stored.status, stored.provider_charge_id, stored.refunded_minor) == (
         "succeeded",
