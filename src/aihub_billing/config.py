@@ -60,6 +60,10 @@ class PaymentProviderConfig(BaseModel):
     api_base: str | None = None  # overrides the provider base URL (tests: local fakes)
     timeout_seconds: float = Field(default=10.0, gt=0)
     max_retries: int = Field(default=3, ge=0, le=10)
+    retry_backoff_seconds: float = Field(default=0.5, gt=0, le=30)
+    # PayPal: extra hosts allowed to serve webhook certificates (tests: the local fake). Empty
+    # by default: only PayPal's own domain is trusted.
+    webhook_cert_hosts: list[str] = Field(default_factory=list)
 
 
 class PricingConfig(BaseModel):
@@ -257,6 +261,8 @@ def _production_problems(config: BillingConfig) -> list[str]:
             problems.append("paypal.client_secret is required when paypal is enabled")
         if paypal.sandbox:
             problems.append("paypal.sandbox must be false in production")
+        if paypal.webhook_cert_hosts:
+            problems.append("paypal.webhook_cert_hosts is for tests; not allowed in production")
     return problems
 
 

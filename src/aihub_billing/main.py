@@ -20,12 +20,15 @@ from aihub_billing.config import BillingConfig
 from aihub_billing.coupons.endpoints import router as coupons_router
 from aihub_billing.kit.clock import Clock
 from aihub_billing.kit.logs import configure_logging
+from aihub_billing.payments.endpoints import methods_router as payment_methods_router
+from aihub_billing.payments.endpoints import router as payments_router
 from aihub_billing.plans.endpoints import router as plans_router
 from aihub_billing.service import BillingService
 from aihub_billing.subscriptions.endpoints import router as subscriptions_router
 from aihub_billing.testclocks.endpoints import router as test_clocks_router
 from aihub_billing.usage.endpoints import prices_router as model_prices_router
 from aihub_billing.usage.endpoints import router as usage_router
+from aihub_billing.webhooks.endpoints import router as webhooks_router
 
 API_PREFIX = "/api/v1/billing"
 log = structlog.get_logger("aihub_billing")
@@ -82,6 +85,9 @@ def create_app(
         test_clocks_router,
         usage_router,
         model_prices_router,
+        payments_router,
+        payment_methods_router,
+        webhooks_router,
     ):
         api.include_router(router)
     app.include_router(api)

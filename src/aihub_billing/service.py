@@ -20,7 +20,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 # Importing the tasks modules registers their jobs with the registry.
 import aihub_billing.idempotency.tasks
 import aihub_billing.jobs.tasks
-import aihub_billing.subscriptions.tasks  # noqa: F401
+import aihub_billing.subscriptions.tasks
+import aihub_billing.webhooks.tasks  # noqa: F401
 from aihub_billing.accounts import schemas as account_schemas
 from aihub_billing.accounts.service import accounts
 from aihub_billing.auth.keys import digest
@@ -31,6 +32,8 @@ from aihub_billing.kit.clock import Clock, SystemClock
 from aihub_billing.kit.context import SYSTEM, Actor, Context
 from aihub_billing.kit.db import Database, open_database
 from aihub_billing.models import Account, ApiKey
+from aihub_billing.payments.providers.base import PaymentProcessor
+from aihub_billing.payments.providers.registry import ProcessorRegistry
 from aihub_billing.plans import schemas as plan_schemas
 from aihub_billing.plans.service import plans
 from aihub_billing.usage.service import model_prices
@@ -72,8 +75,14 @@ class BillingService:
         self.redis: aioredis.Redis | None = (
             aioredis.from_url(config.redis_url) if config.redis_url else None
         )
+        self.processors = ProcessorRegistry(config, self.clock)
+
+    def processor(self, name: str | None = None) -> PaymentProcessor:
+        """The processor of provider `name` (default: the first enabled one), from config."""
+        return self.processors.get(name or self.processors.default())
 
     async def close(self) -> None:
+        await self.processors.aclose()
         if self.redis is not None:
             await self.redis.aclose()
         await self.db.dispose()

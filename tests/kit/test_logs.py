@@ -56,3 +56,14 @@ def test_metering_fields_are_not_mistaken_for_secrets(capsys: pytest.CaptureFixt
     line = json.loads(capsys.readouterr().err.strip())
     assert (line["input_tokens"], line["output_tokens"], line["company"]) == (100, 50, "Acme")
     assert line["idempotency_key"] == "k1"
+
+
+def test_bearer_tokens_and_client_secrets_in_values_are_masked(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    configure_logging("INFO", json=True)
+    structlog.get_logger("test").info(
+        "provider", note="sent Bearer A21AAFakeToken-123.x and pi_3Mx_secret_Ab12 back"
+    )
+    line = json.loads(capsys.readouterr().err.strip())
+    assert line["note"] == "sent Bearer *** and *** back"

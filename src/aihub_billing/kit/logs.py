@@ -19,6 +19,8 @@ _SENSITIVE_KEYS = re.compile(
 # Card-number-like digit runs and secret formats, wherever they appear in a value.
 _SENSITIVE_VALUES = re.compile(
     r"\b\d(?:[ -]?\d){12,18}\b|ahb_[A-Za-z0-9_-]{8,}|[sr]k_(?:live|test)_\w+|whsec_\w+"
+    # Bearer credentials (PayPal access tokens) and Stripe client secrets (pi_…_secret_…).
+    r"|(?<=Bearer )[\w.~+/-]+=*|\b\w+_secret_\w+"
 )
 MASK = "***"
 

@@ -9,10 +9,18 @@ from aihub_billing.models.idempotency import IdempotencyRecord
 from aihub_billing.models.invoice_item import InvoiceItem
 from aihub_billing.models.job import Job
 from aihub_billing.models.model_price import ModelPrice
+from aihub_billing.models.payment import (
+    DisputeRecord,
+    Payment,
+    PaymentCustomer,
+    PaymentMethodRecord,
+    RefundRecord,
+)
 from aihub_billing.models.plan import Plan, PlanPrice
 from aihub_billing.models.subscription import Subscription, SubscriptionEvent
 from aihub_billing.models.test_clock import TestClock, TestClockAccount
 from aihub_billing.models.usage import UsageDaily, UsageEvent
+from aihub_billing.models.webhook import WebhookEvent
 
 __all__ = [
     "Account",
@@ -20,17 +28,23 @@ __all__ = [
     "AuditEntry",
     "Base",
     "Coupon",
+    "DisputeRecord",
     "IdempotencyRecord",
     "InvoiceItem",
     "Job",
     "Member",
     "ModelPrice",
+    "Payment",
+    "PaymentCustomer",
+    "PaymentMethodRecord",
     "Plan",
     "PlanPrice",
+    "RefundRecord",
     "Subscription",
     "SubscriptionEvent",
     "TestClock",
     "TestClockAccount",
     "UsageDaily",
     "UsageEvent",
+    "WebhookEvent",
 ]

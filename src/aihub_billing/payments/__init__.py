@@ -1,0 +1,1 @@
+"""Payments: provider customers, payment methods, payments, refunds and disputes."""

@@ -1,0 +1,126 @@
+"""Queries on provider customers, payment methods, payments, refunds and disputes."""
+
+from __future__ import annotations
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from aihub_billing.models import (
+    Account,
+    DisputeRecord,
+    Payment,
+    PaymentCustomer,
+    PaymentMethodRecord,
+    RefundRecord,
+)
+
+_OPEN_REFUND_STATUSES = ("pending", "succeeded")
+
+
+class PaymentRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    def add(
+        self,
+        obj: PaymentCustomer | PaymentMethodRecord | Payment | RefundRecord | DisputeRecord,
+    ) -> None:
+        self.session.add(obj)
+
+    async def account(self, account_id: str) -> Account | None:
+        return await self.session.get(Account, account_id)
+
+    async def customer(self, account_id: str, provider: str) -> PaymentCustomer | None:
+        result = await self.session.execute(
+            select(PaymentCustomer).where(
+                PaymentCustomer.account_id == account_id, PaymentCustomer.provider == provider
+            )
+        )
+        return result.scalar_one_or_none()
+
+    async def method(self, method_id: str) -> PaymentMethodRecord | None:
+        return await self.session.get(PaymentMethodRecord, method_id)
+
+    async def method_by_token(self, provider: str, token: str) -> PaymentMethodRecord | None:
+        result = await self.session.execute(
+            select(PaymentMethodRecord).where(
+                PaymentMethodRecord.provider == provider,
+                PaymentMethodRecord.provider_method_id == token,
+            )
+        )
+        return result.scalar_one_or_none()
+
+    async def methods(self, account_id: str) -> list[PaymentMethodRecord]:
+        result = await self.session.execute(
+            select(PaymentMethodRecord)
+            .where(
+                PaymentMethodRecord.account_id == account_id,
+                PaymentMethodRecord.status == "active",
+            )
+            .order_by(PaymentMethodRecord.id)
+        )
+        return list(result.scalars())
+
+    async def payment(self, payment_id: str, *, for_update: bool = False) -> Payment | None:
+        query = select(Payment).where(Payment.id == payment_id)
+        if for_update:
+            query = query.with_for_update()
+        return (await self.session.execute(query)).scalar_one_or_none()
+
+    async def payment_by_refs(self, provider: str, refs: list[str]) -> Payment | None:
+        """The payment whose provider payment id or charge id is one of `refs`."""
+        if not refs:
+            return None
+        result = await self.session.execute(
+            select(Payment)
+            .where(
+                Payment.provider == provider,
+                (Payment.provider_payment_id.in_(refs)) | (Payment.provider_charge_id.in_(refs)),
+            )
+            .with_for_update()
+        )
+        return result.scalars().first()
+
+    async def page(
+        self, *, limit: int, account_id: str | None, after_id: str | None
+    ) -> list[Payment]:
+        query = select(Payment).order_by(Payment.id).limit(limit)
+        if account_id is not None:
+            query = query.where(Payment.account_id == account_id)
+        if after_id is not None:
+            query = query.where(Payment.id > after_id)
+        return list((await self.session.execute(query)).scalars())
+
+    async def refunded_or_pending(self, payment_id: str) -> int:
+        result = await self.session.execute(
+            select(func.coalesce(func.sum(RefundRecord.amount_minor), 0)).where(
+                RefundRecord.payment_id == payment_id,
+                RefundRecord.status.in_(_OPEN_REFUND_STATUSES),
+            )
+        )
+        return int(result.scalar_one())
+
+    async def refund_by_provider_id(self, provider: str, refund_id: str) -> RefundRecord | None:
+        result = await self.session.execute(
+            select(RefundRecord).where(
+                RefundRecord.provider == provider, RefundRecord.provider_refund_id == refund_id
+            )
+        )
+        return result.scalar_one_or_none()
+
+    async def refunds(self, payment_id: str) -> list[RefundRecord]:
+        result = await self.session.execute(
+            select(RefundRecord)
+            .where(RefundRecord.payment_id == payment_id)
+            .order_by(RefundRecord.id)
+        )
+        return list(result.scalars())
+
+    async def dispute(self, provider: str, dispute_id: str) -> DisputeRecord | None:
+        result = await self.session.execute(
+            select(DisputeRecord).where(
+                DisputeRecord.provider == provider,
+                DisputeRecord.provider_dispute_id == dispute_id,
+            )
+        )
+        return result.scalar_one_or_none()

@@ -1,0 +1,575 @@
+"""Payments: provider customers, payment methods, intents, confirmation, refunds, and the
+order-safe application of provider events (PaymentWebhookHandler's effects on our rows).
+
+Provider idempotency keys derive from our row ids, so a retried request never charges twice.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import structlog
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from aihub_billing.audit.service import audit
+from aihub_billing.errors import Forbidden
+from aihub_billing.kit.context import Context, Role
+from aihub_billing.kit.ids import new_id
+from aihub_billing.kit.pagination import clamp_limit, decode_cursor, encode_cursor
+from aihub_billing.models import (
+    Account,
+    DisputeRecord,
+    Payment,
+    PaymentCustomer,
+    PaymentMethodRecord,
+    RefundRecord,
+)
+from aihub_billing.payments import schemas
+from aihub_billing.payments.errors import (
+    AccountRequired,
+    PaymentDeclined,
+    PaymentMethodNotFound,
+    PaymentNotConfirmable,
+    PaymentNotFound,
+    PaymentNotRefundable,
+    RefundExceedsPayment,
+)
+from aihub_billing.payments.payment_types import (
+    TERMINAL_STATUSES,
+    EventType,
+    InternalEvent,
+    PaymentIntent,
+    PaymentStatus,
+)
+from aihub_billing.payments.providers.base import PaymentProcessor, ProcessorLookup
+from aihub_billing.payments.repository import PaymentRepository
+
+log = structlog.get_logger("aihub_billing.payments")
+
+_CONFIRMABLE = {
+    PaymentStatus.REQUIRES_PAYMENT_METHOD,
+    PaymentStatus.REQUIRES_CONFIRMATION,
+    PaymentStatus.REQUIRES_ACTION,
+    PaymentStatus.FAILED,
+}
+
+
+class PaymentService:
+    # -- customers and payment methods --------------------------------------------------------
+
+    async def customer(
+        self, session: AsyncSession, ctx: Context, processor: PaymentProcessor, account: Account
+    ) -> PaymentCustomer:
+        """The account's customer at the provider, created there once."""
+        repo = PaymentRepository(session)
+        existing = await repo.customer(account.id, processor.name)
+        if existing is not None:
+            return existing
+        remote = await processor.create_customer(
+            account_id=account.id,
+            email=account.email,
+            name=account.name,
+            idempotency_key=f"customer:{account.id}:{processor.name}:v1",
+        )
+        customer = PaymentCustomer(
+            id=new_id("pcus", ctx.clock.now()),
+            account_id=account.id,
+            provider=processor.name,
+            provider_customer_id=remote.id,
+            created_at=ctx.clock.now(),
+        )
+        repo.add(customer)
+        await session.flush()
+        return customer
+
+    async def attach_method(
+        self,
+        session: AsyncSession,
+        ctx: Context,
+        processor: PaymentProcessor,
+        data: schemas.PaymentMethodCreate,
+    ) -> PaymentMethodRecord:
+        account = await self._account(session, ctx, data.account_id)
+        repo = PaymentRepository(session)
+        customer = await self.customer(session, ctx, processor, account)
+        remote = await processor.attach_payment_method(customer.provider_customer_id, data.token)
+        now = ctx.clock.now()
+        record = await repo.method_by_token(processor.name, remote.id)
+        if record is not None and record.account_id != account.id:
+            raise PaymentMethodNotFound("this payment method belongs to another account")
+        if record is None:
+            record = PaymentMethodRecord(
+                id=new_id("paymeth", now),
+                account_id=account.id,
+                provider=processor.name,
+                provider_method_id=remote.id,
+                created_at=now,
+            )
+            repo.add(record)
+        record.brand, record.last4 = remote.brand, remote.last4
+        record.exp_month, record.exp_year = remote.exp_month, remote.exp_year
+        record.status, record.detached_at = "active", None
+        await session.flush()
+        await audit.record(
+            session,
+            ctx,
+            action="payment_method.attached",
+            object_type="payment_method",
+            object_id=record.id,
+            account_id=account.id,
+            after=schemas.PaymentMethod.model_validate(record),
+        )
+        return record
+
+    async def methods(
+        self, session: AsyncSession, ctx: Context, account_id: str | None
+    ) -> list[PaymentMethodRecord]:
+        account = await self._account(session, ctx, account_id)
+        return await PaymentRepository(session).methods(account.id)
+
+    async def detach_method(
+        self, session: AsyncSession, ctx: Context, processors: ProcessorLookup, method_id: str
+    ) -> PaymentMethodRecord:
+        record = await self._method(session, ctx, method_id)
+        if record.status == "detached":
+            return record
+        before = schemas.PaymentMethod.model_validate(record)
+        await processors(record.provider).detach_payment_method(record.provider_method_id)
+        record.status, record.detached_at = "detached", ctx.clock.now()
+        await session.flush()
+        await audit.record(
+            session,
+            ctx,
+            action="payment_method.detached",
+            object_type="payment_method",
+            object_id=record.id,
+            account_id=record.account_id,
+            before=before,
+            after=schemas.PaymentMethod.model_validate(record),
+        )
+        return record
+
+    # -- payments ----------------------------------------------------------------------------
+
+    async def create_intent(
+        self,
+        session: AsyncSession,
+        ctx: Context,
+        processor: PaymentProcessor,
+        data: schemas.PaymentIntentCreate,
+    ) -> tuple[Payment, PaymentIntent]:
+        account = await self._account(session, ctx, data.account_id)
+        method = None
+        if data.payment_method_id is not None:
+            method = await self._method(session, ctx, data.payment_method_id)
+            if method.account_id != account.id or method.provider != processor.name:
+                raise PaymentMethodNotFound("no such payment method for this account/provider")
+        customer = await self.customer(session, ctx, processor, account)
+        now = ctx.clock.now()
+        payment = Payment(
+            id=new_id("pay", now),
+            account_id=account.id,
+            provider=processor.name,
+            payment_method_id=method.id if method else None,
+            invoice_id=data.invoice_id,
+            description=data.description,
+            amount_minor=data.amount_minor,
+            currency=data.currency,
+            refunded_minor=0,
+            confirm_attempts=0,
+            status=PaymentStatus.REQUIRES_PAYMENT_METHOD,
+            created_at=now,
+            updated_at=now,
+        )
+        remote = await processor.create_payment(
+            amount_minor=data.amount_minor,
+            currency=data.currency,
+            customer_id=customer.provider_customer_id,
+            payment_method=method.provider_method_id if method else None,
+            description=data.description,
+            reference=payment.id,
+            invoice_id=data.invoice_id,
+            idempotency_key=f"payment:{payment.id}:create:v1",
+        )
+        payment.provider_payment_id = remote.id
+        payment.status = remote.status
+        PaymentRepository(session).add(payment)
+        await session.flush()
+        await self._audit(session, ctx, payment, "payment.created")
+        log.info(
+            "payment.created",
+            payment_id=payment.id,
+            provider=payment.provider,
+            amount_minor=payment.amount_minor,
+            currency=payment.currency,
+            description=payment.description,
+            status=payment.status,
+        )
+        return payment, remote
+
+    async def confirm(
+        self,
+        session: AsyncSession,
+        ctx: Context,
+        processors: ProcessorLookup,
+        payment_id: str,
+        data: schemas.PaymentConfirm,
+    ) -> tuple[Payment, PaymentIntent]:
+        """Moves the money (Stripe confirm, PayPal capture); 402 when declined."""
+        payment = await self._payment(session, ctx, payment_id, for_update=True)
+        if payment.status not in _CONFIRMABLE or payment.provider_payment_id is None:
+            raise PaymentNotConfirmable(f"payment {payment.id} is {payment.status}")
+        if data.payment_method_id is not None:
+            method = await self._method(session, ctx, data.payment_method_id)
+            if method.account_id != payment.account_id or method.provider != payment.provider:
+                raise PaymentMethodNotFound("no such payment method for this payment")
+            payment.payment_method_id = method.id
+        token = None
+        if payment.payment_method_id is not None:
+            method = await self._method(session, ctx, payment.payment_method_id)
+            token = method.provider_method_id
+        # A retry after a timeout sends the same key, so the provider charges once; a new card
+        # after a decline, or a new try after 3-D Secure/approval, is a new attempt.
+        method_part = payment.payment_method_id or "default"
+        key = f"payment:{payment.id}:confirm:{payment.confirm_attempts}:{method_part}:v1"
+        before = schemas.Payment.model_validate(payment)
+        try:
+            remote = await processors(payment.provider).confirm_payment(
+                payment.provider_payment_id, payment_method=token, idempotency_key=key
+            )
+        except PaymentDeclined as exc:
+            log.info("payment.declined", payment_id=payment.id, reason=exc.detail, **exc.extra)
+            raise
+        self._set_status(payment, remote.status, ctx.clock.now(), at=None)
+        if remote.status not in (PaymentStatus.SUCCEEDED, PaymentStatus.PROCESSING):
+            payment.confirm_attempts += 1
+        if remote.charge_id:
+            payment.provider_charge_id = remote.charge_id
+        payment.failure_code, payment.failure_message = remote.failure_code, remote.failure_message
+        payment.updated_at = ctx.clock.now()
+        await session.flush()
+        await self._audit(session, ctx, payment, "payment.confirmed", before)
+        log.info(
+            "payment.confirmed",
+            payment_id=payment.id,
+            status=payment.status,
+            client_secret=remote.client_secret,
+            failure=remote.failure_message,
+        )
+        return payment, remote
+
+    async def get(self, session: AsyncSession, ctx: Context, payment_id: str) -> Payment:
+        return await self._payment(session, ctx, payment_id)
+
+    async def page(
+        self,
+        session: AsyncSession,
+        ctx: Context,
+        *,
+        account_id: str | None,
+        cursor: str | None,
+        limit: int | None,
+    ) -> tuple[list[Payment], str | None]:
+        _require_billing(ctx)
+        if not ctx.actor.is_operator:
+            if account_id is not None and account_id != ctx.actor.account_id:
+                return [], None
+            account_id = ctx.actor.account_id
+        size = clamp_limit(limit)
+        after_id = str(decode_cursor(cursor, 1)[0]) if cursor else None
+        rows = await PaymentRepository(session).page(
+            limit=size + 1, account_id=account_id, after_id=after_id
+        )
+        next_cursor = encode_cursor([rows[size - 1].id]) if len(rows) > size else None
+        return rows[:size], next_cursor
+
+    async def refund(
+        self,
+        session: AsyncSession,
+        ctx: Context,
+        processors: ProcessorLookup,
+        payment_id: str,
+        data: schemas.RefundCreate,
+    ) -> RefundRecord:
+        """Full or partial; never more than what is not yet refunded (or being refunded)."""
+        payment = await self._payment(session, ctx, payment_id, for_update=True)
+        if payment.status != PaymentStatus.SUCCEEDED or payment.provider_payment_id is None:
+            raise PaymentNotRefundable(f"payment {payment.id} is {payment.status}")
+        repo = PaymentRepository(session)
+        refundable = payment.amount_minor - await repo.refunded_or_pending(payment.id)
+        if refundable <= 0:
+            raise PaymentNotRefundable(f"payment {payment.id} is fully refunded")
+        amount = data.amount_minor if data.amount_minor is not None else refundable
+        if amount > refundable:
+            raise RefundExceedsPayment(f"at most {refundable} {payment.currency} minor units")
+        now = ctx.clock.now()
+        # The provider key comes from committed state (the payment and how many refunds it
+        # has), not from this request's new row: a retry after a timeout sends the same key.
+        ordinal = len(await repo.refunds(payment.id))
+        reference = f"{payment.id}-refund-{ordinal}"
+        record = RefundRecord(
+            id=new_id("ref", now),
+            payment_id=payment.id,
+            account_id=payment.account_id,
+            provider=payment.provider,
+            amount_minor=amount,
+            currency=payment.currency,
+            status="pending",
+            reason=data.reason,
+            created_at=now,
+            updated_at=now,
+        )
+        remote = await processors(payment.provider).refund(
+            payment_id=payment.provider_payment_id,
+            charge_id=payment.provider_charge_id,
+            amount_minor=amount,
+            currency=payment.currency,
+            reference=reference,
+            idempotency_key=f"refund:{reference}:{amount}:v1",
+        )
+        record.provider_refund_id = remote.id
+        repo.add(record)
+        self._set_refund_status(payment, record, remote.status, now)
+        await session.flush()
+        await audit.record(
+            session,
+            ctx,
+            action="refund.created",
+            object_type="refund",
+            object_id=record.id,
+            account_id=payment.account_id,
+            after=schemas.Refund.model_validate(record),
+        )
+        return record
+
+    # -- provider events ---------------------------------------------------------------------
+
+    async def apply_event(self, session: AsyncSession, ctx: Context, event: InternalEvent) -> str:
+        """Applies a mapped provider event; returns what happened (for the webhook record)."""
+        repo = PaymentRepository(session)
+        payment = None
+        if event.our_payment_id:
+            payment = await repo.payment(event.our_payment_id, for_update=True)
+            if payment is not None and payment.provider != event.provider:
+                payment = None
+        if payment is None:
+            payment = await repo.payment_by_refs(event.provider, list(event.payment_refs))
+        match event.type:
+            case EventType.PAYMENT_SUCCEEDED | EventType.PAYMENT_FAILED:
+                if payment is None:
+                    return "ignored: no payment of ours matches"
+                return await self._apply_payment_event(session, ctx, payment, event)
+            case EventType.REFUND_SUCCEEDED:
+                if payment is None:
+                    return "ignored: no payment of ours matches"
+                return await self._apply_refund_event(session, ctx, payment, event)
+            case EventType.DISPUTE_OPENED | EventType.DISPUTE_CLOSED:
+                return await self._apply_dispute_event(session, ctx, payment, event)
+            case EventType.SUBSCRIPTION_UPDATED | EventType.SUBSCRIPTION_CANCELED:
+                # Provider-side subscriptions are linked by the subscriptions domain.
+                return "ignored: no provider-side subscription is linked here"
+
+    async def _apply_payment_event(
+        self, session: AsyncSession, ctx: Context, payment: Payment, event: InternalEvent
+    ) -> str:
+        status = (
+            PaymentStatus.SUCCEEDED
+            if event.type == EventType.PAYMENT_SUCCEEDED
+            else PaymentStatus.FAILED
+        )
+        before = schemas.Payment.model_validate(payment)
+        if not self._set_status(payment, status, ctx.clock.now(), at=event.occurred_at):
+            return f"unchanged: payment is {payment.status}"
+        if status == PaymentStatus.SUCCEEDED and event.charge_id and not payment.provider_charge_id:
+            payment.provider_charge_id = event.charge_id
+        if status == PaymentStatus.FAILED:
+            payment.failure_code = event.failure_code
+        await session.flush()
+        await self._audit(session, ctx, payment, f"payment.{status}", before)
+        return f"applied: payment {payment.id} {status}"
+
+    async def _apply_refund_event(
+        self, session: AsyncSession, ctx: Context, payment: Payment, event: InternalEvent
+    ) -> str:
+        repo = PaymentRepository(session)
+        now = ctx.clock.now()
+        record = (
+            await repo.refund_by_provider_id(event.provider, event.object_id)
+            if event.object_id
+            else None
+        )
+        if record is None:
+            remaining = payment.amount_minor - await repo.refunded_or_pending(payment.id)
+            amount = min(event.amount_minor or remaining, remaining)
+            if amount <= 0:
+                return "unchanged: payment already fully refunded"
+            record = RefundRecord(
+                id=new_id("ref", now),
+                payment_id=payment.id,
+                account_id=payment.account_id,
+                provider=payment.provider,
+                provider_refund_id=event.object_id,
+                amount_minor=amount,
+                currency=payment.currency,
+                status="pending",
+                reason="refunded at the provider",
+                created_at=now,
+                updated_at=now,
+            )
+            repo.add(record)
+        if record.status == "succeeded":
+            return f"unchanged: refund {record.id} already succeeded"
+        self._set_refund_status(payment, record, "succeeded", now)
+        await session.flush()
+        await audit.record(
+            session,
+            ctx,
+            action="refund.succeeded",
+            object_type="refund",
+            object_id=record.id,
+            account_id=payment.account_id,
+            after=schemas.Refund.model_validate(record),
+        )
+        return f"applied: refund {record.id} succeeded"
+
+    async def _apply_dispute_event(
+        self,
+        session: AsyncSession,
+        ctx: Context,
+        payment: Payment | None,
+        event: InternalEvent,
+    ) -> str:
+        if not event.object_id:
+            return "ignored: the dispute has no id"
+        repo = PaymentRepository(session)
+        now = ctx.clock.now()
+        record = await repo.dispute(event.provider, event.object_id)
+        if record is None:
+            record = DisputeRecord(
+                id=new_id("dsp", now),
+                provider=event.provider,
+                provider_dispute_id=event.object_id,
+                status="open",
+                created_at=now,
+            )
+            repo.add(record)
+        if payment is not None:
+            record.payment_id, record.account_id = payment.id, payment.account_id
+        record.amount_minor = event.amount_minor if event.amount_minor else record.amount_minor
+        record.currency = event.currency or record.currency
+        record.reason = event.reason or record.reason
+        record.updated_at = now
+        if event.type == EventType.DISPUTE_OPENED:
+            record.opened_at = record.opened_at or event.occurred_at or now
+            if record.status != "closed":  # a late "opened" never reopens a closed dispute
+                record.outcome = event.status or record.outcome
+        else:
+            record.status, record.outcome = "closed", event.status or record.outcome
+            record.closed_at = event.occurred_at or now
+        await session.flush()
+        await audit.record(
+            session,
+            ctx,
+            action=f"dispute.{'opened' if record.status == 'open' else 'closed'}",
+            object_type="dispute",
+            object_id=record.id,
+            account_id=record.account_id,
+        )
+        return f"applied: dispute {record.id} {record.status}"
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    @staticmethod
+    def _set_status(
+        payment: Payment, status: PaymentStatus, now: datetime, *, at: datetime | None
+    ) -> bool:
+        """Applies `next_status`; True when the status changed."""
+        new, new_at = next_status(payment.status, payment.status_at, status, at)
+        changed = new != payment.status
+        if changed or new_at != payment.status_at:
+            payment.status, payment.status_at, payment.updated_at = new, new_at, now
+        return changed
+
+    @staticmethod
+    def _set_refund_status(
+        payment: Payment, record: RefundRecord, status: str, now: datetime
+    ) -> None:
+        if record.status != "succeeded" and status == "succeeded":
+            payment.refunded_minor += record.amount_minor
+            payment.updated_at = now
+        record.status = status
+        record.updated_at = now
+
+    async def _account(
+        self, session: AsyncSession, ctx: Context, account_id: str | None
+    ) -> Account:
+        _require_billing(ctx)
+        if not ctx.actor.is_operator:
+            account_id = ctx.actor.account_id if account_id in (None, ctx.actor.account_id) else ""
+        if account_id is None:
+            raise AccountRequired("operator keys must name the account_id")
+        account = await PaymentRepository(session).account(account_id)
+        if account is None or not ctx.actor.can_access(account.id):
+            raise PaymentNotFound(f"no account {account_id!r}")
+        return account
+
+    async def _payment(
+        self, session: AsyncSession, ctx: Context, payment_id: str, *, for_update: bool = False
+    ) -> Payment:
+        _require_billing(ctx)
+        payment = await PaymentRepository(session).payment(payment_id, for_update=for_update)
+        if payment is None or not ctx.actor.can_access(payment.account_id):
+            raise PaymentNotFound(f"no payment {payment_id!r}")
+        return payment
+
+    async def _method(
+        self, session: AsyncSession, ctx: Context, method_id: str
+    ) -> PaymentMethodRecord:
+        _require_billing(ctx)
+        record = await PaymentRepository(session).method(method_id)
+        if record is None or not ctx.actor.can_access(record.account_id):
+            raise PaymentMethodNotFound(f"no payment method {method_id!r}")
+        return record
+
+    async def _audit(
+        self,
+        session: AsyncSession,
+        ctx: Context,
+        payment: Payment,
+        action: str,
+        before: schemas.Payment | None = None,
+    ) -> None:
+        await audit.record(
+            session,
+            ctx,
+            action=action,
+            object_type="payment",
+            object_id=payment.id,
+            account_id=payment.account_id,
+            before=before,
+            after=schemas.Payment.model_validate(payment),
+        )
+
+
+def next_status(
+    current: str, current_at: datetime | None, new: str, at: datetime | None
+) -> tuple[str, datetime | None]:
+    """The (status, provider time) after an update, order-safe: terminal statuses stay;
+    success always wins over a non-terminal status; otherwise an update older than the
+    newest one seen is ignored. `at` is the provider's event time (None for our own calls,
+    which change the status but not the provider time)."""
+    if current in TERMINAL_STATUSES:
+        return current, current_at
+    stale = at is not None and current_at is not None and at < current_at
+    if stale and new not in TERMINAL_STATUSES:
+        return current, current_at
+    newest = current_at if at is None or stale else at
+    return new, newest
+
+
+def _require_billing(ctx: Context) -> None:
+    if not (ctx.actor.is_operator or ctx.actor.role in (Role.OWNER, Role.BILLING)):
+        raise Forbidden("payments need the owner or billing role")
+
+
+payments = PaymentService()

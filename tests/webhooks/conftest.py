@@ -1,0 +1,3 @@
+"""The webhook tests run against the local Stripe and PayPal fakes."""
+
+from tests.payments.support import billing, paypal_fake, paypal_key, stripe_fake  # noqa: F401
