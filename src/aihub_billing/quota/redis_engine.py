@@ -1,0 +1,443 @@
+"""The quota engine on Redis: every operation is one EVALSHA of one Lua script.
+
+Keys of an account share the hash tag `{account_id}` (one Redis Cluster slot):
+  <prefix>q:{A}:p:<period>   hash: calls, tokens, loaded marker, mc:<member>, mt:<member>
+  <prefix>q:{A}:w:<minute>   hash: c (admitted calls), t (tokens) of one fixed minute window
+  <prefix>q:{A}:rx           zset: reservation id -> expiry (ms), swept at every operation
+  <prefix>q:{A}:rd           hash: reservation id -> "period|minute|tokens|member"
+Period hashes expire a day after the period ends, windows after two minutes. Time comes from
+the caller (the injected clock), so every process must keep its clock in sync (NTP).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime, timedelta
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from aihub_billing.quota.engine import (
+    UNLIMITED,
+    CheckOutcome,
+    CheckRequest,
+    EngineUnavailable,
+    Limits,
+    Settlement,
+    Status,
+    Verdict,
+    window_of,
+)
+
+# Keep the period's counters a day past its end: late commits and status reads still see them.
+PERIOD_GRACE = timedelta(days=1)
+WINDOW_KEY_TTL_MS = 120_000
+SWEEP_BATCH = 100
+LIMIT_NAMES = ("calls", "tokens", "member_calls", "member_tokens", "rpm", "tpm", "concurrency")
+
+SCRIPT = """
+local op = ARGV[1]
+local now = tonumber(ARGV[2])
+local minute = ARGV[3]
+local period = ARGV[4]
+local U, W, RX, RD = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+
+local function parse(data)
+  local p, m, t, mem = string.match(data, '^([^|]*)|([^|]*)|([^|]*)|(.*)$')
+  return p, m, tonumber(t), mem
+end
+
+-- Expired reservations give back their tokens (the call stays counted) and their slot.
+local function sweep()
+  local expired = redis.call('ZRANGEBYSCORE', RX, '-inf', now, 'LIMIT', 0, %(sweep)d)
+  for _, rid in ipairs(expired) do
+    local data = redis.call('HGET', RD, rid)
+    if data then
+      local p, m, t, mem = parse(data)
+      if p == period and t > 0 and redis.call('EXISTS', U) == 1 then
+        redis.call('HINCRBY', U, 'tokens', -t)
+        if mem ~= '' then redis.call('HINCRBY', U, 'mt:' .. mem, -t) end
+      end
+      redis.call('HDEL', RD, rid)
+    end
+    redis.call('ZREM', RX, rid)
+  end
+end
+
+local function refuse(name, limit, attempted, retry, c, t, wc, wt, live, reset)
+  return {2, name, limit, attempted, retry, c, t, wc, wt, live, reset}
+end
+
+if op == 'check' then
+  if redis.call('HEXISTS', U, 'loaded') == 0 then return {1} end
+  sweep()
+  local rid, est, ttl, mem = ARGV[5], tonumber(ARGV[6]), tonumber(ARGV[7]), ARGV[8]
+  local cl, cp, tl, tp = tonumber(ARGV[9]), ARGV[10], tonumber(ARGV[11]), ARGV[12]
+  local mcl, mtl = tonumber(ARGV[13]), tonumber(ARGV[14])
+  local rpm, tpm, conc = tonumber(ARGV[15]), tonumber(ARGV[16]), tonumber(ARGV[17])
+  local reset = tonumber(ARGV[18])
+  local u = redis.call('HMGET', U, 'calls', 'tokens', 'mc:' .. mem, 'mt:' .. mem)
+  local c, t = tonumber(u[1]) or 0, tonumber(u[2]) or 0
+  local mc, mt = tonumber(u[3]) or 0, tonumber(u[4]) or 0
+  local w = redis.call('HMGET', W, 'c', 't')
+  local wc, wt = tonumber(w[1]) or 0, tonumber(w[2]) or 0
+  local live = redis.call('ZCOUNT', RX, '(' .. now, '+inf')
+  -- A check needs at least one token of room: the model call will use some.
+  local need = est
+  if need < 1 then need = 1 end
+  if cl >= 0 and cp == 'block' and c + 1 > cl then
+    return refuse('calls', cl, c + 1, 0, c, t, wc, wt, live, reset)
+  end
+  if tl >= 0 and tp == 'block' and t + need > tl then
+    return refuse('tokens', tl, t + est, 0, c, t, wc, wt, live, reset)
+  end
+  if mem ~= '' then
+    if mcl >= 0 and mc + 1 > mcl then
+      return refuse('member_calls', mcl, mc + 1, 0, c, t, wc, wt, live, reset)
+    end
+    if mtl >= 0 and mt + need > mtl then
+      return refuse('member_tokens', mtl, mt + est, 0, c, t, wc, wt, live, reset)
+    end
+  end
+  if rpm >= 0 and wc + 1 > rpm then
+    return refuse('rpm', rpm, wc + 1, reset, c, t, wc, wt, live, reset)
+  end
+  if tpm >= 0 and wt + need > tpm then
+    return refuse('tpm', tpm, wt + est, reset, c, t, wc, wt, live, reset)
+  end
+  if conc >= 0 and live + 1 > conc then
+    return refuse('concurrency', conc, live + 1, 1000, c, t, wc, wt, live, reset)
+  end
+  redis.call('HINCRBY', U, 'calls', 1)
+  if est > 0 then redis.call('HINCRBY', U, 'tokens', est) end
+  if mem ~= '' then
+    redis.call('HINCRBY', U, 'mc:' .. mem, 1)
+    if est > 0 then redis.call('HINCRBY', U, 'mt:' .. mem, est) end
+  end
+  redis.call('HINCRBY', W, 'c', 1)
+  if est > 0 then redis.call('HINCRBY', W, 't', est) end
+  redis.call('PEXPIRE', W, %(window_ttl)d)
+  redis.call('ZADD', RX, now + ttl, rid)
+  redis.call('HSET', RD, rid, period .. '|' .. minute .. '|' .. est .. '|' .. mem)
+  redis.call('PEXPIRE', RX, ttl + 60000)
+  redis.call('PEXPIRE', RD, ttl + 60000)
+  local oc, ot = 0, 0
+  if cl >= 0 and c + 1 > cl then oc = 1 end
+  if tl >= 0 and t + est > tl then ot = 1 end
+  return {0, c + 1, t + est, oc, ot, wc + 1, wt + est, live + 1, reset}
+end
+
+if op == 'commit' or op == 'release' then
+  sweep()
+  local rid = ARGV[5]
+  local data = redis.call('HGET', RD, rid)
+  if not data then return {0} end
+  local p, m, t, mem = parse(data)
+  local diff
+  if op == 'commit' then diff = tonumber(ARGV[6]) - t else diff = -t end
+  if p == period and redis.call('EXISTS', U) == 1 then
+    if diff ~= 0 then
+      redis.call('HINCRBY', U, 'tokens', diff)
+      if mem ~= '' then redis.call('HINCRBY', U, 'mt:' .. mem, diff) end
+    end
+    if op == 'release' then
+      redis.call('HINCRBY', U, 'calls', -1)
+      if mem ~= '' then redis.call('HINCRBY', U, 'mc:' .. mem, -1) end
+    end
+  end
+  -- The rate window: settle in the reservation's window while it is current; an excess
+  -- found later counts in the current window.
+  if m == minute then
+    if diff ~= 0 then redis.call('HINCRBY', W, 't', diff) end
+    if op == 'release' then redis.call('HINCRBY', W, 'c', -1) end
+  elseif diff > 0 then
+    redis.call('HINCRBY', W, 't', diff)
+    redis.call('PEXPIRE', W, %(window_ttl)d)
+  end
+  redis.call('HDEL', RD, rid)
+  redis.call('ZREM', RX, rid)
+  if op == 'release' then diff = 0 end
+  return {1, t, diff}
+end
+
+if op == 'record' then
+  local calls, tokens, mem, expire_at = tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7], ARGV[8]
+  redis.call('HINCRBY', U, 'calls', calls)
+  redis.call('HINCRBY', U, 'tokens', tokens)
+  if mem ~= '' then
+    redis.call('HINCRBY', U, 'mc:' .. mem, calls)
+    redis.call('HINCRBY', U, 'mt:' .. mem, tokens)
+  end
+  redis.call('PEXPIRE', U, expire_at)
+  redis.call('HINCRBY', W, 't', tokens)
+  redis.call('PEXPIRE', W, %(window_ttl)d)
+  return 1
+end
+
+if op == 'status' then
+  sweep()
+  local mem = ARGV[5]
+  local u = redis.call('HMGET', U, 'loaded', 'calls', 'tokens', 'mc:' .. mem, 'mt:' .. mem)
+  local w = redis.call('HMGET', W, 'c', 't')
+  local live = redis.call('ZCOUNT', RX, '(' .. now, '+inf')
+  return {u[1] and 1 or 0, tonumber(u[2]) or 0, tonumber(u[3]) or 0,
+          tonumber(w[1]) or 0, tonumber(w[2]) or 0, live,
+          tonumber(u[4]) or 0, tonumber(u[5]) or 0}
+end
+
+if op == 'load' then
+  local calls, tokens, expire_at, force = tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7], ARGV[8]
+  if force == '0' and redis.call('HEXISTS', U, 'loaded') == 1 then return 0 end
+  sweep()
+  local fields = {}
+  local mc, mt = {}, {}
+  for i = 9, #ARGV, 3 do
+    mc[ARGV[i]] = tonumber(ARGV[i + 1])
+    mt[ARGV[i]] = tonumber(ARGV[i + 2])
+  end
+  -- Live reservations are not in the database yet: keep them counted.
+  local rd = redis.call('HGETALL', RD)
+  for i = 1, #rd, 2 do
+    local p, m, t, mem = parse(rd[i + 1])
+    if p == period then
+      calls = calls + 1
+      tokens = tokens + t
+      if mem ~= '' then
+        mc[mem] = (mc[mem] or 0) + 1
+        mt[mem] = (mt[mem] or 0) + t
+      end
+    end
+  end
+  redis.call('DEL', U)
+  redis.call('HSET', U, 'loaded', 1, 'calls', calls, 'tokens', tokens)
+  for mem, v in pairs(mc) do redis.call('HSET', U, 'mc:' .. mem, v) end
+  for mem, v in pairs(mt) do redis.call('HSET', U, 'mt:' .. mem, v) end
+  redis.call('PEXPIRE', U, expire_at)
+  return 1
+end
+
+if op == 'loaded' then
+  return redis.call('HEXISTS', U, 'loaded')
+end
+return redis.error_reply('unknown op ' .. op)
+""" % {"sweep": SWEEP_BATCH, "window_ttl": WINDOW_KEY_TTL_MS}
+
+SCRIPT_SHA = hashlib.sha1(SCRIPT.encode()).hexdigest()
+
+
+def _limit(value: int | None) -> int:
+    return UNLIMITED if value is None else value
+
+
+def _expire_at(period_end: datetime, now: datetime) -> int:
+    # Relative to the caller's clock (a test clock may be far from Redis's own time).
+    return max((period_end + PERIOD_GRACE - now) // timedelta(milliseconds=1), 1)
+
+
+class RedisQuotaEngine:
+    """Counters in Redis; atomic across processes and machines (one script per operation)."""
+
+    def __init__(
+        self, client: aioredis.Redis, *, prefix: str = "", owns_client: bool = False
+    ) -> None:
+        if "{" in prefix or "}" in prefix:
+            raise ValueError("the key prefix must not contain braces (they are the hash tag)")
+        self.client = client
+        self.prefix = prefix
+        self.owns_client = owns_client
+
+    def keys(self, account_id: str, period_key: str, minute: int) -> list[str]:
+        base = f"{self.prefix}q:{{{account_id}}}:"
+        return [f"{base}p:{period_key}", f"{base}w:{minute}", f"{base}rx", f"{base}rd"]
+
+    async def _run(self, keys: list[str], args: list[Any]) -> Any:
+        try:
+            try:
+                return await self.client.execute_command("EVALSHA", SCRIPT_SHA, 4, *keys, *args)
+            except NoScriptError:
+                # After a restart or SCRIPT FLUSH the cache is empty: load once and go on.
+                await self.client.execute_command("SCRIPT", "LOAD", SCRIPT)
+                return await self.client.execute_command("EVALSHA", SCRIPT_SHA, 4, *keys, *args)
+        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            raise EngineUnavailable(f"redis: {type(exc).__name__}") from exc
+        except RedisError as exc:
+            if "LOADING" in str(exc) or "MASTERDOWN" in str(exc):
+                raise EngineUnavailable(f"redis: {exc}") from exc
+            raise
+
+    async def check(self, request: CheckRequest, limits: Limits) -> CheckOutcome:
+        now_ms, minute, reset_ms = window_of(request.now)
+        member = request.member or ""
+        result = await self._run(
+            self.keys(request.account_id, request.period_key, minute),
+            [
+                "check",
+                now_ms,
+                minute,
+                request.period_key,
+                request.reservation_id,
+                request.estimated_tokens,
+                request.ttl_seconds * 1000,
+                member,
+                _limit(limits.calls),
+                limits.calls_policy,
+                _limit(limits.tokens),
+                limits.tokens_policy,
+                _limit(limits.member_calls),
+                _limit(limits.member_tokens),
+                _limit(limits.rpm),
+                _limit(limits.tpm),
+                _limit(limits.concurrency),
+                reset_ms,
+            ],
+        )
+        verdict = int(result[0])
+        if verdict == Verdict.NOT_LOADED:
+            return CheckOutcome(Verdict.NOT_LOADED)
+        if verdict == Verdict.REFUSED:
+            _, name, limit, attempted, retry, c, t, wc, wt, live, reset = result
+            return CheckOutcome(
+                Verdict.REFUSED,
+                limit_name=name.decode() if isinstance(name, bytes) else str(name),
+                limit_value=int(limit),
+                attempted=int(attempted),
+                retry_after_ms=int(retry),
+                calls_used=int(c),
+                tokens_used=int(t),
+                rpm_used=int(wc),
+                tpm_used=int(wt),
+                concurrent=int(live),
+                window_reset_ms=int(reset),
+            )
+        _, c, t, oc, ot, wc, wt, live, reset = result
+        return CheckOutcome(
+            Verdict.ADMITTED,
+            calls_used=int(c),
+            tokens_used=int(t),
+            calls_overage=bool(oc),
+            tokens_overage=bool(ot),
+            rpm_used=int(wc),
+            tpm_used=int(wt),
+            concurrent=int(live),
+            window_reset_ms=int(reset),
+        )
+
+    async def _settle(
+        self,
+        op: str,
+        account_id: str,
+        period_key: str,
+        reservation_id: str,
+        now: datetime,
+        actual: int,
+    ) -> Settlement:
+        now_ms, minute, _ = window_of(now)
+        result = await self._run(
+            self.keys(account_id, period_key, minute),
+            [op, now_ms, minute, period_key, reservation_id, actual],
+        )
+        if int(result[0]) == 0:
+            return Settlement(found=False)
+        return Settlement(found=True, reserved_tokens=int(result[1]), difference=int(result[2]))
+
+    async def commit(
+        self,
+        account_id: str,
+        period_key: str,
+        reservation_id: str,
+        actual_tokens: int,
+        now: datetime,
+    ) -> Settlement:
+        return await self._settle(
+            "commit", account_id, period_key, reservation_id, now, actual_tokens
+        )
+
+    async def release(
+        self, account_id: str, period_key: str, reservation_id: str, now: datetime
+    ) -> Settlement:
+        return await self._settle("release", account_id, period_key, reservation_id, now, 0)
+
+    async def record(
+        self,
+        account_id: str,
+        period_key: str,
+        period_end: datetime,
+        now: datetime,
+        *,
+        calls: int,
+        tokens: int,
+        member: str | None = None,
+    ) -> None:
+        now_ms, minute, _ = window_of(now)
+        await self._run(
+            self.keys(account_id, period_key, minute),
+            [
+                "record",
+                now_ms,
+                minute,
+                period_key,
+                calls,
+                tokens,
+                member or "",
+                _expire_at(period_end, now),
+            ],
+        )
+
+    async def status(
+        self, account_id: str, period_key: str, now: datetime, member: str | None = None
+    ) -> Status:
+        now_ms, minute, reset_ms = window_of(now)
+        r = await self._run(
+            self.keys(account_id, period_key, minute),
+            ["status", now_ms, minute, period_key, member or ""],
+        )
+        return Status(
+            loaded=bool(int(r[0])),
+            calls_used=int(r[1]),
+            tokens_used=int(r[2]),
+            rpm_used=int(r[3]),
+            tpm_used=int(r[4]),
+            concurrent=int(r[5]),
+            window_reset_ms=reset_ms,
+            member_calls_used=int(r[6]),
+            member_tokens_used=int(r[7]),
+        )
+
+    async def load(
+        self,
+        account_id: str,
+        period_key: str,
+        period_end: datetime,
+        now: datetime,
+        *,
+        calls: int,
+        tokens: int,
+        members: dict[str, tuple[int, int]] | None = None,
+        force: bool = False,
+    ) -> bool:
+        now_ms, minute, _ = window_of(now)
+        args: list[Any] = [
+            "load",
+            now_ms,
+            minute,
+            period_key,
+            calls,
+            tokens,
+            _expire_at(period_end, now),
+            "1" if force else "0",
+        ]
+        for member, (member_calls, member_tokens) in (members or {}).items():
+            args += [member, member_calls, member_tokens]
+        return bool(await self._run(self.keys(account_id, period_key, minute), args))
+
+    async def is_loaded(self, account_id: str, period_key: str) -> bool:
+        return bool(
+            await self._run(self.keys(account_id, period_key, 0), ["loaded", 0, 0, period_key])
+        )
+
+    async def close(self) -> None:
+        if self.owns_client:
+            await self.client.aclose()

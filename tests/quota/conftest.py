@@ -1,0 +1,39 @@
+"""Engine fixtures: every contract test runs on the in-process engine and on the real Redis."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+import redis.asyncio as aioredis
+
+from aihub_billing.quota.engine import QuotaEngine
+from aihub_billing.quota.memory_engine import MemoryQuotaEngine
+from aihub_billing.quota.redis_engine import RedisQuotaEngine
+
+
+async def delete_prefix(client: aioredis.Redis, prefix: str) -> None:
+    """Deletes this test's keys only (the Redis is shared: never FLUSHDB)."""
+    async for key in client.scan_iter(match=f"{prefix}*", count=500):
+        await client.delete(key)
+
+
+@pytest.fixture
+async def redis_engine(redis_url: str) -> AsyncIterator[RedisQuotaEngine]:
+    prefix = f"t{uuid.uuid4().hex[:12]}:"
+    client = aioredis.from_url(redis_url)
+    engine = RedisQuotaEngine(client, prefix=prefix, owns_client=True)
+    try:
+        yield engine
+    finally:
+        await delete_prefix(client, prefix)
+        await engine.close()
+
+
+@pytest.fixture(params=["memory", "redis"])
+def engine(request: pytest.FixtureRequest) -> QuotaEngine:
+    if request.param == "memory":
+        return MemoryQuotaEngine()
+    engine: QuotaEngine = request.getfixturevalue("redis_engine")
+    return engine
