@@ -20,6 +20,7 @@ from aihub_billing.config import BillingConfig
 from aihub_billing.kit.clock import Clock
 from aihub_billing.kit.logs import configure_logging
 from aihub_billing.plans.endpoints import router as plans_router
+from aihub_billing.quota.endpoints import router as quota_router
 from aihub_billing.service import BillingService
 
 API_PREFIX = "/api/v1/billing"
@@ -47,6 +48,7 @@ def create_app(
         worker_task = None
         if config.run_embedded_worker():
             worker_task = asyncio.create_task(service.worker().run(stop))
+        quota_task = asyncio.create_task(service.run_quota_background(stop))
         try:
             yield
         finally:
@@ -54,6 +56,8 @@ def create_app(
             if worker_task is not None:
                 with suppress(asyncio.CancelledError):
                     await worker_task
+            with suppress(asyncio.CancelledError):
+                await quota_task
             if billing is None:
                 await service.close()
 
@@ -69,7 +73,7 @@ def create_app(
     problems.install(app)
 
     api = APIRouter(prefix=API_PREFIX)
-    for router in (plans_router, accounts_router, audit_router):
+    for router in (plans_router, accounts_router, audit_router, quota_router):
         api.include_router(router)
     app.include_router(api)
     app.include_router(_health_router())

@@ -5,13 +5,15 @@ It owns the runtime parts (config, clock, database, Redis) and composes the doma
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import redis.asyncio as aioredis
+import structlog
 from alembic import command
 from alembic.config import Config as AlembicConfig
 from sqlalchemy.engine import make_url
@@ -19,11 +21,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 # Importing the tasks modules registers their jobs with the registry.
 import aihub_billing.idempotency.tasks
-import aihub_billing.jobs.tasks  # noqa: F401
+import aihub_billing.jobs.tasks
+import aihub_billing.quota.tasks  # noqa: F401
 from aihub_billing.accounts import schemas as account_schemas
 from aihub_billing.accounts.service import accounts
 from aihub_billing.auth.keys import digest
 from aihub_billing.auth.repository import ApiKeyRepository
+from aihub_billing.auth.service import auth
 from aihub_billing.config import BillingConfig
 from aihub_billing.jobs.worker import Worker
 from aihub_billing.kit.clock import Clock, SystemClock
@@ -32,8 +36,13 @@ from aihub_billing.kit.db import Database, open_database
 from aihub_billing.models import Account, ApiKey
 from aihub_billing.plans import schemas as plan_schemas
 from aihub_billing.plans.service import plans
+from aihub_billing.quota.engine import QuotaEngine
+from aihub_billing.quota.memory_engine import MemoryQuotaEngine
+from aihub_billing.quota.redis_engine import RedisQuotaEngine
+from aihub_billing.quota.service import QuotaManager
 
 ROOT = Path(__file__).resolve().parents[2]
+log = structlog.get_logger("aihub_billing")
 
 
 def migrate_database(url: str, revision: str = "head") -> None:
@@ -69,8 +78,25 @@ class BillingService:
         self.redis: aioredis.Redis | None = (
             aioredis.from_url(config.redis_url) if config.redis_url else None
         )
+        engine: QuotaEngine = (
+            RedisQuotaEngine(self.redis, prefix=config.quota_key_prefix)
+            if self.redis is not None
+            else MemoryQuotaEngine()
+        )
+        self.quota = QuotaManager(
+            engine,
+            fail_mode=config.quota_fail_mode,
+            thresholds=config.quota_thresholds,
+            limits_ttl_seconds=config.quota_limits_cache_seconds,
+            reservation_ttl_seconds=config.quota_reservation_ttl_seconds,
+        )
+        auth.cache_seconds = config.auth_cache_seconds
 
     async def close(self) -> None:
+        try:
+            await self.flush_quota_events()
+        except Exception:
+            log.exception("quota.flush_failed")
         if self.redis is not None:
             await self.redis.aclose()
         await self.db.dispose()
@@ -138,6 +164,28 @@ class BillingService:
             except Exception as exc:
                 checks["redis"] = f"error: {type(exc).__name__}"
         return checks
+
+    async def flush_quota_events(self) -> int:
+        """Writes the quota violations and notifications buffered by checks."""
+        if not self.quota.pending:
+            return 0
+        async with self.transaction() as session:
+            return await self.quota.flush(session, self.context())
+
+    async def run_quota_background(self, stop: asyncio.Event) -> None:
+        """Rebuilds lost counters at start, then flushes quota events until `stop`."""
+        try:
+            async with self.transaction() as session:
+                await self.quota.rebuild_missing(session, self.context())
+        except Exception:
+            log.exception("quota.startup_rebuild_failed")
+        while not stop.is_set():
+            with suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.config.quota_flush_interval_seconds)
+            try:
+                await self.flush_quota_events()
+            except Exception:
+                log.exception("quota.flush_failed")
 
     def worker(self, **options: Any) -> Worker:
         settings = {"idempotency_ttl_hours": self.config.idempotency_ttl_hours}

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -200,14 +199,18 @@ async def test_record_adds_usage_without_reservation(
     assert (await engine.check(req(clock, tokens=1), Limits(tpm=300))).limit_name == "tpm"
 
 
-async def test_forced_load_keeps_live_reservations(
-    engine: QuotaEngine, clock: FrozenClock
-) -> None:
+async def test_forced_load_keeps_live_reservations(engine: QuotaEngine, clock: FrozenClock) -> None:
     await load(engine, clock, calls=3, tokens=30)
     r = req(clock, tokens=100, member="m")
     await engine.check(r, Limits())
     loaded = await engine.load(
-        ACCOUNT, PERIOD, PERIOD_END, clock.now(), calls=10, tokens=500, force=True,
+        ACCOUNT,
+        PERIOD,
+        PERIOD_END,
+        clock.now(),
+        calls=10,
+        tokens=500,
+        force=True,
         members={"m": (4, 40)},
     )
     assert loaded
@@ -241,9 +244,13 @@ OPS = st.lists(
 )
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(ops=OPS)
-async def test_limits_hold_under_any_sequence(engine: QuotaEngine, ops: list[tuple[str, int]]) -> None:
+async def test_limits_hold_under_any_sequence(
+    engine: QuotaEngine, ops: list[tuple[str, int]]
+) -> None:
     """Whatever the order of checks, commits, releases and time: every limit holds."""
     clock = FrozenClock(datetime(2026, 1, 31, 12, 0, tzinfo=UTC))
     account = new_id("acct", clock.now())

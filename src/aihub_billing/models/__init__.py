@@ -7,6 +7,7 @@ from aihub_billing.models.base import Base
 from aihub_billing.models.idempotency import IdempotencyRecord
 from aihub_billing.models.job import Job
 from aihub_billing.models.plan import Plan, PlanPrice
+from aihub_billing.models.quota import QuotaNotificationTarget, QuotaOverride, QuotaViolation
 
 __all__ = [
     "Account",
@@ -18,4 +19,7 @@ __all__ = [
     "Member",
     "Plan",
     "PlanPrice",
+    "QuotaNotificationTarget",
+    "QuotaOverride",
+    "QuotaViolation",
 ]

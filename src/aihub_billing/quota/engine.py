@@ -107,6 +107,7 @@ class Settlement:
     found: bool
     reserved_tokens: int = 0
     difference: int = 0
+    tokens_used: int | None = None  # the period's tokens after settling (None: other period)
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,8 +161,11 @@ class QuotaEngine(Protocol):
         calls: int,
         tokens: int,
         member: str | None = None,
-    ) -> None:
-        """Adds usage that came without a reservation (monthly counters and TPM)."""
+    ) -> tuple[int, int]:
+        """Adds usage that came without a reservation (monthly counters and TPM).
+
+        Returns the period's (calls, tokens) after it.
+        """
         ...
 
     async def status(

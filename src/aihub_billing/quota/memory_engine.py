@@ -166,6 +166,7 @@ class MemoryQuotaEngine:
             release = actual is None
             diff = -r.tokens if actual is None else actual - r.tokens
             usage = account.periods.get(period_key)
+            used = None
             if r.period == period_key and usage is not None:
                 usage.tokens += diff
                 if r.member:
@@ -174,6 +175,7 @@ class MemoryQuotaEngine:
                     usage.calls -= 1
                     if r.member:
                         _add(usage.member_calls, r.member, -1)
+                used = usage.tokens
             window = account.window(minute)
             if r.minute == minute:
                 window[1] += diff
@@ -181,7 +183,12 @@ class MemoryQuotaEngine:
                     window[0] -= 1
             elif diff > 0:
                 window[1] += diff
-            return Settlement(found=True, reserved_tokens=r.tokens, difference=0 if release else diff)
+            return Settlement(
+                found=True,
+                reserved_tokens=r.tokens,
+                difference=0 if release else diff,
+                tokens_used=used,
+            )
 
     async def commit(
         self,
@@ -208,7 +215,7 @@ class MemoryQuotaEngine:
         calls: int,
         tokens: int,
         member: str | None = None,
-    ) -> None:
+    ) -> tuple[int, int]:
         _, minute, _ = window_of(now)
         async with self._lock:
             account = self._account(account_id)
@@ -221,6 +228,7 @@ class MemoryQuotaEngine:
                     _add(usage.member_calls, member, calls)
                     _add(usage.member_tokens, member, tokens)
             account.window(minute)[1] += tokens
+            return (usage.calls, usage.tokens) if usage is not None else (calls, tokens)
 
     async def status(
         self, account_id: str, period_key: str, now: datetime, member: str | None = None

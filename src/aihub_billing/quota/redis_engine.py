@@ -52,7 +52,7 @@ end
 
 -- Expired reservations give back their tokens (the call stays counted) and their slot.
 local function sweep()
-  local expired = redis.call('ZRANGEBYSCORE', RX, '-inf', now, 'LIMIT', 0, %(sweep)d)
+  local expired = redis.call('ZRANGEBYSCORE', RX, '-inf', now, 'LIMIT', 0, __SWEEP__)
   for _, rid in ipairs(expired) do
     local data = redis.call('HGET', RD, rid)
     if data then
@@ -119,7 +119,7 @@ if op == 'check' then
   end
   redis.call('HINCRBY', W, 'c', 1)
   if est > 0 then redis.call('HINCRBY', W, 't', est) end
-  redis.call('PEXPIRE', W, %(window_ttl)d)
+  redis.call('PEXPIRE', W, __WINDOW_TTL__)
   redis.call('ZADD', RX, now + ttl, rid)
   redis.call('HSET', RD, rid, period .. '|' .. minute .. '|' .. est .. '|' .. mem)
   redis.call('PEXPIRE', RX, ttl + 60000)
@@ -138,6 +138,7 @@ if op == 'commit' or op == 'release' then
   local p, m, t, mem = parse(data)
   local diff
   if op == 'commit' then diff = tonumber(ARGV[6]) - t else diff = -t end
+  local used = -1
   if p == period and redis.call('EXISTS', U) == 1 then
     if diff ~= 0 then
       redis.call('HINCRBY', U, 'tokens', diff)
@@ -147,6 +148,7 @@ if op == 'commit' or op == 'release' then
       redis.call('HINCRBY', U, 'calls', -1)
       if mem ~= '' then redis.call('HINCRBY', U, 'mc:' .. mem, -1) end
     end
+    used = tonumber(redis.call('HGET', U, 'tokens')) or 0
   end
   -- The rate window: settle in the reservation's window while it is current; an excess
   -- found later counts in the current window.
@@ -155,26 +157,26 @@ if op == 'commit' or op == 'release' then
     if op == 'release' then redis.call('HINCRBY', W, 'c', -1) end
   elseif diff > 0 then
     redis.call('HINCRBY', W, 't', diff)
-    redis.call('PEXPIRE', W, %(window_ttl)d)
+    redis.call('PEXPIRE', W, __WINDOW_TTL__)
   end
   redis.call('HDEL', RD, rid)
   redis.call('ZREM', RX, rid)
   if op == 'release' then diff = 0 end
-  return {1, t, diff}
+  return {1, t, diff, used}
 end
 
 if op == 'record' then
   local calls, tokens, mem, expire_at = tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7], ARGV[8]
-  redis.call('HINCRBY', U, 'calls', calls)
-  redis.call('HINCRBY', U, 'tokens', tokens)
+  local c = redis.call('HINCRBY', U, 'calls', calls)
+  local t = redis.call('HINCRBY', U, 'tokens', tokens)
   if mem ~= '' then
     redis.call('HINCRBY', U, 'mc:' .. mem, calls)
     redis.call('HINCRBY', U, 'mt:' .. mem, tokens)
   end
   redis.call('PEXPIRE', U, expire_at)
   redis.call('HINCRBY', W, 't', tokens)
-  redis.call('PEXPIRE', W, %(window_ttl)d)
-  return 1
+  redis.call('PEXPIRE', W, __WINDOW_TTL__)
+  return {c, t}
 end
 
 if op == 'status' then
@@ -223,7 +225,7 @@ if op == 'loaded' then
   return redis.call('HEXISTS', U, 'loaded')
 end
 return redis.error_reply('unknown op ' .. op)
-""" % {"sweep": SWEEP_BATCH, "window_ttl": WINDOW_KEY_TTL_MS}
+""".replace("__SWEEP__", str(SWEEP_BATCH)).replace("__WINDOW_TTL__", str(WINDOW_KEY_TTL_MS))
 
 SCRIPT_SHA = hashlib.sha1(SCRIPT.encode()).hexdigest()
 
@@ -256,11 +258,11 @@ class RedisQuotaEngine:
     async def _run(self, keys: list[str], args: list[Any]) -> Any:
         try:
             try:
-                return await self.client.execute_command("EVALSHA", SCRIPT_SHA, 4, *keys, *args)
+                return await self.client.evalsha(SCRIPT_SHA, 4, *keys, *args)
             except NoScriptError:
                 # After a restart or SCRIPT FLUSH the cache is empty: load once and go on.
-                await self.client.execute_command("SCRIPT", "LOAD", SCRIPT)
-                return await self.client.execute_command("EVALSHA", SCRIPT_SHA, 4, *keys, *args)
+                await self.client.script_load(SCRIPT)
+                return await self.client.evalsha(SCRIPT_SHA, 4, *keys, *args)
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
             raise EngineUnavailable(f"redis: {type(exc).__name__}") from exc
         except RedisError as exc:
@@ -341,7 +343,13 @@ class RedisQuotaEngine:
         )
         if int(result[0]) == 0:
             return Settlement(found=False)
-        return Settlement(found=True, reserved_tokens=int(result[1]), difference=int(result[2]))
+        used = int(result[3])
+        return Settlement(
+            found=True,
+            reserved_tokens=int(result[1]),
+            difference=int(result[2]),
+            tokens_used=None if used < 0 else used,
+        )
 
     async def commit(
         self,
@@ -370,9 +378,9 @@ class RedisQuotaEngine:
         calls: int,
         tokens: int,
         member: str | None = None,
-    ) -> None:
+    ) -> tuple[int, int]:
         now_ms, minute, _ = window_of(now)
-        await self._run(
+        calls_used, tokens_used = await self._run(
             self.keys(account_id, period_key, minute),
             [
                 "record",
@@ -385,6 +393,7 @@ class RedisQuotaEngine:
                 _expire_at(period_end, now),
             ],
         )
+        return int(calls_used), int(tokens_used)
 
     async def status(
         self, account_id: str, period_key: str, now: datetime, member: str | None = None
