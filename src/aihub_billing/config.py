@@ -103,6 +103,7 @@ class BillingConfig(BaseSettings):
     database_url: str = "sqlite+aiosqlite:///./var/aihub_billing.db"
     database_replica_url: str | None = None
     redis_url: str | None = None
+    redis_max_connections: int = Field(default=100, ge=1, le=10_000)
     admin_key: SecretStr | None = None  # bootstrap operator key
     stripe: PaymentProviderConfig = Field(default_factory=PaymentProviderConfig)
     paypal: PaymentProviderConfig = Field(default_factory=PaymentProviderConfig)

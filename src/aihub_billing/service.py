@@ -59,6 +59,12 @@ def migrate_database(url: str, revision: str = "head") -> None:
     command.upgrade(cfg, revision)
 
 
+def redis_client(url: str, max_connections: int = 100) -> aioredis.Redis:
+    """A client whose pool waits for a free connection instead of failing a burst."""
+    pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=max_connections, timeout=5)
+    return aioredis.Redis(connection_pool=pool)
+
+
 @dataclass
 class Bootstrap:
     plans_created: list[str] = field(default_factory=list)
@@ -76,7 +82,9 @@ class BillingService:
         self.clock: Clock = clock or SystemClock()
         self.db = db or open_database(config.database_url, config.database_replica_url)
         self.redis: aioredis.Redis | None = (
-            aioredis.from_url(config.redis_url) if config.redis_url else None
+            redis_client(config.redis_url, config.redis_max_connections)
+            if config.redis_url
+            else None
         )
         engine: QuotaEngine = (
             RedisQuotaEngine(self.redis, prefix=config.quota_key_prefix)

@@ -11,6 +11,7 @@ import redis.asyncio as aioredis
 from aihub_billing.quota.engine import QuotaEngine
 from aihub_billing.quota.memory_engine import MemoryQuotaEngine
 from aihub_billing.quota.redis_engine import RedisQuotaEngine
+from aihub_billing.service import redis_client
 
 
 async def delete_prefix(client: aioredis.Redis, prefix: str) -> None:
@@ -22,7 +23,7 @@ async def delete_prefix(client: aioredis.Redis, prefix: str) -> None:
 @pytest.fixture
 async def redis_engine(redis_url: str) -> AsyncIterator[RedisQuotaEngine]:
     prefix = f"t{uuid.uuid4().hex[:12]}:"
-    client = aioredis.from_url(redis_url)
+    client = redis_client(redis_url)
     engine = RedisQuotaEngine(client, prefix=prefix, owns_client=True)
     try:
         yield engine
