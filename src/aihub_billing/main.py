@@ -73,7 +73,8 @@ def create_app(
     problems.install(app)
 
     api = APIRouter(prefix=API_PREFIX)
-    for router in (plans_router, accounts_router, audit_router, quota_router):
+    # The quota routes come first: routes match in order and /quota/check is the hot path.
+    for router in (quota_router, plans_router, accounts_router, audit_router):
         api.include_router(router)
     app.include_router(api)
     app.include_router(_health_router())

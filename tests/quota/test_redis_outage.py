@@ -6,6 +6,7 @@ quota_fail_mode, counted in the metrics.
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import socket
 import subprocess
@@ -144,6 +145,9 @@ async def test_counters_are_rebuilt_and_outages_follow_the_fail_mode(
 
     await billing.redis.script_flush()  # NOSCRIPT: loaded again, transparently
     assert (await _check(billing, quota, account_id)).remaining_calls == 88
+    await billing.redis.script_flush()  # and inside a pipelined batch of checks
+    batch = await asyncio.gather(*(_check(billing, quota, account_id) for _ in range(5)))
+    assert sorted(r.remaining_calls for r in batch) == [83, 84, 85, 86, 87]
 
     own_redis.stop()
     closed_before = _errors("fail_closed")

@@ -7,6 +7,8 @@ process keeps accepting the revoked key until its entry expires (at most `cache_
 
 from __future__ import annotations
 
+import asyncio
+
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from aihub_billing.auth.keys import digest
@@ -23,6 +25,7 @@ class AuthService:
     def __init__(self, cache_seconds: float = DEFAULT_CACHE_SECONDS) -> None:
         self.cache_seconds = cache_seconds
         self._cache: dict[str, tuple[float, Actor]] = {}
+        self._lookups: dict[str, asyncio.Task[Actor]] = {}
 
     async def authenticate(self, session: AsyncSession, authorization: str | None) -> Actor:
         if not authorization:
@@ -35,6 +38,19 @@ class AuthService:
         cached = self._cache.get(key_digest)
         if cached is not None and cached[0] > monotonic():
             return cached[1]
+        # Single flight: concurrent requests with the same key share one lookup.
+        running = self._lookups.get(key_digest)
+        if running is not None:
+            return await asyncio.shield(running)
+        task = asyncio.ensure_future(self._lookup(session, key_digest))
+        self._lookups[key_digest] = task
+        try:
+            return await asyncio.shield(task)
+        finally:
+            if self._lookups.get(key_digest) is task:
+                del self._lookups[key_digest]
+
+    async def _lookup(self, session: AsyncSession, key_digest: str) -> Actor:
         key = await ApiKeyRepository(session).by_digest(key_digest)
         if key is None or key.revoked_at is not None:
             raise Unauthenticated("unknown or revoked API key")

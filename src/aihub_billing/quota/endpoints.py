@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Callable, Coroutine
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
 
 from aihub_billing.accounts.errors import AccountNotFound
 from aihub_billing.api.deps import AdminContext, BillingDep, ContextDep, Idempotent, SessionDep
 from aihub_billing.api.routing import TransactionalRoute
+from aihub_billing.auth.service import auth
 from aihub_billing.errors import Forbidden, InvalidRequest, responses
+from aihub_billing.kit.context import Context
 from aihub_billing.kit.pagination import Page
 from aihub_billing.plans.errors import PlanNotFound
 from aihub_billing.quota import schemas
@@ -21,22 +26,11 @@ from aihub_billing.quota.errors import (
     ReservationNotFound,
 )
 from aihub_billing.quota.service import account_for
+from aihub_billing.service import BillingService
 
 router = APIRouter(prefix="/quota", tags=["quota"], route_class=TransactionalRoute)
 
 
-@router.post(
-    "/check",
-    dependencies=[Idempotent],
-    responses=responses(
-        InvalidRequest,
-        QuotaExceeded,
-        ModelNotAllowed,
-        AccountNotFound,
-        RateLimited,
-        QuotaUnavailable,
-    ),
-)
 async def check_quota(
     data: schemas.QuotaCheck, session: SessionDep, ctx: ContextDep, billing: BillingDep
 ) -> schemas.QuotaCheckResult:
@@ -49,6 +43,62 @@ async def check_quota(
         estimated_tokens=data.estimated_tokens,
         member_id=data.member_id or data.user_id,
     )
+
+
+class LeanCheckRoute(TransactionalRoute):
+    """/quota/check without FastAPI's per-request dependency solving (it cost more than the
+    check itself): same parsing, auth, errors and response. Requests that carry an
+    Idempotency-Key take the regular path, which stores and replays the response."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        regular = super().get_route_handler()
+
+        async def handler(request: Request) -> Response:
+            if "idempotency-key" in request.headers:
+                return await regular(request)
+            billing: BillingService = request.app.state.billing
+            body = await request.body()
+            try:
+                data = schemas.QuotaCheck.model_validate_json(body)
+            except ValidationError as exc:
+                raise RequestValidationError(_body_errors(exc), body=body) from exc
+            # No connection is taken unless auth or the limits miss their caches.
+            session = billing.db.sessions()
+            try:
+                actor = await auth.authenticate(session, request.headers.get("authorization"))
+                ctx = Context(
+                    actor=actor,
+                    clock=billing.clock,
+                    request_id=getattr(request.state, "request_id", None),
+                )
+                result = await check_quota(data, session, ctx, billing)
+            finally:
+                if session.in_transaction():
+                    await session.close()
+            return Response(result.model_dump_json(), media_type="application/json")
+
+        return handler
+
+
+def _body_errors(exc: ValidationError) -> list[Any]:
+    return [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)]
+
+
+router.add_api_route(
+    "/check",
+    check_quota,
+    methods=["POST"],
+    dependencies=[Idempotent],
+    responses=responses(
+        InvalidRequest,
+        QuotaExceeded,
+        ModelNotAllowed,
+        AccountNotFound,
+        RateLimited,
+        QuotaUnavailable,
+    ),
+    route_class_override=LeanCheckRoute,
+)
 
 
 @router.post(

@@ -228,6 +228,7 @@ class QuotaManager:
         self._violations: list[dict[str, Any]] = []
         self._notifications: list[dict[str, Any]] = []
         self._rebuilds: dict[tuple[str, str], asyncio.Task[bool]] = {}
+        self._resolving: dict[str, asyncio.Task[ResolvedLimits]] = {}
         self._backend_errors = BACKEND_ERRORS.labels(fail_mode)
 
     # limits
@@ -244,7 +245,24 @@ class QuotaManager:
         cached = self._cache.get(account_id)
         if cached is not None and cached[0] > monotonic() and cached[1].period.end > now:
             return cached[1]
-        await accounts.get(session, ctx, account_id)  # tenancy and existence
+        # Single flight: when the entry expires under load, one request reads the database
+        # and the others wait for it instead of all reading at once.
+        running = self._resolving.get(account_id)
+        if running is not None:
+            return await asyncio.shield(running)
+        task = asyncio.ensure_future(self._resolve(session, ctx, account_id, now))
+        self._resolving[account_id] = task
+        try:
+            return await asyncio.shield(task)
+        finally:
+            if self._resolving.get(account_id) is task:
+                del self._resolving[account_id]
+
+    async def _resolve(
+        self, session: AsyncSession, ctx: Context, account_id: str, now: datetime
+    ) -> ResolvedLimits:
+        # Existence (account_for already confined non-operators to their own account).
+        await accounts.get(session, ctx, account_id)
         current = await current_plan(session, account_id, now)
         override = await QuotaRepository(session).override(account_id)
         resolved = resolve_limits(
