@@ -16,10 +16,10 @@ from sqlalchemy import select
 
 from aihub_billing.kit.periods import Period
 from aihub_billing.models import Job
-from aihub_billing.quota.memory_engine import MemoryQuotaEngine
 from aihub_billing.quota.service import UsageTotals
 from aihub_billing.service import BillingService
 from tests.api.helpers import API, auth, create_account, issue_key
+from tests.quota.conftest import lose_counters
 
 QUOTA = f"{API}/quota"
 
@@ -277,9 +277,7 @@ async def test_thresholds_notify_once_with_a_signed_webhook(
     assert (await check(client, key)).status_code == 402
     await billing.flush_quota_events()
     # A rebuild that crosses 80% again enqueues nothing new: one job per threshold and period.
-    engine = billing.quota.engine
-    assert isinstance(engine, MemoryQuotaEngine)
-    engine.forget()
+    await lose_counters(billing)
     billing.quota.usage_source = _FixedUsage(calls=3)
     assert (await check(client, key)).status_code == 200
     assert await billing.flush_quota_events() == 1
@@ -314,9 +312,40 @@ async def test_lost_counters_are_rebuilt_from_the_usage_source(
 ) -> None:
     _, key = await owner(client, admin_key)
     assert (await check(client, key)).json()["remaining_calls"] == 99
-    engine = billing.quota.engine
-    assert isinstance(engine, MemoryQuotaEngine)
-    engine.forget()  # what a Redis flush does
+    await lose_counters(billing)
     billing.quota.usage_source = _FixedUsage(40, 4000)
     body = (await check(client, key, estimated_tokens=10)).json()
     assert (body["remaining_calls"], body["remaining_tokens"]) == (59, 5990)
+
+
+async def test_new_limits_apply_at_once_in_this_process(
+    client: httpx.AsyncClient, admin_key: str
+) -> None:
+    account_id, key = await owner(client, admin_key)
+    assert (await check(client, key)).status_code == 200  # the free plan's limits, cached
+    await override(client, admin_key, account_id=account_id, included_api_calls=1)
+    assert (await check(client, key)).status_code == 402
+
+
+async def test_lean_check_path_keeps_the_api_contract(
+    client: httpx.AsyncClient, admin_key: str
+) -> None:
+    _, key = await owner(client, admin_key)
+    invalid = await check(client, key, estimated_tokens=-1)
+    assert invalid.status_code == 422
+    assert invalid.headers["content-type"] == "application/problem+json"
+    assert invalid.json()["errors"][0]["loc"] == ["body", "estimated_tokens"]
+    unknown = await check(client, key, surprise=1)
+    assert unknown.status_code == 422
+    anonymous = await client.post(f"{QUOTA}/check", json={"model": "m"})
+    assert anonymous.status_code == 401
+    assert anonymous.headers["WWW-Authenticate"] == "Bearer"
+    # With an Idempotency-Key the regular path stores and replays the first answer.
+    headers = auth(key, **{"Idempotency-Key": "chk-1"})
+    one = await client.post(f"{QUOTA}/check", json={"model": "m"}, headers=headers)
+    two = await client.post(f"{QUOTA}/check", json={"model": "m"}, headers=headers)
+    assert one.status_code == two.status_code == 200
+    assert one.json()["reservation_id"] == two.json()["reservation_id"]
+    assert two.headers["Idempotent-Replayed"] == "true"
+    status = (await client.get(QUOTA, headers=auth(key))).json()
+    assert status["used_calls"] == 1
