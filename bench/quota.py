@@ -152,25 +152,23 @@ def _free_port() -> int:
         return port
 
 
-async def _serve(app: str, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
+async def _serve(app: str, env: dict[str, str]) -> tuple[asyncio.subprocess.Process, str]:
     port = _free_port()
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            app,
-            "--factory",
-            "--workers",
-            "2",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--no-access-log",
-            "--log-level",
-            "warning",
-        ],
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "uvicorn",
+        app,
+        "--factory",
+        "--workers",
+        "2",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--no-access-log",
+        "--log-level",
+        "warning",
         cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT), **env},
     )
@@ -182,7 +180,7 @@ async def _serve(app: str, env: dict[str, str]) -> tuple[subprocess.Popen[bytes]
                 await client.get(f"{base}/docs")
                 return process, base
             except httpx.TransportError:
-                if monotonic() > deadline or process.poll() is not None:
+                if monotonic() > deadline or process.returncode is not None:
                     process.terminate()
                     raise RuntimeError(f"{app} did not start") from None
                 await asyncio.sleep(0.1)
@@ -283,12 +281,13 @@ async def _http(seconds: int, console: Console) -> list[Result]:
                     figures[name] = await load(base, headers, body, seconds)
                 finally:
                     process.terminate()
-                    await asyncio.to_thread(process.wait, 30)
+                    await asyncio.wait_for(process.wait(), 30)
         finally:
             await _delete(prefix)
     full, bare = figures["full"], figures["bare"]
     console.print(
-        f"   {driver}, {CONNECTIONS} connections, {seconds}s: /quota/check {full['rps']:,.0f} req/s "
+        f"   {driver}, {CONNECTIONS} connections, {seconds}s: "
+        f"/quota/check {full['rps']:,.0f} req/s "
         f"p50 {full['p50']:.2f} ms p99 {full['p99']:.2f} ms; bare EVALSHA endpoint "
         f"{bare['rps']:,.0f} req/s p50 {bare['p50']:.2f} ms p99 {bare['p99']:.2f} ms"
     )

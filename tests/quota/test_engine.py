@@ -256,7 +256,7 @@ async def test_limits_hold_under_any_sequence(
     account = new_id("acct", clock.now())
     limits = Limits(calls=25, tokens=3000, tpm=1500, rpm=10, concurrency=4)
     await engine.load(account, PERIOD, PERIOD_END, clock.now(), calls=0, tokens=0)
-    held: list[tuple[str, int]] = []
+    held: list[tuple[str, int, int]] = []
     window_tokens: dict[int, int] = {}
     for op, n in ops:
         now = clock.now()
@@ -265,21 +265,52 @@ async def test_limits_hold_under_any_sequence(
             r = CheckRequest(account, PERIOD, PERIOD_END, now, new_id("rsv", now), n, None, 90)
             outcome = await engine.check(r, limits)
             if outcome.admitted:
-                held.append((r.reservation_id, n))
+                held.append((r.reservation_id, n, minute))
                 window_tokens[minute] = window_tokens.get(minute, 0) + n
                 assert outcome.calls_used <= 25 and outcome.tokens_used <= 3000
                 assert outcome.tpm_used <= 1500 and outcome.rpm_used <= 10
                 assert outcome.concurrent <= 4
         elif op in ("commit", "release") and held:
-            rid, reserved = held.pop(n % len(held))
+            rid, reserved, taken_in = held.pop(n % len(held))
+            actual = reserved * n // 400 if op == "commit" else 0
             if op == "commit":
                 # Settling at or below the estimate keeps every counter within its limit.
-                await engine.commit(account, PERIOD, rid, reserved * n // 400, now)
+                settled = await engine.commit(account, PERIOD, rid, actual, now)
             else:
-                await engine.release(account, PERIOD, rid, now)
+                settled = await engine.release(account, PERIOD, rid, now)
+            if settled.found and taken_in == minute:
+                window_tokens[minute] -= reserved - actual  # given back to its window
         elif op == "tick":
             clock.advance(seconds=n / 10)
         status = await engine.status(account, PERIOD, clock.now())
         assert 0 <= status.tokens_used <= 3000 and 0 <= status.calls_used <= 25
         assert 0 <= status.tpm_used <= 1500 and 0 <= status.concurrent <= 4
     assert all(tokens <= 1500 for tokens in window_tokens.values())
+
+
+async def test_counts_beyond_float_printing_stay_exact(
+    engine: QuotaEngine, clock: FrozenClock
+) -> None:
+    """Lua prints 10^14 as 1e+14: every count and limit must still travel as exact digits."""
+    big = 2 * 10**15
+    await load(engine, clock, calls=big, tokens=big)
+    limits = Limits(calls=big + 1, tokens=big + 10, tpm=10**15)
+    admitted = await engine.check(req(clock, tokens=7), limits)
+    assert admitted.admitted
+    assert (admitted.calls_used, admitted.tokens_used) == (big + 1, big + 7)
+    refused = await engine.check(req(clock, tokens=7), limits)
+    assert (refused.limit_name, refused.limit_value, refused.attempted) == (
+        "calls",
+        big + 1,
+        big + 2,
+    )
+    limits = Limits(tokens=big + 10)
+    refused = await engine.check(req(clock, tokens=7), limits)
+    assert (refused.limit_name, refused.limit_value, refused.attempted) == (
+        "tokens",
+        big + 10,
+        big + 14,
+    )
+    await engine.record(ACCOUNT, PERIOD, PERIOD_END, clock.now(), calls=1, tokens=1)
+    status = await engine.status(ACCOUNT, PERIOD, clock.now())
+    assert (status.calls_used, status.tokens_used) == (big + 2, big + 8)

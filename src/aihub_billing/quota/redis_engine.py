@@ -71,9 +71,21 @@ local function sweep()
   return #expired
 end
 
+-- Integers as digits: tostring() would print 1e+14 from 10^14 on.
+local function int(x)
+  return string.format('%d', x)
+end
+
 -- Replies are one comma-separated string: far cheaper for the client to parse than an array.
+local function reply(list)
+  for i, v in ipairs(list) do
+    if type(v) == 'number' then list[i] = int(v) end
+  end
+  return table.concat(list, ',')
+end
+
 local function refuse(name, limit, attempted, retry, c, t, wc, wt, live, reset)
-  return table.concat({2, name, limit, attempted, retry, c, t, wc, wt, live, reset}, ',')
+  return reply({2, name, limit, attempted, retry, c, t, wc, wt, live, reset})
 end
 
 if op == 'check' then
@@ -124,15 +136,15 @@ if op == 'check' then
     return refuse('concurrency', conc, live + 1, 1000, c, t, wc, wt, live, reset)
   end
   if mem ~= '' then
-    redis.call('HSET', U, 'calls', c + 1, 'tokens', t + est,
-               'mc:' .. mem, mc + 1, 'mt:' .. mem, mt + est)
+    redis.call('HSET', U, 'calls', int(c + 1), 'tokens', int(t + est),
+               'mc:' .. mem, int(mc + 1), 'mt:' .. mem, int(mt + est))
   else
-    redis.call('HSET', U, 'calls', c + 1, 'tokens', t + est)
+    redis.call('HSET', U, 'calls', int(c + 1), 'tokens', int(t + est))
   end
-  redis.call('HSET', W, 'c', wc + 1, 't', wt + est)
+  redis.call('HSET', W, 'c', int(wc + 1), 't', int(wt + est))
   if wc == 0 and wt == 0 then redis.call('PEXPIRE', W, __WINDOW_TTL__) end
   redis.call('ZADD', RX, now + ttl, rid)
-  redis.call('HSET', RD, rid, period .. '|' .. minute .. '|' .. est .. '|' .. mem)
+  redis.call('HSET', RD, rid, period .. '|' .. minute .. '|' .. int(est) .. '|' .. mem)
   -- New reservation keys live as long as the period's counters (load renews it).
   if held == 0 then
     redis.call('PEXPIRE', RX, expire)
@@ -141,7 +153,7 @@ if op == 'check' then
   local oc, ot = 0, 0
   if cl >= 0 and c + 1 > cl then oc = 1 end
   if tl >= 0 and t + est > tl then ot = 1 end
-  return table.concat({0, c + 1, t + est, oc, ot, wc + 1, wt + est, live + 1, reset}, ',')
+  return reply({0, c + 1, t + est, oc, ot, wc + 1, wt + est, live + 1, reset})
 end
 
 if op == 'commit' or op == 'release' then
@@ -228,9 +240,9 @@ if op == 'load' then
     end
   end
   redis.call('DEL', U)
-  redis.call('HSET', U, 'loaded', 1, 'calls', calls, 'tokens', tokens)
-  for mem, v in pairs(mc) do redis.call('HSET', U, 'mc:' .. mem, v) end
-  for mem, v in pairs(mt) do redis.call('HSET', U, 'mt:' .. mem, v) end
+  redis.call('HSET', U, 'loaded', 1, 'calls', int(calls), 'tokens', int(tokens))
+  for mem, v in pairs(mc) do redis.call('HSET', U, 'mc:' .. mem, int(v)) end
+  for mem, v in pairs(mt) do redis.call('HSET', U, 'mt:' .. mem, int(v)) end
   redis.call('PEXPIRE', U, expire_at)
   if #rd > 0 then
     redis.call('PEXPIRE', RX, expire_at)

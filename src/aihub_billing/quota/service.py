@@ -465,17 +465,22 @@ class QuotaManager:
         """Counts usage that came without a reservation (the usage tracker calls it)."""
         resolved = await self.limits(session, ctx, account_id)
         now = ctx.clock.now()
-        if not await self.engine.is_loaded(account_id, resolved.period_key):
-            await self._rebuild(resolved, now)
-        calls_used, tokens_used = await self.engine.record(
-            account_id,
-            resolved.period_key,
-            resolved.period.end,
-            now,
-            calls=calls,
-            tokens=tokens,
-            member=member_id,
-        )
+        try:
+            if not await self.engine.is_loaded(account_id, resolved.period_key):
+                await self._rebuild(resolved, now)
+            calls_used, tokens_used = await self.engine.record(
+                account_id,
+                resolved.period_key,
+                resolved.period.end,
+                now,
+                calls=calls,
+                tokens=tokens,
+                member=member_id,
+            )
+        except EngineUnavailable as exc:
+            # The stored usage stays the truth; these counters are short until a rebuild.
+            self._backend_errors.inc()
+            raise QuotaUnavailable(str(exc), headers={"Retry-After": "1"}) from exc
         self._crossed(ctx, resolved, member_id, None, "calls", calls_used - calls, calls_used)
         self._crossed(ctx, resolved, member_id, None, "tokens", tokens_used - tokens, tokens_used)
 
