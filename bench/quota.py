@@ -31,6 +31,7 @@ REDIS_URL = os.environ.get("AIHUB_BILLING_TEST_REDIS", "redis://127.0.0.1:6379/1
 ROOT = Path(__file__).resolve().parents[1]
 CHECK_PATH = "/api/v1/billing/quota/check"
 CONNECTIONS = 50
+ROUNDS = 3
 BIG = {
     "included_api_calls": 10**12,
     "included_tokens": 10**15,
@@ -270,23 +271,27 @@ async def _http(seconds: int, console: Console) -> list[Result]:
             "BENCH_KEY": f"{prefix}bare",
         }
         headers = {"Authorization": f"Bearer {secret}", "Content-Type": "application/json"}
-        figures = {}
+        runs: dict[str, list[dict[str, float]]] = {"full": [], "bare": []}
+        servers = []
         try:
-            for name, app in (
-                ("full", "aihub_billing.main:create_app"),
-                ("bare", "bench.quota_bare:create_app"),
-            ):
-                process, base = await _serve(app, env)
-                try:
-                    figures[name] = await load(base, headers, body, seconds)
-                finally:
-                    process.terminate()
-                    await asyncio.wait_for(process.wait(), 30)
+            for app in ("aihub_billing.main:create_app", "bench.quota_bare:create_app"):
+                servers.append(await _serve(app, env))
+            # Alternate the two, ROUNDS times each, and keep each one's best round: the
+            # machine is shared, so a single run mostly measures the neighbours.
+            for _ in range(ROUNDS):
+                for name, (_, base) in zip(("full", "bare"), servers, strict=True):
+                    runs[name].append(await load(base, headers, body, seconds))
         finally:
+            for process, _ in servers:
+                process.terminate()
+                await asyncio.wait_for(process.wait(), 30)
             await _delete(prefix)
-    full, bare = figures["full"], figures["bare"]
+    full, bare = (max(runs[name], key=lambda r: r["rps"]) for name in ("full", "bare"))
+    for name in ("full", "bare"):
+        rounds = ", ".join(f"{r['rps']:,.0f}" for r in runs[name])
+        console.print(f"   {name} rounds: {rounds} req/s")
     console.print(
-        f"   {driver}, {CONNECTIONS} connections, {seconds}s: "
+        f"   {driver}, {CONNECTIONS} connections, best of {ROUNDS} x {seconds}s: "
         f"/quota/check {full['rps']:,.0f} req/s "
         f"p50 {full['p50']:.2f} ms p99 {full['p99']:.2f} ms; bare EVALSHA endpoint "
         f"{bare['rps']:,.0f} req/s p50 {bare['p50']:.2f} ms p99 {bare['p99']:.2f} ms"
@@ -327,5 +332,5 @@ async def run(*, quick: bool, console: Console) -> list[Result]:
         console.print("   Redis unreachable: skipped")
         return []
     results = await _in_process(2_000 if quick else 20_000, console)
-    results += await _http(3 if quick else 10, console)
+    results += await _http(2 if quick else 5, console)
     return results

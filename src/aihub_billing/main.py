@@ -72,9 +72,11 @@ def create_app(
     app.add_middleware(RequestIdMiddleware)
     problems.install(app)
 
+    # The quota routes come first and one level up: routes match in order, each nested
+    # router costs a lookup per request, and /quota/check is the hot path.
+    app.include_router(quota_router, prefix=API_PREFIX)
     api = APIRouter(prefix=API_PREFIX)
-    # The quota routes come first: routes match in order and /quota/check is the hot path.
-    for router in (quota_router, plans_router, accounts_router, audit_router):
+    for router in (plans_router, accounts_router, audit_router):
         api.include_router(router)
     app.include_router(api)
     app.include_router(_health_router())

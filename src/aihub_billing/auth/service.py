@@ -7,8 +7,6 @@ process keeps accepting the revoked key until its entry expires (at most `cache_
 
 from __future__ import annotations
 
-import asyncio
-
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from aihub_billing.auth.keys import digest
@@ -25,7 +23,7 @@ class AuthService:
     def __init__(self, cache_seconds: float = DEFAULT_CACHE_SECONDS) -> None:
         self.cache_seconds = cache_seconds
         self._cache: dict[str, tuple[float, Actor]] = {}
-        self._lookups: dict[str, asyncio.Task[Actor]] = {}
+        self._refreshing: set[str] = set()
 
     async def authenticate(self, session: AsyncSession, authorization: str | None) -> Actor:
         if not authorization:
@@ -36,19 +34,15 @@ class AuthService:
             raise Unauthenticated("send 'Authorization: Bearer <api key>'")
         key_digest = digest(secret)
         cached = self._cache.get(key_digest)
-        if cached is not None and cached[0] > monotonic():
+        # Expired under load: one request re-reads, the others keep the old entry meanwhile
+        # (a revoke in this process drops it, so it is never served stale here).
+        if cached is not None and (cached[0] > monotonic() or key_digest in self._refreshing):
             return cached[1]
-        # Single flight: concurrent requests with the same key share one lookup.
-        running = self._lookups.get(key_digest)
-        if running is not None:
-            return await asyncio.shield(running)
-        task = asyncio.ensure_future(self._lookup(session, key_digest))
-        self._lookups[key_digest] = task
+        self._refreshing.add(key_digest)
         try:
-            return await asyncio.shield(task)
+            return await self._lookup(session, key_digest)
         finally:
-            if self._lookups.get(key_digest) is task:
-                del self._lookups[key_digest]
+            self._refreshing.discard(key_digest)
 
     async def _lookup(self, session: AsyncSession, key_digest: str) -> Actor:
         key = await ApiKeyRepository(session).by_digest(key_digest)

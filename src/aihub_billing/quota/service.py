@@ -228,7 +228,7 @@ class QuotaManager:
         self._violations: list[dict[str, Any]] = []
         self._notifications: list[dict[str, Any]] = []
         self._rebuilds: dict[tuple[str, str], asyncio.Task[bool]] = {}
-        self._resolving: dict[str, asyncio.Task[ResolvedLimits]] = {}
+        self._refreshing: set[str] = set()
         self._backend_errors = BACKEND_ERRORS.labels(fail_mode)
 
     # limits
@@ -243,20 +243,18 @@ class QuotaManager:
     async def limits(self, session: AsyncSession, ctx: Context, account_id: str) -> ResolvedLimits:
         now = ctx.clock.now()
         cached = self._cache.get(account_id)
-        if cached is not None and cached[0] > monotonic() and cached[1].period.end > now:
-            return cached[1]
-        # Single flight: when the entry expires under load, one request reads the database
-        # and the others wait for it instead of all reading at once.
-        running = self._resolving.get(account_id)
-        if running is not None:
-            return await asyncio.shield(running)
-        task = asyncio.ensure_future(self._resolve(session, ctx, account_id, now))
-        self._resolving[account_id] = task
+        if cached is not None and cached[1].period.end > now:
+            if cached[0] > monotonic():
+                return cached[1]
+            # Expired under load: one request re-reads, the others keep the old entry
+            # meanwhile (invalidate() drops it, so a change is never served stale here).
+            if account_id in self._refreshing:
+                return cached[1]
+        self._refreshing.add(account_id)
         try:
-            return await asyncio.shield(task)
+            return await self._resolve(session, ctx, account_id, now)
         finally:
-            if self._resolving.get(account_id) is task:
-                del self._resolving[account_id]
+            self._refreshing.discard(account_id)
 
     async def _resolve(
         self, session: AsyncSession, ctx: Context, account_id: str, now: datetime
