@@ -314,3 +314,17 @@ async def test_counts_beyond_float_printing_stay_exact(
     await engine.record(ACCOUNT, PERIOD, PERIOD_END, clock.now(), calls=1, tokens=1)
     status = await engine.status(ACCOUNT, PERIOD, clock.now())
     assert (status.calls_used, status.tokens_used) == (big + 2, big + 8)
+
+
+async def test_member_ids_may_contain_the_separator(
+    engine: QuotaEngine, clock: FrozenClock
+) -> None:
+    await load(engine, clock)
+    limits = Limits(member_calls=1)
+    r = req(clock, tokens=5, member="team|a")
+    assert (await engine.check(r, limits)).admitted
+    assert (await engine.check(req(clock, member="team|a"), limits)).limit_name == "member_calls"
+    assert (await engine.check(req(clock, member="team"), limits)).admitted
+    await engine.release(ACCOUNT, PERIOD, r.reservation_id, clock.now())
+    status = await engine.status(ACCOUNT, PERIOD, clock.now(), member="team|a")
+    assert (status.member_calls_used, status.member_tokens_used) == (0, 0)

@@ -92,13 +92,15 @@ if op == 'check' then
   -- Few redis.call()s: each costs more than the Lua around it. Values are read once and
   -- written back with HSET (the script runs alone, so nothing moves in between).
   local swept = sweep()
-  local rid, est, ttl, mem = ARGV[5], tonumber(ARGV[6]), tonumber(ARGV[7]), ARGV[8]
+  -- The request and the limits travel as two packed arguments (the limits cached per
+  -- account): each argument costs the client more to encode than the server to split.
+  local rid, est, ttl, reset, expire, mem = string.match(
+    ARGV[5], '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|(.*)$')
+  est, ttl, reset = tonumber(est), tonumber(ttl), tonumber(reset)
   local u = redis.call('HMGET', U, 'loaded', 'calls', 'tokens', 'mc:' .. mem, 'mt:' .. mem)
   if not u[1] then return '1' end
-  local reset, expire = tonumber(ARGV[9]), ARGV[11]
-  -- The limits travel as one argument (cached per account): fewer arguments to encode.
   local L = {}
-  for v in string.gmatch(ARGV[10], '[^|]+') do L[#L + 1] = v end
+  for v in string.gmatch(ARGV[6], '[^|]+') do L[#L + 1] = v end
   local cl, cp, tl, tp = tonumber(L[1]), L[2], tonumber(L[3]), L[4]
   local mcl, mtl = tonumber(L[5]), tonumber(L[6])
   local rpm, tpm, conc = tonumber(L[7]), tonumber(L[8]), tonumber(L[9])
@@ -408,13 +410,10 @@ class RedisQuotaEngine:
                 now_ms,
                 minute,
                 request.period_key,
-                request.reservation_id,
-                request.estimated_tokens,
-                request.ttl_seconds * 1000,
-                request.member or "",
-                reset_ms,
+                f"{request.reservation_id}|{request.estimated_tokens}|"
+                f"{request.ttl_seconds * 1000}|{reset_ms}|"
+                f"{_expire_at(request.period_end, request.now)}|{request.member or ''}",
                 self._packed(limits),
-                _expire_at(request.period_end, request.now),
             ],
         )
         result = reply.split(b",")
