@@ -115,20 +115,26 @@ async def _in_process(n: int, console: Console) -> list[Result]:
                         session, ctx, account_id=account_id, model="m", estimated_tokens=100
                     )
 
-                quota_rate = await _rate(n, ours)
-            storage = RedisStorage(
-                f"async+{REDIS_URL}", implementation="redispy", key_prefix=f"{prefix}limits"
-            )
-            limiter = MovingWindowRateLimiter(storage)
-            item = parse("10000000/minute")
+                storage = RedisStorage(
+                    f"async+{REDIS_URL}", implementation="redispy", key_prefix=f"{prefix}limits"
+                )
+                limiter = MovingWindowRateLimiter(storage)
+                item = parse("10000000/minute")
 
-            async def theirs() -> object:
-                return await limiter.hit(item, account_id)
+                async def theirs() -> object:
+                    return await limiter.hit(item, account_id)
 
-            limits_rate = await _rate(n, theirs)
+                # Alternate, keep each one's best round (the machine is shared).
+                rates: dict[str, list[float]] = {"ours": [], "limits": []}
+                for _ in range(ROUNDS):
+                    rates["ours"].append(await _rate(n // ROUNDS, ours))
+                    rates["limits"].append(await _rate(n // ROUNDS, theirs))
         finally:
             await billing.close()
             await _delete(prefix)
+    quota_rate, limits_rate = max(rates["ours"]), max(rates["limits"])
+    for name, values in rates.items():
+        console.print(f"   {name} rounds: {', '.join(f'{v:,.0f}' for v in values)} /s")
     console.print(
         f"   QuotaManager.check {quota_rate:,.0f} checks/s; limits moving window hit "
         f"{limits_rate:,.0f} hits/s ({quota_rate / limits_rate:.2f}x)"
@@ -331,6 +337,6 @@ async def run(*, quick: bool, console: Console) -> list[Result]:
     if not await _redis_up():
         console.print("   Redis unreachable: skipped")
         return []
-    results = await _in_process(2_000 if quick else 20_000, console)
+    results = await _in_process(3_000 if quick else 30_000, console)
     results += await _http(2 if quick else 5, console)
     return results

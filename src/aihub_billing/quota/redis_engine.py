@@ -53,7 +53,7 @@ local function parse(data)
 end
 
 -- Expired reservations give back their tokens (the call stays counted) and their slot.
-local function sweep()
+local function sweep(now)
   local expired = redis.call('ZRANGEBYSCORE', RX, '-inf', now, 'LIMIT', 0, __SWEEP__)
   if #expired == 0 then return 0 end
   for _, rid in ipairs(expired) do
@@ -88,19 +88,20 @@ local function refuse(name, limit, attempted, retry, c, t, wc, wt, live, reset)
   return reply({2, name, limit, attempted, retry, c, t, wc, wt, live, reset})
 end
 
-if op == 'check' then
+-- One check; `now` is the check's own time (a batch carries one per check).
+local function check(now, request, limits)
   -- Few redis.call()s: each costs more than the Lua around it. Values are read once and
   -- written back with HSET (the script runs alone, so nothing moves in between).
-  local swept = sweep()
+  local swept = sweep(now)
   -- The request and the limits travel as two packed arguments (the limits cached per
   -- account): each argument costs the client more to encode than the server to split.
   local rid, est, ttl, reset, expire, mem = string.match(
-    ARGV[5], '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|(.*)$')
+    request, '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|(.*)$')
   est, ttl, reset = tonumber(est), tonumber(ttl), tonumber(reset)
   local u = redis.call('HMGET', U, 'loaded', 'calls', 'tokens', 'mc:' .. mem, 'mt:' .. mem)
   if not u[1] then return '1' end
   local L = {}
-  for v in string.gmatch(ARGV[6], '[^|]+') do L[#L + 1] = v end
+  for v in string.gmatch(limits, '[^|]+') do L[#L + 1] = v end
   local cl, cp, tl, tp = tonumber(L[1]), L[2], tonumber(L[3]), L[4]
   local mcl, mtl = tonumber(L[5]), tonumber(L[6])
   local rpm, tpm, conc = tonumber(L[7]), tonumber(L[8]), tonumber(L[9])
@@ -158,8 +159,23 @@ if op == 'check' then
   return reply({0, c + 1, t + est, oc, ot, wc + 1, wt + est, live + 1, reset})
 end
 
+if op == 'check' then
+  return check(now, ARGV[5], ARGV[6])
+end
+
+-- Checks of one account issued together: ARGV[5..] = ("<now>|<request>", limits) pairs,
+-- each checked on its own, in order; the replies are joined with ';'.
+if op == 'checks' then
+  local out = {}
+  for i = 5, #ARGV, 2 do
+    local at, request = string.match(ARGV[i], '^([^|]*)|(.*)$')
+    out[#out + 1] = check(tonumber(at), request, ARGV[i + 1])
+  end
+  return table.concat(out, ';')
+end
+
 if op == 'commit' or op == 'release' then
-  sweep()
+  sweep(now)
   local rid = ARGV[5]
   local data = redis.call('HGET', RD, rid)
   if not data then return {0} end
@@ -208,7 +224,7 @@ if op == 'record' then
 end
 
 if op == 'status' then
-  sweep()
+  sweep(now)
   local mem = ARGV[5]
   local u = redis.call('HMGET', U, 'loaded', 'calls', 'tokens', 'mc:' .. mem, 'mt:' .. mem)
   local w = redis.call('HMGET', W, 'c', 't')
@@ -221,7 +237,7 @@ end
 if op == 'load' then
   local calls, tokens, expire_at, force = tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7], ARGV[8]
   if force == '0' and redis.call('HEXISTS', U, 'loaded') == 1 then return 0 end
-  sweep()
+  sweep(now)
   local fields = {}
   local mc, mt = {}, {}
   for i = 9, #ARGV, 3 do
@@ -347,38 +363,54 @@ class RedisQuotaEngine:
             task.add_done_callback(self._flushes.discard)
 
     async def _flush(self, batch: list[tuple[list[str], list[Any], asyncio.Future[Any]]]) -> None:
-        if len(batch) == 1:
-            keys, args, future = batch[0]
-            try:
-                _settle(future, await self._run(keys, args))
-            except Exception as exc:
-                _fail(future, exc)
-            return
+        # Checks of one account (same keys) go as ONE `checks` call, each still checked on
+        # its own inside the script; the calls of several accounts share a pipeline.
+        groups: dict[tuple[str, ...], list[tuple[list[Any], asyncio.Future[Any]]]] = {}
+        for batch_keys, batch_args, future in batch:
+            groups.setdefault(tuple(batch_keys), []).append((batch_args, future))
+        commands: list[tuple[list[str], list[Any], list[asyncio.Future[Any]]]] = []
+        for group_keys, items in groups.items():
+            if len(items) == 1:
+                commands.append((list(group_keys), items[0][0], [items[0][1]]))
+                continue
+            first = items[0][0]
+            packed: list[Any] = ["checks", first[1], first[2], first[3]]
+            for item_args, _ in items:
+                packed += [f"{item_args[1]}|{item_args[4]}", item_args[5]]
+            commands.append((list(group_keys), packed, [future for _, future in items]))
         try:
-            pipe = self.client.pipeline(transaction=False)
-            for keys, args, _ in batch:
-                pipe.evalsha(SCRIPT_SHA, 4, *keys, *args)
-            results = await pipe.execute(raise_on_error=False)
-        except (RedisError, OSError) as exc:
-            error = (
-                _translate(exc)
-                if isinstance(exc, RedisError)
-                else EngineUnavailable(f"redis: {type(exc).__name__}")
-            )
-            for _, _, future in batch:
-                _fail(future, error)
+            if len(commands) == 1:
+                results: list[Any] = [await self._run(commands[0][0], commands[0][1])]
+            else:
+                pipe = self.client.pipeline(transaction=False)
+                for keys, args, _ in commands:
+                    pipe.evalsha(SCRIPT_SHA, 4, *keys, *args)
+                results = await pipe.execute(raise_on_error=False)
+        except Exception as exc:
+            error: BaseException = exc
+            if isinstance(exc, RedisError):
+                error = _translate(exc)
+            elif isinstance(exc, OSError):
+                error = EngineUnavailable(f"redis: {type(exc).__name__}")
+            for _, _, futures in commands:
+                for future in futures:
+                    _fail(future, error)
             return
-        for (keys, args, future), result in zip(batch, results, strict=True):
+        for (keys, args, futures), result in zip(commands, results, strict=True):
             if isinstance(result, NoScriptError):
                 try:
                     result = await self._run(keys, args)  # loads the script, then runs
                 except Exception as exc:
-                    _fail(future, exc)
-                    continue
+                    result = exc
             if isinstance(result, Exception):
-                _fail(future, _translate(result) if isinstance(result, RedisError) else result)
+                error = _translate(result) if isinstance(result, RedisError) else result
+                for future in futures:
+                    _fail(future, error)
+            elif args[0] == "checks":
+                for future, part in zip(futures, result.split(b";"), strict=True):
+                    _settle(future, part)
             else:
-                _settle(future, result)
+                _settle(futures[0], result)
 
     def _packed(self, limits: Limits) -> bytes:
         packed = self._packed_limits.get(limits)
