@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from aihub_billing.kit.logs import configure_logging
-from bench import api, jobs, usage
+from bench import api, jobs, quota, usage
 from bench.common import Result
 
 
@@ -17,7 +17,7 @@ async def main(quick: bool) -> None:
     configure_logging("WARNING")  # a log line per job would drown the figures
     console = Console(width=150)
     results: list[Result] = []
-    for suite in (api, jobs, usage):
+    for suite in (api, jobs, quota, usage):
         console.print(
             f"[bold]>> {suite.__name__}[/] {suite.__doc__.strip() if suite.__doc__ else ''}"
         )

@@ -107,6 +107,7 @@ class BillingConfig(BaseSettings):
     database_url: str = "sqlite+aiosqlite:///./var/aihub_billing.db"
     database_replica_url: str | None = None
     redis_url: str | None = None
+    redis_max_connections: int = Field(default=100, ge=1, le=10_000)
     admin_key: SecretStr | None = None  # bootstrap operator key
     stripe: PaymentProviderConfig = Field(default_factory=PaymentProviderConfig)
     paypal: PaymentProviderConfig = Field(default_factory=PaymentProviderConfig)
@@ -121,6 +122,14 @@ class BillingConfig(BaseSettings):
     jobs_poll_interval_seconds: float = Field(default=1.0, gt=0)
     jobs_max_attempts: int = Field(default=8, ge=1)
     idempotency_ttl_hours: int = Field(default=24, ge=1)
+    # Quota: notify at these percentages of a monthly limit; limits cached per process.
+    quota_thresholds: list[int] = Field(default_factory=lambda: [80, 100], max_length=10)
+    quota_limits_cache_seconds: float = Field(default=30.0, ge=0)
+    quota_reservation_ttl_seconds: int = Field(default=300, ge=1, le=86_400)
+    quota_key_prefix: str = Field(default="", max_length=64, pattern=r"^[^{}]*$")
+    quota_flush_interval_seconds: float = Field(default=1.0, gt=0)
+    # API key -> actor cache per process; a key revoked elsewhere works up to this long.
+    auth_cache_seconds: float = Field(default=10.0, ge=0)
 
     @classmethod
     def settings_customise_sources(

@@ -23,6 +23,7 @@ from aihub_billing.kit.logs import configure_logging
 from aihub_billing.payments.endpoints import methods_router as payment_methods_router
 from aihub_billing.payments.endpoints import router as payments_router
 from aihub_billing.plans.endpoints import router as plans_router
+from aihub_billing.quota.endpoints import router as quota_router
 from aihub_billing.service import BillingService
 from aihub_billing.subscriptions.endpoints import router as subscriptions_router
 from aihub_billing.testclocks.endpoints import router as test_clocks_router
@@ -55,6 +56,7 @@ def create_app(
         worker_task = None
         if config.run_embedded_worker():
             worker_task = asyncio.create_task(service.worker().run(stop))
+        quota_task = asyncio.create_task(service.run_quota_background(stop))
         try:
             yield
         finally:
@@ -62,6 +64,8 @@ def create_app(
             if worker_task is not None:
                 with suppress(asyncio.CancelledError):
                     await worker_task
+            with suppress(asyncio.CancelledError):
+                await quota_task
             if billing is None:
                 await service.close()
 
@@ -76,6 +80,9 @@ def create_app(
     app.add_middleware(RequestIdMiddleware)
     problems.install(app)
 
+    # The quota routes come first and one level up: routes match in order, each nested
+    # router costs a lookup per request, and /quota/check is the hot path.
+    app.include_router(quota_router, prefix=API_PREFIX)
     api = APIRouter(prefix=API_PREFIX)
     for router in (plans_router, accounts_router, audit_router):
         api.include_router(router)

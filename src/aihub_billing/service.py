@@ -5,13 +5,15 @@ It owns the runtime parts (config, clock, database, Redis) and composes the doma
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import redis.asyncio as aioredis
+import structlog
 from alembic import command
 from alembic.config import Config as AlembicConfig
 from sqlalchemy.engine import make_url
@@ -20,12 +22,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 # Importing the tasks modules registers their jobs with the registry.
 import aihub_billing.idempotency.tasks
 import aihub_billing.jobs.tasks
+import aihub_billing.quota.tasks
 import aihub_billing.subscriptions.tasks
 import aihub_billing.webhooks.tasks  # noqa: F401
 from aihub_billing.accounts import schemas as account_schemas
 from aihub_billing.accounts.service import accounts
 from aihub_billing.auth.keys import digest
 from aihub_billing.auth.repository import ApiKeyRepository
+from aihub_billing.auth.service import auth
 from aihub_billing.config import BillingConfig
 from aihub_billing.jobs.worker import Worker
 from aihub_billing.kit.clock import Clock, SystemClock
@@ -36,9 +40,14 @@ from aihub_billing.payments.providers.base import PaymentProcessor
 from aihub_billing.payments.providers.registry import ProcessorRegistry
 from aihub_billing.plans import schemas as plan_schemas
 from aihub_billing.plans.service import plans
+from aihub_billing.quota.engine import QuotaEngine
+from aihub_billing.quota.memory_engine import MemoryQuotaEngine
+from aihub_billing.quota.redis_engine import RedisQuotaEngine
+from aihub_billing.quota.service import QuotaManager
 from aihub_billing.usage.service import model_prices
 
 ROOT = Path(__file__).resolve().parents[2]
+log = structlog.get_logger("aihub_billing")
 
 
 def migrate_database(url: str, revision: str = "head") -> None:
@@ -53,6 +62,12 @@ def migrate_database(url: str, revision: str = "head") -> None:
     cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     cfg.attributes["skip_logging_config"] = True
     command.upgrade(cfg, revision)
+
+
+def redis_client(url: str, max_connections: int = 100) -> aioredis.Redis:
+    """A client whose pool waits for a free connection instead of failing a burst."""
+    pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=max_connections, timeout=5)
+    return aioredis.Redis(connection_pool=pool)
 
 
 @dataclass
@@ -73,9 +88,24 @@ class BillingService:
         self.clock: Clock = clock or SystemClock()
         self.db = db or open_database(config.database_url, config.database_replica_url)
         self.redis: aioredis.Redis | None = (
-            aioredis.from_url(config.redis_url) if config.redis_url else None
+            redis_client(config.redis_url, config.redis_max_connections)
+            if config.redis_url
+            else None
         )
         self.processors = ProcessorRegistry(config, self.clock)
+        engine: QuotaEngine = (
+            RedisQuotaEngine(self.redis, prefix=config.quota_key_prefix)
+            if self.redis is not None
+            else MemoryQuotaEngine()
+        )
+        self.quota = QuotaManager(
+            engine,
+            fail_mode=config.quota_fail_mode,
+            thresholds=config.quota_thresholds,
+            limits_ttl_seconds=config.quota_limits_cache_seconds,
+            reservation_ttl_seconds=config.quota_reservation_ttl_seconds,
+        )
+        auth.cache_seconds = config.auth_cache_seconds
 
     def processor(self, name: str | None = None) -> PaymentProcessor:
         """The processor of provider `name` (default: the first enabled one), from config."""
@@ -83,6 +113,10 @@ class BillingService:
 
     async def close(self) -> None:
         await self.processors.aclose()
+        try:
+            await self.flush_quota_events()
+        except Exception:
+            log.exception("quota.flush_failed")
         if self.redis is not None:
             await self.redis.aclose()
         await self.db.dispose()
@@ -151,6 +185,28 @@ class BillingService:
             except Exception as exc:
                 checks["redis"] = f"error: {type(exc).__name__}"
         return checks
+
+    async def flush_quota_events(self) -> int:
+        """Writes the quota violations and notifications buffered by checks."""
+        if not self.quota.pending:
+            return 0
+        async with self.transaction() as session:
+            return await self.quota.flush(session, self.context())
+
+    async def run_quota_background(self, stop: asyncio.Event) -> None:
+        """Rebuilds lost counters at start, then flushes quota events until `stop`."""
+        try:
+            async with self.transaction() as session:
+                await self.quota.rebuild_missing(session, self.context())
+        except Exception:
+            log.exception("quota.startup_rebuild_failed")
+        while not stop.is_set():
+            with suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.config.quota_flush_interval_seconds)
+            try:
+                await self.flush_quota_events()
+            except Exception:
+                log.exception("quota.flush_failed")
 
     def worker(self, **options: Any) -> Worker:
         settings = {"idempotency_ttl_hours": self.config.idempotency_ttl_hours}

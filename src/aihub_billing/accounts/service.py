@@ -16,6 +16,7 @@ from aihub_billing.accounts.repository import AccountRepository
 from aihub_billing.audit.service import audit
 from aihub_billing.auth.keys import IssuedSecret, issue_secret
 from aihub_billing.auth.repository import ApiKeyRepository
+from aihub_billing.auth.service import auth
 from aihub_billing.errors import Forbidden
 from aihub_billing.kit.context import Context, Role
 from aihub_billing.kit.ids import new_id
@@ -148,6 +149,7 @@ class AccountService:
         before = schemas.ApiKey.model_validate(key)
         key.revoked_at = ctx.clock.now()
         await session.flush()
+        auth.forget(key.key_hash)  # this process refuses it at once (see auth.service)
         await audit.record(
             session,
             ctx,

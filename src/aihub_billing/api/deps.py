@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Annotated
 
@@ -16,13 +16,16 @@ from aihub_billing.idempotency.service import Replay, idempotency
 from aihub_billing.kit.context import Actor, Context, Role
 from aihub_billing.service import BillingService
 
+# Dependencies are `async def` even when they do not await: FastAPI runs a plain `def`
+# dependency in the thread pool, a hop that costs more than the whole quota check.
 
-def get_billing(request: Request) -> BillingService:
+
+async def get_billing(request: Request) -> BillingService:
     billing: BillingService = request.app.state.billing
     return billing
 
 
-def get_session(request: Request) -> AsyncSession:
+async def get_session(request: Request) -> AsyncSession:
     session: AsyncSession = request.state.session
     return session
 
@@ -45,8 +48,8 @@ async def get_actor(
 ActorDep = Annotated[Actor, Depends(get_actor)]
 
 
-def get_context(request: Request, actor: ActorDep) -> Context:
-    billing = get_billing(request)
+async def get_context(request: Request, actor: ActorDep) -> Context:
+    billing: BillingService = request.app.state.billing
     return Context(
         actor=actor, clock=billing.clock, request_id=getattr(request.state, "request_id", None)
     )
@@ -55,10 +58,10 @@ def get_context(request: Request, actor: ActorDep) -> Context:
 ContextDep = Annotated[Context, Depends(get_context)]
 
 
-def require_roles(*roles: Role) -> Callable[[Context], Context]:
+def require_roles(*roles: Role) -> Callable[[Context], Awaitable[Context]]:
     """Admin passes every check; other roles must be listed."""
 
-    def check(ctx: ContextDep) -> Context:
+    async def check(ctx: ContextDep) -> Context:
         if ctx.actor.role != Role.ADMIN and ctx.actor.role not in roles:
             allowed = ", ".join(["admin", *(str(r) for r in roles)])
             raise Forbidden(f"this action needs one of the roles: {allowed}")
@@ -85,7 +88,7 @@ async def idempotent(
 ) -> None:
     if idempotency_key is None:
         return
-    billing = get_billing(request)
+    billing: BillingService = request.app.state.billing
     outcome = await idempotency.begin(
         session,
         ctx,

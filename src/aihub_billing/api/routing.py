@@ -55,7 +55,10 @@ class TransactionalRoute(APIRoute):
                     await idempotency.complete(
                         session, record, response.status_code, _json_body(response)
                     )
-                await session.commit()
+                # A request that never touched the database (a cached quota check) skips
+                # the commit round trip through SQLAlchemy's greenlet.
+                if session.in_transaction():
+                    await session.commit()
                 return response
 
         return transactional

@@ -1,4 +1,9 @@
-"""Resolves a bearer secret to the actor it stands for."""
+"""Resolves a bearer secret to the actor it stands for.
+
+Resolved keys are cached in process for `cache_seconds` (a DB round trip per request would
+dominate the quota hot path). A revoke in this process drops the entry at once; another
+process keeps accepting the revoked key until its entry expires (at most `cache_seconds`).
+"""
 
 from __future__ import annotations
 
@@ -7,10 +12,19 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from aihub_billing.auth.keys import digest
 from aihub_billing.auth.repository import ApiKeyRepository
 from aihub_billing.errors import Unauthenticated
+from aihub_billing.kit.clock import monotonic
 from aihub_billing.kit.context import KEY_ROLES, Actor, Role
+
+DEFAULT_CACHE_SECONDS = 10.0
+MAX_CACHED = 10_000
 
 
 class AuthService:
+    def __init__(self, cache_seconds: float = DEFAULT_CACHE_SECONDS) -> None:
+        self.cache_seconds = cache_seconds
+        self._cache: dict[str, tuple[float, Actor]] = {}
+        self._refreshing: set[str] = set()
+
     async def authenticate(self, session: AsyncSession, authorization: str | None) -> Actor:
         if not authorization:
             raise Unauthenticated("send 'Authorization: Bearer <api key>'")
@@ -18,13 +32,35 @@ class AuthService:
         secret = secret.strip()
         if scheme.lower() != "bearer" or not secret or len(secret) > 512:
             raise Unauthenticated("send 'Authorization: Bearer <api key>'")
-        key = await ApiKeyRepository(session).by_digest(digest(secret))
+        key_digest = digest(secret)
+        cached = self._cache.get(key_digest)
+        # Expired under load: one request re-reads, the others keep the old entry meanwhile
+        # (a revoke in this process drops it, so it is never served stale here).
+        if cached is not None and (cached[0] > monotonic() or key_digest in self._refreshing):
+            return cached[1]
+        self._refreshing.add(key_digest)
+        try:
+            return await self._lookup(session, key_digest)
+        finally:
+            self._refreshing.discard(key_digest)
+
+    async def _lookup(self, session: AsyncSession, key_digest: str) -> Actor:
+        key = await ApiKeyRepository(session).by_digest(key_digest)
         if key is None or key.revoked_at is not None:
             raise Unauthenticated("unknown or revoked API key")
         role = Role(key.role)
         if role not in KEY_ROLES:  # pragma: no cover - guarded when keys are issued
             raise Unauthenticated("unknown or revoked API key")
-        return Actor(role=role, account_id=key.account_id, key_id=key.id, member_id=key.member_id)
+        actor = Actor(role=role, account_id=key.account_id, key_id=key.id, member_id=key.member_id)
+        if self.cache_seconds > 0:
+            if len(self._cache) >= MAX_CACHED:
+                self._cache.clear()
+            self._cache[key_digest] = (monotonic() + self.cache_seconds, actor)
+        return actor
+
+    def forget(self, key_digest: str) -> None:
+        """Drops a key from this process's cache (called when it is revoked)."""
+        self._cache.pop(key_digest, None)
 
 
 auth = AuthService()

@@ -17,6 +17,7 @@ from aihub_billing.models.payment import (
     RefundRecord,
 )
 from aihub_billing.models.plan import Plan, PlanPrice
+from aihub_billing.models.quota import QuotaNotificationTarget, QuotaOverride, QuotaViolation
 from aihub_billing.models.subscription import Subscription, SubscriptionEvent
 from aihub_billing.models.test_clock import TestClock, TestClockAccount
 from aihub_billing.models.usage import UsageDaily, UsageEvent
@@ -39,6 +40,9 @@ __all__ = [
     "PaymentMethodRecord",
     "Plan",
     "PlanPrice",
+    "QuotaNotificationTarget",
+    "QuotaOverride",
+    "QuotaViolation",
     "RefundRecord",
     "Subscription",
     "SubscriptionEvent",

@@ -1,0 +1,34 @@
+"""Errors of the quota domain."""
+
+from __future__ import annotations
+
+from aihub_billing.errors import BillingError, NotFound
+
+
+class QuotaExceeded(BillingError):
+    code = "quota_exceeded"
+    status = 402
+    title = "A monthly quota of the account is used up"
+
+
+class RateLimited(BillingError):
+    code = "rate_limited"
+    status = 429
+    title = "Too many requests, tokens or concurrent calls; retry later"
+
+
+class ModelNotAllowed(BillingError):
+    code = "model_not_allowed"
+    status = 403
+    title = "The account's plan does not include this model"
+
+
+class ReservationNotFound(NotFound):
+    code = "reservation_not_found"
+    title = "No live reservation with this id (settled, released or expired)"
+
+
+class QuotaUnavailable(BillingError):
+    code = "quota_unavailable"
+    status = 503
+    title = "The quota counters are unavailable; retry later"

@@ -1,0 +1,869 @@
+"""QuotaManager: limits from plan + overrides, atomic check-and-consume, reservations,
+violations, threshold notifications and counter rebuilds.
+
+The hot path (`check`) touches the database only when the account's limits are not cached;
+violations and notifications are buffered and written by `flush` (BillingService runs it in
+the background), so a refusal costs no extra round trip.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+import httpx
+import structlog
+from prometheus_client import Counter
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from aihub_billing.accounts.errors import AccountNotFound
+from aihub_billing.accounts.service import accounts
+from aihub_billing.audit.service import audit
+from aihub_billing.errors import Forbidden, InvalidRequest
+from aihub_billing.jobs import queue
+from aihub_billing.kit.clock import monotonic
+from aihub_billing.kit.context import Context, Role
+from aihub_billing.kit.ids import new_id, new_token
+from aihub_billing.kit.pagination import clamp_limit, decode_cursor, encode_cursor
+from aihub_billing.kit.periods import Period, add_months
+from aihub_billing.models import QuotaNotificationTarget, QuotaOverride, QuotaViolation
+from aihub_billing.plans import schemas as plan_schemas
+from aihub_billing.plans.service import plans
+from aihub_billing.quota import schemas
+from aihub_billing.quota.engine import (
+    CheckOutcome,
+    CheckRequest,
+    EngineUnavailable,
+    Limits,
+    QuotaEngine,
+    Verdict,
+)
+from aihub_billing.quota.errors import (
+    ModelNotAllowed,
+    QuotaExceeded,
+    QuotaUnavailable,
+    RateLimited,
+    ReservationNotFound,
+)
+from aihub_billing.quota.repository import QuotaRepository
+
+log = structlog.get_logger("aihub_billing.quota")
+
+DEFAULT_THRESHOLDS = (80, 100)
+DEFAULT_PLAN_CODE = "free"
+NOTIFY_JOB = "quota.notify"
+SIGNATURE_HEADER = "AIHub-Signature"
+MONTHLY_LIMITS = frozenset({"calls", "tokens", "member_calls", "member_tokens"})
+
+BACKEND_ERRORS = Counter(
+    "aihub_billing_quota_backend_errors_total",
+    "Quota operations that found the counter store (Redis) unreachable",
+    ["fail_mode"],
+)
+CHECKS = Counter(
+    "aihub_billing_quota_checks_total",
+    "Quota checks by result",
+    ["result"],
+)
+DROPPED = Counter(
+    "aihub_billing_quota_events_dropped_total",
+    "Violations/notifications dropped because the write buffer was full",
+)
+_ADMITTED = CHECKS.labels("admitted")
+_BLOCKED = CHECKS.labels("blocked")
+_RATE_LIMITED = CHECKS.labels("rate_limited")
+_DEGRADED = CHECKS.labels("fail_open")
+
+
+# --- seams for the integrator ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class UsageTotals:
+    """Used calls and tokens of one period, as stored in the database."""
+
+    calls: int = 0
+    tokens: int = 0
+    members: dict[str, tuple[int, int]] = field(default_factory=dict)
+
+
+class UsageSource(Protocol):
+    """Where a rebuild reads the period's stored usage (the usage table, once wired)."""
+
+    async def used(self, account_id: str, period: Period) -> UsageTotals: ...
+
+
+class ZeroUsageSource:
+    """Stores nothing, so a rebuild starts every period at zero: a placeholder until the
+    usage table is plugged in (never use it where usage is recorded)."""
+
+    async def used(self, account_id: str, period: Period) -> UsageTotals:
+        return UsageTotals()
+
+
+class EmailNotifier(Protocol):
+    async def send(self, to: str, subject: str, body: str) -> None: ...
+
+
+class LoggingEmailNotifier:
+    """Logs the email instead of sending it (no mail transport is configured)."""
+
+    async def send(self, to: str, subject: str, body: str) -> None:
+        log.info("quota.email", to=to, subject=subject, body=body)
+
+
+@dataclass(frozen=True, slots=True)
+class PlanAndPeriod:
+    plan: plan_schemas.Plan
+    period: Period
+
+
+async def current_plan(session: AsyncSession, account_id: str, now: datetime) -> PlanAndPeriod:
+    """The account's plan and current period: THE one place the subscriptions domain replaces.
+
+    For now: the override's `plan_code` (default: the free plan), calendar month in UTC.
+    """
+    override = await QuotaRepository(session).override(account_id)
+    code = override.plan_code if override is not None and override.plan_code else None
+    plan = await plans.get(session, code or DEFAULT_PLAN_CODE)
+    start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    return PlanAndPeriod(plan, Period(start, add_months(start, 1)))
+
+
+# --- resolved limits ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedLimits:
+    account_id: str
+    plan_code: str
+    period: Period
+    period_key: str
+    limits: Limits
+    allowed_models: frozenset[str] | None
+    thresholds: tuple[int, ...]
+    member_caps: dict[str, tuple[int | None, int | None]]
+
+    def for_member(self, subject: str | None) -> Limits:
+        cap = self.member_caps.get(subject) if subject else None
+        if cap is None:
+            return self.limits
+        return replace(self.limits, member_calls=cap[0], member_tokens=cap[1])
+
+
+def _pick(override: Any, plan_value: Any) -> Any:
+    return plan_value if override is None else override
+
+
+def resolve_limits(
+    account_id: str,
+    plan: plan_schemas.Plan,
+    period: Period,
+    override: QuotaOverride | None,
+    default_thresholds: tuple[int, ...],
+) -> ResolvedLimits:
+    """Plan limits with the account's override applied field by field."""
+    pl = plan.limits
+    o = override
+    limits = Limits(
+        calls=_pick(o and o.included_api_calls, pl.included_api_calls),
+        tokens=_pick(o and o.included_tokens, pl.included_tokens),
+        calls_policy=_pick(o and o.calls_policy, pl.calls_policy),
+        tokens_policy=_pick(o and o.tokens_policy, pl.tokens_policy),
+        rpm=_pick(o and o.rpm_limit, pl.rpm_limit),
+        tpm=_pick(o and o.tpm_limit, pl.tpm_limit),
+        concurrency=_pick(o and o.concurrency_limit, pl.concurrency_limit),
+        member_calls=o.member_calls_limit if o else None,
+        member_tokens=o.member_tokens_limit if o else None,
+    )
+    models = _pick(o and o.allowed_models, pl.allowed_models)
+    caps = {
+        subject: (cap.get("calls"), cap.get("tokens"))
+        for subject, cap in ((o.member_caps or {}) if o else {}).items()
+    }
+    return ResolvedLimits(
+        account_id=account_id,
+        plan_code=plan.code,
+        period=period,
+        period_key=period.start.strftime("%Y%m%dT%H%M"),
+        limits=limits,
+        allowed_models=frozenset(models) if models is not None else None,
+        thresholds=tuple(o.thresholds) if o and o.thresholds else default_thresholds,
+        member_caps=caps,
+    )
+
+
+# --- the manager ----------------------------------------------------------------------------
+
+
+class QuotaManager:
+    """The seed's QuotaManager; one per process, built by BillingService from the config."""
+
+    def __init__(
+        self,
+        engine: QuotaEngine,
+        *,
+        fail_mode: str = "fail_closed",
+        thresholds: Iterable[int] = DEFAULT_THRESHOLDS,
+        limits_ttl_seconds: float = 30.0,
+        reservation_ttl_seconds: int = 300,
+        usage_source: UsageSource | None = None,
+        max_buffered: int = 10_000,
+    ) -> None:
+        self.engine = engine
+        self.fail_mode = fail_mode
+        self.thresholds = tuple(sorted(set(thresholds)))
+        self.limits_ttl = limits_ttl_seconds
+        self.reservation_ttl = reservation_ttl_seconds
+        self.usage_source: UsageSource = usage_source or ZeroUsageSource()
+        self.max_buffered = max_buffered
+        self._cache: dict[str, tuple[float, ResolvedLimits]] = {}
+        self._violations: list[dict[str, Any]] = []
+        self._notifications: list[dict[str, Any]] = []
+        self._rebuilds: dict[tuple[str, str], asyncio.Task[bool]] = {}
+        self._refreshing: set[str] = set()
+        self._backend_errors = BACKEND_ERRORS.labels(fail_mode)
+
+    # limits
+
+    def invalidate(self, account_id: str | None = None) -> None:
+        """Drops cached limits (of one account, or all); the next check reads them again."""
+        if account_id is None:
+            self._cache.clear()
+        else:
+            self._cache.pop(account_id, None)
+
+    async def limits(self, session: AsyncSession, ctx: Context, account_id: str) -> ResolvedLimits:
+        now = ctx.clock.now()
+        cached = self._cache.get(account_id)
+        if cached is not None and cached[1].period.end > now:
+            if cached[0] > monotonic():
+                return cached[1]
+            # Expired under load: one request re-reads, the others keep the old entry
+            # meanwhile (invalidate() drops it, so a change is never served stale here).
+            if account_id in self._refreshing:
+                return cached[1]
+        self._refreshing.add(account_id)
+        try:
+            return await self._resolve(session, ctx, account_id, now)
+        finally:
+            self._refreshing.discard(account_id)
+
+    async def _resolve(
+        self, session: AsyncSession, ctx: Context, account_id: str, now: datetime
+    ) -> ResolvedLimits:
+        # Existence (account_for already confined non-operators to their own account).
+        await accounts.get(session, ctx, account_id)
+        current = await current_plan(session, account_id, now)
+        override = await QuotaRepository(session).override(account_id)
+        resolved = resolve_limits(
+            account_id, current.plan, current.period, override, self.thresholds
+        )
+        self._cache[account_id] = (monotonic() + self.limits_ttl, resolved)
+        return resolved
+
+    # the hot path
+
+    async def check(
+        self,
+        session: AsyncSession,
+        ctx: Context,
+        *,
+        account_id: str,
+        model: str,
+        estimated_tokens: int = 0,
+        member_id: str | None = None,
+    ) -> schemas.QuotaCheckResult:
+        """Checks every limit and consumes/reserves atomically; raises on refusal."""
+        resolved = await self.limits(session, ctx, account_id)
+        now = ctx.clock.now()
+        member = member_id or ctx.actor.member_id
+        subject = member or ctx.actor.key_id
+        if resolved.allowed_models is not None and model not in resolved.allowed_models:
+            _BLOCKED.inc()
+            self._violation(ctx, account_id, member, "model", 0, 0, "blocked", model, now)
+            raise ModelNotAllowed(f"the {resolved.plan_code} plan does not include {model!r}")
+        limits = resolved.for_member(subject)
+        request = CheckRequest(
+            account_id=account_id,
+            period_key=resolved.period_key,
+            period_end=resolved.period.end,
+            now=now,
+            reservation_id=new_id("rsv", now),
+            estimated_tokens=estimated_tokens,
+            member=subject,
+            ttl_seconds=self.reservation_ttl,
+        )
+        try:
+            outcome = await self.engine.check(request, limits)
+            if outcome.verdict is Verdict.NOT_LOADED:
+                await self._rebuild(resolved, now)
+                outcome = await self.engine.check(request, limits)
+        except EngineUnavailable as exc:
+            return self._unavailable(exc, request, resolved)
+        if outcome.verdict is Verdict.REFUSED:
+            raise self._refusal(ctx, resolved, limits, member, model, outcome, now)
+        if outcome.verdict is Verdict.NOT_LOADED:  # pragma: no cover - flushed mid-check
+            raise QuotaUnavailable("the counters were lost during the check; retry")
+        _ADMITTED.inc()
+        self._crossed(
+            ctx, resolved, member, model, "calls", outcome.calls_used - 1, outcome.calls_used
+        )
+        if estimated_tokens:
+            self._crossed(
+                ctx,
+                resolved,
+                member,
+                model,
+                "tokens",
+                outcome.tokens_used - estimated_tokens,
+                outcome.tokens_used,
+            )
+        return schemas.QuotaCheckResult(
+            reservation_id=request.reservation_id,
+            account_id=account_id,
+            overage=outcome.overage,
+            calls_overage=outcome.calls_overage,
+            tokens_overage=outcome.tokens_overage,
+            reserved_tokens=estimated_tokens,
+            remaining_calls=_remaining(limits.calls, outcome.calls_used),
+            remaining_tokens=_remaining(limits.tokens, outcome.tokens_used),
+            reset_at=resolved.period.end,
+            expires_at=now + timedelta(seconds=self.reservation_ttl),
+        )
+
+    def _unavailable(
+        self, exc: EngineUnavailable, request: CheckRequest, resolved: ResolvedLimits
+    ) -> schemas.QuotaCheckResult:
+        self._backend_errors.inc()
+        log.warning("quota.backend_unavailable", error=str(exc), fail_mode=self.fail_mode)
+        if self.fail_mode != "fail_open":
+            raise QuotaUnavailable(str(exc), headers={"Retry-After": "1"}) from exc
+        _DEGRADED.inc()
+        return schemas.QuotaCheckResult(
+            reservation_id=request.reservation_id,
+            account_id=request.account_id,
+            overage=False,
+            calls_overage=False,
+            tokens_overage=False,
+            reserved_tokens=0,
+            remaining_calls=None,
+            remaining_tokens=None,
+            reset_at=resolved.period.end,
+            expires_at=request.now,
+            degraded=True,
+        )
+
+    def _refusal(
+        self,
+        ctx: Context,
+        resolved: ResolvedLimits,
+        limits: Limits,
+        member: str | None,
+        model: str,
+        outcome: CheckOutcome,
+        now: datetime,
+    ) -> QuotaExceeded | RateLimited:
+        name = outcome.limit_name or "unknown"
+        value = outcome.limit_value or 0
+        attempted = outcome.attempted or 0
+        self._violation(
+            ctx, resolved.account_id, member, name, value, attempted, "blocked", model, now
+        )
+        extra = {"limit": name, "limit_value": value, "attempted": attempted}
+        if name in MONTHLY_LIMITS:
+            _BLOCKED.inc()
+            return QuotaExceeded(
+                f"the {name} limit of {value} for this period is reached",
+                extra={**extra, "reset_at": resolved.period.end.isoformat()},
+            )
+        _RATE_LIMITED.inc()
+        used = {"rpm": outcome.rpm_used, "tpm": outcome.tpm_used}.get(name, outcome.concurrent)
+        retry = max(1, math.ceil(outcome.retry_after_ms / 1000))
+        return RateLimited(
+            f"the {name} limit of {value} is reached",
+            headers={
+                "Retry-After": str(retry),
+                "RateLimit-Limit": str(value),
+                "RateLimit-Remaining": str(max(value - used, 0)),
+                "RateLimit-Reset": str(retry),
+            },
+            extra={**extra, "retry_after_seconds": retry},
+        )
+
+    # reservations and usage
+
+    async def commit(
+        self,
+        session: AsyncSession,
+        ctx: Context,
+        reservation_id: str,
+        actual_tokens: int,
+        *,
+        account_id: str,
+    ) -> schemas.Settlement:
+        resolved = await self.limits(session, ctx, account_id)
+        now = ctx.clock.now()
+        try:
+            settled = await self.engine.commit(
+                account_id, resolved.period_key, reservation_id, actual_tokens, now
+            )
+        except EngineUnavailable as exc:
+            self._backend_errors.inc()
+            raise QuotaUnavailable(str(exc), headers={"Retry-After": "1"}) from exc
+        if not settled.found:
+            raise ReservationNotFound(f"no live reservation {reservation_id!r}")
+        if settled.difference > 0 and settled.tokens_used is not None:
+            after = settled.tokens_used
+            self._crossed(ctx, resolved, None, None, "tokens", after - settled.difference, after)
+        return schemas.Settlement(
+            reservation_id=reservation_id,
+            reserved_tokens=settled.reserved_tokens,
+            actual_tokens=actual_tokens,
+            difference=settled.difference,
+        )
+
+    async def release(
+        self, session: AsyncSession, ctx: Context, reservation_id: str, *, account_id: str
+    ) -> schemas.Settlement:
+        resolved = await self.limits(session, ctx, account_id)
+        try:
+            settled = await self.engine.release(
+                account_id, resolved.period_key, reservation_id, ctx.clock.now()
+            )
+        except EngineUnavailable as exc:
+            self._backend_errors.inc()
+            raise QuotaUnavailable(str(exc), headers={"Retry-After": "1"}) from exc
+        if not settled.found:
+            raise ReservationNotFound(f"no live reservation {reservation_id!r}")
+        return schemas.Settlement(
+            reservation_id=reservation_id,
+            reserved_tokens=settled.reserved_tokens,
+            actual_tokens=0,
+            difference=0,
+        )
+
+    async def record(
+        self,
+        session: AsyncSession,
+        ctx: Context,
+        *,
+        account_id: str,
+        calls: int,
+        tokens: int,
+        member_id: str | None = None,
+    ) -> None:
+        """Counts usage that came without a reservation (the usage tracker calls it)."""
+        resolved = await self.limits(session, ctx, account_id)
+        now = ctx.clock.now()
+        try:
+            if not await self.engine.is_loaded(account_id, resolved.period_key):
+                await self._rebuild(resolved, now)
+            calls_used, tokens_used = await self.engine.record(
+                account_id,
+                resolved.period_key,
+                resolved.period.end,
+                now,
+                calls=calls,
+                tokens=tokens,
+                member=member_id,
+            )
+        except EngineUnavailable as exc:
+            # The stored usage stays the truth; these counters are short until a rebuild.
+            self._backend_errors.inc()
+            raise QuotaUnavailable(str(exc), headers={"Retry-After": "1"}) from exc
+        self._crossed(ctx, resolved, member_id, None, "calls", calls_used - calls, calls_used)
+        self._crossed(ctx, resolved, member_id, None, "tokens", tokens_used - tokens, tokens_used)
+
+    async def status(
+        self, session: AsyncSession, ctx: Context, account_id: str
+    ) -> schemas.QuotaStatus:
+        resolved = await self.limits(session, ctx, account_id)
+        now = ctx.clock.now()
+        try:
+            current = await self.engine.status(account_id, resolved.period_key, now)
+            if not current.loaded:
+                await self._rebuild(resolved, now)
+                current = await self.engine.status(account_id, resolved.period_key, now)
+        except EngineUnavailable as exc:
+            self._backend_errors.inc()
+            raise QuotaUnavailable(str(exc), headers={"Retry-After": "1"}) from exc
+        limits = resolved.limits
+        reset = current.window_reset_ms / 1000
+        return schemas.QuotaStatus(
+            account_id=account_id,
+            plan_type=resolved.plan_code,
+            remaining_calls=_remaining(limits.calls, current.calls_used),
+            remaining_tokens=_remaining(limits.tokens, current.tokens_used),
+            reset_at=resolved.period.end,
+            used_calls=current.calls_used,
+            used_tokens=current.tokens_used,
+            limit_calls=limits.calls,
+            limit_tokens=limits.tokens,
+            calls_policy=limits.calls_policy,
+            tokens_policy=limits.tokens_policy,
+            rate_limits=schemas.RateLimits(
+                rpm=schemas.RateLimitState(
+                    limit=limits.rpm,
+                    used=current.rpm_used,
+                    remaining=_remaining(limits.rpm, current.rpm_used),
+                    reset_seconds=reset,
+                ),
+                tpm=schemas.RateLimitState(
+                    limit=limits.tpm,
+                    used=current.tpm_used,
+                    remaining=_remaining(limits.tpm, current.tpm_used),
+                    reset_seconds=reset,
+                ),
+                concurrency=schemas.ConcurrencyState(
+                    limit=limits.concurrency, in_flight=current.concurrent
+                ),
+            ),
+        )
+
+    # rebuild
+
+    async def rebuild(
+        self, session: AsyncSession, ctx: Context, account_id: str, *, force: bool = False
+    ) -> bool:
+        """Loads the period's counters from the usage source; True when it wrote them."""
+        resolved = await self.limits(session, ctx, account_id)
+        return await self._rebuild(resolved, ctx.clock.now(), force=force)
+
+    async def _rebuild(self, resolved: ResolvedLimits, now: datetime, force: bool = False) -> bool:
+        key = (resolved.account_id, resolved.period_key)
+        running = self._rebuilds.get(key)
+        if running is not None and not force:
+            return await asyncio.shield(running)
+        task = asyncio.ensure_future(self._load(resolved, now, force))
+        self._rebuilds[key] = task
+        try:
+            return await asyncio.shield(task)
+        finally:
+            if self._rebuilds.get(key) is task:
+                del self._rebuilds[key]
+
+    async def _load(self, resolved: ResolvedLimits, now: datetime, force: bool) -> bool:
+        totals = await self.usage_source.used(resolved.account_id, resolved.period)
+        loaded = await self.engine.load(
+            resolved.account_id,
+            resolved.period_key,
+            resolved.period.end,
+            now,
+            calls=totals.calls,
+            tokens=totals.tokens,
+            members=totals.members,
+            force=force,
+        )
+        if loaded:
+            log.info("quota.rebuilt", account_id=resolved.account_id, period=resolved.period_key)
+        return loaded
+
+    async def rebuild_missing(self, session: AsyncSession, ctx: Context) -> int:
+        """At start-up: rebuilds every active account whose counters are missing."""
+        repo = QuotaRepository(session)
+        rebuilt, after = 0, None
+        while True:
+            ids = await repo.account_ids(after_id=after, limit=500)
+            if not ids:
+                return rebuilt
+            for account_id in ids:
+                resolved = await self.limits(session, ctx, account_id)
+                if not await self.engine.is_loaded(account_id, resolved.period_key):
+                    rebuilt += await self._rebuild(resolved, ctx.clock.now())
+            after = ids[-1]
+
+    # violations and notifications (buffered; `flush` writes them)
+
+    def _violation(
+        self,
+        ctx: Context,
+        account_id: str,
+        member: str | None,
+        limit_name: str,
+        limit_value: int,
+        attempted: int,
+        action: str,
+        model: str | None,
+        now: datetime,
+    ) -> None:
+        if len(self._violations) >= self.max_buffered:
+            DROPPED.inc()
+            return
+        self._violations.append(
+            {
+                "id": new_id("qv", now),
+                "account_id": account_id,
+                "member_id": member,
+                "api_key_id": ctx.actor.key_id,
+                "limit_name": limit_name,
+                "limit_value": limit_value,
+                "attempted": attempted,
+                "action": action,
+                "model": model,
+                "at": now,
+            }
+        )
+
+    def _crossed(
+        self,
+        ctx: Context,
+        resolved: ResolvedLimits,
+        member: str | None,
+        model: str | None,
+        name: str,
+        before: int,
+        after: int,
+    ) -> None:
+        """Queues what a step from `before` to `after` crossed: thresholds, a billed overage."""
+        limits = resolved.limits
+        limit = limits.calls if name == "calls" else limits.tokens
+        if limit is None or limit <= 0 or after <= before:
+            return
+        for pct in resolved.thresholds:
+            # Exactly one step crosses each mark: the counters move atomically.
+            if before * 100 < limit * pct <= after * 100:
+                self._notify(resolved, name, pct, limit, after)
+        policy = limits.calls_policy if name == "calls" else limits.tokens_policy
+        if policy == "bill" and before <= limit < after:
+            now = ctx.clock.now()
+            self._violation(
+                ctx, resolved.account_id, member, name, limit, after, "billed", model, now
+            )
+
+    def _notify(self, resolved: ResolvedLimits, name: str, pct: int, limit: int, used: int) -> None:
+        if len(self._notifications) >= self.max_buffered:
+            DROPPED.inc()
+            return
+        period = resolved.period
+        self._notifications.append(
+            {
+                "account_id": resolved.account_id,
+                "limit": name,
+                "threshold": pct,
+                "limit_value": limit,
+                "used": used,
+                "period_start": period.start.isoformat(),
+                "period_end": period.end.isoformat(),
+            }
+        )
+
+    @property
+    def pending(self) -> int:
+        return len(self._violations) + len(self._notifications)
+
+    async def flush(self, session: AsyncSession, ctx: Context) -> int:
+        """Writes buffered violations (one INSERT) and enqueues notification jobs (deduped)."""
+        violations, self._violations = self._violations, []
+        notifications, self._notifications = self._notifications, []
+        try:
+            await QuotaRepository(session).add_violations(violations)
+            for payload in notifications:
+                dedupe = "quota.threshold:{account_id}:{limit}:{threshold}:{period_start}".format(
+                    **payload
+                )
+                await queue.enqueue(session, ctx, NOTIFY_JOB, payload, dedupe_key=dedupe)
+        except BaseException:
+            # Keep them for the next flush (the caller's transaction rolls back).
+            self._violations[:0] = violations
+            self._notifications[:0] = notifications
+            raise
+        return len(violations) + len(notifications)
+
+    # admin: overrides, violations, notification targets
+
+    async def get_override(
+        self, session: AsyncSession, ctx: Context, account_id: str
+    ) -> schemas.QuotaOverride | None:
+        await accounts.get(session, ctx, account_id)
+        row = await QuotaRepository(session).override(account_id)
+        return schemas.QuotaOverride.model_validate(row) if row is not None else None
+
+    async def set_override(
+        self, session: AsyncSession, ctx: Context, data: schemas.QuotaOverrideUpdate
+    ) -> schemas.QuotaOverride:
+        if not ctx.actor.is_operator:
+            raise Forbidden("only the operator sets quota overrides")
+        await accounts.get(session, ctx, data.account_id)
+        if data.plan_code is not None:
+            await plans.get(session, data.plan_code)  # PlanNotFound when unknown
+        repo = QuotaRepository(session)
+        row = await repo.override(data.account_id)
+        before = schemas.QuotaOverride.model_validate(row) if row is not None else None
+        now = ctx.clock.now()
+        values = data.model_dump(exclude={"account_id"})
+        if row is None:
+            row = QuotaOverride(
+                account_id=data.account_id, created_at=now, updated_at=now, **values
+            )
+            repo.add(row)
+        else:
+            for name, value in values.items():
+                setattr(row, name, value)
+            row.updated_at = now
+        await session.flush()
+        after = schemas.QuotaOverride.model_validate(row)
+        await audit.record(
+            session,
+            ctx,
+            action="quota_override.set",
+            object_type="quota_override",
+            object_id=data.account_id,
+            account_id=data.account_id,
+            before=before,
+            after=after,
+        )
+        # This process re-reads at once; others within limits_ttl_seconds.
+        self.invalidate(data.account_id)
+        return after
+
+    async def violations(
+        self,
+        session: AsyncSession,
+        ctx: Context,
+        *,
+        account_id: str | None,
+        cursor: str | None,
+        limit: int | None,
+    ) -> tuple[list[QuotaViolation], str | None]:
+        if not ctx.actor.is_operator:
+            account_id = account_for(ctx, account_id)
+        elif account_id is not None:
+            await accounts.get(session, ctx, account_id)
+        size = clamp_limit(limit)
+        after_id = str(decode_cursor(cursor, 1)[0]) if cursor else None
+        rows = await QuotaRepository(session).violations(
+            account_id, after_id=after_id, limit=size + 1
+        )
+        next_cursor = encode_cursor([rows[size - 1].id]) if len(rows) > size else None
+        return rows[:size], next_cursor
+
+    async def get_target(
+        self, session: AsyncSession, ctx: Context, account_id: str
+    ) -> schemas.NotificationTarget | None:
+        await accounts.get(session, ctx, account_id)
+        row = await QuotaRepository(session).target(account_id)
+        return _render_target(row) if row is not None else None
+
+    async def set_target(
+        self,
+        session: AsyncSession,
+        ctx: Context,
+        account_id: str,
+        data: schemas.NotificationTargetUpdate,
+    ) -> schemas.NotificationTargetSet:
+        """Sets where notifications go; a new webhook secret is made and shown once."""
+        await accounts.get(session, ctx, account_id)
+        if not ctx.actor.is_operator and ctx.actor.role != Role.OWNER:
+            raise Forbidden("only the account owner or the operator sets notification targets")
+        repo = QuotaRepository(session)
+        row = await repo.target(account_id)
+        before = _render_target(row) if row is not None else None
+        now = ctx.clock.now()
+        url = str(data.webhook_url) if data.webhook_url is not None else None
+        secret = "whsec_" + new_token(32) if url is not None else None
+        if row is None:
+            row = QuotaNotificationTarget(account_id=account_id, created_at=now)
+            repo.add(row)
+        row.webhook_url, row.webhook_secret, row.email, row.updated_at = (
+            url,
+            secret,
+            data.email,
+            now,
+        )
+        await session.flush()
+        after = _render_target(row)
+        await audit.record(
+            session,
+            ctx,
+            action="quota_notification_target.set",
+            object_type="quota_notification_target",
+            object_id=account_id,
+            account_id=account_id,
+            before=before,
+            after=after,
+        )
+        return schemas.NotificationTargetSet(**after.model_dump(), webhook_secret=secret)
+
+
+def _render_target(row: QuotaNotificationTarget) -> schemas.NotificationTarget:
+    return schemas.NotificationTarget(
+        account_id=row.account_id,
+        webhook_url=row.webhook_url,
+        email=row.email,
+        has_webhook_secret=row.webhook_secret is not None,
+        updated_at=row.updated_at,
+    )
+
+
+def _remaining(limit: int | None, used: int) -> int | None:
+    return None if limit is None else max(limit - used, 0)
+
+
+def account_for(ctx: Context, requested: str | None) -> str:
+    """The account a quota call is about: the key's own; operator keys must name one."""
+    if ctx.actor.is_operator:
+        if requested is None:
+            raise InvalidRequest("operator keys must give the account_id")
+        return requested
+    own = ctx.actor.account_id
+    if own is None or (requested is not None and requested != own):
+        # Another account's id is reported as unknown, like every other cross-tenant read.
+        raise AccountNotFound(f"no account {requested!r}")
+    return own
+
+
+# --- notifications --------------------------------------------------------------------------
+
+
+def sign(secret: str, timestamp: int, body: bytes) -> str:
+    """The AIHub-Signature value: `t=<unix seconds>,v1=<hex HMAC-SHA256 of "t.body">`."""
+    mac = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
+    return f"t={timestamp},v1={mac.hexdigest()}"
+
+
+class QuotaNotifications:
+    """Delivers threshold notifications (the `quota.notify` job)."""
+
+    def __init__(self, email: EmailNotifier | None = None, timeout: float = 10.0) -> None:
+        self.email: EmailNotifier = email or LoggingEmailNotifier()
+        self.timeout = timeout
+
+    async def deliver(self, session: AsyncSession, ctx: Context, payload: dict[str, Any]) -> None:
+        """POSTs the signed event to the account's webhook (a non-2xx retries the job)."""
+        account_id = str(payload["account_id"])
+        target = await QuotaRepository(session).target(account_id)
+        now = ctx.clock.now()
+        event = {
+            "id": "quota.threshold:{account_id}:{limit}:{threshold}:{period_start}".format(
+                **payload
+            ),
+            "type": "quota.threshold_reached",
+            "created_at": now.isoformat(),
+            "data": payload,
+        }
+        body = json.dumps(event, separators=(",", ":"), sort_keys=True).encode()
+        if target is not None and target.webhook_url and target.webhook_secret:
+            timestamp = int(now.timestamp())
+            headers = {
+                "Content-Type": "application/json",
+                SIGNATURE_HEADER: sign(target.webhook_secret, timestamp, body),
+            }
+            async with httpx.AsyncClient(timeout=self.timeout) as client:
+                response = await client.post(target.webhook_url, content=body, headers=headers)
+            if response.status_code >= 300:
+                raise RuntimeError(f"webhook answered {response.status_code}")
+        if target is not None and target.email:
+            subject = f"{payload['threshold']}% of your monthly {payload['limit']} used"
+            await self.email.send(target.email, subject, body.decode())
+        log.info("quota.notified", account_id=account_id, event=event["id"])
+
+
+notifications = QuotaNotifications()
