@@ -223,6 +223,10 @@ async def test_the_settler_hook_gets_new_events_with_a_reservation_once(
 
 async def test_openapi_documents_batch_items_as_usage_events(client: httpx.AsyncClient) -> None:
     spec = (await client.get("/openapi.json")).json()
-    batch = spec["components"]["schemas"]["UsageBatchIn"]["properties"]["events"]
-    assert batch["items"] == {"$ref": "#/components/schemas/UsageEventIn"}
+    operation = spec["paths"]["/api/v1/billing/usage/batch"]["post"]
+    body = operation["requestBody"]["content"]["application/json"]["schema"]
+    assert body["title"] == "UsageBatchIn" and body["required"] == ["events"]
+    assert body["properties"]["events"]["items"] == {"$ref": "#/components/schemas/UsageEventIn"}
     assert "UsageEventIn" in spec["components"]["schemas"]
+    ok = operation["responses"]["200"]["content"]["application/json"]["schema"]
+    assert ok == {"$ref": "#/components/schemas/UsageBatchResult"}
