@@ -102,6 +102,15 @@ _HISTOGRAM = (
     + ", ".join(f"count(*) FILTER (WHERE b = {i})" for i in range(histogram.SIZE))
     + ")"
 )
+# Element-wise sum of the stored and the new bucket arrays, element by element (no joins).
+_HISTOGRAM_SUM = (
+    "jsonb_build_array("
+    + ", ".join(
+        f"(usage_daily.latency_hist->>{i})::bigint + (EXCLUDED.latency_hist->>{i})::bigint"
+        for i in range(histogram.SIZE)
+    )
+    + ")"
+)
 # One statement: take the staged rows (deleting them, so a second batch in the same
 # transaction starts empty), insert the new events in event_id order, and add exactly the
 # inserted api_call events to the rollups, aggregated here and upserted in key order (so
@@ -129,12 +138,8 @@ _PG_INSERT_STAGED = text(
     " cached_input_tokens = usage_daily.cached_input_tokens + EXCLUDED.cached_input_tokens,"
     " output_tokens = usage_daily.output_tokens + EXCLUDED.output_tokens,"
     " cost = usage_daily.cost + EXCLUDED.cost,"
-    # Element-wise sum of the two bucket arrays.
-    " latency_hist = (SELECT jsonb_agg(a.v::bigint + b.v::bigint ORDER BY a.i)"
-    " FROM jsonb_array_elements_text(usage_daily.latency_hist) WITH ORDINALITY AS a(v, i)"
-    " JOIN jsonb_array_elements_text(EXCLUDED.latency_hist) WITH ORDINALITY AS b(v, i)"
-    " ON a.i = b.i))"
-    " SELECT event_id FROM ins"
+    f" latency_hist = {_HISTOGRAM_SUM})"
+    " SELECT array_agg(event_id) FROM ins"
 )
 
 # SQLite's default limit is 32,766 variables per statement; 19 columns x 500 rows stays below.
@@ -256,7 +261,8 @@ class UsageRepository:
         if not driver.is_in_transaction():  # pragma: no cover - the statement above began it
             raise RuntimeError("usage COPY outside the session's transaction")
         await driver.copy_records_to_table(_PG_STAGING, records=records, columns=EVENT_COLUMNS)
-        return set((await connection.execute(_PG_INSERT_STAGED)).scalars())
+        # The new ids come back as one array: one row to fetch, not one per event.
+        return set((await connection.execute(_PG_INSERT_STAGED)).scalar_one() or ())
 
     async def add_to_rollups(self, account_id: str, deltas: dict[RollupKey, RollupDelta]) -> None:
         """SQLite: adds the deltas to usage_daily, creating rows as needed, in key order."""
