@@ -126,6 +126,23 @@ async def test_batch_limits(client: httpx.AsyncClient, owner: dict[str, Any]) ->
     assert full.status_code == 200 and full.json()["accepted"] == 1000
 
 
+async def test_batch_body_errors_are_422_problems(
+    client: httpx.AsyncClient, owner: dict[str, Any]
+) -> None:
+    headers = {**auth(owner["key"]), "Content-Type": "application/json"}
+    for body, loc in (
+        (b"{not json", ["body"]),
+        (b'{"events": []}', ["body", "events"]),
+        (b'{"events": "many"}', ["body", "events"]),
+        (b"[]", ["body"]),
+    ):
+        response = await client.post(BATCH, content=body, headers=headers)
+        assert response.status_code == 422, response.text
+        problem = response.json()
+        assert problem["code"] == "validation_error"
+        assert problem["errors"][0]["loc"][: len(loc)] == loc, problem
+
+
 async def test_track_rejections_are_problems(
     client: httpx.AsyncClient, owner: dict[str, Any], admin_key: str
 ) -> None:

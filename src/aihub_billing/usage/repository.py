@@ -62,7 +62,7 @@ class RollupDelta:
 
 
 # Columns of an event record (a tuple, in this order) as the tracker hands them over;
-# `metadata` is JSON text.
+# `cost` is the exact Decimal as text (str) and `metadata` JSON text.
 EVENT_COLUMNS: tuple[str, ...] = (
     "account_id",
     "event_id",
@@ -88,12 +88,20 @@ EVENT_COLUMNS: tuple[str, ...] = (
 EventRecord = tuple[Any, ...]
 _EVENT_ID = EVENT_COLUMNS.index("event_id")
 
-# A per-connection staging table: no index, emptied at each commit (only if touched).
-_PG_STAGING = "usage_events_in"
+# A per-connection staging table: no index, emptied at each commit (only if touched). The
+# cost travels as text: asyncpg's binary NUMERIC encoding costs more CPU than str() does.
+_PG_STAGING = "usage_events_staged"
 _PG_CREATE_STAGING = text(
-    f"CREATE TEMP TABLE IF NOT EXISTS {_PG_STAGING} (LIKE usage_events) ON COMMIT DELETE ROWS"
+    f"CREATE TEMP TABLE IF NOT EXISTS {_PG_STAGING} ("
+    "account_id text, event_id text, usage_type text, model text, occurred_at timestamptz,"
+    " received_at timestamptz, member_id text, user_id text, cost_center text,"
+    " input_tokens bigint, cached_input_tokens bigint, output_tokens bigint,"
+    " status_code smallint, latency_ms integer, storage_gb numeric, cost text,"
+    " currency text, price_id text, reservation_id text, metadata jsonb"
+    ") ON COMMIT DELETE ROWS"
 )
 _COLUMN_LIST = ", ".join(EVENT_COLUMNS)
+_STAGED_COLUMNS = ", ".join("CAST(cost AS numeric)" if c == "cost" else c for c in EVENT_COLUMNS)
 _ROLLUP_TARGET = "account_id, " + ", ".join(ROLLUP_KEY)
 # histogram.bucket_of in SQL: width_bucket counts the bounds <= latency - 1, i.e. < latency.
 _BOUNDS = "ARRAY[" + ", ".join(map(str, histogram.BOUNDS_MS)) + "]::int[]"
@@ -118,7 +126,7 @@ _HISTOGRAM_SUM = (
 _PG_INSERT_STAGED = text(
     f"WITH staged AS (DELETE FROM {_PG_STAGING} RETURNING {_COLUMN_LIST}),"
     f" ins AS (INSERT INTO usage_events ({_COLUMN_LIST})"
-    f" SELECT {_COLUMN_LIST} FROM staged ORDER BY event_id"
+    f" SELECT {_STAGED_COLUMNS} FROM staged ORDER BY event_id"
     " ON CONFLICT (account_id, event_id) DO NOTHING"
     " RETURNING account_id, event_id, usage_type, model, occurred_at, member_id, user_id,"
     " cost_center, input_tokens, cached_input_tokens, output_tokens, status_code,"
@@ -243,7 +251,7 @@ class UsageRepository:
                 input_tokens=row["input_tokens"],
                 cached=row["cached_input_tokens"],
                 output=row["output_tokens"],
-                cost=row["cost"],
+                cost=Decimal(row["cost"]),
                 latency=row["latency_ms"],
             )
         for account_id in sorted({account for account, _ in deltas}):
@@ -467,8 +475,10 @@ def _rollup_key(row: UsageDaily) -> RollupKey:
 
 
 def _orm_keys(row: dict[str, Any]) -> dict[str, Any]:
-    # The ORM attribute of the `metadata` column is event_metadata; records carry JSON text.
+    # The ORM attribute of the `metadata` column is event_metadata; records carry JSON text,
+    # and the cost as text.
     out = dict(row)
+    out["cost"] = None if out["cost"] is None else Decimal(out["cost"])
     metadata = out.pop("metadata")
     out["event_metadata"] = None if metadata is None else json.loads(metadata)
     return out

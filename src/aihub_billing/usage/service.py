@@ -302,7 +302,7 @@ class UsageTracker:
                 event.status_code,
                 event.latency_ms,
                 event.storage_gb,
-                cost,
+                None if cost is None else str(cost),
                 currency,
                 price_id,
                 event.reservation_id,
