@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+from types import ModuleType
 
 from rich.console import Console
 from rich.table import Table
@@ -13,11 +14,11 @@ from bench import api, jobs, quota, usage
 from bench.common import Result
 
 
-async def main(quick: bool) -> None:
+async def main(quick: bool, suites: tuple[ModuleType, ...]) -> None:
     configure_logging("WARNING")  # a log line per job would drown the figures
     console = Console(width=150)
     results: list[Result] = []
-    for suite in (api, jobs, quota, usage):
+    for suite in suites:
         console.print(
             f"[bold]>> {suite.__name__}[/] {suite.__doc__.strip() if suite.__doc__ else ''}"
         )
@@ -44,6 +45,10 @@ if __name__ == "__main__":
     parser.add_argument(
         "--usage-events", type=int, help="events behind the stats benchmark (default 10M)"
     )
+    parser.add_argument(
+        "--usage-batch-only", action="store_true", help="only the /usage/batch benchmark"
+    )
     args = parser.parse_args()
     usage.settings["stats_events"] = args.usage_events
-    asyncio.run(main(args.quick))
+    usage.settings["batch_only"] = args.usage_batch_only
+    asyncio.run(main(args.quick, (usage,) if args.usage_batch_only else (api, jobs, quota, usage)))

@@ -126,6 +126,38 @@ async def test_batch_limits(client: httpx.AsyncClient, owner: dict[str, Any]) ->
     assert full.status_code == 200 and full.json()["accepted"] == 1000
 
 
+async def test_batch_body_errors_are_422_problems(
+    client: httpx.AsyncClient, owner: dict[str, Any]
+) -> None:
+    headers = {**auth(owner["key"]), "Content-Type": "application/json"}
+    for body, loc in (
+        (b"{not json", ["body"]),
+        (b'{"events": []}', ["body", "events"]),
+        (b'{"events": "many"}', ["body", "events"]),
+        (b"[]", ["body"]),
+    ):
+        response = await client.post(BATCH, content=body, headers=headers)
+        assert response.status_code == 422, response.text
+        problem = response.json()
+        assert problem["code"] == "validation_error"
+        assert problem["errors"][0]["loc"][: len(loc)] == loc, problem
+
+
+async def test_a_batch_retried_with_its_idempotency_key_is_replayed(
+    client: httpx.AsyncClient, owner: dict[str, Any]
+) -> None:
+    headers = {**auth(owner["key"]), "Idempotency-Key": "batch-1"}
+    body = {"events": [{**SEED, "event_id": "idem-1"}, {**SEED, "input_tokens": -1}]}
+    first = await client.post(BATCH, json=body, headers=headers)
+    again = await client.post(BATCH, json=body, headers=headers)
+    assert first.status_code == again.status_code == 200, again.text
+    assert again.headers.get("Idempotent-Replayed") == "true"
+    assert again.json() == first.json()
+    assert [r["status"] for r in first.json()["results"]] == ["accepted", "rejected"]
+    other = await client.post(BATCH, json={"events": [SEED]}, headers=headers)
+    assert other.status_code == 409 and other.json()["code"] == "idempotency_key_reused"
+
+
 async def test_track_rejections_are_problems(
     client: httpx.AsyncClient, owner: dict[str, Any], admin_key: str
 ) -> None:

@@ -1,12 +1,15 @@
-"""token_cost: exact cost from per-1M-token prices."""
+"""token_cost and ScaledPrices: exact cost from per-1M-token prices."""
 
 from __future__ import annotations
 
 from decimal import Decimal
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from aihub_billing.usage.cost import token_cost
+from aihub_billing.models.types import canonical_decimal
+from aihub_billing.usage.cost import ScaledPrices, token_cost
 
 
 @pytest.mark.parametrize(
@@ -46,3 +49,35 @@ def test_cached_tokens_cannot_exceed_input() -> None:
             output_per_1m=Decimal(1),
             cached_input_per_1m=None,
         )
+
+
+prices_12 = st.decimals(min_value=0, max_value=10**6, places=12, allow_nan=False)
+
+
+@given(
+    tokens=st.tuples(st.integers(0, 10**12), st.integers(0, 10**12), st.integers(0, 10**12)),
+    prices=st.tuples(prices_12, prices_12, st.none() | prices_12),
+)
+def test_scaled_prices_equal_token_cost_in_canonical_form(
+    tokens: tuple[int, int, int], prices: tuple[Decimal, Decimal, Decimal | None]
+) -> None:
+    input_tokens, cached, output = max(tokens[0], tokens[1]), min(tokens[0], tokens[1]), tokens[2]
+    expected = canonical_decimal(
+        token_cost(
+            input_tokens=input_tokens,
+            cached_input_tokens=cached,
+            output_tokens=output,
+            input_per_1m=prices[0],
+            output_per_1m=prices[1],
+            cached_input_per_1m=prices[2],
+        )
+    )
+    got = ScaledPrices(*prices).cost(input_tokens, cached, output)
+    assert (got, str(got)) == (expected, str(expected))
+
+
+def test_scaled_prices_refuse_what_token_cost_refuses() -> None:
+    with pytest.raises(ValueError):
+        ScaledPrices(Decimal(1), Decimal(1), None).cost(1, 2, 0)
+    with pytest.raises(ValueError):
+        ScaledPrices(Decimal(-1), Decimal(1), None)

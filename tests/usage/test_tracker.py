@@ -223,6 +223,31 @@ async def test_the_settler_hook_gets_new_events_with_a_reservation_once(
 
 async def test_openapi_documents_batch_items_as_usage_events(client: httpx.AsyncClient) -> None:
     spec = (await client.get("/openapi.json")).json()
-    batch = spec["components"]["schemas"]["UsageBatchIn"]["properties"]["events"]
-    assert batch["items"] == {"$ref": "#/components/schemas/UsageEventIn"}
+    operation = spec["paths"]["/api/v1/billing/usage/batch"]["post"]
+    body = operation["requestBody"]["content"]["application/json"]["schema"]
+    assert body["title"] == "UsageBatchIn" and body["required"] == ["events"]
+    assert body["properties"]["events"]["items"] == {"$ref": "#/components/schemas/UsageEventIn"}
     assert "UsageEventIn" in spec["components"]["schemas"]
+    ok = operation["responses"]["200"]["content"]["application/json"]["schema"]
+    assert ok == {"$ref": "#/components/schemas/UsageBatchResult"}
+
+
+async def test_two_batches_in_one_transaction_each_count_their_own_events(
+    billing: BillingService, clock: FrozenClock
+) -> None:
+    # On PostgreSQL both go through the one staging table of the connection.
+    account_id = new_id("acct", clock.now())
+    ctx = Context(actor=Actor(role=Role.OWNER, account_id=account_id), clock=clock)
+    async with billing.transaction() as session:
+        await model_prices.seed_defaults(session, billing.context())
+    first = [{"model": "gpt-4o", "input_tokens": 10, "event_id": f"a{i}"} for i in range(3)]
+    second = [{"model": "gpt-4o-mini", "input_tokens": 7, "event_id": f"a{i}"} for i in range(2, 6)]
+    async with billing.transaction() as session:
+        one = await usage.record(session, ctx, first)
+        two = await usage.record(session, ctx, second)
+    assert (one.accepted, one.duplicates) == (3, 0)
+    assert [r.status for r in two.results] == ["duplicate", "accepted", "accepted", "accepted"]
+    assert two.results[1].cost == Decimal("0.00000105")  # 7 x 0.15 / 1M
+    rollups, recomputed = await _rollups_and_recomputation(billing, account_id)
+    assert rollups == recomputed
+    assert sum(r[0] for r in rollups.values()) == 6

@@ -8,6 +8,8 @@ from datetime import date
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response, status
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
 
 from aihub_billing.accounts.errors import AccountNotFound
 from aihub_billing.api.deps import ActorDep, AdminContext, ContextDep, Idempotent, SessionDep
@@ -22,7 +24,7 @@ from aihub_billing.usage.errors import (
     UnknownModel,
     UsageNeedsAccountKey,
 )
-from aihub_billing.usage.service import model_prices, usage
+from aihub_billing.usage.service import model_prices, parse_batch, usage
 
 router = APIRouter(prefix="/usage", tags=["usage"], route_class=TransactionalRoute)
 prices_router = APIRouter(
@@ -30,6 +32,13 @@ prices_router = APIRouter(
 )
 
 CSV_TYPE = "text/csv"
+# UsageEventIn is in the components already (/usage/track takes it).
+_BATCH_IN_SCHEMA = {
+    **schemas.UsageBatchEvents.model_json_schema(ref_template="#/components/schemas/{model}"),
+    "title": "UsageBatchIn",
+    "description": schemas.UsageBatchIn.__doc__,
+}
+_BATCH_IN_SCHEMA.pop("$defs", None)
 
 
 @router.post(
@@ -53,17 +62,30 @@ async def track_usage(
     dependencies=[Idempotent],
     response_model=schemas.UsageBatchResult,
     responses=responses(UsageNeedsAccountKey),
+    # The body is read raw (one pydantic-core call validates it); documented here instead.
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": _BATCH_IN_SCHEMA}},
+        }
+    },
 )
-async def track_usage_batch(
-    batch: schemas.UsageBatchIn, session: SessionDep, ctx: ContextDep
-) -> Response:
+async def track_usage_batch(request: Request, session: SessionDep, ctx: ContextDep) -> Response:
     """Record up to 1,000 events; each is accepted, a duplicate, or rejected on its own.
 
     The answer comes after the commit: every `accepted` event is durable.
     """
-    result = await usage.record(session, ctx, batch.events)
-    # Serialized once here: FastAPI would validate the thousand results again first.
-    return Response(result.model_dump_json(), media_type="application/json")
+    try:
+        batch = parse_batch(await request.body())
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False, include_input=False)
+        raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in errors]) from None
+    outcome = await usage.record_parsed(session, ctx, batch)
+    # Serialized once from plain dicts; returning a Response skips FastAPI's own pass.
+    return Response(
+        schemas.BATCH_RESULT_JSON.dump_json(outcome.as_dict()),  # type: ignore[arg-type]
+        media_type="application/json",
+    )
 
 
 @router.get(

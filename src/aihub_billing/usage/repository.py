@@ -1,6 +1,7 @@
 """Every query of usage metering: prices, batched event inserts, rollup upserts, aggregates.
 
-The hot path (events and rollups) is one statement each per batch on both backends.
+The hot path: on PostgreSQL a COPY into a staging table and one statement for events and
+rollups; on SQLite one insert and a read-modify-write of the rollups.
 """
 
 from __future__ import annotations
@@ -9,8 +10,9 @@ import json
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
+from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, case, func, select, text
@@ -59,76 +61,93 @@ class RollupDelta:
             self.latency_hist[histogram.bucket_of(latency)] += 1
 
 
-# (column, PostgreSQL array element type) of an event row, account_id aside.
-_EVENT_COLUMNS: tuple[tuple[str, str], ...] = (
-    ("event_id", "text"),
-    ("usage_type", "text"),
-    ("model", "text"),
-    ("occurred_at", "timestamptz"),
-    ("received_at", "timestamptz"),
-    ("member_id", "text"),
-    ("user_id", "text"),
-    ("cost_center", "text"),
-    ("input_tokens", "int8"),
-    ("cached_input_tokens", "int8"),
-    ("output_tokens", "int8"),
-    ("status_code", "int2"),
-    ("latency_ms", "int4"),
-    ("storage_gb", "numeric"),
-    ("cost", "numeric"),
-    ("currency", "text"),
-    ("price_id", "text"),
-    ("reservation_id", "text"),
-    ("metadata", "jsonb"),
+# Columns of an event record (a tuple, in this order) as the tracker hands them over;
+# `cost` is the exact Decimal as text (str) and `metadata` JSON text.
+EVENT_COLUMNS: tuple[str, ...] = (
+    "account_id",
+    "event_id",
+    "usage_type",
+    "model",
+    "occurred_at",
+    "received_at",
+    "member_id",
+    "user_id",
+    "cost_center",
+    "input_tokens",
+    "cached_input_tokens",
+    "output_tokens",
+    "status_code",
+    "latency_ms",
+    "storage_gb",
+    "cost",
+    "currency",
+    "price_id",
+    "reservation_id",
+    "metadata",
 )
+EventRecord = tuple[Any, ...]
+_EVENT_ID = EVENT_COLUMNS.index("event_id")
 
-
-def _unnest_insert(table: str, account_column: str, columns: Sequence[tuple[str, str]]) -> str:
-    # One array parameter per column: the statement has a fixed shape whatever the batch size,
-    # so asyncpg prepares it once per connection (a multi-row VALUES would differ per size).
-    names = ", ".join(c for c, _ in columns)
-    arrays = ", ".join(f"CAST(:{c} AS {t}[])" for c, t in columns)
-    return (
-        f"INSERT INTO {table} ({account_column}, {names}) "
-        f"SELECT CAST(:account_id AS text), {names} FROM unnest({arrays}) AS t({names})"
+# A per-connection staging table: no index, emptied at each commit (only if touched). The
+# cost travels as text: asyncpg's binary NUMERIC encoding costs more CPU than str() does.
+_PG_STAGING = "usage_events_staged"
+_PG_CREATE_STAGING = text(
+    f"CREATE TEMP TABLE IF NOT EXISTS {_PG_STAGING} ("
+    "account_id text, event_id text, usage_type text, model text, occurred_at timestamptz,"
+    " received_at timestamptz, member_id text, user_id text, cost_center text,"
+    " input_tokens bigint, cached_input_tokens bigint, output_tokens bigint,"
+    " status_code smallint, latency_ms integer, storage_gb numeric, cost text,"
+    " currency text, price_id text, reservation_id text, metadata jsonb"
+    ") ON COMMIT DELETE ROWS"
+)
+_COLUMN_LIST = ", ".join(EVENT_COLUMNS)
+_STAGED_COLUMNS = ", ".join("CAST(cost AS numeric)" if c == "cost" else c for c in EVENT_COLUMNS)
+_ROLLUP_TARGET = "account_id, " + ", ".join(ROLLUP_KEY)
+# histogram.bucket_of in SQL: width_bucket counts the bounds <= latency - 1, i.e. < latency.
+_BOUNDS = "ARRAY[" + ", ".join(map(str, histogram.BOUNDS_MS)) + "]::int[]"
+_HISTOGRAM = (
+    "jsonb_build_array("
+    + ", ".join(f"count(*) FILTER (WHERE b = {i})" for i in range(histogram.SIZE))
+    + ")"
+)
+# Element-wise sum of the stored and the new bucket arrays, element by element (no joins).
+_HISTOGRAM_SUM = (
+    "jsonb_build_array("
+    + ", ".join(
+        f"(usage_daily.latency_hist->>{i})::bigint + (EXCLUDED.latency_hist->>{i})::bigint"
+        for i in range(histogram.SIZE)
     )
-
-
-_PG_INSERT_EVENTS = text(
-    _unnest_insert("usage_events", "account_id", _EVENT_COLUMNS)
-    + " ON CONFLICT (account_id, event_id) DO NOTHING RETURNING event_id"
+    + ")"
 )
-
-_ROLLUP_COLUMNS: tuple[tuple[str, str], ...] = (
-    ("day", "date"),
-    ("model", "text"),
-    ("currency", "text"),
-    ("member_id", "text"),
-    ("user_id", "text"),
-    ("cost_center", "text"),
-    ("status_class", "int2"),
-    ("requests", "int8"),
-    ("input_tokens", "int8"),
-    ("cached_input_tokens", "int8"),
-    ("output_tokens", "int8"),
-    ("cost", "numeric"),
-    ("latency_hist", "jsonb"),
-)
-_PG_UPSERT_ROLLUPS = text(
-    _unnest_insert("usage_daily", "account_id", _ROLLUP_COLUMNS)
-    + " ON CONFLICT (account_id, "
-    + ", ".join(ROLLUP_KEY)
-    + ") DO UPDATE SET"
+# One statement: take the staged rows (deleting them, so a second batch in the same
+# transaction starts empty), insert the new events in event_id order, and add exactly the
+# inserted api_call events to the rollups, aggregated here and upserted in key order (so
+# concurrent overlapping batches take their locks in one order and cannot deadlock).
+_PG_INSERT_STAGED = text(
+    f"WITH staged AS (DELETE FROM {_PG_STAGING} RETURNING {_COLUMN_LIST}),"
+    f" ins AS (INSERT INTO usage_events ({_COLUMN_LIST})"
+    f" SELECT {_STAGED_COLUMNS} FROM staged ORDER BY event_id"
+    " ON CONFLICT (account_id, event_id) DO NOTHING"
+    " RETURNING account_id, event_id, usage_type, model, occurred_at, member_id, user_id,"
+    " cost_center, input_tokens, cached_input_tokens, output_tokens, status_code,"
+    " latency_ms, cost, currency),"
+    f" roll AS (INSERT INTO usage_daily ({_ROLLUP_TARGET}, requests, input_tokens,"
+    " cached_input_tokens, output_tokens, cost, latency_hist)"
+    " SELECT account_id, (occurred_at AT TIME ZONE 'UTC')::date, model, currency,"
+    " coalesce(member_id, ''), coalesce(user_id, ''), coalesce(cost_center, ''),"
+    " status_code / 100, count(*), sum(input_tokens), sum(cached_input_tokens),"
+    f" sum(output_tokens), sum(cost), {_HISTOGRAM}"
+    f" FROM (SELECT *, width_bucket(latency_ms - 1, {_BOUNDS}) AS b FROM ins"
+    " WHERE usage_type = 'api_call') AS e"
+    " GROUP BY 1, 2, 3, 4, 5, 6, 7, 8 ORDER BY 1, 2, 3, 4, 5, 6, 7, 8"
+    f" ON CONFLICT ({_ROLLUP_TARGET}) DO UPDATE SET"
     " requests = usage_daily.requests + EXCLUDED.requests,"
     " input_tokens = usage_daily.input_tokens + EXCLUDED.input_tokens,"
     " cached_input_tokens = usage_daily.cached_input_tokens + EXCLUDED.cached_input_tokens,"
     " output_tokens = usage_daily.output_tokens + EXCLUDED.output_tokens,"
     " cost = usage_daily.cost + EXCLUDED.cost,"
-    # Element-wise sum of the two bucket arrays.
-    " latency_hist = (SELECT jsonb_agg(a.v::bigint + b.v::bigint ORDER BY a.i)"
-    " FROM jsonb_array_elements_text(usage_daily.latency_hist) WITH ORDINALITY AS a(v, i)"
-    " JOIN jsonb_array_elements_text(EXCLUDED.latency_hist) WITH ORDINALITY AS b(v, i)"
-    " ON a.i = b.i)"
+    f" latency_hist = {_HISTOGRAM_SUM})"
+    " SELECT array_agg(event_id) FROM ins"
 )
 
 # SQLite's default limit is 32,766 variables per statement; 19 columns x 500 rows stays below.
@@ -193,25 +212,19 @@ class UsageRepository:
     def _postgres(self) -> bool:
         return self.session.get_bind().dialect.name == "postgresql"
 
-    async def insert_events(self, account_id: str, rows: Sequence[dict[str, Any]]) -> set[str]:
-        """Inserts the rows (sorted by event_id) and returns the event ids that were new."""
-        if not rows:
+    async def insert_events(self, records: Sequence[EventRecord]) -> set[str]:
+        """Inserts the events (EVENT_COLUMNS tuples, one per event id), adds the new api_call
+        events to the daily rollups, and returns the event ids that were new."""
+        if not records:
             return set()
         if self._postgres:
-            params: dict[str, Any] = {"account_id": account_id}
-            for column, _ in _EVENT_COLUMNS:
-                params[column] = [row[column] for row in rows]
-            params["metadata"] = [
-                None if m is None else json.dumps(m, separators=(",", ":"))
-                for m in params["metadata"]
-            ]
-            result = await self.session.execute(_PG_INSERT_EVENTS, params)
-            return set(result.scalars())
+            return await self._insert_staged(records)
         inserted: set[str] = set()
-        for start in range(0, len(rows), _SQLITE_CHUNK):
+        ordered = sorted(records, key=itemgetter(_EVENT_ID))
+        for start in range(0, len(ordered), _SQLITE_CHUNK):
             chunk = [
-                {"account_id": account_id, **_orm_keys(row)}
-                for row in rows[start : start + _SQLITE_CHUNK]
+                _orm_keys(dict(zip(EVENT_COLUMNS, record, strict=True)))
+                for record in ordered[start : start + _SQLITE_CHUNK]
             ]
             statement = (
                 sqlite_insert(UsageEvent)
@@ -220,25 +233,50 @@ class UsageRepository:
                 .returning(UsageEvent.event_id)
             )
             inserted.update((await self.session.execute(statement)).scalars())
+        deltas: dict[tuple[str, RollupKey], RollupDelta] = {}
+        for record in records:
+            row = dict(zip(EVENT_COLUMNS, record, strict=True))
+            if row["event_id"] not in inserted or row["usage_type"] != "api_call":
+                continue
+            key: RollupKey = (
+                row["occurred_at"].astimezone(UTC).date(),
+                row["model"],
+                row["currency"],
+                row["member_id"] or "",
+                row["user_id"] or "",
+                row["cost_center"] or "",
+                row["status_code"] // 100,
+            )
+            deltas.setdefault((row["account_id"], key), RollupDelta()).add(
+                input_tokens=row["input_tokens"],
+                cached=row["cached_input_tokens"],
+                output=row["output_tokens"],
+                cost=Decimal(row["cost"]),
+                latency=row["latency_ms"],
+            )
+        for account_id in sorted({account for account, _ in deltas}):
+            await self.add_to_rollups(
+                account_id, {k: d for (a, k), d in deltas.items() if a == account_id}
+            )
         return inserted
 
+    async def _insert_staged(self, records: Sequence[EventRecord]) -> set[str]:
+        # COPY into the staging table on the session's own connection, so in its transaction.
+        connection = await self.session.connection()
+        await connection.execute(_PG_CREATE_STAGING)  # also opens the transaction
+        raw = await connection.get_raw_connection()
+        driver: Any = raw.driver_connection
+        if not driver.is_in_transaction():  # pragma: no cover - the statement above began it
+            raise RuntimeError("usage COPY outside the session's transaction")
+        await driver.copy_records_to_table(_PG_STAGING, records=records, columns=EVENT_COLUMNS)
+        # The new ids come back as one array: one row to fetch, not one per event.
+        return set((await connection.execute(_PG_INSERT_STAGED)).scalar_one() or ())
+
     async def add_to_rollups(self, account_id: str, deltas: dict[RollupKey, RollupDelta]) -> None:
-        """Adds the deltas to usage_daily, creating rows as needed, in key order."""
+        """SQLite: adds the deltas to usage_daily, creating rows as needed, in key order."""
         if not deltas:
             return
         keys = sorted(deltas)
-        if self._postgres:
-            params: dict[str, Any] = {"account_id": account_id}
-            for i, name in enumerate(ROLLUP_KEY):
-                params[name] = [key[i] for key in keys]
-            for name in ("requests", "input_tokens", "cached_input_tokens", "output_tokens"):
-                params[name] = [getattr(deltas[key], name) for key in keys]
-            params["cost"] = [deltas[key].cost for key in keys]
-            params["latency_hist"] = [
-                json.dumps(deltas[key].latency_hist or histogram.empty()) for key in keys
-            ]
-            await self.session.execute(_PG_UPSERT_ROLLUPS, params)
-            return
         # SQLite: writers are serialized (BEGIN IMMEDIATE), so read-modify-write is safe, and
         # the cost (TEXT there) is added as an exact Decimal in Python.
         days = sorted({key[0] for key in keys})
@@ -437,7 +475,10 @@ def _rollup_key(row: UsageDaily) -> RollupKey:
 
 
 def _orm_keys(row: dict[str, Any]) -> dict[str, Any]:
-    # The ORM attribute of the `metadata` column is event_metadata.
+    # The ORM attribute of the `metadata` column is event_metadata; records carry JSON text,
+    # and the cost as text.
     out = dict(row)
-    out["event_metadata"] = out.pop("metadata")
+    out["cost"] = None if out["cost"] is None else Decimal(out["cost"])
+    metadata = out.pop("metadata")
+    out["event_metadata"] = None if metadata is None else json.loads(metadata)
     return out

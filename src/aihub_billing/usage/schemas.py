@@ -6,7 +6,16 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    field_validator,
+    model_validator,
+)
+from typing_extensions import TypedDict
 
 from aihub_billing.kit.money import JsonDecimal, normalize_currency
 from aihub_billing.models.model_price import PRICE_SCALE
@@ -73,6 +82,12 @@ class UsageBatchIn(BaseModel):
     )
 
 
+class UsageBatchEvents(BaseModel):
+    """The same body with every event valid: one pydantic-core call checks a clean batch."""
+
+    events: list[UsageEventIn] = Field(min_length=1, max_length=1000)
+
+
 class FieldError(BaseModel):
     loc: list[str | int]
     msg: str
@@ -95,6 +110,29 @@ class UsageBatchResult(BaseModel):
     duplicates: int
     rejected: int
     results: list[EventResult]
+
+
+class _EventResultJSON(TypedDict):
+    index: int
+    status: str
+    event_id: str | None
+    cost: JsonDecimal | None
+    currency: str | None
+    code: str | None
+    detail: str | None
+    errors: list[dict[str, Any]] | None
+
+
+class _BatchResultJSON(TypedDict):
+    accepted: int
+    duplicates: int
+    rejected: int
+    results: list[_EventResultJSON]
+
+
+# UsageBatchResult's JSON straight from the tracker's dicts, without building a model per
+# event (the tracker fills every field).
+BATCH_RESULT_JSON: TypeAdapter[_BatchResultJSON] = TypeAdapter(_BatchResultJSON)
 
 
 class UsageRecorded(BaseModel):

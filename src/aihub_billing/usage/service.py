@@ -10,6 +10,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, NamedTuple, Protocol
 
 from pydantic import TypeAdapter, ValidationError
+from pydantic_core import to_json
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from aihub_billing.accounts.service import accounts
@@ -20,7 +21,7 @@ from aihub_billing.kit.ids import new_id
 from aihub_billing.models import ModelPrice
 from aihub_billing.models.types import canonical_decimal
 from aihub_billing.usage import histogram, schemas
-from aihub_billing.usage.cost import token_cost
+from aihub_billing.usage.cost import ScaledPrices
 from aihub_billing.usage.errors import (
     InvalidStatsRange,
     ModelPriceBackdated,
@@ -29,18 +30,15 @@ from aihub_billing.usage.errors import (
     UnknownModel,
     UsageNeedsAccountKey,
 )
-from aihub_billing.usage.repository import (
-    ModelPriceRepository,
-    RollupDelta,
-    RollupKey,
-    UsageRepository,
-)
+from aihub_billing.usage.repository import EventRecord, ModelPriceRepository, UsageRepository
 from aihub_billing.usage.storage import gb_months
 
 MAX_CLOCK_SKEW = timedelta(minutes=5)
 MAX_STATS_DAYS = 366
 _EVENT = TypeAdapter(schemas.UsageEventIn)
 _EVENTS = TypeAdapter(list[schemas.UsageEventIn])
+_BATCH = TypeAdapter(schemas.UsageBatchEvents)
+_BATCH_RAW = TypeAdapter(schemas.UsageBatchIn)
 _RATE_PLACES = Decimal("0.0001")
 
 # Public list prices per 1M tokens in USD (OpenAI and Anthropic pricing pages, late 2024),
@@ -109,13 +107,29 @@ class ModelUsage:
 
 
 @dataclass(slots=True)
-class _Pending:
-    index: int
-    event: schemas.UsageEventIn
-    event_id: str
-    occurred_at: datetime
-    price: ModelPrice | None
-    cost: Decimal | None
+class ParsedBatch:
+    """Valid events with their index, and the results so far (rejections, None elsewhere)."""
+
+    events: list[tuple[int, schemas.UsageEventIn]]
+    results: list[dict[str, Any] | None]
+
+
+@dataclass(frozen=True, slots=True)
+class BatchOutcome:
+    """A recorded batch: counts and one result dict per event (schemas.EventResult fields)."""
+
+    accepted: int
+    duplicates: int
+    rejected: int
+    results: list[dict[str, Any]]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "accepted": self.accepted,
+            "duplicates": self.duplicates,
+            "rejected": self.rejected,
+            "results": self.results,
+        }
 
 
 class ModelPriceService:
@@ -225,96 +239,111 @@ class UsageTracker:
         ctx: Context,
         events: Sequence[schemas.UsageEventIn | Any],
     ) -> schemas.UsageBatchResult:
-        """Validates each event on its own, inserts the valid ones in one statement, and adds
-        the new ones to the rollups; the caller's transaction makes it all durable at once."""
+        """Validates each event on its own, then records the valid ones (see record_parsed)."""
+        results: list[dict[str, Any] | None] = [None] * len(events)
+        parsed = _validate(events, range(len(events)), results)
+        outcome = await self.record_parsed(session, ctx, ParsedBatch(parsed, results))
+        return schemas.UsageBatchResult.model_validate(outcome.as_dict())
+
+    async def record_parsed(
+        self, session: AsyncSession, ctx: Context, batch: ParsedBatch
+    ) -> BatchOutcome:
+        """Costs the valid events, inserts the new ones and adds them to the rollups in one
+        statement; the caller's transaction makes it all durable at once."""
         account_id = ctx.actor.account_id
         if account_id is None:
             raise UsageNeedsAccountKey("send usage with a key of the account that used it")
         now = ctx.clock.now()
-        results: list[dict[str, Any] | None] = [None] * len(events)
-        parsed = _validate(events, results)
-        timelines = await ModelPriceRepository(session).timelines(
-            {e.model for _, e in parsed if e.model is not None and e.usage_type == "api_call"}
+        latest = now + MAX_CLOCK_SKEW
+        member_id = ctx.actor.member_id
+        results = batch.results
+        prices = _BatchPrices(
+            await ModelPriceRepository(session).timelines(
+                {e.model for _, e in batch.events if e.model and e.usage_type == "api_call"}
+            )
         )
-        pending: dict[str, _Pending] = {}
-        for index, event in parsed:
+        records: dict[str, EventRecord] = {}
+        new: dict[str, dict[str, Any]] = {}  # event id -> its result, while it may be new
+        reserving: list[tuple[str, schemas.UsageEventIn, datetime]] = []
+        for index, event in batch.events:
             occurred_at = event.timestamp.astimezone(UTC) if event.timestamp else now
             event_id = event.event_id or new_id("evt", now)
-            if occurred_at > now + MAX_CLOCK_SKEW:
+            if occurred_at > latest:
                 results[index] = _rejected_by(index, event.event_id, TimestampInFuture())
                 continue
-            price = cost = None
+            cost = currency = price_id = None
             if event.usage_type == "api_call":
                 assert event.model is not None
-                price = _price_at(timelines.get(event.model, ()), occurred_at)
+                price = prices.at(event.model, occurred_at)
                 if price is None:
                     error = UnknownModel(f"no price for {event.model!r} at {occurred_at}")
                     results[index] = _rejected_by(index, event.event_id, error)
                     continue
-                cost = canonical_decimal(
-                    token_cost(
-                        input_tokens=event.input_tokens,
-                        cached_input_tokens=event.cached_input_tokens,
-                        output_tokens=event.output_tokens,
-                        input_per_1m=price.input_per_1m,
-                        output_per_1m=price.output_per_1m,
-                        cached_input_per_1m=price.cached_input_per_1m,
-                    )
+                cost = price.scaled.cost(
+                    event.input_tokens, event.cached_input_tokens, event.output_tokens
                 )
-            if event_id in pending:  # the same id twice in one batch counts once
-                results[index] = {"index": index, "status": "duplicate", "event_id": event_id}
+                currency, price_id = price.currency, price.id
+            if event_id in records:  # the same id twice in one batch counts once
+                results[index] = _duplicate(index, event_id)
                 continue
-            pending[event_id] = _Pending(index, event, event_id, occurred_at, price, cost)
-
-        member_id = ctx.actor.member_id
-        # Sorted by event id: concurrent batches then take index locks in one order.
-        ordered = sorted(pending.values(), key=lambda p: p.event_id)
-        rows = [_row(p, member_id, now) for p in ordered]
-        repo = UsageRepository(session)
-        inserted = await repo.insert_events(account_id, rows)
-        deltas: dict[RollupKey, RollupDelta] = {}
-        settling: list[AcceptedEvent] = []
-        for p in ordered:
-            if p.event_id not in inserted:
-                results[p.index] = {"index": p.index, "status": "duplicate", "event_id": p.event_id}
-                continue
-            results[p.index] = {
-                "index": p.index,
+            records[event_id] = (
+                account_id,
+                event_id,
+                event.usage_type,
+                event.model,
+                occurred_at,
+                now,
+                member_id,
+                event.user_id,
+                event.cost_center,
+                event.input_tokens,
+                event.cached_input_tokens,
+                event.output_tokens,
+                event.status_code,
+                event.latency_ms,
+                event.storage_gb,
+                None if cost is None else str(cost),
+                currency,
+                price_id,
+                event.reservation_id,
+                None if event.metadata is None else to_json(event.metadata).decode(),
+            )
+            new[event_id] = results[index] = {
+                "index": index,
                 "status": "accepted",
-                "event_id": p.event_id,
-                "cost": p.cost,
-                "currency": p.price.currency if p.price else None,
+                "event_id": event_id,
+                "cost": cost,
+                "currency": currency,
+                "code": None,
+                "detail": None,
+                "errors": None,
             }
-            if p.event.usage_type != "api_call":
-                continue
-            _add_to_rollup(deltas, p, member_id)
-            if p.event.reservation_id is not None:
-                settling.append(
-                    AcceptedEvent(
-                        event_id=p.event_id,
-                        reservation_id=p.event.reservation_id,
-                        model=p.event.model,
-                        member_id=member_id,
-                        occurred_at=p.occurred_at,
-                        input_tokens=p.event.input_tokens,
-                        output_tokens=p.event.output_tokens,
-                    )
-                )
-        await repo.add_to_rollups(account_id, deltas)
+            if event.reservation_id is not None and event.usage_type == "api_call":
+                reserving.append((event_id, event, occurred_at))
+
+        inserted = await UsageRepository(session).insert_events(list(records.values()))
+        for event_id, result in new.items():
+            if event_id not in inserted:
+                result.update(status="duplicate", cost=None, currency=None)
+        settling = [
+            AcceptedEvent(
+                event_id=event_id,
+                reservation_id=event.reservation_id,
+                model=event.model,
+                member_id=member_id,
+                occurred_at=occurred_at,
+                input_tokens=event.input_tokens,
+                output_tokens=event.output_tokens,
+            )
+            for event_id, event, occurred_at in reserving
+            if event_id in inserted
+        ]
         if settling and self.settler is not None:
             await self.settler(session, ctx, account_id, settling)
         final = [r for r in results if r is not None]
-        assert len(final) == len(events)
+        assert len(final) == len(results)
         counts = Counter(r["status"] for r in final)
-        # Plain dicts validated in one pydantic-core call: cheaper than a model per event.
-        return schemas.UsageBatchResult.model_validate(
-            {
-                "accepted": counts["accepted"],
-                "duplicates": counts["duplicate"],
-                "rejected": counts["rejected"],
-                "results": final,
-            }
-        )
+        return BatchOutcome(counts["accepted"], counts["duplicate"], counts["rejected"], final)
 
     async def stats(
         self,
@@ -429,52 +458,39 @@ def _price_at(timeline: Sequence[ModelPrice], at: datetime) -> ModelPrice | None
     return None
 
 
-def _row(p: _Pending, member_id: str | None, now: datetime) -> dict[str, Any]:
-    e = p.event
-    return {
-        "event_id": p.event_id,
-        "usage_type": e.usage_type,
-        "model": e.model,
-        "occurred_at": p.occurred_at,
-        "received_at": now,
-        "member_id": member_id,
-        "user_id": e.user_id,
-        "cost_center": e.cost_center,
-        "input_tokens": e.input_tokens,
-        "cached_input_tokens": e.cached_input_tokens,
-        "output_tokens": e.output_tokens,
-        "status_code": e.status_code,
-        "latency_ms": e.latency_ms,
-        "storage_gb": e.storage_gb,
-        "cost": p.cost,
-        "currency": p.price.currency if p.price else None,
-        "price_id": p.price.id if p.price else None,
-        "reservation_id": e.reservation_id,
-        "metadata": e.metadata,
-    }
+@dataclass(frozen=True, slots=True)
+class _Price:
+    id: str
+    currency: str
+    start: datetime
+    end: datetime | None
+    scaled: ScaledPrices
 
 
-def _add_to_rollup(
-    deltas: dict[RollupKey, RollupDelta], p: _Pending, member_id: str | None
-) -> None:
-    e = p.event
-    assert p.price is not None and p.cost is not None and e.model is not None
-    key: RollupKey = (
-        p.occurred_at.date(),
-        e.model,
-        p.price.currency,
-        member_id or "",
-        e.user_id or "",
-        e.cost_center or "",
-        e.status_code // 100,
-    )
-    deltas.setdefault(key, RollupDelta()).add(
-        input_tokens=e.input_tokens,
-        cached=e.cached_input_tokens,
-        output=e.output_tokens,
-        cost=p.cost,
-        latency=e.latency_ms,
-    )
+class _BatchPrices:
+    """Price lookups for one batch: each model's last price found is tried first, so a batch
+    costs one timeline search per model and time range, not per event."""
+
+    def __init__(self, timelines: Mapping[str, Sequence[ModelPrice]]) -> None:
+        self._timelines = timelines
+        self._last: dict[str, _Price] = {}
+
+    def at(self, model: str, at: datetime) -> _Price | None:
+        last = self._last.get(model)
+        if last is not None and last.start <= at and (last.end is None or at < last.end):
+            return last
+        price = _price_at(self._timelines.get(model, ()), at)
+        if price is None:
+            return None
+        found = _Price(
+            price.id,
+            price.currency,
+            price.effective_from,
+            price.effective_to,
+            ScaledPrices(price.input_per_1m, price.output_per_1m, price.cached_input_per_1m),
+        )
+        self._last[model] = found
+        return found
 
 
 def _stats_row(g: dict[str, Any]) -> schemas.StatsRow:
@@ -505,17 +521,44 @@ def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 1)
 
 
+def parse_batch(body: bytes) -> ParsedBatch:
+    """A /usage/batch body checked in one pydantic-core call; only the events that fail it
+    are validated again, one by one, for their own errors.
+
+    Raises ValidationError (locations from the body) when the body itself is invalid.
+    """
+    try:
+        events = _BATCH.validate_json(body).events
+    except ValidationError as exc:
+        failed = {
+            e["loc"][1]
+            for e in exc.errors(include_url=False, include_input=False)
+            if len(e["loc"]) > 1 and e["loc"][0] == "events" and isinstance(e["loc"][1], int)
+        }
+    else:
+        return ParsedBatch(list(enumerate(events)), [None] * len(events))
+    raw = _BATCH_RAW.validate_json(body).events  # raises when the body itself is wrong
+    results: list[dict[str, Any] | None] = [None] * len(raw)
+    valid = [i for i in range(len(raw)) if i not in failed]
+    parsed = _validate([raw[i] for i in valid], valid, results)
+    parsed += _validate([raw[i] for i in sorted(failed)], sorted(failed), results)
+    parsed.sort(key=lambda p: p[0])
+    return ParsedBatch(parsed, results)
+
+
 def _validate(
-    events: Sequence[schemas.UsageEventIn | Any], results: list[dict[str, Any] | None]
+    events: Sequence[schemas.UsageEventIn | Any],
+    indexes: Sequence[int],
+    results: list[dict[str, Any] | None],
 ) -> list[tuple[int, schemas.UsageEventIn]]:
     """Valid events with their index; each invalid one gets its rejection in `results`."""
     try:
-        # Fast path: one call into pydantic-core for a batch that is all valid.
-        return list(enumerate(_EVENTS.validate_python(events)))
+        # Fast path: one call into pydantic-core when they are all valid.
+        return list(zip(indexes, _EVENTS.validate_python(events), strict=True))
     except ValidationError:
         pass
     parsed = []
-    for index, raw in enumerate(events):
+    for index, raw in zip(indexes, events, strict=True):
         try:
             parsed.append((index, _EVENT.validate_python(raw)))
         except ValidationError as exc:
@@ -535,6 +578,8 @@ def _rejected(index: int, raw: Any, exc: ValidationError) -> dict[str, Any]:
         "index": index,
         "status": "rejected",
         "event_id": event_id if isinstance(event_id, str) else None,
+        "cost": None,
+        "currency": None,
         "code": ValidationFailed.code,
         "detail": detail,
         "errors": errors,
@@ -546,8 +591,24 @@ def _rejected_by(index: int, event_id: str | None, error: BillingError) -> dict[
         "index": index,
         "status": "rejected",
         "event_id": event_id,
+        "cost": None,
+        "currency": None,
         "code": error.code,
         "detail": error.detail,
+        "errors": None,
+    }
+
+
+def _duplicate(index: int, event_id: str) -> dict[str, Any]:
+    return {
+        "index": index,
+        "status": "duplicate",
+        "event_id": event_id,
+        "cost": None,
+        "currency": None,
+        "code": None,
+        "detail": None,
+        "errors": None,
     }
 
 
