@@ -43,7 +43,8 @@ from aihub_billing.plans.service import plans
 from aihub_billing.quota.engine import QuotaEngine
 from aihub_billing.quota.memory_engine import MemoryQuotaEngine
 from aihub_billing.quota.redis_engine import RedisQuotaEngine
-from aihub_billing.quota.service import QuotaManager
+from aihub_billing.quota.service import QuotaManager, StoredUsageSource
+from aihub_billing.subscriptions import service as subscriptions_service
 from aihub_billing.usage.service import model_prices
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -104,14 +105,18 @@ class BillingService:
             thresholds=config.quota_thresholds,
             limits_ttl_seconds=config.quota_limits_cache_seconds,
             reservation_ttl_seconds=config.quota_reservation_ttl_seconds,
+            usage_source=StoredUsageSource(self.db.snapshots),
         )
         auth.cache_seconds = config.auth_cache_seconds
+        subscriptions_service.on_plan_change.append(self.limits_changed)
 
     def processor(self, name: str | None = None) -> PaymentProcessor:
         """The processor of provider `name` (default: the first enabled one), from config."""
         return self.processors.get(name or self.processors.default())
 
     async def close(self) -> None:
+        with suppress(ValueError):
+            subscriptions_service.on_plan_change.remove(self.limits_changed)
         await self.processors.aclose()
         try:
             await self.flush_quota_events()
@@ -193,8 +198,55 @@ class BillingService:
         async with self.transaction() as session:
             return await self.quota.flush(session, self.context())
 
+    @property
+    def _invalidation_channel(self) -> str:
+        return f"{self.config.quota_key_prefix}aihub:quota:limits-changed"
+
+    async def limits_changed(self, account_id: str) -> None:
+        """After a committed change of an account's plan or override: every process drops its
+        cached limits (here at once, elsewhere through Redis pub/sub when configured)."""
+        self.quota.invalidate(account_id)
+        if self.redis is not None:
+            try:
+                await self.redis.publish(self._invalidation_channel, account_id)
+            except Exception:
+                log.warning("quota.invalidation_not_published", account_id=account_id)
+
+    async def _listen_for_invalidations(self, stop: asyncio.Event) -> None:
+        assert self.redis is not None
+        while not stop.is_set():
+            pubsub = self.redis.pubsub()
+            try:
+                await pubsub.subscribe(self._invalidation_channel)
+                # Messages may have been missed while not subscribed.
+                self.quota.invalidate()
+                while not stop.is_set():
+                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1)
+                    if message is not None:
+                        self.quota.invalidate(message["data"].decode())
+            except Exception:
+                log.warning("quota.invalidation_listener_reconnecting")
+                with suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 1)
+            finally:
+                with suppress(Exception):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+
     async def run_quota_background(self, stop: asyncio.Event) -> None:
-        """Rebuilds lost counters at start, then flushes quota events until `stop`."""
+        """Rebuilds lost counters at start, then flushes quota events until `stop`; listens
+        for other processes' limit changes meanwhile."""
+        listener = (
+            asyncio.create_task(self._listen_for_invalidations(stop))
+            if self.redis is not None
+            else None
+        )
+        try:
+            await self._quota_loop(stop)
+        finally:
+            if listener is not None:
+                await listener
+
+    async def _quota_loop(self, stop: asyncio.Event) -> None:
         try:
             async with self.transaction() as session:
                 await self.quota.rebuild_missing(session, self.context())

@@ -51,11 +51,12 @@ async def test_check_reserves_and_status_reports_the_seed_fields(
     body = response.json()
     assert body["reservation_id"].startswith("rsv_")
     assert (body["remaining_calls"], body["remaining_tokens"], body["overage"]) == (99, 9500, False)
-    assert body["reset_at"] == "2026-02-01T00:00:00Z"
+    # The free plan's periods are anchored at the account's creation (the frozen clock).
+    assert body["reset_at"] == "2026-02-28T12:00:00Z"
     status = (await client.get(QUOTA, headers=auth(key))).json()
     assert status["plan_type"] == "free"
     assert (status["remaining_calls"], status["remaining_tokens"]) == (99, 9500)
-    assert status["reset_at"] == "2026-02-01T00:00:00Z"
+    assert status["reset_at"] == "2026-02-28T12:00:00Z"
     assert status["rate_limits"]["concurrency"]["in_flight"] == 1
     assert status["rate_limits"]["tpm"]["used"] == 500
 

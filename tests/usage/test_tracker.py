@@ -192,15 +192,16 @@ async def test_concurrent_overlapping_batches_neither_deadlock_nor_double_count(
     assert sum(r[0] for r in rollups.values()) == accepted
 
 
-async def test_the_settler_hook_gets_new_events_with_a_reservation_once(
+async def test_the_counter_gets_each_new_api_call_once(
     billing: BillingService, clock: FrozenClock
 ) -> None:
     settled: list[tuple[str, list[str]]] = []
 
-    async def settler(session: Any, ctx: Context, account_id: str, events: Any) -> None:
-        settled.append((account_id, [f"{e.reservation_id}:{e.input_tokens}" for e in events]))
+    class Counter:
+        async def counted(self, session: Any, ctx: Context, account_id: str, events: Any) -> None:
+            settled.append((account_id, [f"{e.reservation_id}:{e.input_tokens}" for e in events]))
 
-    tracker = UsageTracker(settler=settler)
+    tracker = UsageTracker()
     account_id = new_id("acct", clock.now())
     ctx = Context(actor=Actor(role=Role.OWNER, account_id=account_id), clock=clock)
     async with billing.transaction() as session:
@@ -212,8 +213,8 @@ async def test_the_settler_hook_gets_new_events_with_a_reservation_once(
     ]
     for _ in range(2):  # the second time every event is a duplicate: nothing to settle
         async with billing.transaction() as session:
-            await tracker.record(session, ctx, events)
-    assert settled == [(account_id, ["res_1:10"])]
+            await tracker.record(session, ctx, events, Counter())
+    assert settled == [(account_id, ["res_1:10", "None:20"])]
     async with billing.db.sessions() as session:
         stored = {
             e.event_id: e.reservation_id for e in await UsageRepository(session).events(account_id)

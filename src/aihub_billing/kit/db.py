@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import (
 )
 
 
-def _sqlite_engine(url: str, echo: bool) -> AsyncEngine:
+def _sqlite_engine(url: str, echo: bool, *, immediate: bool = True) -> AsyncEngine:
     engine = create_async_engine(url, echo=echo, connect_args={"timeout": 30})
 
     # The driver's own transaction handling defers BEGIN and breaks SAVEPOINT; take it over
@@ -32,7 +32,8 @@ def _sqlite_engine(url: str, echo: bool) -> AsyncEngine:
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # Read-only snapshots begin deferred: in WAL mode they never wait for a writer.
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
     return engine
 
@@ -59,6 +60,10 @@ class Database:
     sessions: async_sessionmaker[AsyncSession]
     read_engine: AsyncEngine
     read_sessions: async_sessionmaker[AsyncSession]
+    # Read-only sessions on the primary that never wait for (nor block) a writer: for reads
+    # made while the caller's own transaction may hold SQLite's write lock.
+    snapshot_engine: AsyncEngine
+    snapshots: async_sessionmaker[AsyncSession]
 
     @property
     def dialect(self) -> str:
@@ -72,9 +77,26 @@ class Database:
         await self.engine.dispose()
         if self.read_engine is not self.engine:
             await self.read_engine.dispose()
+        if self.snapshot_engine is not self.engine:
+            await self.snapshot_engine.dispose()
 
 
 def open_database(url: str, replica_url: str | None = None, *, echo: bool = False) -> Database:
     engine = create_engine(url, echo=echo)
     read_engine = create_engine(replica_url, echo=echo) if replica_url else engine
-    return Database(engine, session_factory(engine), read_engine, session_factory(read_engine))
+    # A pool of its own, so a request holding a primary connection never waits on a pool it
+    # exhausts itself (N requests each waiting for a second connection).
+    parsed = make_url(url)
+    snapshot_engine = engine
+    if parsed.get_backend_name() != "sqlite":
+        snapshot_engine = create_async_engine(url, echo=echo, pool_size=2, max_overflow=8)
+    elif parsed.database not in (None, "", ":memory:"):
+        snapshot_engine = _sqlite_engine(url, echo, immediate=False)
+    return Database(
+        engine,
+        session_factory(engine),
+        read_engine,
+        session_factory(read_engine),
+        snapshot_engine,
+        session_factory(snapshot_engine),
+    )

@@ -13,7 +13,7 @@ import hashlib
 import hmac
 import json
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -21,7 +21,7 @@ from typing import Any, Protocol
 import httpx
 import structlog
 from prometheus_client import Counter
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from aihub_billing.accounts.errors import AccountNotFound
 from aihub_billing.accounts.service import accounts
@@ -32,7 +32,7 @@ from aihub_billing.kit.clock import monotonic
 from aihub_billing.kit.context import Context, Role
 from aihub_billing.kit.ids import new_id, new_token
 from aihub_billing.kit.pagination import clamp_limit, decode_cursor, encode_cursor
-from aihub_billing.kit.periods import Period, add_months
+from aihub_billing.kit.periods import Period
 from aihub_billing.models import QuotaNotificationTarget, QuotaOverride, QuotaViolation
 from aihub_billing.plans import schemas as plan_schemas
 from aihub_billing.plans.service import plans
@@ -53,11 +53,12 @@ from aihub_billing.quota.errors import (
     ReservationNotFound,
 )
 from aihub_billing.quota.repository import QuotaRepository
+from aihub_billing.subscriptions import service as subscriptions
+from aihub_billing.usage.service import CountedEvent, usage
 
 log = structlog.get_logger("aihub_billing.quota")
 
 DEFAULT_THRESHOLDS = (80, 100)
-DEFAULT_PLAN_CODE = "free"
 NOTIFY_JOB = "quota.notify"
 SIGNATURE_HEADER = "AIHub-Signature"
 MONTHLY_LIMITS = frozenset({"calls", "tokens", "member_calls", "member_tokens"})
@@ -108,6 +109,20 @@ class ZeroUsageSource:
         return UsageTotals()
 
 
+class StoredUsageSource:
+    """Reads a period's calls and tokens from the usage tables, in a session of its own (so it
+    sees only committed events: the same truth every process rebuilds from)."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self.sessions = sessions
+
+    async def used(self, account_id: str, period: Period) -> UsageTotals:
+        async with self.sessions() as session:
+            got = await usage.used_in_period(session, account_id, period.start, period.end)
+        members = {m: (u.calls, u.tokens) for m, u in got.per_member.items()}
+        return UsageTotals(got.calls, got.tokens, members)
+
+
 class EmailNotifier(Protocol):
     async def send(self, to: str, subject: str, body: str) -> None: ...
 
@@ -121,20 +136,24 @@ class LoggingEmailNotifier:
 
 @dataclass(frozen=True, slots=True)
 class PlanAndPeriod:
-    plan: plan_schemas.Plan
+    plan_code: str
+    limits: plan_schemas.PlanLimits
     period: Period
 
 
 async def current_plan(session: AsyncSession, account_id: str, now: datetime) -> PlanAndPeriod:
-    """The account's plan and current period: THE one place the subscriptions domain replaces.
+    """The account's plan and period from its subscription (the free plan without one).
 
-    For now: the override's `plan_code` (default: the free plan), calendar month in UTC.
+    An override's `plan_code` swaps the plan whose limits apply (a custom deal), never the
+    period, which always follows the subscription's anchor.
     """
+    current = await subscriptions.current_plan(session, account_id, now)
     override = await QuotaRepository(session).override(account_id)
-    code = override.plan_code if override is not None and override.plan_code else None
-    plan = await plans.get(session, code or DEFAULT_PLAN_CODE)
-    start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-    return PlanAndPeriod(plan, Period(start, add_months(start, 1)))
+    if override is not None and override.plan_code:
+        plan = await plans.get(session, override.plan_code)
+        return PlanAndPeriod(plan.code, plan.limits, current.period)
+    limits = plan_schemas.PlanLimits.model_validate(current.plan)
+    return PlanAndPeriod(current.plan.code, limits, current.period)
 
 
 # --- resolved limits ------------------------------------------------------------------------
@@ -164,13 +183,13 @@ def _pick(override: Any, plan_value: Any) -> Any:
 
 def resolve_limits(
     account_id: str,
-    plan: plan_schemas.Plan,
+    plan_code: str,
+    pl: plan_schemas.PlanLimits,
     period: Period,
     override: QuotaOverride | None,
     default_thresholds: tuple[int, ...],
 ) -> ResolvedLimits:
     """Plan limits with the account's override applied field by field."""
-    pl = plan.limits
     o = override
     limits = Limits(
         calls=_pick(o and o.included_api_calls, pl.included_api_calls),
@@ -190,7 +209,7 @@ def resolve_limits(
     }
     return ResolvedLimits(
         account_id=account_id,
-        plan_code=plan.code,
+        plan_code=plan_code,
         period=period,
         period_key=period.start.strftime("%Y%m%dT%H%M"),
         limits=limits,
@@ -229,6 +248,9 @@ class QuotaManager:
         self._notifications: list[dict[str, Any]] = []
         self._rebuilds: dict[tuple[str, str], asyncio.Task[bool]] = {}
         self._refreshing: set[str] = set()
+        # Accounts whose recorded usage could not reach the counters (store down): their next
+        # check rebuilds from the database first.
+        self._stale: set[str] = set()
         self._backend_errors = BACKEND_ERRORS.labels(fail_mode)
 
     # limits
@@ -264,7 +286,7 @@ class QuotaManager:
         current = await current_plan(session, account_id, now)
         override = await QuotaRepository(session).override(account_id)
         resolved = resolve_limits(
-            account_id, current.plan, current.period, override, self.thresholds
+            account_id, current.plan_code, current.limits, current.period, override, self.thresholds
         )
         self._cache[account_id] = (monotonic() + self.limits_ttl, resolved)
         return resolved
@@ -302,6 +324,9 @@ class QuotaManager:
             ttl_seconds=self.reservation_ttl,
         )
         try:
+            if account_id in self._stale:
+                await self._rebuild(resolved, now, force=True)
+                self._stale.discard(account_id)
             outcome = await self.engine.check(request, limits)
             if outcome.verdict is Verdict.NOT_LOADED:
                 await self._rebuild(resolved, now)
@@ -429,6 +454,49 @@ class QuotaManager:
             actual_tokens=actual_tokens,
             difference=settled.difference,
         )
+
+    async def counted(
+        self,
+        session: AsyncSession,
+        ctx: Context,
+        account_id: str,
+        events: Sequence[CountedEvent],
+    ) -> None:
+        """Feeds newly stored usage into the counters (the usage tracker's hook).
+
+        An event with a live reservation settles it; one whose reservation expired (or is
+        unknown) adds its tokens, since its call was counted by the check; any other adds a
+        call and its tokens. The stored events stay the truth: when the counters cannot be
+        reached, the account is rebuilt before its next check instead of failing the write.
+        """
+        loose: dict[str | None, list[int]] = {}
+        try:
+            for event in events:
+                tokens = event.input_tokens + event.output_tokens
+                calls = 1
+                if event.reservation_id is not None:
+                    try:
+                        await self.commit(
+                            session, ctx, event.reservation_id, tokens, account_id=account_id
+                        )
+                        continue
+                    except ReservationNotFound:
+                        calls = 0
+                bucket = loose.setdefault(event.member_id, [0, 0])
+                bucket[0] += calls
+                bucket[1] += tokens
+            for member, (calls, tokens) in loose.items():
+                await self.record(
+                    session,
+                    ctx,
+                    account_id=account_id,
+                    calls=calls,
+                    tokens=tokens,
+                    member_id=member,
+                )
+        except QuotaUnavailable:
+            self._stale.add(account_id)
+            log.warning("quota.counters_behind_usage", account_id=account_id)
 
     async def release(
         self, session: AsyncSession, ctx: Context, reservation_id: str, *, account_id: str
@@ -722,6 +790,8 @@ class QuotaManager:
         )
         # This process re-reads at once; others within limits_ttl_seconds.
         self.invalidate(data.account_id)
+        # Other processes drop theirs once the change is committed.
+        subscriptions.notify_plan_change(session, data.account_id)
         return after
 
     async def violations(

@@ -97,6 +97,12 @@ def _plan_changed(session: AsyncSession, account_id: str) -> None:
     sync.info.setdefault(_PENDING_KEY, set()).add(account_id)
 
 
+def notify_plan_change(session: AsyncSession, account_id: str) -> None:
+    """Runs the `on_plan_change` hooks for the account once `session` commits (for changes of
+    what limits apply that are made outside this domain, e.g. quota overrides)."""
+    _plan_changed(session, account_id)
+
+
 @dataclass(frozen=True, slots=True)
 class CurrentPlan:
     plan: Plan

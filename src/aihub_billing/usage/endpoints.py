@@ -12,7 +12,14 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
 from aihub_billing.accounts.errors import AccountNotFound
-from aihub_billing.api.deps import ActorDep, AdminContext, ContextDep, Idempotent, SessionDep
+from aihub_billing.api.deps import (
+    ActorDep,
+    AdminContext,
+    BillingDep,
+    ContextDep,
+    Idempotent,
+    SessionDep,
+)
 from aihub_billing.api.routing import TransactionalRoute
 from aihub_billing.errors import Forbidden, responses
 from aihub_billing.usage import schemas
@@ -48,10 +55,17 @@ _BATCH_IN_SCHEMA.pop("$defs", None)
     responses=responses(UsageNeedsAccountKey, UnknownModel, TimestampInFuture),
 )
 async def track_usage(
-    event: schemas.UsageEventIn, session: SessionDep, ctx: ContextDep, response: Response
+    event: schemas.UsageEventIn,
+    session: SessionDep,
+    ctx: ContextDep,
+    billing: BillingDep,
+    response: Response,
 ) -> schemas.UsageRecorded:
-    """Record one event for the key's account; an event id already counted answers 200."""
-    recorded = await usage.track(session, ctx, event)
+    """Record one event for the key's account; an event id already counted answers 200.
+
+    A `reservation_id` from `/quota/check` settles that reservation with the real tokens.
+    """
+    recorded = await usage.track(session, ctx, event, billing.quota)
     if recorded.status == "duplicate":
         response.status_code = status.HTTP_200_OK
     return recorded
@@ -70,7 +84,9 @@ async def track_usage(
         }
     },
 )
-async def track_usage_batch(request: Request, session: SessionDep, ctx: ContextDep) -> Response:
+async def track_usage_batch(
+    request: Request, session: SessionDep, ctx: ContextDep, billing: BillingDep
+) -> Response:
     """Record up to 1,000 events; each is accepted, a duplicate, or rejected on its own.
 
     The answer comes after the commit: every `accepted` event is durable.
@@ -80,7 +96,7 @@ async def track_usage_batch(request: Request, session: SessionDep, ctx: ContextD
     except ValidationError as exc:
         errors = exc.errors(include_url=False, include_input=False)
         raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in errors]) from None
-    outcome = await usage.record_parsed(session, ctx, batch)
+    outcome = await usage.record_parsed(session, ctx, batch, billing.quota)
     # Serialized once from plain dicts; returning a Response skips FastAPI's own pass.
     return Response(
         schemas.BATCH_RESULT_JSON.dump_json(outcome.as_dict()),  # type: ignore[arg-type]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, NamedTuple, Protocol
@@ -55,8 +55,8 @@ SEED_PRICES: tuple[tuple[str, str, str, str | None], ...] = (
 
 
 @dataclass(frozen=True, slots=True)
-class AcceptedEvent:
-    """A newly counted event, as handed to the reservation settler."""
+class CountedEvent:
+    """A newly stored API call, as handed to the usage counter (the quota manager)."""
 
     event_id: str
     reservation_id: str | None
@@ -67,18 +67,16 @@ class AcceptedEvent:
     output_tokens: int
 
 
-class ReservationSettler(Protocol):
-    """Settles quota reservations for new events that carry a reservation_id.
+class UsageCounter(Protocol):
+    """What keeps live counters of stored usage (the QuotaManager); called inside the
+    recording transaction, once per batch, with the new API calls only (never duplicates)."""
 
-    Called inside the recording transaction, once per batch, never for duplicates.
-    """
-
-    async def __call__(
+    async def counted(
         self,
         session: AsyncSession,
         ctx: Context,
         account_id: str,
-        events: Sequence[AcceptedEvent],
+        events: Sequence[CountedEvent],
     ) -> None: ...
 
 
@@ -215,14 +213,15 @@ class ModelPriceService:
 class UsageTracker:
     """Records usage events once per (account, event_id), costs them, keeps daily rollups."""
 
-    # The quota integration point: set by the composition root, called per recorded batch.
-    settler: ReservationSettler | None = field(default=None)
-
     async def track(
-        self, session: AsyncSession, ctx: Context, event: schemas.UsageEventIn
+        self,
+        session: AsyncSession,
+        ctx: Context,
+        event: schemas.UsageEventIn,
+        counter: UsageCounter | None = None,
     ) -> schemas.UsageRecorded:
         """Records one event; a rejection raises its BillingError."""
-        [result] = (await self.record(session, ctx, [event])).results
+        [result] = (await self.record(session, ctx, [event], counter)).results
         if result.status == "rejected":
             raise _rejection(result)
         assert result.event_id is not None
@@ -238,18 +237,24 @@ class UsageTracker:
         session: AsyncSession,
         ctx: Context,
         events: Sequence[schemas.UsageEventIn | Any],
+        counter: UsageCounter | None = None,
     ) -> schemas.UsageBatchResult:
         """Validates each event on its own, then records the valid ones (see record_parsed)."""
         results: list[dict[str, Any] | None] = [None] * len(events)
         parsed = _validate(events, range(len(events)), results)
-        outcome = await self.record_parsed(session, ctx, ParsedBatch(parsed, results))
+        outcome = await self.record_parsed(session, ctx, ParsedBatch(parsed, results), counter)
         return schemas.UsageBatchResult.model_validate(outcome.as_dict())
 
     async def record_parsed(
-        self, session: AsyncSession, ctx: Context, batch: ParsedBatch
+        self,
+        session: AsyncSession,
+        ctx: Context,
+        batch: ParsedBatch,
+        counter: UsageCounter | None = None,
     ) -> BatchOutcome:
         """Costs the valid events, inserts the new ones and adds them to the rollups in one
-        statement; the caller's transaction makes it all durable at once."""
+        statement; the caller's transaction makes it all durable at once. The new API calls
+        then go to `counter` (the quota counters)."""
         account_id = ctx.actor.account_id
         if account_id is None:
             raise UsageNeedsAccountKey("send usage with a key of the account that used it")
@@ -264,7 +269,7 @@ class UsageTracker:
         )
         records: dict[str, EventRecord] = {}
         new: dict[str, dict[str, Any]] = {}  # event id -> its result, while it may be new
-        reserving: list[tuple[str, schemas.UsageEventIn, datetime]] = []
+        calls: list[tuple[str, schemas.UsageEventIn, datetime]] = []
         for index, event in batch.events:
             occurred_at = event.timestamp.astimezone(UTC) if event.timestamp else now
             event_id = event.event_id or new_id("evt", now)
@@ -318,15 +323,15 @@ class UsageTracker:
                 "detail": None,
                 "errors": None,
             }
-            if event.reservation_id is not None and event.usage_type == "api_call":
-                reserving.append((event_id, event, occurred_at))
+            if event.usage_type == "api_call":
+                calls.append((event_id, event, occurred_at))
 
         inserted = await UsageRepository(session).insert_events(list(records.values()))
         for event_id, result in new.items():
             if event_id not in inserted:
                 result.update(status="duplicate", cost=None, currency=None)
-        settling = [
-            AcceptedEvent(
+        counted = [
+            CountedEvent(
                 event_id=event_id,
                 reservation_id=event.reservation_id,
                 model=event.model,
@@ -335,11 +340,11 @@ class UsageTracker:
                 input_tokens=event.input_tokens,
                 output_tokens=event.output_tokens,
             )
-            for event_id, event, occurred_at in reserving
+            for event_id, event, occurred_at in calls
             if event_id in inserted
         ]
-        if settling and self.settler is not None:
-            await self.settler(session, ctx, account_id, settling)
+        if counted and counter is not None:
+            await counter.counted(session, ctx, account_id, counted)
         final = [r for r in results if r is not None]
         assert len(final) == len(results)
         counts = Counter(r["status"] for r in final)
