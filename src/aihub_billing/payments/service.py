@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from aihub_billing.audit.service import audit
 from aihub_billing.errors import Forbidden
+from aihub_billing.kit.cards import contains_card_number
 from aihub_billing.kit.context import Context, Role
 from aihub_billing.kit.ids import new_id
 from aihub_billing.kit.pagination import clamp_limit, decode_cursor, encode_cursor
@@ -238,7 +239,21 @@ class PaymentService:
                 payment.provider_payment_id, payment_method=token, idempotency_key=key
             )
         except PaymentDeclined as exc:
+            # Recorded, and committed by the entry point (PaymentDeclined.commits): the next
+            # try is a new attempt with a new key, since the provider stored this decline
+            # under the old one.
+            code = exc.extra.get("decline_code")
+            self._set_status(payment, PaymentStatus.FAILED, ctx.clock.now(), at=None)
+            payment.confirm_attempts += 1
+            payment.failure_code = str(code)[:100] if code else None
+            # The provider's message for the customer; never stored if it quotes a card number.
+            message = exc.title if contains_card_number(exc.detail) else exc.detail
+            payment.failure_message = message[:500]
+            payment.updated_at = ctx.clock.now()
+            await session.flush()
+            await self._audit(session, ctx, payment, "payment.declined", before)
             log.info("payment.declined", payment_id=payment.id, reason=exc.detail, **exc.extra)
+            exc.extra["payment_id"] = payment.id
             raise
         self._set_status(payment, remote.status, ctx.clock.now(), at=None)
         if remote.status not in (PaymentStatus.SUCCEEDED, PaymentStatus.PROCESSING):
