@@ -60,6 +60,16 @@ def upgrade() -> None:
         ),
     )
     op.create_table(
+        "payment_settings",
+        sa.Column("account_id", sa.String(length=40), nullable=False),
+        sa.Column("default_provider", sa.String(length=16), nullable=True),
+        sa.Column("updated_at", UTCDateTime(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["account_id"], ["accounts.id"], name=op.f("fk_payment_settings_account_id_accounts")
+        ),
+        sa.PrimaryKeyConstraint("account_id", name=op.f("pk_payment_settings")),
+    )
+    op.create_table(
         "payment_methods",
         sa.Column("id", sa.String(length=40), nullable=False),
         sa.Column("account_id", sa.String(length=40), nullable=False),
@@ -96,6 +106,7 @@ def upgrade() -> None:
         sa.Column("provider_charge_id", sa.String(length=255), nullable=True),
         sa.Column("payment_method_id", sa.String(length=40), nullable=True),
         sa.Column("invoice_id", sa.String(length=64), nullable=True),
+        sa.Column("subscription_id", sa.String(length=40), nullable=True),
         sa.Column("description", sa.String(length=500), nullable=True),
         sa.Column("amount_minor", sa.BigInteger(), nullable=False),
         sa.Column("currency", sa.String(length=3), nullable=False),
@@ -119,6 +130,11 @@ def upgrade() -> None:
             ["payment_method_id"],
             ["payment_methods.id"],
             name=op.f("fk_payments_payment_method_id_payment_methods"),
+        ),
+        sa.ForeignKeyConstraint(
+            ["subscription_id"],
+            ["subscriptions.id"],
+            name=op.f("fk_payments_subscription_id_subscriptions"),
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_payments")),
         sa.UniqueConstraint(
@@ -214,5 +230,6 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_payment_methods_account_id"))
 
     op.drop_table("payment_methods")
+    op.drop_table("payment_settings")
     op.drop_table("payment_customers")
     op.drop_table("webhook_events")

@@ -6,6 +6,7 @@ Provider idempotency keys derive from our row ids, so a retried request never ch
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 
 import structlog
@@ -23,7 +24,9 @@ from aihub_billing.models import (
     Payment,
     PaymentCustomer,
     PaymentMethodRecord,
+    PaymentSettings,
     RefundRecord,
+    Subscription,
 )
 from aihub_billing.payments import schemas
 from aihub_billing.payments.errors import (
@@ -44,8 +47,12 @@ from aihub_billing.payments.payment_types import (
 )
 from aihub_billing.payments.providers.base import PaymentProcessor, ProcessorLookup
 from aihub_billing.payments.repository import PaymentRepository
+from aihub_billing.subscriptions.errors import SubscriptionNotFound
 
 log = structlog.get_logger("aihub_billing.payments")
+
+# The processor of a provider, or of the first enabled one for None.
+DefaultingLookup = Callable[[str | None], PaymentProcessor]
 
 _CONFIRMABLE = {
     PaymentStatus.REQUIRES_PAYMENT_METHOD,
@@ -150,21 +157,82 @@ class PaymentService:
         )
         return record
 
+    # -- settings ----------------------------------------------------------------------------
+
+    async def settings(
+        self, session: AsyncSession, ctx: Context, account_id: str | None
+    ) -> schemas.PaymentSettings:
+        account = await self._account(session, ctx, account_id)
+        record = await PaymentRepository(session).settings(account.id)
+        if record is None:
+            return schemas.PaymentSettings(
+                account_id=account.id, default_provider=None, updated_at=None
+            )
+        return schemas.PaymentSettings.model_validate(record)
+
+    async def update_settings(
+        self,
+        session: AsyncSession,
+        ctx: Context,
+        processors: ProcessorLookup,
+        data: schemas.PaymentSettingsUpdate,
+    ) -> schemas.PaymentSettings:
+        """Sets the account's default provider (owner, billing or operator)."""
+        account = await self._account(session, ctx, data.account_id)
+        if data.default_provider is not None:
+            processors(data.default_provider)  # ProviderNotConfigured unless it is enabled
+        repo = PaymentRepository(session)
+        record = await repo.settings(account.id)
+        before = schemas.PaymentSettings.model_validate(record) if record else None
+        if record is None:
+            record = PaymentSettings(account_id=account.id, updated_at=ctx.clock.now())
+            repo.add(record)
+        record.default_provider = data.default_provider
+        record.updated_at = ctx.clock.now()
+        await session.flush()
+        after = schemas.PaymentSettings.model_validate(record)
+        await audit.record(
+            session,
+            ctx,
+            action="payment_settings.updated",
+            object_type="payment_settings",
+            object_id=account.id,
+            account_id=account.id,
+            before=before,
+            after=after,
+        )
+        return after
+
     # -- payments ----------------------------------------------------------------------------
 
     async def create_intent(
         self,
         session: AsyncSession,
         ctx: Context,
-        processor: PaymentProcessor,
+        processors: DefaultingLookup,
         data: schemas.PaymentIntentCreate,
     ) -> tuple[Payment, PaymentIntent]:
         account = await self._account(session, ctx, data.account_id)
+        repo = PaymentRepository(session)
+        subscription = await self._subscription_of(session, account.id, data)
+        # The provider, in order: the request's, the subscription's, the account's default,
+        # the first enabled one. A named provider that is not enabled is refused, never
+        # silently replaced by another.
+        settings = await repo.settings(account.id)
+        processor = processors(
+            data.provider
+            or (subscription.payment_provider if subscription else None)
+            or (settings.default_provider if settings else None)
+        )
         method = None
         if data.payment_method_id is not None:
             method = await self._method(session, ctx, data.payment_method_id)
             if method.account_id != account.id or method.provider != processor.name:
                 raise PaymentMethodNotFound("no such payment method for this account/provider")
+        elif subscription is not None and subscription.payment_method_id:
+            method = await self._saved_method(
+                repo, account.id, processor.name, subscription.payment_method_id
+            )
         customer = await self.customer(session, ctx, processor, account)
         now = ctx.clock.now()
         payment = Payment(
@@ -173,6 +241,7 @@ class PaymentService:
             provider=processor.name,
             payment_method_id=method.id if method else None,
             invoice_id=data.invoice_id,
+            subscription_id=subscription.id if subscription else None,
             description=data.description,
             amount_minor=data.amount_minor,
             currency=data.currency,
@@ -194,7 +263,7 @@ class PaymentService:
         )
         payment.provider_payment_id = remote.id
         payment.status = remote.status
-        PaymentRepository(session).add(payment)
+        repo.add(payment)
         await session.flush()
         await self._audit(session, ctx, payment, "payment.created")
         log.info(
@@ -536,6 +605,36 @@ class PaymentService:
         if payment is None or not ctx.actor.can_access(payment.account_id):
             raise PaymentNotFound(f"no payment {payment_id!r}")
         return payment
+
+    async def _subscription_of(
+        self, session: AsyncSession, account_id: str, data: schemas.PaymentIntentCreate
+    ) -> Subscription | None:
+        """The account's subscription the payment is for: named, or found from the invoice."""
+        repo = PaymentRepository(session)
+        if data.subscription_id is not None:
+            subscription = await repo.subscription(data.subscription_id)
+            if subscription is None or subscription.account_id != account_id:
+                raise SubscriptionNotFound(f"no subscription {data.subscription_id!r}")
+            return subscription
+        if data.invoice_id is not None:
+            return await repo.subscription_of_invoice(account_id, data.invoice_id)
+        return None
+
+    @staticmethod
+    async def _saved_method(
+        repo: PaymentRepository, account_id: str, provider: str, reference: str
+    ) -> PaymentMethodRecord | None:
+        """The subscription's method (our id or the provider's token) when it is one of the
+        account's active methods at this provider; otherwise the provider's default."""
+        record = await repo.method(reference) or await repo.method_by_token(provider, reference)
+        if (
+            record is None
+            or record.account_id != account_id
+            or record.provider != provider
+            or record.status != "active"
+        ):
+            return None
+        return record
 
     async def _method(
         self, session: AsyncSession, ctx: Context, method_id: str
