@@ -1,4 +1,5 @@
-"""Payments: provider customers, payment methods, payments, refunds, disputes, webhook events.
+"""Payments: provider customers, payment methods, payments, refunds, disputes, webhook events,
+payment settings, and the provider-side subscription id on subscriptions.
 
 Revision ID: 5c3e207d9f43
 Revises: 4b2d1f6c8e32
@@ -20,6 +21,15 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
+    with op.batch_alter_table("subscriptions", schema=None) as batch_op:
+        batch_op.add_column(
+            sa.Column("provider_subscription_id", sa.String(length=255), nullable=True)
+        )
+        batch_op.create_index(
+            batch_op.f("ix_subscriptions_provider_subscription_id"),
+            ["provider_subscription_id"],
+            unique=False,
+        )
     op.create_table(
         "webhook_events",
         sa.Column("id", sa.String(length=40), nullable=False),
@@ -233,3 +243,6 @@ def downgrade() -> None:
     op.drop_table("payment_settings")
     op.drop_table("payment_customers")
     op.drop_table("webhook_events")
+    with op.batch_alter_table("subscriptions", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_subscriptions_provider_subscription_id"))
+        batch_op.drop_column("provider_subscription_id")

@@ -48,6 +48,7 @@ from aihub_billing.payments.payment_types import (
 from aihub_billing.payments.providers.base import PaymentProcessor, ProcessorLookup
 from aihub_billing.payments.repository import PaymentRepository
 from aihub_billing.subscriptions.errors import SubscriptionNotFound
+from aihub_billing.subscriptions.service import subscriptions
 
 log = structlog.get_logger("aihub_billing.payments")
 
@@ -450,8 +451,17 @@ class PaymentService:
             case EventType.DISPUTE_OPENED | EventType.DISPUTE_CLOSED:
                 return await self._apply_dispute_event(session, ctx, payment, event)
             case EventType.SUBSCRIPTION_UPDATED | EventType.SUBSCRIPTION_CANCELED:
-                # Provider-side subscriptions are linked by the subscriptions domain.
-                return "ignored: no provider-side subscription is linked here"
+                if not event.object_id:
+                    return "ignored: the subscription has no id"
+                return await subscriptions.apply_provider_status(
+                    session,
+                    ctx,
+                    provider=event.provider,
+                    provider_subscription_id=event.object_id,
+                    status=event.status,
+                    canceled=event.type == EventType.SUBSCRIPTION_CANCELED,
+                    event_id=event.event_id,
+                )
 
     async def _apply_payment_event(
         self, session: AsyncSession, ctx: Context, payment: Payment, event: InternalEvent
