@@ -1,4 +1,5 @@
-"""Payments: provider customers, payment methods, payments, refunds, disputes, webhook events.
+"""Payments: provider customers, payment methods, payments, refunds, disputes, webhook events,
+payment settings, and the provider-side subscription id on subscriptions.
 
 Revision ID: 5c3e207d9f43
 Revises: 4b2d1f6c8e32
@@ -20,6 +21,15 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
+    with op.batch_alter_table("subscriptions", schema=None) as batch_op:
+        batch_op.add_column(
+            sa.Column("provider_subscription_id", sa.String(length=255), nullable=True)
+        )
+        batch_op.create_index(
+            batch_op.f("ix_subscriptions_provider_subscription_id"),
+            ["provider_subscription_id"],
+            unique=False,
+        )
     op.create_table(
         "webhook_events",
         sa.Column("id", sa.String(length=40), nullable=False),
@@ -60,6 +70,16 @@ def upgrade() -> None:
         ),
     )
     op.create_table(
+        "payment_settings",
+        sa.Column("account_id", sa.String(length=40), nullable=False),
+        sa.Column("default_provider", sa.String(length=16), nullable=True),
+        sa.Column("updated_at", UTCDateTime(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["account_id"], ["accounts.id"], name=op.f("fk_payment_settings_account_id_accounts")
+        ),
+        sa.PrimaryKeyConstraint("account_id", name=op.f("pk_payment_settings")),
+    )
+    op.create_table(
         "payment_methods",
         sa.Column("id", sa.String(length=40), nullable=False),
         sa.Column("account_id", sa.String(length=40), nullable=False),
@@ -96,6 +116,7 @@ def upgrade() -> None:
         sa.Column("provider_charge_id", sa.String(length=255), nullable=True),
         sa.Column("payment_method_id", sa.String(length=40), nullable=True),
         sa.Column("invoice_id", sa.String(length=64), nullable=True),
+        sa.Column("subscription_id", sa.String(length=40), nullable=True),
         sa.Column("description", sa.String(length=500), nullable=True),
         sa.Column("amount_minor", sa.BigInteger(), nullable=False),
         sa.Column("currency", sa.String(length=3), nullable=False),
@@ -119,6 +140,11 @@ def upgrade() -> None:
             ["payment_method_id"],
             ["payment_methods.id"],
             name=op.f("fk_payments_payment_method_id_payment_methods"),
+        ),
+        sa.ForeignKeyConstraint(
+            ["subscription_id"],
+            ["subscriptions.id"],
+            name=op.f("fk_payments_subscription_id_subscriptions"),
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_payments")),
         sa.UniqueConstraint(
@@ -214,5 +240,9 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_payment_methods_account_id"))
 
     op.drop_table("payment_methods")
+    op.drop_table("payment_settings")
     op.drop_table("payment_customers")
     op.drop_table("webhook_events")
+    with op.batch_alter_table("subscriptions", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_subscriptions_provider_subscription_id"))
+        batch_op.drop_column("provider_subscription_id")

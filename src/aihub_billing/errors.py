@@ -17,6 +17,9 @@ class BillingError(Exception):
     code: ClassVar[str] = "billing_error"
     status: ClassVar[int] = 400
     title: ClassVar[str] = "Billing error"
+    # An outcome, not a refusal: the request's writes so far are committed (and its
+    # Idempotency-Key answer stored) before the problem is rendered; e.g. a recorded decline.
+    commits: ClassVar[bool] = False
 
     def __init__(
         self,

@@ -9,7 +9,7 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from aihub_billing.models import Payment, RefundRecord
+from aihub_billing.models import AuditEntry, Payment, RefundRecord
 from aihub_billing.service import BillingService
 from tests.api.helpers import API, auth, issue_key
 from tests.payments.fakes.paypal_server import PayPalFake
@@ -117,17 +117,90 @@ async def test_a_replayed_create_makes_one_payment(
     assert await count(billing, Payment) == 1
 
 
+def confirm_keys(fake: StripeFake | PayPalFake, provider: str, since: int = 0) -> list[str]:
+    """The provider idempotency keys of the confirm/capture calls the fake received."""
+    header = "idempotency-key" if provider == "stripe" else "paypal-request-id"
+    return [
+        r[2].get(header, "")
+        for r in fake.requests[since:]
+        if r[1].endswith("/confirm") or r[1].endswith("/capture")
+    ]
+
+
 @pytest.mark.parametrize("provider", PROVIDERS)
-async def test_a_declined_payment_is_402(
-    client: httpx.AsyncClient, admin_key: str, provider: str, fakes: Fakes
+async def test_a_decline_is_402_and_recorded_on_the_payment(
+    client: httpx.AsyncClient, admin_key: str, provider: str, fakes: Fakes, billing: BillingService
 ) -> None:
     _, key = await owner_of_new_account(client, admin_key)
     payment = await new_payment(client, key, provider, fakes)
-    fakes.of(provider).behave("decline")
-    declined = await post(client, key, f"/payments/{payment['id']}/confirm")
+    fake = fakes.of(provider)
+    fake.behave("decline")
+    path = f"/payments/{payment['id']}/confirm"
+    declined = await post(client, key, path, **{"Idempotency-Key": "confirm-1"})
     assert declined.status_code == 402, declined.text
-    assert declined.json()["code"] == "payment_declined"
-    assert fakes.of(provider).charges == []
+    assert declined.headers["content-type"].startswith("application/problem+json")
+    problem = declined.json()
+    assert problem["code"] == "payment_declined" and problem["payment_id"] == payment["id"]
+    assert fake.charges == []
+
+    # The decline outlived the request: the payment is failed, with the provider's reason.
+    shown = (await client.get(f"{API}/payments/{payment['id']}", headers=auth(key))).json()
+    code, message = {
+        "stripe": ("insufficient_funds", "Your card has insufficient funds."),
+        "paypal": ("INSTRUMENT_DECLINED", "PayPal declined the payment"),
+    }[provider]
+    assert (shown["status"], shown["failure_code"], shown["failure_message"]) == (
+        "failed",
+        code,
+        message,
+    )
+    async with billing.db.sessions() as session:
+        row = await session.get(Payment, payment["id"])
+        assert row is not None and row.confirm_attempts == 1
+        actions = (
+            await session.execute(
+                select(AuditEntry.action).where(AuditEntry.object_id == payment["id"])
+            )
+        ).scalars()
+        assert "payment.declined" in list(actions)
+
+    # A replay of the same request answers the stored 402 without asking the provider again.
+    replayed = await post(client, key, path, **{"Idempotency-Key": "confirm-1"})
+    assert replayed.status_code == 402 and replayed.headers["idempotent-replayed"] == "true"
+    assert replayed.json() == problem
+    assert replayed.headers["content-type"].startswith("application/problem+json")
+    assert len(confirm_keys(fake, provider)) == 1
+
+    # A new try (a new card at Stripe; again at PayPal) is a new attempt with a new key.
+    body = None
+    if provider == "stripe":
+        token = fakes.stripe.add_payment_method(last4="0005")
+        other = await post(client, key, "/payment-methods", {"token": token})
+        body = {"payment_method_id": other.json()["id"]}
+    retried = await post(client, key, path, body, **{"Idempotency-Key": "confirm-2"})
+    assert retried.status_code == 200, retried.text
+    assert retried.json()["status"] == "succeeded" and retried.json()["failure_code"] is None
+    first, second = confirm_keys(fake, provider)
+    assert first != second and ":confirm:1:" in second
+    assert len(fake.charges) == 1
+
+
+async def test_an_error_that_is_not_an_outcome_still_rolls_back(
+    client: httpx.AsyncClient, admin_key: str, fakes: Fakes, billing: BillingService
+) -> None:
+    _, key = await owner_of_new_account(client, admin_key)
+    payment = await new_payment(client, key, "stripe", fakes)
+    fakes.stripe.behave("5xx", "5xx", "5xx")
+    path = f"/payments/{payment['id']}/confirm"
+    down = await post(client, key, path, **{"Idempotency-Key": "confirm-down"})
+    assert down.status_code == 503
+    async with billing.db.sessions() as session:
+        row = await session.get(Payment, payment["id"])
+        assert row is not None and row.confirm_attempts == 0
+        assert row.status == "requires_confirmation"
+    # Nothing was stored under the key: the same request runs again, and charges.
+    again = await post(client, key, path, **{"Idempotency-Key": "confirm-down"})
+    assert again.status_code == 200 and "idempotent-replayed" not in again.headers
 
 
 async def test_3d_secure_answers_requires_action_with_the_client_secret(

@@ -1,7 +1,9 @@
 """The route class that owns each request's transaction (and Idempotency-Key replay).
 
 Endpoints and services never commit: the request succeeds and commits as a whole, or fails
-and rolls back as a whole, so no error leaves a partial write.
+and rolls back as a whole, so no error leaves a partial write. The exception is an error
+whose class says `commits` (an outcome such as a recorded decline): its writes are committed
+and its problem stored for Idempotency-Key replays.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from fastapi import Request, Response
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 
+from aihub_billing.api.problems import problem_response
+from aihub_billing.errors import PROBLEM_CONTENT_TYPE, BillingError
 from aihub_billing.idempotency.service import Replay, idempotency
 
 REPLAY_HEADER = "Idempotent-Replayed"
@@ -39,17 +43,25 @@ class TransactionalRoute(APIRoute):
                     response = await handler(request)
                 except IdempotentReplay as replayed:
                     await session.rollback()
+                    status_code = replayed.replay.status_code
                     return JSONResponse(
                         replayed.replay.body,
-                        status_code=replayed.replay.status_code,
+                        status_code=status_code,
                         headers={REPLAY_HEADER: "true"},
+                        media_type=PROBLEM_CONTENT_TYPE if status_code >= 400 else None,
                     )
+                except BillingError as error:
+                    if not error.commits:
+                        await session.rollback()
+                        raise
+                    response = problem_response(request, error)
                 except BaseException:
                     await session.rollback()
                     raise
-                if response.status_code >= 400:
-                    await session.rollback()
-                    return response
+                else:
+                    if response.status_code >= 400:
+                        await session.rollback()
+                        return response
                 record = getattr(request.state, "idempotency_record", None)
                 if record is not None:
                     await idempotency.complete(

@@ -14,6 +14,7 @@ from aihub_billing.models.payment import (
     Payment,
     PaymentCustomer,
     PaymentMethodRecord,
+    PaymentSettings,
     RefundRecord,
 )
 from aihub_billing.models.plan import Plan, PlanPrice
@@ -38,6 +39,7 @@ __all__ = [
     "Payment",
     "PaymentCustomer",
     "PaymentMethodRecord",
+    "PaymentSettings",
     "Plan",
     "PlanPrice",
     "QuotaNotificationTarget",

@@ -34,6 +34,16 @@ class PaymentCustomer(Base):
     created_at: Mapped[datetime]
 
 
+class PaymentSettings(Base):
+    """An account's payment preferences: the provider used when a payment names none."""
+
+    __tablename__ = "payment_settings"
+
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"), primary_key=True)
+    default_provider: Mapped[str | None] = mapped_column(String(16))
+    updated_at: Mapped[datetime]
+
+
 class PaymentMethodRecord(Base):
     """A provider token with what may be shown: brand, last 4 digits, expiry. Never a PAN."""
 
@@ -73,6 +83,8 @@ class Payment(Base):
     provider_charge_id: Mapped[str | None] = mapped_column(String(255), index=True)
     payment_method_id: Mapped[str | None] = mapped_column(ForeignKey("payment_methods.id"))
     invoice_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    # The subscription the payment is for, named by the request or found from the invoice.
+    subscription_id: Mapped[str | None] = mapped_column(ForeignKey("subscriptions.id"))
     description: Mapped[str | None] = mapped_column(String(500))
     amount_minor: Mapped[int] = mapped_column(BigInteger)
     currency: Mapped[str] = mapped_column(String(3))

@@ -57,6 +57,8 @@ class Subscription(Base):
     setup_fee_billed: Mapped[bool] = mapped_column(Boolean, default=False)
     payment_provider: Mapped[str | None] = mapped_column(String(16))
     payment_method_id: Mapped[str | None] = mapped_column(String(255))
+    # The provider-side subscription (Stripe sub_…, PayPal I-…) whose webhooks update this one.
+    provider_subscription_id: Mapped[str | None] = mapped_column(String(255), index=True)
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
 

@@ -27,6 +27,7 @@ from aihub_billing.payments.errors import (
 )
 from aihub_billing.payments.payment_types import PaymentIntent
 from aihub_billing.payments.service import payments
+from aihub_billing.subscriptions.errors import SubscriptionNotFound
 
 router = APIRouter(prefix="/payments", tags=["payments"], route_class=TransactionalRoute)
 methods_router = APIRouter(
@@ -48,15 +49,21 @@ def _render(payment: Payment, remote: PaymentIntent | None = None) -> schemas.Pa
     "/intents",
     status_code=status.HTTP_201_CREATED,
     dependencies=[Idempotent],
-    responses=responses(Forbidden, AccountRequired, PaymentMethodNotFound, *_PROVIDER_ERRORS),
+    responses=responses(
+        Forbidden,
+        AccountRequired,
+        PaymentMethodNotFound,
+        SubscriptionNotFound,
+        *_PROVIDER_ERRORS,
+    ),
 )
 async def create_intent(
     data: schemas.PaymentIntentCreate, session: SessionDep, ctx: ContextDep, billing: BillingDep
 ) -> schemas.Payment:
-    """Create a payment at the provider for an amount (not charged until confirmed)."""
-    payment, remote = await payments.create_intent(
-        session, ctx, billing.processor(data.provider), data
-    )
+    """Create a payment at the provider for an amount (not charged until confirmed).
+
+    Without `provider`: the subscription's, else the account's default, else the first enabled."""
+    payment, remote = await payments.create_intent(session, ctx, billing.processor, data)
     return _render(payment, remote)
 
 
@@ -77,6 +84,25 @@ async def confirm_payment(
         session, ctx, billing.processor, payment_id, data or schemas.PaymentConfirm()
     )
     return _render(payment, remote)
+
+
+@router.get("/settings", responses=responses(Forbidden, AccountRequired, PaymentNotFound))
+async def get_payment_settings(
+    session: SessionDep, ctx: ContextDep, account_id: str | None = None
+) -> schemas.PaymentSettings:
+    """The account's payment settings (its default provider)."""
+    return await payments.settings(session, ctx, account_id)
+
+
+@router.put(
+    "/settings",
+    responses=responses(Forbidden, AccountRequired, PaymentNotFound, ProviderNotConfigured),
+)
+async def put_payment_settings(
+    data: schemas.PaymentSettingsUpdate, session: SessionDep, ctx: ContextDep, billing: BillingDep
+) -> schemas.PaymentSettings:
+    """Set the account's default provider (owner, billing or operator keys)."""
+    return await payments.update_settings(session, ctx, billing.processor, data)
 
 
 @router.get("", responses=responses(Forbidden))

@@ -9,6 +9,7 @@ class PaymentDeclined(BillingError):
     code = "payment_declined"
     status = 402
     title = "The payment was declined"
+    commits = True  # the failed attempt is recorded on the payment
 
 
 class ProviderUnavailable(BillingError):

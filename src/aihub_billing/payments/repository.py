@@ -8,10 +8,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from aihub_billing.models import (
     Account,
     DisputeRecord,
+    InvoiceItem,
     Payment,
     PaymentCustomer,
     PaymentMethodRecord,
+    PaymentSettings,
     RefundRecord,
+    Subscription,
 )
 
 _OPEN_REFUND_STATUSES = ("pending", "succeeded")
@@ -23,9 +26,33 @@ class PaymentRepository:
 
     def add(
         self,
-        obj: PaymentCustomer | PaymentMethodRecord | Payment | RefundRecord | DisputeRecord,
+        obj: PaymentCustomer
+        | PaymentMethodRecord
+        | Payment
+        | RefundRecord
+        | DisputeRecord
+        | PaymentSettings,
     ) -> None:
         self.session.add(obj)
+
+    async def settings(self, account_id: str) -> PaymentSettings | None:
+        return await self.session.get(PaymentSettings, account_id)
+
+    async def subscription(self, subscription_id: str) -> Subscription | None:
+        return await self.session.get(Subscription, subscription_id)
+
+    async def subscription_of_invoice(
+        self, account_id: str, invoice_id: str
+    ) -> Subscription | None:
+        """The account's subscription whose invoice items were collected into `invoice_id`."""
+        result = await self.session.execute(
+            select(Subscription)
+            .join(InvoiceItem, InvoiceItem.subscription_id == Subscription.id)
+            .where(InvoiceItem.account_id == account_id, InvoiceItem.invoice_id == invoice_id)
+            .order_by(Subscription.created_at.desc())
+            .limit(1)
+        )
+        return result.scalar_one_or_none()
 
     async def account(self, account_id: str) -> Account | None:
         return await self.session.get(Account, account_id)

@@ -19,10 +19,18 @@ class PaymentIntentCreate(BaseModel):
 
     amount_minor: int = Field(gt=0, le=10**12, description="Integer minor units")
     currency: str
-    provider: Provider | None = Field(default=None, description="Default: the enabled provider")
-    payment_method_id: str | None = Field(default=None, max_length=40)
+    provider: Provider | None = Field(
+        default=None,
+        description="Default: the subscription's provider (when `subscription_id` or "
+        "`invoice_id` names one of the account's subscriptions), else the account's "
+        "default provider, else the first enabled provider",
+    )
+    payment_method_id: str | None = Field(
+        default=None, max_length=40, description="Default: the subscription's saved method"
+    )
     description: str | None = Field(default=None, max_length=500)
     invoice_id: str | None = Field(default=None, max_length=64)
+    subscription_id: str | None = Field(default=None, max_length=40)
     account_id: str | None = Field(default=None, description="Operator keys only")
 
     @field_validator("currency")
@@ -68,6 +76,7 @@ class Payment(BaseModel):
     provider_payment_id: str | None
     payment_method_id: str | None
     invoice_id: str | None
+    subscription_id: str | None
     description: str | None
     amount_minor: int
     currency: str
@@ -128,3 +137,21 @@ class PaymentMethod(BaseModel):
     exp_year: int | None
     status: str
     created_at: datetime
+
+
+class PaymentSettingsUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    default_provider: Provider | None = Field(
+        description="Used when a payment names no provider and its subscription has none; "
+        "null: the first enabled provider"
+    )
+    account_id: str | None = Field(default=None, description="Operator keys only")
+
+
+class PaymentSettings(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    account_id: str
+    default_provider: str | None
+    updated_at: datetime | None

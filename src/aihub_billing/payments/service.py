@@ -6,6 +6,7 @@ Provider idempotency keys derive from our row ids, so a retried request never ch
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 
 import structlog
@@ -13,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from aihub_billing.audit.service import audit
 from aihub_billing.errors import Forbidden
+from aihub_billing.kit.cards import contains_card_number
 from aihub_billing.kit.context import Context, Role
 from aihub_billing.kit.ids import new_id
 from aihub_billing.kit.pagination import clamp_limit, decode_cursor, encode_cursor
@@ -22,7 +24,9 @@ from aihub_billing.models import (
     Payment,
     PaymentCustomer,
     PaymentMethodRecord,
+    PaymentSettings,
     RefundRecord,
+    Subscription,
 )
 from aihub_billing.payments import schemas
 from aihub_billing.payments.errors import (
@@ -43,8 +47,13 @@ from aihub_billing.payments.payment_types import (
 )
 from aihub_billing.payments.providers.base import PaymentProcessor, ProcessorLookup
 from aihub_billing.payments.repository import PaymentRepository
+from aihub_billing.subscriptions.errors import SubscriptionNotFound
+from aihub_billing.subscriptions.service import subscriptions
 
 log = structlog.get_logger("aihub_billing.payments")
+
+# The processor of a provider, or of the first enabled one for None.
+DefaultingLookup = Callable[[str | None], PaymentProcessor]
 
 _CONFIRMABLE = {
     PaymentStatus.REQUIRES_PAYMENT_METHOD,
@@ -149,21 +158,82 @@ class PaymentService:
         )
         return record
 
+    # -- settings ----------------------------------------------------------------------------
+
+    async def settings(
+        self, session: AsyncSession, ctx: Context, account_id: str | None
+    ) -> schemas.PaymentSettings:
+        account = await self._account(session, ctx, account_id)
+        record = await PaymentRepository(session).settings(account.id)
+        if record is None:
+            return schemas.PaymentSettings(
+                account_id=account.id, default_provider=None, updated_at=None
+            )
+        return schemas.PaymentSettings.model_validate(record)
+
+    async def update_settings(
+        self,
+        session: AsyncSession,
+        ctx: Context,
+        processors: ProcessorLookup,
+        data: schemas.PaymentSettingsUpdate,
+    ) -> schemas.PaymentSettings:
+        """Sets the account's default provider (owner, billing or operator)."""
+        account = await self._account(session, ctx, data.account_id)
+        if data.default_provider is not None:
+            processors(data.default_provider)  # ProviderNotConfigured unless it is enabled
+        repo = PaymentRepository(session)
+        record = await repo.settings(account.id)
+        before = schemas.PaymentSettings.model_validate(record) if record else None
+        if record is None:
+            record = PaymentSettings(account_id=account.id, updated_at=ctx.clock.now())
+            repo.add(record)
+        record.default_provider = data.default_provider
+        record.updated_at = ctx.clock.now()
+        await session.flush()
+        after = schemas.PaymentSettings.model_validate(record)
+        await audit.record(
+            session,
+            ctx,
+            action="payment_settings.updated",
+            object_type="payment_settings",
+            object_id=account.id,
+            account_id=account.id,
+            before=before,
+            after=after,
+        )
+        return after
+
     # -- payments ----------------------------------------------------------------------------
 
     async def create_intent(
         self,
         session: AsyncSession,
         ctx: Context,
-        processor: PaymentProcessor,
+        processors: DefaultingLookup,
         data: schemas.PaymentIntentCreate,
     ) -> tuple[Payment, PaymentIntent]:
         account = await self._account(session, ctx, data.account_id)
+        repo = PaymentRepository(session)
+        subscription = await self._subscription_of(session, account.id, data)
+        # The provider, in order: the request's, the subscription's, the account's default,
+        # the first enabled one. A named provider that is not enabled is refused, never
+        # silently replaced by another.
+        settings = await repo.settings(account.id)
+        processor = processors(
+            data.provider
+            or (subscription.payment_provider if subscription else None)
+            or (settings.default_provider if settings else None)
+        )
         method = None
         if data.payment_method_id is not None:
             method = await self._method(session, ctx, data.payment_method_id)
             if method.account_id != account.id or method.provider != processor.name:
                 raise PaymentMethodNotFound("no such payment method for this account/provider")
+        elif subscription is not None and subscription.payment_method_id:
+            method = await self._saved_method(
+                repo, account.id, processor.name, subscription.payment_method_id
+            )
         customer = await self.customer(session, ctx, processor, account)
         now = ctx.clock.now()
         payment = Payment(
@@ -172,6 +242,7 @@ class PaymentService:
             provider=processor.name,
             payment_method_id=method.id if method else None,
             invoice_id=data.invoice_id,
+            subscription_id=subscription.id if subscription else None,
             description=data.description,
             amount_minor=data.amount_minor,
             currency=data.currency,
@@ -193,7 +264,7 @@ class PaymentService:
         )
         payment.provider_payment_id = remote.id
         payment.status = remote.status
-        PaymentRepository(session).add(payment)
+        repo.add(payment)
         await session.flush()
         await self._audit(session, ctx, payment, "payment.created")
         log.info(
@@ -238,7 +309,21 @@ class PaymentService:
                 payment.provider_payment_id, payment_method=token, idempotency_key=key
             )
         except PaymentDeclined as exc:
+            # Recorded, and committed by the entry point (PaymentDeclined.commits): the next
+            # try is a new attempt with a new key, since the provider stored this decline
+            # under the old one.
+            code = exc.extra.get("decline_code")
+            self._set_status(payment, PaymentStatus.FAILED, ctx.clock.now(), at=None)
+            payment.confirm_attempts += 1
+            payment.failure_code = str(code)[:100] if code else None
+            # The provider's message for the customer; never stored if it quotes a card number.
+            message = exc.title if contains_card_number(exc.detail) else exc.detail
+            payment.failure_message = message[:500]
+            payment.updated_at = ctx.clock.now()
+            await session.flush()
+            await self._audit(session, ctx, payment, "payment.declined", before)
             log.info("payment.declined", payment_id=payment.id, reason=exc.detail, **exc.extra)
+            exc.extra["payment_id"] = payment.id
             raise
         self._set_status(payment, remote.status, ctx.clock.now(), at=None)
         if remote.status not in (PaymentStatus.SUCCEEDED, PaymentStatus.PROCESSING):
@@ -366,8 +451,17 @@ class PaymentService:
             case EventType.DISPUTE_OPENED | EventType.DISPUTE_CLOSED:
                 return await self._apply_dispute_event(session, ctx, payment, event)
             case EventType.SUBSCRIPTION_UPDATED | EventType.SUBSCRIPTION_CANCELED:
-                # Provider-side subscriptions are linked by the subscriptions domain.
-                return "ignored: no provider-side subscription is linked here"
+                if not event.object_id:
+                    return "ignored: the subscription has no id"
+                return await subscriptions.apply_provider_status(
+                    session,
+                    ctx,
+                    provider=event.provider,
+                    provider_subscription_id=event.object_id,
+                    status=event.status,
+                    canceled=event.type == EventType.SUBSCRIPTION_CANCELED,
+                    event_id=event.event_id,
+                )
 
     async def _apply_payment_event(
         self, session: AsyncSession, ctx: Context, payment: Payment, event: InternalEvent
@@ -521,6 +615,36 @@ class PaymentService:
         if payment is None or not ctx.actor.can_access(payment.account_id):
             raise PaymentNotFound(f"no payment {payment_id!r}")
         return payment
+
+    async def _subscription_of(
+        self, session: AsyncSession, account_id: str, data: schemas.PaymentIntentCreate
+    ) -> Subscription | None:
+        """The account's subscription the payment is for: named, or found from the invoice."""
+        repo = PaymentRepository(session)
+        if data.subscription_id is not None:
+            subscription = await repo.subscription(data.subscription_id)
+            if subscription is None or subscription.account_id != account_id:
+                raise SubscriptionNotFound(f"no subscription {data.subscription_id!r}")
+            return subscription
+        if data.invoice_id is not None:
+            return await repo.subscription_of_invoice(account_id, data.invoice_id)
+        return None
+
+    @staticmethod
+    async def _saved_method(
+        repo: PaymentRepository, account_id: str, provider: str, reference: str
+    ) -> PaymentMethodRecord | None:
+        """The subscription's method (our id or the provider's token) when it is one of the
+        account's active methods at this provider; otherwise the provider's default."""
+        record = await repo.method(reference) or await repo.method_by_token(provider, reference)
+        if (
+            record is None
+            or record.account_id != account_id
+            or record.provider != provider
+            or record.status != "active"
+        ):
+            return None
+        return record
 
     async def _method(
         self, session: AsyncSession, ctx: Context, method_id: str

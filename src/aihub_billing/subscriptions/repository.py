@@ -30,6 +30,21 @@ class SubscriptionRepository:
         )
         return result.scalar_one_or_none()
 
+    async def by_provider_id(
+        self, provider: str, provider_subscription_id: str
+    ) -> Subscription | None:
+        """The subscription linked to a provider-side one (the newest, if relinked)."""
+        result = await self.session.execute(
+            select(Subscription)
+            .where(
+                Subscription.payment_provider == provider,
+                Subscription.provider_subscription_id == provider_subscription_id,
+            )
+            .order_by(Subscription.created_at.desc())
+            .limit(1)
+        )
+        return result.scalar_one_or_none()
+
     async def account(self, account_id: str) -> Account | None:
         return await self.session.get(Account, account_id)
 

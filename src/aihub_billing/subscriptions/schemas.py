@@ -41,6 +41,14 @@ class SubscriptionCreate(_Cycle):
     billing_cycle: BillingCycle | None = "monthly"
     payment_provider: Literal["stripe", "paypal"] | None = None
     payment_method_id: str | None = Field(default=None, min_length=1, max_length=255)
+    provider_subscription_id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=255,
+        pattern=r"^[A-Za-z0-9_\-]+$",
+        description="The provider-side subscription whose webhooks update this one "
+        "(needs payment_provider)",
+    )
     coupon: str | None = Field(default=None, max_length=64)
     currency: str | None = Field(default=None, description="ISO 4217; default the account's")
     trial_days: int | None = Field(default=None, ge=0, le=365, description="Admin only")
@@ -50,6 +58,12 @@ class SubscriptionCreate(_Cycle):
     @classmethod
     def _currency(cls, value: str | None) -> str | None:
         return None if value is None else normalize_currency(value)
+
+    @model_validator(mode="after")
+    def _provider_named(self) -> SubscriptionCreate:
+        if self.provider_subscription_id is not None and self.payment_provider is None:
+            raise ValueError("provider_subscription_id needs payment_provider")
+        return self
 
 
 class SubscriptionChange(_Cycle):
@@ -118,6 +132,7 @@ class Subscription(BaseModel):
     coupon_cycles_left: int | None
     payment_provider: str | None
     payment_method_id: str | None
+    provider_subscription_id: str | None = None
     created_at: datetime
 
 

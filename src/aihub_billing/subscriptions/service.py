@@ -305,6 +305,20 @@ class ChangeOutcome:
     effective_at: datetime
 
 
+# Provider subscription statuses (Stripe's, PayPal's v1 `state` and v2 `status`) -> ours.
+_PROVIDER_STATUSES = {
+    "active": "active",
+    "past_due": "past_due",
+    "unpaid": "past_due",
+    "paused": "paused",
+    "suspended": "paused",
+    "canceled": "canceled",
+    "cancelled": "canceled",
+    "incomplete_expired": "canceled",
+    "expired": "canceled",
+}
+
+
 class SubscriptionService:
     # Reading and rendering.
 
@@ -349,6 +363,7 @@ class SubscriptionService:
             coupon_cycles_left=sub.coupon_cycles_left if coupon else None,
             payment_provider=sub.payment_provider,
             payment_method_id=sub.payment_method_id,
+            provider_subscription_id=sub.provider_subscription_id,
             created_at=sub.created_at,
         )
 
@@ -451,6 +466,7 @@ class SubscriptionService:
             setup_fee_billed=False,
             payment_provider=data.payment_provider,
             payment_method_id=data.payment_method_id,
+            provider_subscription_id=data.provider_subscription_id,
             created_at=now,
             updated_at=now,
         )
@@ -802,6 +818,53 @@ class SubscriptionService:
         )
         _, clock_id = await test_clocks.context_for(session, ctx, sub.account_id)
         await self._schedule(session, ctx, sub, clock_id)
+
+    # Provider-side subscriptions (their webhooks, applied by the payments domain).
+
+    async def apply_provider_status(
+        self,
+        session: AsyncSession,
+        ctx: Context,
+        *,
+        provider: str,
+        provider_subscription_id: str,
+        status: str | None,
+        canceled: bool,
+        event_id: str,
+    ) -> str:
+        """Applies a provider subscription's new status to the linked subscription (history
+        and audit as any change); returns what happened, for the webhook record."""
+        repo = SubscriptionRepository(session)
+        sub = await repo.by_provider_id(provider, provider_subscription_id)
+        if sub is None:
+            return "ignored: no subscription of ours is linked to it"
+        sub = await repo.get(sub.id, lock=True)
+        assert sub is not None  # found just above, in this transaction
+        target = "canceled" if canceled else _PROVIDER_STATUSES.get((status or "").lower())
+        if target is None:
+            return f"ignored: provider status {status!r} is not mapped"
+        if sub.status == target:
+            return f"unchanged: subscription {sub.id} is {sub.status}"
+        if sub.status == "canceled":  # a late update never reopens a canceled subscription
+            return f"unchanged: subscription {sub.id} is canceled"
+        now = _second(ctx.clock.now())
+        before = await self.render(session, sub)
+        from_status = sub.status
+        sub.status, sub.updated_at = target, now
+        if target == "paused":
+            sub.paused_at = now
+        elif target == "canceled":
+            sub.canceled_at = sub.canceled_at or now
+            sub.ended_at = now
+            sub.cancel_at_period_end = False
+            sub.pending_plan_id = sub.pending_price_id = None
+        elif from_status == "paused":
+            sub.paused_at = None
+        kind = "canceled" if target == "canceled" else "provider_updated"
+        data = {"provider": provider, "event_id": event_id, "provider_status": status}
+        await self._log(session, ctx, sub, kind, before, from_status, sub.plan_id, data)
+        _plan_changed(session, sub.account_id)
+        return f"applied: subscription {sub.id} {target}"
 
     # Helpers.
 
