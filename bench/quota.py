@@ -1,6 +1,8 @@
 """Quota check: (a) in-process QuotaManager on Redis vs. the `limits` moving window on the
 same Redis; (b) POST /quota/check over HTTP (uvicorn, 2 workers) vs. a bare FastAPI endpoint
-doing one EVALSHA, loaded with wrk (or an async httpx driver when wrk is missing), 50 conns."""
+doing one EVALSHA, loaded with wrk (or an async httpx driver when wrk is missing), 50 conns;
+(d) the gateway's whole per-call flow, /quota/check then /usage/track settling the reservation,
+on PostgreSQL + Redis, against /quota/check alone on the same server."""
 
 from __future__ import annotations
 
@@ -25,11 +27,12 @@ from aihub_billing.config import BillingConfig
 from aihub_billing.kit.clock import monotonic
 from aihub_billing.quota.schemas import QuotaOverrideUpdate
 from aihub_billing.service import BillingService, redis_client
-from bench.common import Result, Timer, database
+from bench.common import Result, Timer, database, postgres_available
 
 REDIS_URL = os.environ.get("AIHUB_BILLING_TEST_REDIS", "redis://127.0.0.1:6379/15")
 ROOT = Path(__file__).resolve().parents[1]
 CHECK_PATH = "/api/v1/billing/quota/check"
+TRACK_PATH = "/api/v1/billing/usage/track"
 CONNECTIONS = 50
 ROUNDS = 3
 BIG = {
@@ -333,10 +336,88 @@ async def _http(seconds: int, console: Console) -> list[Result]:
     ]
 
 
+async def _flows(base: str, headers: dict[str, str], seconds: int, track: bool) -> dict[str, float]:
+    """Per connection, back to back: a check, then (with `track`) the usage that settles it."""
+    latencies: list[float] = []
+    limits = httpx.Limits(max_connections=CONNECTIONS)
+    check = json.dumps({"model": "gpt-4o-mini", "estimated_tokens": 200})
+    async with httpx.AsyncClient(base_url=base, limits=limits, headers=headers) as client:
+
+        async def loop(until: float, record: bool) -> None:
+            while monotonic() < until:
+                started = monotonic()
+                response = await client.post(CHECK_PATH, content=check)
+                response.raise_for_status()
+                if track:
+                    event = {
+                        "usage_type": "api_call",
+                        "model": "gpt-4o-mini",
+                        "input_tokens": 120,
+                        "output_tokens": 60,
+                        "status_code": 200,
+                        "latency_ms": 800,
+                        "event_id": uuid.uuid4().hex,
+                        "reservation_id": response.json()["reservation_id"],
+                    }
+                    tracked = await client.post(TRACK_PATH, json=event)
+                    tracked.raise_for_status()
+                if record:
+                    latencies.append(monotonic() - started)
+
+        await asyncio.gather(*(loop(monotonic() + 2, False) for _ in range(CONNECTIONS)))
+        with Timer() as timer:
+            end = monotonic() + seconds
+            await asyncio.gather(*(loop(end, True) for _ in range(CONNECTIONS)))
+    latencies.sort()
+    return {
+        "rps": len(latencies) / timer.seconds,
+        "p50": latencies[len(latencies) // 2] * 1000,
+        "p99": latencies[int(len(latencies) * 0.99)] * 1000,
+    }
+
+
+async def _gateway(seconds: int, console: Console) -> list[Result]:
+    backend = "postgresql" if await postgres_available() else "sqlite"
+    prefix = f"bench{uuid.uuid4().hex[:8]}:"
+    async with database(backend) as url:
+        billing, _, secret = await _prepared(url, prefix)
+        await billing.close()
+        env = {
+            "AIHUB_BILLING_ENVIRONMENT": "test",
+            "AIHUB_BILLING_DATABASE_URL": url,
+            "AIHUB_BILLING_REDIS_URL": REDIS_URL,
+            "AIHUB_BILLING_QUOTA_KEY_PREFIX": prefix,
+            "AIHUB_BILLING_EMBEDDED_WORKER": "false",
+            "AIHUB_BILLING_LOG_LEVEL": "WARNING",
+        }
+        headers = {"Authorization": f"Bearer {secret}", "Content-Type": "application/json"}
+        process, base = await _serve("aihub_billing.main:create_app", env)
+        try:
+            flow = await _flows(base, headers, seconds, track=True)
+            alone = await _flows(base, headers, seconds, track=False)
+        finally:
+            process.terminate()
+            await asyncio.wait_for(process.wait(), 30)
+            await _delete(prefix)
+    console.print(
+        f"   httpx, {CONNECTIONS} connections, {seconds}s, {backend} + Redis: check + track "
+        f"{flow['rps']:,.0f} flows/s p50 {flow['p50']:.2f} ms p99 {flow['p99']:.2f} ms; "
+        f"check alone {alone['rps']:,.0f} req/s p50 {alone['p50']:.2f} ms "
+        f"p99 {alone['p99']:.2f} ms"
+    )
+    name = "check + /usage/track (settles), uvicorn 2 workers, 50 conns"
+    return [
+        Result(name, backend, flow["rps"], "flows/s", "/quota/check alone", alone["rps"]),
+        Result(f"{name}: p50", backend, flow["p50"], "ms", "/quota/check alone", alone["p50"]),
+        Result(f"{name}: p99", backend, flow["p99"], "ms", "/quota/check alone", alone["p99"]),
+    ]
+
+
 async def run(*, quick: bool, console: Console) -> list[Result]:
     if not await _redis_up():
         console.print("   Redis unreachable: skipped")
         return []
     results = await _in_process(3_000 if quick else 30_000, console)
     results += await _http(2 if quick else 5, console)
+    results += await _gateway(2 if quick else 5, console)
     return results
