@@ -33,6 +33,7 @@ REDIS_URL = os.environ.get("AIHUB_BILLING_TEST_REDIS", "redis://127.0.0.1:6379/1
 ROOT = Path(__file__).resolve().parents[1]
 CHECK_PATH = "/api/v1/billing/quota/check"
 TRACK_PATH = "/api/v1/billing/usage/track"
+_CHECK = {"model": "gpt-4o-mini", "estimated_tokens": 200}
 CONNECTIONS = 50
 ROUNDS = 3
 BIG = {
@@ -224,15 +225,19 @@ async def _wrk(base: str, headers: dict[str, str], body: str, seconds: int) -> d
         )
     finally:
         os.unlink(script.name)
-    out = done.stdout
+    return _parse_wrk(done.stdout)
+
+
+def _parse_wrk(out: str) -> dict[str, float]:
     if "Latency Distribution" not in out:
         raise RuntimeError(f"unexpected wrk output:\n{out}")
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     if errors:
         raise RuntimeError(f"{errors.group(1)} failed responses:\n{out}")
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    p50 = _ms(re.search(r"50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
-    p99 = _ms(re.search(r"99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    latencies = out[out.index("Latency Distribution") :]
+    p50 = _ms(re.search(r"50%\s+(\S+)", latencies).group(1))  # type: ignore[union-attr]
+    p99 = _ms(re.search(r"99%\s+(\S+)", latencies).group(1))  # type: ignore[union-attr]
     return {"rps": rps, "p50": p50, "p99": p99}
 
 
@@ -340,7 +345,7 @@ async def _flows(base: str, headers: dict[str, str], seconds: int, track: bool) 
     """Per connection, back to back: a check, then (with `track`) the usage that settles it."""
     latencies: list[float] = []
     limits = httpx.Limits(max_connections=CONNECTIONS)
-    check = json.dumps({"model": "gpt-4o-mini", "estimated_tokens": 200})
+    check = json.dumps(_CHECK)
     async with httpx.AsyncClient(base_url=base, limits=limits, headers=headers) as client:
 
         async def loop(until: float, record: bool) -> None:
@@ -376,6 +381,61 @@ async def _flows(base: str, headers: dict[str, str], seconds: int, track: bool) 
     }
 
 
+# One connection per wrk thread, so each thread's Lua state pairs a check with the track that
+# settles its reservation (wrk counts both: flows/s is half its requests/s).
+_FLOW_LUA = """
+local pending, n = nil, 0
+local check = %(check)s
+request = function()
+  if pending then
+    n = n + 1
+    local body = string.format(%(track)s, id, n, pending)
+    pending = nil
+    return wrk.format("POST", "%(track_path)s", nil, body)
+  end
+  return wrk.format("POST", "%(check_path)s", nil, check)
+end
+response = function(status, headers, body)
+  if status == 200 then pending = body:match('"reservation_id":"([^"]+)"') end
+end
+"""
+_FLOW_TRACK = (
+    '{"usage_type":"api_call","model":"gpt-4o-mini","input_tokens":120,"output_tokens":60,'
+    '"status_code":200,"latency_ms":800,"event_id":"%s-%d","reservation_id":"%s"}'
+)
+
+
+async def _wrk_flows(base: str, headers: dict[str, str], seconds: int) -> dict[str, float]:
+    check = json.dumps(_CHECK)
+    script_text = _FLOW_LUA % {
+        "check": json.dumps(check),
+        "track": json.dumps(_FLOW_TRACK),
+        "track_path": TRACK_PATH,
+        "check_path": CHECK_PATH,
+    }
+    script_text += "setup = function(thread) thread:set('id', tostring(math.random(1, 1e9))) end\n"
+    script_text += "".join(f'wrk.headers["{k}"] = "{v}"\n' for k, v in headers.items())
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        script.write(script_text)
+    args = ["wrk", "-t", str(CONNECTIONS), "-c", str(CONNECTIONS), "--latency", "-s", script.name]
+    try:
+        await asyncio.to_thread(  # warm-up: caches of both workers
+            subprocess.run, [*args, "-d", "2s", base + CHECK_PATH], capture_output=True
+        )
+        done = await asyncio.to_thread(
+            subprocess.run,
+            [*args, "-d", f"{seconds}s", base + CHECK_PATH],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    finally:
+        os.unlink(script.name)
+    result = _parse_wrk(done.stdout)
+    result["rps"] /= 2
+    return result
+
+
 async def _gateway(seconds: int, console: Console) -> list[Result]:
     backend = "postgresql" if await postgres_available() else "sqlite"
     prefix = f"bench{uuid.uuid4().hex[:8]}:"
@@ -393,14 +453,20 @@ async def _gateway(seconds: int, console: Console) -> list[Result]:
         headers = {"Authorization": f"Bearer {secret}", "Content-Type": "application/json"}
         process, base = await _serve("aihub_billing.main:create_app", env)
         try:
-            flow = await _flows(base, headers, seconds, track=True)
-            alone = await _flows(base, headers, seconds, track=False)
+            if shutil.which("wrk"):
+                driver = "wrk (one connection per thread)"
+                flow = await _wrk_flows(base, headers, seconds)
+                alone = await _wrk(base, headers, json.dumps(_CHECK), seconds)
+            else:
+                driver = "httpx"
+                flow = await _flows(base, headers, seconds, track=True)
+                alone = await _flows(base, headers, seconds, track=False)
         finally:
             process.terminate()
             await asyncio.wait_for(process.wait(), 30)
             await _delete(prefix)
     console.print(
-        f"   httpx, {CONNECTIONS} connections, {seconds}s, {backend} + Redis: check + track "
+        f"   {driver}, {CONNECTIONS} connections, {seconds}s, {backend} + Redis: check + track "
         f"{flow['rps']:,.0f} flows/s p50 {flow['p50']:.2f} ms p99 {flow['p99']:.2f} ms; "
         f"check alone {alone['rps']:,.0f} req/s p50 {alone['p50']:.2f} ms "
         f"p99 {alone['p99']:.2f} ms"

@@ -53,6 +53,7 @@ def upgrade() -> None:
         sa.Column("user_id", sa.String(length=200), nullable=False),
         sa.Column("cost_center", sa.String(length=100), nullable=False),
         sa.Column("status_class", sa.SmallInteger(), nullable=False),
+        sa.Column("shard", sa.SmallInteger(), server_default=sa.text("0"), nullable=False),
         sa.Column("requests", sa.BigInteger(), nullable=False),
         sa.Column("input_tokens", sa.BigInteger(), nullable=False),
         sa.Column("cached_input_tokens", sa.BigInteger(), nullable=False),
@@ -68,6 +69,7 @@ def upgrade() -> None:
             "user_id",
             "cost_center",
             "status_class",
+            "shard",
             name=op.f("pk_usage_daily"),
         ),
     )

@@ -76,8 +76,19 @@ async def _rollups_and_recomputation(
 ) -> tuple[dict[tuple[Any, ...], tuple[Any, ...]], dict[tuple[Any, ...], tuple[Any, ...]]]:
     async with billing.db.sessions() as session:
         repo = UsageRepository(session)
-        rollups = {
-            (r.day, r.model, r.currency, r.member_id, r.user_id, r.cost_center, r.status_class): (
+        # Sum the shards of each key (PostgreSQL spreads concurrent writers over them).
+        rollups: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+        for r in await repo.rollups(account_id):
+            key = (
+                r.day,
+                r.model,
+                r.currency,
+                r.member_id,
+                r.user_id,
+                r.cost_center,
+                r.status_class,
+            )
+            row = (
                 r.requests,
                 r.input_tokens,
                 r.cached_input_tokens,
@@ -85,8 +96,13 @@ async def _rollups_and_recomputation(
                 r.cost,
                 list(r.latency_hist),
             )
-            for r in await repo.rollups(account_id)
-        }
+            old = rollups.get(key)
+            if old is not None:
+                row = (
+                    *(a + b for a, b in zip(old[:5], row[:5], strict=True)),
+                    [a + b for a, b in zip(old[5], row[5], strict=True)],
+                )
+            rollups[key] = row
         return rollups, _recompute(await repo.events(account_id))
 
 

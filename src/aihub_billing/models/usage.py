@@ -6,7 +6,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import BigInteger, Date, Index, Integer, SmallInteger, String
+from sqlalchemy import BigInteger, Date, Index, Integer, SmallInteger, String, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from aihub_billing.models.base import Base, JSONType
@@ -64,6 +64,12 @@ class UsageDaily(Base):
     cost_center: Mapped[str] = mapped_column(String(100), primary_key=True)
     # status_code // 100 (2 = 2xx ...); 2 and 3 count as successful.
     status_class: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    # Concurrent writers on PostgreSQL spread over a few rows per key instead of queueing on
+    # one row lock until commit (one busy account would serialize all its writes); readers
+    # sum over shards. SQLite serializes writers anyway and uses shard 0.
+    shard: Mapped[int] = mapped_column(
+        SmallInteger, primary_key=True, default=0, server_default=text("0")
+    )
     requests: Mapped[int] = mapped_column(BigInteger)
     input_tokens: Mapped[int] = mapped_column(BigInteger)
     cached_input_tokens: Mapped[int] = mapped_column(BigInteger)

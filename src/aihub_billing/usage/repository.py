@@ -7,6 +7,7 @@ rollups; on SQLite one insert and a read-modify-write of the rollups.
 from __future__ import annotations
 
 import json
+import random
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -102,7 +103,9 @@ _PG_CREATE_STAGING = text(
 )
 _COLUMN_LIST = ", ".join(EVENT_COLUMNS)
 _STAGED_COLUMNS = ", ".join("CAST(cost AS numeric)" if c == "cost" else c for c in EVENT_COLUMNS)
-_ROLLUP_TARGET = "account_id, " + ", ".join(ROLLUP_KEY)
+_ROLLUP_TARGET = "account_id, " + ", ".join(ROLLUP_KEY) + ", shard"
+# Rollup rows per key on PostgreSQL (see UsageDaily.shard).
+ROLLUP_SHARDS = 16
 # histogram.bucket_of in SQL: width_bucket counts the bounds <= latency - 1, i.e. < latency.
 _BOUNDS = "ARRAY[" + ", ".join(map(str, histogram.BOUNDS_MS)) + "]::int[]"
 _HISTOGRAM = (
@@ -135,7 +138,8 @@ _PG_INSERT_STAGED = text(
     " cached_input_tokens, output_tokens, cost, latency_hist)"
     " SELECT account_id, (occurred_at AT TIME ZONE 'UTC')::date, model, currency,"
     " coalesce(member_id, ''), coalesce(user_id, ''), coalesce(cost_center, ''),"
-    " status_code / 100, count(*), sum(input_tokens), sum(cached_input_tokens),"
+    " status_code / 100, CAST(:shard AS smallint), count(*), sum(input_tokens),"
+    " sum(cached_input_tokens),"
     f" sum(output_tokens), sum(cost), {_HISTOGRAM}"
     f" FROM (SELECT *, width_bucket(latency_ms - 1, {_BOUNDS}) AS b FROM ins"
     " WHERE usage_type = 'api_call') AS e"
@@ -270,7 +274,8 @@ class UsageRepository:
             raise RuntimeError("usage COPY outside the session's transaction")
         await driver.copy_records_to_table(_PG_STAGING, records=records, columns=EVENT_COLUMNS)
         # The new ids come back as one array: one row to fetch, not one per event.
-        return set((await connection.execute(_PG_INSERT_STAGED)).scalar_one() or ())
+        shard = {"shard": random.randrange(ROLLUP_SHARDS)}
+        return set((await connection.execute(_PG_INSERT_STAGED, shard)).scalar_one() or ())
 
     async def add_to_rollups(self, account_id: str, deltas: dict[RollupKey, RollupDelta]) -> None:
         """SQLite: adds the deltas to usage_daily, creating rows as needed, in key order."""
