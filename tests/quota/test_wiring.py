@@ -106,11 +106,12 @@ async def test_a_plan_change_applies_to_the_next_check_at_once(
     assert (await check(client, key)).json()["remaining_calls"] == 10_000 - 2
 
 
+# Without Redis there is one process only: nothing to tell.
+@pytest.mark.parametrize("billing", ["redis"], indirect=True)
 async def test_another_process_drops_its_cached_limits_when_told(
     billing: BillingService, client: httpx.AsyncClient, admin_key: str
 ) -> None:
-    if billing.redis is None:
-        pytest.skip("one process only without Redis: nothing to tell")
+    assert billing.redis is not None
     account_id, _ = await owner(client, admin_key)
     other = BillingService(make_config(billing.config.database_url, **_redis(billing)))
     stop = asyncio.Event()
