@@ -206,13 +206,18 @@ def _ms(value: str) -> float:
 
 
 async def _wrk(base: str, headers: dict[str, str], body: str, seconds: int) -> dict[str, float]:
+    script = 'wrk.method = "POST"\n' + f"wrk.body = {json.dumps(body)}\n"
+    return await _run_wrk(base, script, headers, seconds, threads=2)
+
+
+async def _run_wrk(
+    base: str, script_text: str, headers: dict[str, str], seconds: int, *, threads: int
+) -> dict[str, float]:
+    script_text += "".join(f'wrk.headers["{k}"] = "{v}"\n' for k, v in headers.items())
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
-        script.write('wrk.method = "POST"\n')
-        script.write(f"wrk.body = {json.dumps(body)}\n")
-        for name, value in headers.items():
-            script.write(f'wrk.headers["{name}"] = "{value}"\n')
+        script.write(script_text)
+    args = ["wrk", "-t", str(threads), "-c", str(CONNECTIONS), "--latency", "-s", script.name]
     try:
-        args = ["wrk", "-t", "2", "-c", str(CONNECTIONS), "--latency", "-s", script.name]
         await asyncio.to_thread(  # warm-up: both workers fill their caches
             subprocess.run, [*args, "-d", "2s", base + CHECK_PATH], capture_output=True
         )
@@ -241,7 +246,10 @@ def _parse_wrk(out: str) -> dict[str, float]:
     return {"rps": rps, "p50": p50, "p99": p99}
 
 
-async def _httpx(base: str, headers: dict[str, str], body: str, seconds: int) -> dict[str, float]:
+async def _httpx(
+    base: str, headers: dict[str, str], body: str, seconds: int, track: bool = False
+) -> dict[str, float]:
+    """Per connection, back to back: a check, then (with `track`) the usage that settles it."""
     latencies: list[float] = []
     limits = httpx.Limits(max_connections=CONNECTIONS)
     async with httpx.AsyncClient(base_url=base, limits=limits, headers=headers) as client:
@@ -251,6 +259,19 @@ async def _httpx(base: str, headers: dict[str, str], body: str, seconds: int) ->
                 started = monotonic()
                 response = await client.post(CHECK_PATH, content=body)
                 response.raise_for_status()
+                if track:
+                    event = {
+                        "usage_type": "api_call",
+                        "model": "gpt-4o-mini",
+                        "input_tokens": 120,
+                        "output_tokens": 60,
+                        "status_code": 200,
+                        "latency_ms": 800,
+                        "event_id": uuid.uuid4().hex,
+                        "reservation_id": response.json()["reservation_id"],
+                    }
+                    tracked = await client.post(TRACK_PATH, json=event)
+                    tracked.raise_for_status()
                 if record:
                     latencies.append(monotonic() - started)
 
@@ -341,46 +362,6 @@ async def _http(seconds: int, console: Console) -> list[Result]:
     ]
 
 
-async def _flows(base: str, headers: dict[str, str], seconds: int, track: bool) -> dict[str, float]:
-    """Per connection, back to back: a check, then (with `track`) the usage that settles it."""
-    latencies: list[float] = []
-    limits = httpx.Limits(max_connections=CONNECTIONS)
-    check = json.dumps(_CHECK)
-    async with httpx.AsyncClient(base_url=base, limits=limits, headers=headers) as client:
-
-        async def loop(until: float, record: bool) -> None:
-            while monotonic() < until:
-                started = monotonic()
-                response = await client.post(CHECK_PATH, content=check)
-                response.raise_for_status()
-                if track:
-                    event = {
-                        "usage_type": "api_call",
-                        "model": "gpt-4o-mini",
-                        "input_tokens": 120,
-                        "output_tokens": 60,
-                        "status_code": 200,
-                        "latency_ms": 800,
-                        "event_id": uuid.uuid4().hex,
-                        "reservation_id": response.json()["reservation_id"],
-                    }
-                    tracked = await client.post(TRACK_PATH, json=event)
-                    tracked.raise_for_status()
-                if record:
-                    latencies.append(monotonic() - started)
-
-        await asyncio.gather(*(loop(monotonic() + 2, False) for _ in range(CONNECTIONS)))
-        with Timer() as timer:
-            end = monotonic() + seconds
-            await asyncio.gather(*(loop(end, True) for _ in range(CONNECTIONS)))
-    latencies.sort()
-    return {
-        "rps": len(latencies) / timer.seconds,
-        "p50": latencies[len(latencies) // 2] * 1000,
-        "p99": latencies[int(len(latencies) * 0.99)] * 1000,
-    }
-
-
 # One connection per wrk thread, so each thread's Lua state pairs a check with the track that
 # settles its reservation (wrk counts both: flows/s is half its requests/s).
 _FLOW_LUA = """
@@ -406,32 +387,14 @@ _FLOW_TRACK = (
 
 
 async def _wrk_flows(base: str, headers: dict[str, str], seconds: int) -> dict[str, float]:
-    check = json.dumps(_CHECK)
-    script_text = _FLOW_LUA % {
-        "check": json.dumps(check),
+    script = _FLOW_LUA % {
+        "check": json.dumps(json.dumps(_CHECK)),
         "track": json.dumps(_FLOW_TRACK),
         "track_path": TRACK_PATH,
         "check_path": CHECK_PATH,
     }
-    script_text += "setup = function(thread) thread:set('id', tostring(math.random(1, 1e9))) end\n"
-    script_text += "".join(f'wrk.headers["{k}"] = "{v}"\n' for k, v in headers.items())
-    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
-        script.write(script_text)
-    args = ["wrk", "-t", str(CONNECTIONS), "-c", str(CONNECTIONS), "--latency", "-s", script.name]
-    try:
-        await asyncio.to_thread(  # warm-up: caches of both workers
-            subprocess.run, [*args, "-d", "2s", base + CHECK_PATH], capture_output=True
-        )
-        done = await asyncio.to_thread(
-            subprocess.run,
-            [*args, "-d", f"{seconds}s", base + CHECK_PATH],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-    finally:
-        os.unlink(script.name)
-    result = _parse_wrk(done.stdout)
+    script += "setup = function(thread) thread:set('id', tostring(math.random(1, 1e9))) end\n"
+    result = await _run_wrk(base, script, headers, seconds, threads=CONNECTIONS)
     result["rps"] /= 2
     return result
 
@@ -459,8 +422,9 @@ async def _gateway(seconds: int, console: Console) -> list[Result]:
                 alone = await _wrk(base, headers, json.dumps(_CHECK), seconds)
             else:
                 driver = "httpx"
-                flow = await _flows(base, headers, seconds, track=True)
-                alone = await _flows(base, headers, seconds, track=False)
+                check = json.dumps(_CHECK)
+                flow = await _httpx(base, headers, check, seconds, track=True)
+                alone = await _httpx(base, headers, check, seconds)
         finally:
             process.terminate()
             await asyncio.wait_for(process.wait(), 30)

@@ -141,14 +141,15 @@ class PlanAndPeriod:
     period: Period
 
 
-async def current_plan(session: AsyncSession, account_id: str, now: datetime) -> PlanAndPeriod:
+async def current_plan(
+    session: AsyncSession, account_id: str, now: datetime, override: QuotaOverride | None
+) -> PlanAndPeriod:
     """The account's plan and period from its subscription (the free plan without one).
 
     An override's `plan_code` swaps the plan whose limits apply (a custom deal), never the
     period, which always follows the subscription's anchor.
     """
     current = await subscriptions.current_plan(session, account_id, now)
-    override = await QuotaRepository(session).override(account_id)
     if override is not None and override.plan_code:
         plan = await plans.get(session, override.plan_code)
         return PlanAndPeriod(plan.code, plan.limits, current.period)
@@ -283,8 +284,8 @@ class QuotaManager:
     ) -> ResolvedLimits:
         # Existence (account_for already confined non-operators to their own account).
         await accounts.get(session, ctx, account_id)
-        current = await current_plan(session, account_id, now)
         override = await QuotaRepository(session).override(account_id)
+        current = await current_plan(session, account_id, now, override)
         resolved = resolve_limits(
             account_id, current.plan_code, current.limits, current.period, override, self.thresholds
         )
