@@ -5,7 +5,9 @@ from aihub_billing.models.api_key import ApiKey
 from aihub_billing.models.audit import AuditEntry
 from aihub_billing.models.base import Base
 from aihub_billing.models.coupon import Coupon
+from aihub_billing.models.credit_note import BalanceTransaction, CreditNote, CreditNoteLine
 from aihub_billing.models.idempotency import IdempotencyRecord
+from aihub_billing.models.invoice import Invoice, InvoiceDocument, InvoiceLine, InvoiceSequence
 from aihub_billing.models.invoice_item import InvoiceItem
 from aihub_billing.models.job import Job
 from aihub_billing.models.model_price import ModelPrice
@@ -28,11 +30,18 @@ __all__ = [
     "Account",
     "ApiKey",
     "AuditEntry",
+    "BalanceTransaction",
     "Base",
     "Coupon",
+    "CreditNote",
+    "CreditNoteLine",
     "DisputeRecord",
     "IdempotencyRecord",
+    "Invoice",
+    "InvoiceDocument",
     "InvoiceItem",
+    "InvoiceLine",
+    "InvoiceSequence",
     "Job",
     "Member",
     "ModelPrice",
