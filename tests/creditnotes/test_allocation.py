@@ -31,9 +31,7 @@ lines_st = st.lists(st.tuples(st.integers(1, 10**7), rates), min_size=1, max_siz
 # An operation: ("line", index, amount or None) or ("amount", fraction of what remains).
 ops_st = st.lists(
     st.one_of(
-        st.tuples(
-            st.just("line"), st.integers(0, 4), st.one_of(st.none(), st.integers(1, 10**7))
-        ),
+        st.tuples(st.just("line"), st.integers(0, 4), st.one_of(st.none(), st.integers(1, 10**7))),
         st.tuples(st.just("amount"), st.integers(0, 4), st.integers(1, 10**7)),
     ),
     max_size=12,
@@ -41,7 +39,9 @@ ops_st = st.lists(
 
 
 def tax_of(amount: int, rate: Decimal | None, currency: str) -> int:
-    return 0 if rate is None else round_to_minor(minor_to_decimal(amount, currency) * rate, currency)
+    return (
+        0 if rate is None else round_to_minor(minor_to_decimal(amount, currency) * rate, currency)
+    )
 
 
 @settings(max_examples=300, deadline=None)

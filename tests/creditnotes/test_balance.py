@@ -78,7 +78,9 @@ async def test_an_invoice_consumes_the_balance_and_a_void_gives_it_back(
         assert await balance.restore(session, ctx, "inv_never_consumed") == 0
     view = (await client.get(f"{API}/accounts/{account}/balance", headers=auth(key))).json()
     assert view["balances"] == [{"currency": "USD", "amount_minor": 500}]
-    assert [(t["kind"], t["amount_minor"], t["invoice_id"]) for t in view["recent_transactions"]] == [
+    assert [
+        (t["kind"], t["amount_minor"], t["invoice_id"]) for t in view["recent_transactions"]
+    ] == [
         ("invoice_voided", 500, first),
         ("invoice_applied", -200, second),
         ("invoice_applied", -500, first),

@@ -65,7 +65,11 @@ async def test_a_whole_line_credits_its_whole_tax_to_the_balance(
     ]
     async with billing.db.sessions() as session:
         actions = set(
-            (await session.execute(select(AuditEntry.action).where(AuditEntry.account_id == account)))
+            (
+                await session.execute(
+                    select(AuditEntry.action).where(AuditEntry.account_id == account)
+                )
+            )
             .scalars()
             .all()
         )
@@ -332,3 +336,15 @@ async def test_a_replayed_create_makes_one_credit_note(
     assert second.json()["id"] == first.json()["id"]
     assert await count(billing, CreditNote) == 1
     assert await balance_of(client, key, account) == {"USD": 100}
+
+
+async def test_concurrent_notes_on_different_invoices_take_distinct_gapless_numbers(
+    client: httpx.AsyncClient, admin_key: str, billing: BillingService
+) -> None:
+    account, key = await owner(client, admin_key)
+    invoices = [(await make_invoice(billing, account, [(1000, None)]))[0] for _ in range(5)]
+    answers = await asyncio.gather(
+        *(credit(client, key, i, {"amount_minor": 10}) for i in invoices)
+    )
+    assert all(a.status_code == 201 for a in answers), [a.text for a in answers]
+    assert sorted(a.json()["number"] for a in answers) == [f"CN-2026-{n:06d}" for n in range(1, 6)]
