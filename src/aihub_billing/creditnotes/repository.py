@@ -90,13 +90,19 @@ class CreditNoteRepository:
     async def get(self, credit_note_id: str) -> CreditNote | None:
         return await self.session.get(CreditNote, credit_note_id)
 
-    async def lines(self, credit_note_id: str) -> list[CreditNoteLine]:
+    async def lines(self, credit_note_ids: Sequence[str]) -> dict[str, list[CreditNoteLine]]:
+        """The lines of each note, in one query."""
+        found: dict[str, list[CreditNoteLine]] = {i: [] for i in credit_note_ids}
+        if not credit_note_ids:
+            return found
         result = await self.session.execute(
             select(CreditNoteLine)
-            .where(CreditNoteLine.credit_note_id == credit_note_id)
+            .where(CreditNoteLine.credit_note_id.in_(credit_note_ids))
             .order_by(CreditNoteLine.id)
         )
-        return list(result.scalars())
+        for line in result.scalars():
+            found[line.credit_note_id].append(line)
+        return found
 
     async def page(
         self,
@@ -186,13 +192,16 @@ class CreditNoteRepository:
         )
         return list(result.scalars())
 
-    async def credit_note_transactions(self, credit_note_id: str) -> int:
+    async def credited_to_balance(self, credit_note_ids: Sequence[str]) -> dict[str, int]:
+        """What each note added to the balance, in one query."""
+        if not credit_note_ids:
+            return {}
         result = await self.session.execute(
-            select(func.coalesce(func.sum(BalanceTransaction.amount_minor), 0)).where(
-                BalanceTransaction.credit_note_id == credit_note_id
-            )
+            select(BalanceTransaction.credit_note_id, func.sum(BalanceTransaction.amount_minor))
+            .where(BalanceTransaction.credit_note_id.in_(credit_note_ids))
+            .group_by(BalanceTransaction.credit_note_id)
         )
-        return int(result.scalar_one())
+        return {str(note_id): int(amount) for note_id, amount in result.all()}
 
     async def refundable(self, payment: Payment) -> int:
         """What remains refundable of a payment: not yet refunded nor being refunded."""

@@ -202,7 +202,7 @@ class CreditNoteService:
             limit=size + 1, account_id=account_id, invoice_id=invoice_id, after_id=after_id
         )
         next_cursor = encode_cursor([rows[size - 1].id]) if len(rows) > size else None
-        return [await self._view(repo, n) for n in rows[:size]], next_cursor
+        return await self._views(repo, rows[:size]), next_cursor
 
     async def account_balance(
         self, session: AsyncSession, ctx: Context, account_id: str
@@ -307,14 +307,25 @@ class CreditNoteService:
         return made
 
     async def _view(self, repo: CreditNoteRepository, note: CreditNote) -> schemas.CreditNote:
-        view = schemas.CreditNote.model_validate(note)
-        view.lines = [schemas.CreditNoteLine.model_validate(x) for x in await repo.lines(note.id)]
-        to_balance = await repo.credit_note_transactions(note.id)
-        refunded = note.total_minor if note.refund_id is not None else 0
-        view.credited_to_balance_minor = to_balance
-        view.refunded_minor = refunded
-        view.applied_to_amount_due_minor = note.total_minor - to_balance - refunded
-        return view
+        return (await self._views(repo, [note]))[0]
+
+    async def _views(
+        self, repo: CreditNoteRepository, notes: list[CreditNote]
+    ) -> list[schemas.CreditNote]:
+        ids = [n.id for n in notes]
+        lines = await repo.lines(ids)
+        to_balance = await repo.credited_to_balance(ids)
+        views = []
+        for note in notes:
+            view = schemas.CreditNote.model_validate(note)
+            view.lines = [schemas.CreditNoteLine.model_validate(x) for x in lines[note.id]]
+            view.credited_to_balance_minor = to_balance.get(note.id, 0)
+            view.refunded_minor = note.total_minor if note.refund_id is not None else 0
+            view.applied_to_amount_due_minor = (
+                note.total_minor - view.credited_to_balance_minor - view.refunded_minor
+            )
+            views.append(view)
+        return views
 
     async def _account(self, session: AsyncSession, ctx: Context, account_id: str) -> None:
         account = await CreditNoteRepository(session).account(account_id)
