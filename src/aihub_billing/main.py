@@ -19,6 +19,8 @@ from aihub_billing.api.middleware import RequestIdMiddleware
 from aihub_billing.audit.endpoints import router as audit_router
 from aihub_billing.config import BillingConfig
 from aihub_billing.coupons.endpoints import router as coupons_router
+from aihub_billing.creditnotes.endpoints import balance_router as account_balance_router
+from aihub_billing.creditnotes.endpoints import router as credit_notes_router
 from aihub_billing.kit.clock import Clock
 from aihub_billing.kit.logs import configure_logging
 from aihub_billing.payments.endpoints import methods_router as payment_methods_router
@@ -100,6 +102,8 @@ def create_app(
         payments_router,
         payment_methods_router,
         webhooks_router,
+        credit_notes_router,
+        account_balance_router,
     ):
         api.include_router(router)
     app.include_router(api)

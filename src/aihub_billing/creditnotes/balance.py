@@ -1,0 +1,192 @@
+"""The account balance: an append-only ledger of credit per (account, currency).
+
+Credit notes add to it, invoices consume it at finalization (`consume`), a voided invoice
+gives back what it took (`restore`), the operator adjusts it. It never goes below zero:
+everything that takes from it holds the account row (FOR UPDATE on PostgreSQL; SQLite has a
+single writer) while it reads the balance and writes the debit.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from aihub_billing.audit.service import audit
+from aihub_billing.creditnotes import schemas
+from aihub_billing.creditnotes.allocation import consumable
+from aihub_billing.creditnotes.errors import AccountNotFound, BalanceInsufficient
+from aihub_billing.creditnotes.repository import CreditNoteRepository
+from aihub_billing.kit.context import Context
+from aihub_billing.kit.ids import new_id
+from aihub_billing.kit.money import normalize_currency
+from aihub_billing.models import BalanceTransaction
+
+RECENT_TRANSACTIONS = 50
+
+
+async def balance(session: AsyncSession, account_id: str, currency: str) -> int:
+    """The account's credit in `currency`, in minor units (never negative)."""
+    return await CreditNoteRepository(session).balance(account_id, normalize_currency(currency))
+
+
+async def consume(
+    session: AsyncSession,
+    ctx: Context,
+    *,
+    account_id: str,
+    currency: str,
+    invoice_id: str,
+    up_to_minor: int,
+) -> int:
+    """Takes up to `up_to_minor` of the account's credit for an invoice (which must exist in
+    the session's transaction, flushed); returns the amount taken (0 when there is none).
+
+    The caller records it on the invoice (balance_applied_minor, amount_due_minor)."""
+    repo = CreditNoteRepository(session)
+    currency = normalize_currency(currency)
+    if await repo.lock_account(account_id) is None:
+        raise AccountNotFound(f"no account {account_id!r}")
+    taken = consumable(await repo.balance(account_id, currency), up_to_minor)
+    if taken == 0:
+        return 0
+    await _write(
+        session,
+        ctx,
+        account_id=account_id,
+        currency=currency,
+        amount_minor=-taken,
+        kind="invoice_applied",
+        invoice_id=invoice_id,
+        description=f"Applied to invoice {invoice_id}",
+    )
+    return taken
+
+
+async def restore(session: AsyncSession, ctx: Context, invoice_id: str) -> int:
+    """Gives back to the balance what a (voided) invoice consumed and has not yet been given
+    back; returns the amount restored. Calling it again restores nothing more."""
+    repo = CreditNoteRepository(session)
+    rows = await repo.invoice_transactions(invoice_id, ("invoice_applied", "invoice_voided"))
+    net: dict[tuple[str, str], int] = defaultdict(int)
+    for row in rows:
+        net[(row.account_id, row.currency)] += row.amount_minor
+    restored = 0
+    for (account_id, currency), amount in sorted(net.items()):
+        if amount >= 0:
+            continue
+        await repo.lock_account(account_id)
+        await _write(
+            session,
+            ctx,
+            account_id=account_id,
+            currency=currency,
+            amount_minor=-amount,
+            kind="invoice_voided",
+            invoice_id=invoice_id,
+            description=f"Restored from voided invoice {invoice_id}",
+        )
+        restored += -amount
+    return restored
+
+
+async def credit(
+    session: AsyncSession,
+    ctx: Context,
+    *,
+    account_id: str,
+    currency: str,
+    amount_minor: int,
+    credit_note_id: str,
+    invoice_id: str,
+    description: str,
+) -> BalanceTransaction:
+    """Adds a credit note's credit to the balance (no lock needed: it only adds)."""
+    return await _write(
+        session,
+        ctx,
+        account_id=account_id,
+        currency=currency,
+        amount_minor=amount_minor,
+        kind="credit_note",
+        invoice_id=invoice_id,
+        credit_note_id=credit_note_id,
+        description=description,
+    )
+
+
+async def adjust(
+    session: AsyncSession, ctx: Context, account_id: str, data: schemas.BalanceAdjustmentCreate
+) -> BalanceTransaction:
+    """An operator's signed adjustment; refused when the balance would go negative."""
+    repo = CreditNoteRepository(session)
+    if await repo.lock_account(account_id) is None:
+        raise AccountNotFound(f"no account {account_id!r}")
+    current = await repo.balance(account_id, data.currency)
+    if current + data.amount_minor < 0:
+        raise BalanceInsufficient(
+            f"the balance is {current} {data.currency} minor units; "
+            f"an adjustment of {data.amount_minor} would make it negative"
+        )
+    return await _write(
+        session,
+        ctx,
+        account_id=account_id,
+        currency=data.currency,
+        amount_minor=data.amount_minor,
+        kind="adjustment",
+        description=data.description,
+    )
+
+
+async def summary(session: AsyncSession, account_id: str) -> schemas.AccountBalance:
+    repo = CreditNoteRepository(session)
+    return schemas.AccountBalance(
+        account_id=account_id,
+        balances=[
+            schemas.CurrencyBalance(currency=c, amount_minor=a)
+            for c, a in await repo.balances(account_id)
+        ],
+        recent_transactions=[
+            schemas.BalanceTransaction.model_validate(t)
+            for t in await repo.transactions(account_id, limit=RECENT_TRANSACTIONS)
+        ],
+    )
+
+
+async def _write(
+    session: AsyncSession,
+    ctx: Context,
+    *,
+    account_id: str,
+    currency: str,
+    amount_minor: int,
+    kind: str,
+    invoice_id: str | None = None,
+    credit_note_id: str | None = None,
+    description: str | None = None,
+) -> BalanceTransaction:
+    now = ctx.clock.now()
+    row = BalanceTransaction(
+        id=new_id("btxn", now),
+        account_id=account_id,
+        currency=currency,
+        amount_minor=amount_minor,
+        kind=kind,
+        credit_note_id=credit_note_id,
+        invoice_id=invoice_id,
+        description=description,
+        created_at=now,
+    )
+    CreditNoteRepository(session).add(row)
+    await session.flush()
+    await audit.record(
+        session,
+        ctx,
+        action=f"balance.{kind}",
+        object_type="balance_transaction",
+        object_id=row.id,
+        account_id=account_id,
+        after=schemas.BalanceTransaction.model_validate(row),
+    )
+    return row

@@ -1,0 +1,214 @@
+"""Queries of credit notes, the account balance ledger and the credit note number series."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import func, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from aihub_billing.models import (
+    Account,
+    BalanceTransaction,
+    CreditNote,
+    CreditNoteLine,
+    Invoice,
+    InvoiceLine,
+    InvoiceSequence,
+    Payment,
+    RefundRecord,
+)
+
+
+class CreditNoteRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    def add(self, row: CreditNote | CreditNoteLine | BalanceTransaction) -> None:
+        self.session.add(row)
+
+    # -- invoices (read and locked here; the invoices domain owns writing them) --------------
+
+    async def invoice(self, invoice_id: str, *, lock: bool = False) -> Invoice | None:
+        """With `lock`, the row is held (FOR UPDATE on PostgreSQL; SQLite has one writer) until
+        the transaction ends, so two credit notes never both see the same creditable amount."""
+        query = select(Invoice).where(Invoice.id == invoice_id)
+        if lock:
+            query = query.with_for_update().execution_options(populate_existing=True)
+        return (await self.session.execute(query)).scalar_one_or_none()
+
+    async def invoice_lines(self, invoice_id: str) -> list[InvoiceLine]:
+        result = await self.session.execute(
+            select(InvoiceLine)
+            .where(InvoiceLine.invoice_id == invoice_id)
+            .order_by(InvoiceLine.position)
+        )
+        return list(result.scalars())
+
+    async def credited_per_line(self, invoice_id: str) -> dict[str, tuple[int, int]]:
+        """invoice line id -> (amount, tax) already credited on it."""
+        result = await self.session.execute(
+            select(
+                CreditNoteLine.invoice_line_id,
+                func.coalesce(func.sum(CreditNoteLine.amount_minor), 0),
+                func.coalesce(func.sum(CreditNoteLine.tax_minor), 0),
+            )
+            .join(CreditNote, CreditNote.id == CreditNoteLine.credit_note_id)
+            .where(CreditNote.invoice_id == invoice_id, CreditNoteLine.invoice_line_id.is_not(None))
+            .group_by(CreditNoteLine.invoice_line_id)
+        )
+        return {str(line_id): (int(a), int(t)) for line_id, a, t in result.all()}
+
+    async def credited_on_invoice(self, invoice_id: str) -> tuple[int, int]:
+        """(subtotal, tax) of the credit notes already issued against the invoice."""
+        result = await self.session.execute(
+            select(
+                func.coalesce(func.sum(CreditNote.subtotal_minor), 0),
+                func.coalesce(func.sum(CreditNote.tax_minor), 0),
+            ).where(CreditNote.invoice_id == invoice_id)
+        )
+        subtotal, tax = result.one()
+        return int(subtotal), int(tax)
+
+    async def succeeded_payments(self, account_id: str, invoice_id: str) -> list[Payment]:
+        result = await self.session.execute(
+            select(Payment)
+            .where(
+                Payment.account_id == account_id,
+                Payment.invoice_id == invoice_id,
+                Payment.status == "succeeded",
+                Payment.provider_payment_id.is_not(None),
+            )
+            .order_by(Payment.id)
+        )
+        return list(result.scalars())
+
+    # -- credit notes ------------------------------------------------------------------------
+
+    async def get(self, credit_note_id: str) -> CreditNote | None:
+        return await self.session.get(CreditNote, credit_note_id)
+
+    async def lines(self, credit_note_ids: Sequence[str]) -> dict[str, list[CreditNoteLine]]:
+        """The lines of each note, in one query."""
+        found: dict[str, list[CreditNoteLine]] = {i: [] for i in credit_note_ids}
+        if not credit_note_ids:
+            return found
+        result = await self.session.execute(
+            select(CreditNoteLine)
+            .where(CreditNoteLine.credit_note_id.in_(credit_note_ids))
+            .order_by(CreditNoteLine.id)
+        )
+        for line in result.scalars():
+            found[line.credit_note_id].append(line)
+        return found
+
+    async def page(
+        self,
+        *,
+        limit: int,
+        account_id: str | None,
+        invoice_id: str | None,
+        after_id: str | None,
+    ) -> list[CreditNote]:
+        query = select(CreditNote).order_by(CreditNote.id).limit(limit)
+        if account_id is not None:
+            query = query.where(CreditNote.account_id == account_id)
+        if invoice_id is not None:
+            query = query.where(CreditNote.invoice_id == invoice_id)
+        if after_id is not None:
+            query = query.where(CreditNote.id > after_id)
+        return list((await self.session.execute(query)).scalars())
+
+    async def next_number(self, series: str) -> int:
+        """The next number of `series`, gapless: an atomic increment of its row (inserted on
+        first use), taken in the caller's transaction, so a rollback gives the number back and
+        concurrent callers wait for each other's commit."""
+        taken = update(InvoiceSequence).where(InvoiceSequence.series == series)
+        taken = taken.values(next_value=InvoiceSequence.next_value + 1)
+        statement = taken.returning(InvoiceSequence.next_value)
+        for _ in range(2):
+            value = (await self.session.execute(statement)).scalar_one_or_none()
+            if value is not None:
+                return int(value) - 1
+            dialect = self.session.get_bind().dialect.name
+            insert = pg_insert if dialect == "postgresql" else sqlite_insert
+            created = await self.session.execute(
+                insert(InvoiceSequence)
+                .values(series=series, next_value=2)
+                .on_conflict_do_nothing(index_elements=["series"])
+                .returning(InvoiceSequence.series)
+            )
+            if created.scalar_one_or_none() is not None:
+                return 1
+        raise RuntimeError(f"number series {series!r} could not be advanced")
+
+    # -- balance ledger ----------------------------------------------------------------------
+
+    async def lock_account(self, account_id: str) -> Account | None:
+        result = await self.session.execute(
+            select(Account).where(Account.id == account_id).with_for_update()
+        )
+        return result.scalar_one_or_none()
+
+    async def account(self, account_id: str) -> Account | None:
+        return await self.session.get(Account, account_id)
+
+    async def balance(self, account_id: str, currency: str) -> int:
+        result = await self.session.execute(
+            select(func.coalesce(func.sum(BalanceTransaction.amount_minor), 0)).where(
+                BalanceTransaction.account_id == account_id,
+                BalanceTransaction.currency == currency,
+            )
+        )
+        return int(result.scalar_one())
+
+    async def balances(self, account_id: str) -> list[tuple[str, int]]:
+        result = await self.session.execute(
+            select(BalanceTransaction.currency, func.sum(BalanceTransaction.amount_minor))
+            .where(BalanceTransaction.account_id == account_id)
+            .group_by(BalanceTransaction.currency)
+            .order_by(BalanceTransaction.currency)
+        )
+        return [(str(c), int(a)) for c, a in result.all()]
+
+    async def transactions(self, account_id: str, *, limit: int) -> list[BalanceTransaction]:
+        result = await self.session.execute(
+            select(BalanceTransaction)
+            .where(BalanceTransaction.account_id == account_id)
+            .order_by(BalanceTransaction.id.desc())
+            .limit(limit)
+        )
+        return list(result.scalars())
+
+    async def invoice_transactions(
+        self, invoice_id: str, kinds: Sequence[str]
+    ) -> list[BalanceTransaction]:
+        result = await self.session.execute(
+            select(BalanceTransaction).where(
+                BalanceTransaction.invoice_id == invoice_id, BalanceTransaction.kind.in_(kinds)
+            )
+        )
+        return list(result.scalars())
+
+    async def credited_to_balance(self, credit_note_ids: Sequence[str]) -> dict[str, int]:
+        """What each note added to the balance, in one query."""
+        if not credit_note_ids:
+            return {}
+        result = await self.session.execute(
+            select(BalanceTransaction.credit_note_id, func.sum(BalanceTransaction.amount_minor))
+            .where(BalanceTransaction.credit_note_id.in_(credit_note_ids))
+            .group_by(BalanceTransaction.credit_note_id)
+        )
+        return {str(note_id): int(amount) for note_id, amount in result.all()}
+
+    async def refundable(self, payment: Payment) -> int:
+        """What remains refundable of a payment: not yet refunded nor being refunded."""
+        result = await self.session.execute(
+            select(func.coalesce(func.sum(RefundRecord.amount_minor), 0)).where(
+                RefundRecord.payment_id == payment.id,
+                RefundRecord.status.in_(("pending", "succeeded")),
+            )
+        )
+        return max(0, payment.amount_minor - int(result.scalar_one()))

@@ -1,0 +1,355 @@
+"""Credit notes: issued against an open or paid invoice, by line or by amount, never above
+what remains creditable; the credit reduces what is still owed, goes to the account balance,
+or is refunded through the processor that took the payment.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from aihub_billing.audit.service import audit
+from aihub_billing.creditnotes import balance, schemas
+from aihub_billing.creditnotes.allocation import (
+    Credit,
+    ExceedsCreditable,
+    InvoiceState,
+    LineState,
+    check_invoice,
+    credit_amount,
+    credit_line,
+    land,
+)
+from aihub_billing.creditnotes.errors import (
+    AccountNotFound,
+    CreditNoteExceedsCreditable,
+    CreditNoteNotFound,
+    CurrencyMismatch,
+    DuplicateInvoiceLine,
+    InvoiceLineNotFound,
+    InvoiceNotCreditable,
+    InvoiceNotFound,
+    RefundNotPossible,
+)
+from aihub_billing.creditnotes.repository import CreditNoteRepository
+from aihub_billing.errors import Forbidden
+from aihub_billing.kit.context import Context, Role
+from aihub_billing.kit.ids import new_id
+from aihub_billing.kit.pagination import clamp_limit, decode_cursor, encode_cursor
+from aihub_billing.models import CreditNote, CreditNoteLine, Invoice, InvoiceLine
+from aihub_billing.payments.providers.base import ProcessorLookup
+from aihub_billing.payments.schemas import RefundCreate
+from aihub_billing.payments.service import payments
+
+CREDITABLE_STATUSES = ("open", "paid")
+
+
+def series_of(year: int) -> str:
+    return f"CN-{year}"
+
+
+class CreditNoteService:
+    async def create(
+        self,
+        session: AsyncSession,
+        ctx: Context,
+        processors: ProcessorLookup,
+        invoice_id: str,
+        data: schemas.CreditNoteCreate,
+    ) -> schemas.CreditNote:
+        _require_billing(ctx)
+        repo = CreditNoteRepository(session)
+        # Held until the transaction ends: concurrent notes on one invoice take turns.
+        invoice = await repo.invoice(invoice_id, lock=True)
+        if invoice is None or not ctx.actor.can_access(invoice.account_id):
+            raise InvoiceNotFound(f"no invoice {invoice_id!r}")
+        if invoice.status not in CREDITABLE_STATUSES:
+            raise InvoiceNotCreditable(f"invoice {invoice.id} is {invoice.status}")
+        if data.currency is not None and data.currency != invoice.currency:
+            raise CurrencyMismatch(f"the invoice is in {invoice.currency}, not {data.currency}")
+        credited_subtotal, credited_tax = await repo.credited_on_invoice(invoice.id)
+        state = InvoiceState(
+            currency=invoice.currency,
+            subtotal_minor=invoice.subtotal_minor,
+            tax_minor=invoice.tax_minor,
+            total_minor=invoice.total_minor,
+            credited_subtotal_minor=credited_subtotal,
+            credited_tax_minor=credited_tax,
+        )
+        try:
+            parts = await self._parts(repo, invoice, state, data)
+            check_invoice(state, [credit for _, credit in parts])
+        except ExceedsCreditable as exc:
+            raise CreditNoteExceedsCreditable(str(exc)) from None
+        subtotal = sum(c.amount_minor for _, c in parts)
+        tax = sum(c.tax_minor for _, c in parts)
+        total = subtotal + tax
+
+        landing = land(total, invoice.amount_due_minor, open_invoice=invoice.status == "open")
+        refund_ids: list[tuple[str, str]] = []
+        to_balance = landing.rest
+        if invoice.status == "paid" and data.outcome == "refund":
+            refund_ids = await self._refund(session, ctx, processors, invoice, total, data)
+            to_balance = 0
+
+        now = ctx.clock.now()
+        series = series_of(now.year)
+        sequence = await repo.next_number(series)
+        note = CreditNote(
+            id=new_id("cn", now),
+            invoice_id=invoice.id,
+            account_id=invoice.account_id,
+            series=series,
+            sequence=sequence,
+            number=f"{series}-{sequence:06d}",
+            reason=data.reason,
+            memo=data.memo,
+            outcome=data.outcome,
+            currency=invoice.currency,
+            subtotal_minor=subtotal,
+            tax_minor=tax,
+            total_minor=total,
+            refund_id=refund_ids[0][0] if refund_ids else None,
+            refund_status=_overall(refund_ids) if refund_ids else None,
+            created_at=now,
+        )
+        repo.add(note)
+        await session.flush()
+        for line, credit in parts:
+            repo.add(
+                CreditNoteLine(
+                    id=new_id("cnl", now),
+                    credit_note_id=note.id,
+                    invoice_line_id=line.id if line else None,
+                    description=line.description if line else _plain_description(invoice),
+                    amount_minor=credit.amount_minor,
+                    tax_minor=credit.tax_minor,
+                )
+            )
+        before_due = invoice.amount_due_minor
+        invoice.amount_due_minor -= landing.off_amount_due
+        invoice.amount_credited_minor += total
+        invoice.updated_at = now
+        await session.flush()
+        if to_balance > 0:
+            await balance.credit(
+                session,
+                ctx,
+                account_id=invoice.account_id,
+                currency=invoice.currency,
+                amount_minor=to_balance,
+                credit_note_id=note.id,
+                invoice_id=invoice.id,
+                description=f"Credit note {note.number}",
+            )
+        view = await self._view(repo, note)
+        await audit.record(
+            session,
+            ctx,
+            action="credit_note.created",
+            object_type="credit_note",
+            object_id=note.id,
+            account_id=note.account_id,
+            after=view,
+        )
+        await audit.record(
+            session,
+            ctx,
+            action="invoice.credited",
+            object_type="invoice",
+            object_id=invoice.id,
+            account_id=invoice.account_id,
+            before=_InvoiceCredit(
+                amount_due_minor=before_due,
+                amount_credited_minor=invoice.amount_credited_minor - total,
+            ),
+            after=_InvoiceCredit(
+                amount_due_minor=invoice.amount_due_minor,
+                amount_credited_minor=invoice.amount_credited_minor,
+            ),
+        )
+        return view
+
+    async def get(
+        self, session: AsyncSession, ctx: Context, credit_note_id: str
+    ) -> schemas.CreditNote:
+        _require_billing(ctx)
+        repo = CreditNoteRepository(session)
+        note = await repo.get(credit_note_id)
+        if note is None or not ctx.actor.can_access(note.account_id):
+            raise CreditNoteNotFound(f"no credit note {credit_note_id!r}")
+        return await self._view(repo, note)
+
+    async def page(
+        self,
+        session: AsyncSession,
+        ctx: Context,
+        *,
+        account_id: str | None,
+        invoice_id: str | None,
+        cursor: str | None,
+        limit: int | None,
+    ) -> tuple[list[schemas.CreditNote], str | None]:
+        _require_billing(ctx)
+        if not ctx.actor.is_operator:
+            if account_id is not None and account_id != ctx.actor.account_id:
+                return [], None
+            account_id = ctx.actor.account_id
+        size = clamp_limit(limit)
+        after_id = str(decode_cursor(cursor, 1)[0]) if cursor else None
+        repo = CreditNoteRepository(session)
+        rows = await repo.page(
+            limit=size + 1, account_id=account_id, invoice_id=invoice_id, after_id=after_id
+        )
+        next_cursor = encode_cursor([rows[size - 1].id]) if len(rows) > size else None
+        return await self._views(repo, rows[:size]), next_cursor
+
+    async def account_balance(
+        self, session: AsyncSession, ctx: Context, account_id: str
+    ) -> schemas.AccountBalance:
+        _require_billing(ctx)
+        await self._account(session, ctx, account_id)
+        return await balance.summary(session, account_id)
+
+    async def adjust_balance(
+        self,
+        session: AsyncSession,
+        ctx: Context,
+        account_id: str,
+        data: schemas.BalanceAdjustmentCreate,
+    ) -> schemas.BalanceTransaction:
+        if not ctx.actor.is_operator:
+            raise Forbidden("only the operator adjusts balances")
+        await self._account(session, ctx, account_id)
+        row = await balance.adjust(session, ctx, account_id, data)
+        return schemas.BalanceTransaction.model_validate(row)
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    async def _parts(
+        self,
+        repo: CreditNoteRepository,
+        invoice: Invoice,
+        state: InvoiceState,
+        data: schemas.CreditNoteCreate,
+    ) -> list[tuple[InvoiceLine | None, Credit]]:
+        if data.lines is None:
+            assert data.amount_minor is not None  # the schema requires one of the two
+            return [(None, credit_amount(state, data.amount_minor))]
+        lines = {line.id: line for line in await repo.invoice_lines(invoice.id)}
+        credited = await repo.credited_per_line(invoice.id)
+        parts: list[tuple[InvoiceLine | None, Credit]] = []
+        seen: set[str] = set()
+        for wanted in data.lines:
+            if wanted.invoice_line_id in seen:
+                raise DuplicateInvoiceLine(f"line {wanted.invoice_line_id!r} appears twice")
+            seen.add(wanted.invoice_line_id)
+            line = lines.get(wanted.invoice_line_id)
+            if line is None:
+                raise InvoiceLineNotFound(
+                    f"invoice {invoice.id} has no line {wanted.invoice_line_id!r}"
+                )
+            amount, tax = credited.get(line.id, (0, 0))
+            line_state = LineState(
+                amount_minor=line.amount_minor,
+                tax_minor=line.tax_minor,
+                tax_rate=line.tax_rate,
+                credited_amount_minor=amount,
+                credited_tax_minor=tax,
+            )
+            try:
+                parts.append((line, credit_line(line_state, wanted.amount_minor, invoice.currency)))
+            except ExceedsCreditable as exc:
+                raise ExceedsCreditable(f"line {line.id}: {exc}") from None
+        return parts
+
+    async def _refund(
+        self,
+        session: AsyncSession,
+        ctx: Context,
+        processors: ProcessorLookup,
+        invoice: Invoice,
+        total: int,
+        data: schemas.CreditNoteCreate,
+    ) -> list[tuple[str, str]]:
+        """Refunds `total` through the processor(s) of the invoice's succeeded payments;
+        returns (refund id, status) per refund made."""
+        repo = CreditNoteRepository(session)
+        found = [
+            p
+            for p in await repo.succeeded_payments(invoice.account_id, invoice.id)
+            if p.currency == invoice.currency
+        ]
+        if not found:
+            raise RefundNotPossible(f"invoice {invoice.id} has no payment through a processor")
+        plan: list[tuple[str, int]] = []
+        left = total
+        for payment in found:
+            part = min(left, await repo.refundable(payment))
+            if part > 0:
+                plan.append((payment.id, part))
+                left -= part
+        if left > 0:
+            raise RefundNotPossible(
+                f"only {total - left} of {total} minor units remain refundable; "
+                "credit the rest to the balance"
+            )
+        made: list[tuple[str, str]] = []
+        for payment_id, part in plan:
+            record = await payments.refund(
+                session,
+                ctx,
+                processors,
+                payment_id,
+                RefundCreate(amount_minor=part, reason=f"credit note: {data.reason}"),
+            )
+            made.append((record.id, record.status))
+        return made
+
+    async def _view(self, repo: CreditNoteRepository, note: CreditNote) -> schemas.CreditNote:
+        return (await self._views(repo, [note]))[0]
+
+    async def _views(
+        self, repo: CreditNoteRepository, notes: list[CreditNote]
+    ) -> list[schemas.CreditNote]:
+        ids = [n.id for n in notes]
+        lines = await repo.lines(ids)
+        to_balance = await repo.credited_to_balance(ids)
+        views = []
+        for note in notes:
+            view = schemas.CreditNote.model_validate(note)
+            view.lines = [schemas.CreditNoteLine.model_validate(x) for x in lines[note.id]]
+            view.credited_to_balance_minor = to_balance.get(note.id, 0)
+            view.refunded_minor = note.total_minor if note.refund_id is not None else 0
+            view.applied_to_amount_due_minor = (
+                note.total_minor - view.credited_to_balance_minor - view.refunded_minor
+            )
+            views.append(view)
+        return views
+
+    async def _account(self, session: AsyncSession, ctx: Context, account_id: str) -> None:
+        account = await CreditNoteRepository(session).account(account_id)
+        if account is None or not ctx.actor.can_access(account.id):
+            raise AccountNotFound(f"no account {account_id!r}")
+
+
+class _InvoiceCredit(BaseModel):
+    amount_due_minor: int
+    amount_credited_minor: int
+
+
+def _overall(refunds: list[tuple[str, str]]) -> str:
+    statuses = {status for _, status in refunds}
+    return statuses.pop() if len(statuses) == 1 else "pending"
+
+
+def _plain_description(invoice: Invoice) -> str:
+    return f"Credit against invoice {invoice.number or invoice.id}"
+
+
+def _require_billing(ctx: Context) -> None:
+    if not (ctx.actor.is_operator or ctx.actor.role in (Role.OWNER, Role.BILLING)):
+        raise Forbidden("credit notes and balances need the owner or billing role")
+
+
+credit_notes = CreditNoteService()

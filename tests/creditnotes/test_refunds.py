@@ -1,0 +1,160 @@
+"""Credit notes with outcome `refund` on paid invoices, refunded through the payments service
+against the local Stripe and PayPal fakes, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+import httpx
+import pytest
+
+from aihub_billing.models import CreditNote, Payment, RefundRecord
+from aihub_billing.service import BillingService
+from tests.creditnotes.helpers import count, credit, credited, make_invoice, owner
+from tests.payments.fakes.paypal_server import PayPalFake
+from tests.payments.fakes.stripe_server import StripeFake
+from tests.payments.support import (  # noqa: F401 (fixtures)
+    billing,
+    paypal_fake,
+    paypal_key,
+    post,
+    stripe_fake,
+)
+
+PROVIDERS = ["stripe", "paypal"]
+
+
+async def paid_through(
+    client: httpx.AsyncClient,
+    key: str,
+    provider: str,
+    stripe: StripeFake,
+    invoice_id: str,
+    amount: int,
+) -> dict[str, Any]:
+    """A payment of the invoice at the provider, confirmed (captured)."""
+    method_id = None
+    if provider == "stripe":
+        token = stripe.add_payment_method()
+        attached = await post(
+            client, key, "/payment-methods", {"provider": "stripe", "token": token}
+        )
+        assert attached.status_code == 201, attached.text
+        method_id = attached.json()["id"]
+    created = await post(
+        client,
+        key,
+        "/payments/intents",
+        {
+            "amount_minor": amount,
+            "currency": "USD",
+            "provider": provider,
+            "payment_method_id": method_id,
+            "invoice_id": invoice_id,
+        },
+    )
+    assert created.status_code == 201, created.text
+    confirmed = await post(client, key, f"/payments/{created.json()['id']}/confirm")
+    assert confirmed.status_code == 200 and confirmed.json()["status"] == "succeeded"
+    payment: dict[str, Any] = confirmed.json()
+    return payment
+
+
+def refunds_seen(fake: StripeFake | PayPalFake, provider: str) -> list[tuple[int, str]]:
+    """(amount in minor units, idempotency key) of each refund call the fake received."""
+    seen = []
+    for method, path, headers, body in fake.requests:
+        if provider == "stripe" and method == "POST" and path == "/v1/refunds":
+            seen.append((int(body["amount"]), headers.get("idempotency-key", "")))
+        if provider == "paypal" and method == "POST" and path.endswith("/refund"):
+            value = Decimal(body["amount"]["value"])
+            seen.append((int(value * 100), headers.get("paypal-request-id", "")))
+    return seen
+
+
+def fake_of(provider: str, stripe: StripeFake, paypal: PayPalFake) -> StripeFake | PayPalFake:
+    return stripe if provider == "stripe" else paypal
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+async def test_a_refund_credit_note_refunds_through_the_processor_that_was_paid(
+    client: httpx.AsyncClient,
+    admin_key: str,
+    billing: BillingService,  # noqa: F811
+    provider: str,
+    stripe_fake: StripeFake,  # noqa: F811
+    paypal_fake: PayPalFake,  # noqa: F811
+) -> None:
+    fake = fake_of(provider, stripe_fake, paypal_fake)
+    account, key = await owner(client, admin_key)
+    inv, (line,) = await make_invoice(billing, account, [(1000, Decimal("0.2"))])
+    payment = await paid_through(client, key, provider, stripe_fake, inv, 1200)
+
+    note = await credited(
+        client,
+        key,
+        inv,
+        {"outcome": "refund", "lines": [{"invoice_line_id": line, "amount_minor": 500}]},
+    )
+    assert (note["total_minor"], note["refunded_minor"], note["credited_to_balance_minor"]) == (
+        600,
+        600,
+        0,
+    )
+    assert note["refund_status"] == "succeeded"
+    key_one = f"refund:{payment['id']}-refund-0:600:v1"
+    assert refunds_seen(fake, provider) == [(600, key_one)]
+    async with billing.db.sessions() as session:
+        refund = await session.get(RefundRecord, note["refund_id"])
+        assert refund is not None and refund.payment_id == payment["id"]
+        assert refund.amount_minor == 600 and refund.provider_refund_id in fake.refunds
+        row = await session.get(Payment, payment["id"])
+        assert row is not None and row.refunded_minor == 600
+
+    rest = await credited(client, key, inv, {"outcome": "refund", "amount_minor": 600})
+    assert rest["refunded_minor"] == 600
+    assert refunds_seen(fake, provider) == [
+        (600, key_one),
+        (600, f"refund:{payment['id']}-refund-1:600:v1"),
+    ]
+    over = await credit(client, key, inv, {"outcome": "refund", "amount_minor": 1})
+    assert over.status_code == 422 and over.json()["code"] == "credit_note_exceeds_creditable"
+    assert len(fake.refunds) == 2
+    if provider == "paypal":
+        assert paypal_fake.schema_violations == []
+
+
+async def test_a_refund_above_what_was_paid_through_the_processor_is_refused(
+    client: httpx.AsyncClient,
+    admin_key: str,
+    billing: BillingService,  # noqa: F811
+    stripe_fake: StripeFake,  # noqa: F811
+) -> None:
+    account, key = await owner(client, admin_key)
+    # 1200 invoiced, 1000 of it paid at Stripe (the rest, say, from the balance).
+    inv, _ = await make_invoice(billing, account, [(1000, Decimal("0.2"))])
+    await paid_through(client, key, "stripe", stripe_fake, inv, 1000)
+    refused = await credit(client, key, inv, {"outcome": "refund", "amount_minor": 1100})
+    assert refused.status_code == 409 and refused.json()["code"] == "refund_not_possible"
+    assert stripe_fake.refunds == {} and await count(billing, CreditNote) == 0
+    # The credit outcome works for the same amount.
+    note = await credited(client, key, inv, {"outcome": "credit", "amount_minor": 1100})
+    assert note["credited_to_balance_minor"] == 1100 and note["number"] == "CN-2026-000001"
+
+
+async def test_a_provider_outage_rolls_the_credit_note_back(
+    client: httpx.AsyncClient,
+    admin_key: str,
+    billing: BillingService,  # noqa: F811
+    stripe_fake: StripeFake,  # noqa: F811
+) -> None:
+    account, key = await owner(client, admin_key)
+    inv, _ = await make_invoice(billing, account, [(1000, None)])
+    await paid_through(client, key, "stripe", stripe_fake, inv, 1000)
+    stripe_fake.behave("5xx", "5xx", "5xx")
+    down = await credit(client, key, inv, {"outcome": "refund", "amount_minor": 400})
+    assert down.status_code == 503 and down.json()["code"] == "provider_unavailable"
+    assert await count(billing, CreditNote) == 0 and await count(billing, RefundRecord) == 0
+    again = await credited(client, key, inv, {"outcome": "refund", "amount_minor": 400})
+    assert again["number"] == "CN-2026-000001" and len(stripe_fake.refunds) == 1
