@@ -26,7 +26,7 @@ class InvalidLogo(DocumentError):
 
 
 class TemplateFailed(BillingError):
-    """An (operator-supplied) template failed to parse or render: a setup fault, not the caller's."""
+    """An (operator-supplied) template failed to parse or render: a setup fault."""
 
     code = "document_template_failed"
     status = 500

@@ -296,20 +296,11 @@ class _PdfState(threading.local):
         self.font_config: FontConfiguration | None = None
         self.stylesheets: dict[tuple[str, str], CSS] = {}
         self.images: dict[str, Any] = {}
+        self.url_fetcher: Any = None
 
 
 _pdf_state = _PdfState()
 _MAX_CACHED = 32
-
-
-def _url_fetcher(url: str, timeout: int = 10, ssl_context: Any = None) -> dict[str, Any]:
-    # Documents only load data: URIs and files (fonts, images) next to the templates.
-    from weasyprint.urls import default_url_fetcher
-
-    if not url.startswith(("data:", "file:")):
-        raise ValueError(f"invoice documents do not fetch {url.split(':', 1)[0]} URLs")
-    result: dict[str, Any] = default_url_fetcher(url, timeout=timeout, ssl_context=ssl_context)
-    return result
 
 
 def render_pdf(
@@ -323,6 +314,7 @@ def render_pdf(
     """The document as an A4 PDF (WeasyPrint); the same page as `render_html`."""
     from weasyprint import CSS, HTML
     from weasyprint.text.fonts import FontConfiguration
+    from weasyprint.urls import URLFetcher
 
     html, stylesheet, base_url = _render(
         doc,
@@ -335,6 +327,8 @@ def render_pdf(
     state = _pdf_state
     if state.font_config is None:
         state.font_config = FontConfiguration()
+        # Documents load only data: URIs and files next to the templates, never the network.
+        state.url_fetcher = URLFetcher(allowed_protocols=("data", "file"))
     stylesheets = []
     if stylesheet is not None:
         css = state.stylesheets.get(stylesheet)
@@ -345,13 +339,13 @@ def render_pdf(
                 string=stylesheet[0],
                 base_url=stylesheet[1] + "/",
                 font_config=state.font_config,
-                url_fetcher=_url_fetcher,
+                url_fetcher=state.url_fetcher,
             )
             state.stylesheets[stylesheet] = css
         stylesheets.append(css)
     if len(state.images) >= _MAX_CACHED:
         state.images.clear()
-    pdf: bytes = HTML(string=html, base_url=base_url + "/", url_fetcher=_url_fetcher).write_pdf(
-        stylesheets=stylesheets, font_config=state.font_config, cache=state.images
-    )
+    pdf: bytes = HTML(
+        string=html, base_url=base_url + "/", url_fetcher=state.url_fetcher
+    ).write_pdf(stylesheets=stylesheets, font_config=state.font_config, cache=state.images)
     return pdf
