@@ -7,6 +7,7 @@ import http.server
 import io
 import threading
 from collections.abc import Callable
+from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from aihub_billing.documents import (
     render_pdf,
 )
 from aihub_billing.documents.render import available_templates
+from aihub_billing.kit.money import CurrencyError
 from tests.documents.helpers import (
     DUE,
     ISSUED,
@@ -358,6 +360,16 @@ def test_unknown_locale_is_refused(locale: str) -> None:
         render_pdf(invoice(), locale=locale)
     assert isinstance(raised.value, DocumentError)
     assert raised.value.code == "unsupported_locale"
+
+
+def test_document_values_are_checked() -> None:
+    assert invoice(currency="jpy").currency == "JPY"
+    with pytest.raises(CurrencyError):
+        invoice(currency="XYZ")
+    with pytest.raises(TypeError, match="unit_price must be Decimal"):
+        replace(lines(1)[0], unit_price=0.0000015)
+    with pytest.raises(TypeError, match="amount_minor must be int"):
+        replace(lines(1)[0], amount_minor=Decimal("1.85"))
 
 
 # --- HTML -------------------------------------------------------------------------------------

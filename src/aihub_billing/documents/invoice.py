@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
+from aihub_billing.kit.money import normalize_currency
+
 __all__ = ["DocumentLine", "InvoiceDocument", "Party"]
 
 
@@ -34,6 +36,16 @@ class DocumentLine:
     period_start: datetime | None = None
     period_end: datetime | None = None  # exclusive, like every period in aihub-billing
 
+    def __post_init__(self) -> None:
+        for name in ("quantity", "unit_price", "tax_rate"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, (Decimal, int)):
+                raise TypeError(f"DocumentLine.{name} must be Decimal, not {type(value).__name__}")
+        for name in ("amount_minor", "tax_minor"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TypeError(f"DocumentLine.{name} must be int minor units")
+
 
 @dataclass(frozen=True, slots=True)
 class InvoiceDocument:
@@ -56,6 +68,10 @@ class InvoiceDocument:
     amount_due_minor: int = 0
     amount_paid_minor: int = 0
     memo: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "currency", normalize_currency(self.currency))
+        object.__setattr__(self, "lines", tuple(self.lines))
 
     @property
     def is_draft(self) -> bool:
