@@ -81,10 +81,10 @@ class _Timing:
     bare: float = 0.0
 
 
-def _measure(n: int, template: str, locale: str, currency: str) -> _Timing:
+def _measure(n: int, template: str, locale: str, currency: str, with_logo: bool) -> _Timing:
     import weasyprint
 
-    logo = _logo()
+    logo = _logo() if with_logo else None
     docs = [_invoice(i, currency) for i in range(n)]
     # The baseline gets the finished, self-contained HTML (stylesheet and logo inlined).
     htmls = [render_html(d, template=template, locale=locale, logo=logo) for d in docs]
@@ -107,19 +107,22 @@ def _measure(n: int, template: str, locale: str, currency: str) -> _Timing:
 async def run(*, quick: bool, console: Console) -> list[Result]:
     results = []
     cases = (
-        ("classic", "en_US", "USD", 30 if quick else 200),
-        ("compact", "zh_CN", "CNY", 10 if quick else 50),
+        ("classic", "en_US", "USD", 30 if quick else 200, True),
+        ("classic", "en_US", "USD", 10 if quick else 100, False),
+        ("compact", "zh_CN", "CNY", 10 if quick else 50, True),
     )
-    for template, locale, currency, n in cases:
-        timing = _measure(n, template, locale, currency)
+    for template, locale, currency, n, with_logo in cases:
+        timing = _measure(n, template, locale, currency, with_logo)
+        logo_text = "with logo" if with_logo else "no logo"
         ours_ms, bare_ms = 1000 * timing.ours / n, 1000 * timing.bare / n
         console.print(
-            f"   {template}/{locale}: {n} invoices, render_pdf {ours_ms:.1f} ms/invoice, "
-            f"bare WeasyPrint {bare_ms:.1f} ms/invoice, ratio {ours_ms / bare_ms:.2f}x"
+            f"   {template}/{locale} {logo_text}: {n} invoices, "
+            f"render_pdf {ours_ms:.1f} ms/invoice, bare WeasyPrint {bare_ms:.1f} ms/invoice, "
+            f"ratio {ours_ms / bare_ms:.2f}x"
         )
         results.append(
             Result(
-                name=f"invoice PDF {template} {locale}, 8-12 lines",
+                name=f"invoice PDF {template} {locale} {logo_text}, 8-12 lines",
                 backend="-",
                 figure=ours_ms,
                 unit="ms/invoice",
