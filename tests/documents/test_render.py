@@ -192,6 +192,7 @@ def test_compact_is_a_different_layout(en_classic: str) -> None:
         assert expected in compact, expected
     assert "Quantity × Unit price" in compact
     assert "1,234,567 × $0.0000015" in compact
+    assert "Seat plan 1 · Nov 15 – 30, 2026" in compact
     assert "Quantity × Unit price" not in en_classic
     assert "Invoice number" in en_classic and "Invoice number" not in compact
     assert available_templates() == ["classic", "compact"]

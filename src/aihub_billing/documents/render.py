@@ -327,7 +327,7 @@ def render_pdf(
     state = _pdf_state
     if state.font_config is None:
         state.font_config = FontConfiguration()
-        # Documents load only data: URIs and files next to the templates, never the network.
+        # Documents load only data: URIs and local files (fonts, images), never the network.
         state.url_fetcher = URLFetcher(allowed_protocols=("data", "file"))
     stylesheets = []
     if stylesheet is not None:
