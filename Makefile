@@ -4,13 +4,39 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help install run test lint format bench clean
+.PHONY: help install system-deps run test lint format bench clean
 
 help:
 	@echo "make run    - install, migrate, seed and serve the API on 127.0.0.1:$${PORT:-8000} (SQLite)"
 	@echo "make test   - install and run the whole test suite"
 	@echo "make lint   - ruff, ruff format --check, mypy, import-linter contracts"
 	@echo "make bench  - benchmarks with figures and ratios"
+	@echo "make system-deps - CJK font and libharfbuzz-subset for invoice PDFs (apt-get when root)"
+
+# Invoice PDFs (WeasyPrint): a CJK font for zh_CN documents and HarfBuzz's subsetter (fonts are
+# subset in C instead of fontTools: ~10x faster). Installed with apt-get when root, else reported.
+APT_INSTALL = DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends
+system-deps:
+	@if ! fc-list :lang=zh 2>/dev/null | grep -q .; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo ">> no CJK font (fc-list :lang=zh is empty): apt-get install fonts-wqy-microhei"; \
+	    $(APT_INSTALL) fonts-wqy-microhei >/dev/null || { apt-get update -q >/dev/null && \
+	      $(APT_INSTALL) fonts-wqy-microhei >/dev/null; } || echo "!! installing fonts-wqy-microhei failed"; \
+	  else \
+	    echo "!! no CJK font: zh_CN invoice PDFs need one (e.g. apt-get install fonts-wqy-microhei)"; \
+	  fi; \
+	fi
+	@if ! ldconfig -p 2>/dev/null | grep -q libharfbuzz-subset.so.0; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo ">> no libharfbuzz-subset: apt-get install libharfbuzz-subset0 (fast PDF font subsetting)"; \
+	    $(APT_INSTALL) libharfbuzz-subset0 >/dev/null || { apt-get update -q >/dev/null && \
+	      $(APT_INSTALL) libharfbuzz-subset0 >/dev/null; } || echo "!! installing libharfbuzz-subset0 failed"; \
+	  else \
+	    echo "!! no libharfbuzz-subset: invoice PDFs work but font subsetting is ~10x slower"; \
+	  fi; \
+	fi
+	@ldconfig -p 2>/dev/null | grep -q libpango-1.0.so.0 || \
+	  echo "!! no pango (libpango-1.0-0): WeasyPrint cannot render invoice PDFs"
 
 $(STAMP): pyproject.toml requirements.lock
 	@echo ">> creating $(VENV) and installing aihub-billing with pinned dependencies"
@@ -19,13 +45,13 @@ $(STAMP): pyproject.toml requirements.lock
 	@$(BIN)/python -m pip install --quiet --disable-pip-version-check -c requirements.lock -e '.[dev]'
 	@touch $(STAMP)
 
-install: $(STAMP)
+install: system-deps $(STAMP)
 
 run: $(STAMP)
 	@echo ">> serving with the embedded default: SQLite under ./var, in-process counters"
 	@$(BIN)/aihub-billing serve --port $${PORT:-8000}
 
-test: $(STAMP)
+test: system-deps $(STAMP)
 	@echo ">> running the test suite (SQLite always; PostgreSQL and Redis when reachable)"
 	@$(BIN)/pytest
 
@@ -43,7 +69,7 @@ format: $(STAMP)
 	@$(BIN)/ruff format .
 	@$(BIN)/ruff check --fix .
 
-bench: $(STAMP)
+bench: system-deps $(STAMP)
 	@echo ">> benchmarks"
 	@$(BIN)/python -m bench
 

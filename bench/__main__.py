@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from aihub_billing.kit.logs import configure_logging
-from bench import api, jobs, quota, usage
+from bench import api, invoice_pdf, jobs, quota, usage
 from bench.common import Result
 
 
@@ -48,7 +48,18 @@ if __name__ == "__main__":
     parser.add_argument(
         "--usage-batch-only", action="store_true", help="only the /usage/batch benchmark"
     )
+    parser.add_argument(
+        "--only", help="comma-separated suites to run, e.g. invoice_pdf (default: all)"
+    )
     args = parser.parse_args()
     usage.settings["stats_events"] = args.usage_events
     usage.settings["batch_only"] = args.usage_batch_only
-    asyncio.run(main(args.quick, (usage,) if args.usage_batch_only else (api, jobs, quota, usage)))
+    suites: tuple[ModuleType, ...] = (api, jobs, quota, usage, invoice_pdf)
+    if args.usage_batch_only:
+        suites = (usage,)
+    elif args.only:
+        wanted = set(args.only.split(","))
+        suites = tuple(s for s in suites if s.__name__.removeprefix("bench.") in wanted)
+        if not suites:
+            parser.error(f"--only: no suite named {args.only!r}")
+    asyncio.run(main(args.quick, suites))

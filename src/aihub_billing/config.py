@@ -30,6 +30,10 @@ from pydantic_settings import (
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from aihub_billing.documents.errors import DocumentError
+from aihub_billing.documents.i18n import resolve_locale
+from aihub_billing.documents.invoice import Party
+from aihub_billing.documents.render import TEMPLATE_NAME_PATTERN
 from aihub_billing.kit.money import normalize_currency
 
 ENV_PREFIX = "AIHUB_BILLING_"
@@ -90,6 +94,53 @@ class PricingConfig(BaseModel):
         return value
 
 
+class InvoiceDocumentConfig(BaseModel):
+    """Invoice PDFs: template, default locale, operator template directory, logo, seller."""
+
+    model_config = ConfigDict(extra="ignore", hide_input_in_errors=True)
+
+    template: str = Field(default="classic", pattern=TEMPLATE_NAME_PATTERN)
+    locale: str = "en_US"
+    templates_dir: Path | None = None  # its files take precedence over the packaged ones
+    logo_path: Path | None = None
+    seller_name: str = "aihub-billing"
+    seller_email: str | None = None
+    seller_address: list[str] = Field(default_factory=list, max_length=8)
+    seller_tax_id: str | None = None
+
+    @field_validator("locale")
+    @classmethod
+    def _check_locale(cls, value: str) -> str:
+        try:
+            resolve_locale(value)
+        except DocumentError as exc:
+            raise ValueError(exc.detail) from None
+        return value
+
+    @field_validator("templates_dir")
+    @classmethod
+    def _check_templates_dir(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_dir():
+            raise ValueError(f"documents.templates_dir is not a directory: {value}")
+        return value
+
+    @field_validator("logo_path")
+    @classmethod
+    def _check_logo(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"documents.logo_path is not a file: {value}")
+        return value
+
+    def seller(self) -> Party:
+        """The seller block printed on every invoice."""
+        return Party(
+            name=self.seller_name,
+            email=self.seller_email,
+            address=tuple(self.seller_address),
+            tax_id=self.seller_tax_id,
+        )
+
+
 class BillingConfig(BaseSettings):
     """All settings of aihub-billing; see the module docstring for the sources."""
 
@@ -112,6 +163,7 @@ class BillingConfig(BaseSettings):
     stripe: PaymentProviderConfig = Field(default_factory=PaymentProviderConfig)
     paypal: PaymentProviderConfig = Field(default_factory=PaymentProviderConfig)
     pricing: PricingConfig = Field(default_factory=PricingConfig)
+    documents: InvoiceDocumentConfig = Field(default_factory=InvoiceDocumentConfig)
     encryption_enabled: bool = False
     notifications_enabled: bool = False
     quota_fail_mode: Literal["fail_open", "fail_closed"] = "fail_closed"
