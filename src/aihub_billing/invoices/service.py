@@ -196,6 +196,7 @@ class InvoiceService:
         One transaction (the caller's): the invoice, its lines, the collected items and the
         finalization job land together or not at all.
         """
+        await session.flush()  # the session does not autoflush: the queries below must see it all
         repo = InvoiceRepository(session)
         sub = await repo.subscription(subscription_id)
         if sub is None:
@@ -424,6 +425,14 @@ class InvoiceService:
         await repo.lock_account(sub.account_id)
         clocked, _ = await test_clocks.context_for(session, ctx, sub.account_id)
         cutoff = clocked.clock.now() if at is None else min(at, clocked.clock.now())
+        interval = _interval(await plans.price(session, sub.price_id))
+        due: list[tuple[Reason, Period]] = []
+        if sub.billed_through is not None:
+            # The first paid period's invoice comes first, so its items stay on it.
+            first = sub.trial_end or sub.created_at
+            due.append(("subscription_create", Period(first, interval.shift(first, 1))))
+        await self._generate_all(session, ctx, sub.id, due, out)
+        due = []
         for _ in range(_MAX_RENEWALS):
             if sub.status not in ("active", "past_due", "paused"):
                 break
@@ -431,9 +440,7 @@ class InvoiceService:
                 break
             await subscriptions.renew(session, clocked, sub.id, sub.current_period_end)
             out.renewed += 1
-        price = await plans.price(session, sub.price_id)
-        interval = _interval(price)
-        due: list[tuple[Reason, Period]] = []
+        interval = _interval(await plans.price(session, sub.price_id))
         start = sub.current_period_start
         if sub.status == "canceled":
             if sub.ended_at is not None and sub.ended_at > start:
@@ -444,14 +451,19 @@ class InvoiceService:
             )
             if previous.end == start:
                 due.append(("subscription_cycle", previous))
-        if (
-            sub.status in ("active", "past_due")
-            and start == sub.billing_anchor
-            and sub.billing_anchor in (sub.trial_end, sub.created_at)
-        ):
-            due.append(("subscription_create", Period(start, sub.current_period_end)))
+        await self._generate_all(session, ctx, sub.id, due, out)
+        return out
+
+    async def _generate_all(
+        self,
+        session: AsyncSession,
+        ctx: Context,
+        subscription_id: str,
+        due: list[tuple[Reason, Period]],
+        out: CloseOutcome,
+    ) -> None:
         for reason, period in due:
-            made = await self.generate(session, ctx, sub.id, reason, period)
+            made = await self.generate(session, ctx, subscription_id, reason, period)
             if made.outcome == "created":
                 out.created += 1
             elif made.outcome == "existing":
@@ -461,7 +473,6 @@ class InvoiceService:
             out.finalized += made.finalized
             if made.invoice is not None:
                 out.invoice_ids.append(made.invoice.id)
-        return out
 
     # Finalization and the status machine.
 
