@@ -585,6 +585,7 @@ class InvoiceService:
         """Records a payment (the whole remaining amount by default); paid once fully paid."""
         invoice = await self._locked(session, ctx, invoice_id)
         self._check("mark_paid", invoice)
+        ctx = await self._clocked(session, ctx, invoice)
         remaining = invoice.amount_due_minor - invoice.amount_paid_minor
         amount = remaining if amount_minor is None else amount_minor
         if amount <= 0 or amount > remaining:
@@ -604,6 +605,7 @@ class InvoiceService:
     async def void(self, session: AsyncSession, ctx: Context, invoice_id: str) -> Invoice:
         invoice = await self._locked(session, ctx, invoice_id)
         self._check("void", invoice)
+        ctx = await self._clocked(session, ctx, invoice)
         before = await self.render(session, invoice)
         invoice.status = "void"
         invoice.voided_at = invoice.updated_at = ctx.clock.now()
@@ -615,6 +617,7 @@ class InvoiceService:
     ) -> Invoice:
         invoice = await self._locked(session, ctx, invoice_id)
         self._check("mark_uncollectible", invoice)
+        ctx = await self._clocked(session, ctx, invoice)
         before = await self.render(session, invoice)
         invoice.status = "uncollectible"
         invoice.marked_uncollectible_at = invoice.updated_at = ctx.clock.now()
@@ -661,6 +664,11 @@ class InvoiceService:
         locked = await repo.get(invoice_id, lock=True)
         assert locked is not None
         return locked
+
+    async def _clocked(self, session: AsyncSession, ctx: Context, invoice: Invoice) -> Context:
+        """The context at the account's time (its test clock's, when attached)."""
+        clocked, _ = await test_clocks.context_for(session, ctx, invoice.account_id)
+        return clocked
 
     # Reading.
 
