@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from aihub_billing.kit.logs import configure_logging
-from bench import api, jobs, quota, usage
+from bench import api, invoices, jobs, quota, usage
 from bench.common import Result
 
 
@@ -48,7 +48,23 @@ if __name__ == "__main__":
     parser.add_argument(
         "--usage-batch-only", action="store_true", help="only the /usage/batch benchmark"
     )
+    parser.add_argument(
+        "--invoice-events", type=int, help="usage events behind period close (default 10M)"
+    )
+    parser.add_argument(
+        "--invoice-accounts", type=int, help="accounts closed by period close (default 5,000)"
+    )
+    parser.add_argument("--invoice-workers", type=int, help="period-close processes (default 2)")
+    parser.add_argument("--invoices-only", action="store_true", help="only period close")
     args = parser.parse_args()
+    invoices.settings["events"] = args.invoice_events
+    invoices.settings["accounts"] = args.invoice_accounts
+    invoices.settings["workers"] = args.invoice_workers
     usage.settings["stats_events"] = args.usage_events
     usage.settings["batch_only"] = args.usage_batch_only
-    asyncio.run(main(args.quick, (usage,) if args.usage_batch_only else (api, jobs, quota, usage)))
+    suites: tuple[ModuleType, ...] = (api, jobs, quota, usage, invoices)
+    if args.usage_batch_only:
+        suites = (usage,)
+    elif args.invoices_only:
+        suites = (invoices,)
+    asyncio.run(main(args.quick, suites))

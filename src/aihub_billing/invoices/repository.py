@@ -30,14 +30,14 @@ class InvoiceRepository:
         self.session = session
 
     @property
-    def _postgres(self) -> bool:
+    def postgres(self) -> bool:
         bind = self.session.bind
         return bind is not None and bind.dialect.name == "postgresql"
 
     async def lock_account(self, account_id: str) -> None:
         """Serializes invoicing of one account until the transaction ends (PostgreSQL; SQLite
         has one writer at a time anyway)."""
-        if self._postgres:
+        if self.postgres:
             await self.session.execute(
                 text("SELECT pg_advisory_xact_lock(hashtext(:account_id))"),
                 {"account_id": account_id},
@@ -179,19 +179,20 @@ class InvoiceRepository:
     async def next_number(self, series: str) -> int:
         """The next value of a gapless series, taken under the row's lock (held until the
         transaction ends, so a rolled back finalization gives its number back)."""
-        insert = pg_insert if self._postgres else sqlite_insert
-        await self.session.execute(
-            insert(InvoiceSequence)
-            .values(series=series, next_value=1)
-            .on_conflict_do_nothing(index_elements=["series"])
+        taken = update(InvoiceSequence).where(InvoiceSequence.series == series)
+        taken = taken.values(next_value=InvoiceSequence.next_value + 1).returning(
+            InvoiceSequence.next_value
         )
-        result = await self.session.execute(
-            update(InvoiceSequence)
-            .where(InvoiceSequence.series == series)
-            .values(next_value=InvoiceSequence.next_value + 1)
-            .returning(InvoiceSequence.next_value)
-        )
-        return int(result.scalar_one()) - 1
+        value = (await self.session.execute(taken)).scalar_one_or_none()
+        if value is None:  # the series' first number: create the row (once, race-safe)
+            insert = pg_insert if self.postgres else sqlite_insert
+            await self.session.execute(
+                insert(InvoiceSequence)
+                .values(series=series, next_value=1)
+                .on_conflict_do_nothing(index_elements=["series"])
+            )
+            value = (await self.session.execute(taken)).scalar_one()
+        return int(value) - 1
 
     async def account(self, account_id: str) -> Account | None:
         return await self.session.get(Account, account_id)

@@ -179,6 +179,10 @@ class InvoiceService:
     finalize_after: timedelta = timedelta(hours=1)
     default_tax_rate: Decimal = Decimal(0)
 
+    def __init__(self) -> None:
+        self._plans: dict[str, Plan] = {}
+        self._prices: dict[str, PlanPrice] = {}
+
     # Generation.
 
     async def generate(
@@ -196,16 +200,33 @@ class InvoiceService:
         One transaction (the caller's): the invoice, its lines, the collected items and the
         finalization job land together or not at all.
         """
+        return await self._generate(session, ctx, subscription_id, reason, period, price_id)
+
+    async def _generate(
+        self,
+        session: AsyncSession,
+        ctx: Context,
+        subscription_id: str,
+        reason: Reason,
+        period: Period,
+        price_id: str | None,
+        clocked: tuple[Context, str | None] | None = None,
+    ) -> Generated:
+        """`clocked`: the account's context and test clock, when the caller (period close)
+        already holds the account's lock and knows them."""
         await session.flush()  # the session does not autoflush: the queries below must see it all
         repo = InvoiceRepository(session)
         sub = await repo.subscription(subscription_id)
         if sub is None:
             return Generated(None, "empty")
-        await repo.lock_account(sub.account_id)
+        if clocked is None:
+            await repo.lock_account(sub.account_id)
         existing = await repo.by_key(sub.id, reason, period.start)
         if existing is not None:
             return Generated(existing, "existing")
-        ctx, clock_id = await test_clocks.context_for(session, ctx, sub.account_id)
+        if clocked is None:
+            clocked = await test_clocks.context_for(session, ctx, sub.account_id)
+        ctx, clock_id = clocked
         boundary = period.start if reason == "subscription_create" else period.end
         until = await repo.close_time(sub.id, boundary) or boundary
         items = await repo.pending_items(sub.id, until)
@@ -252,18 +273,24 @@ class InvoiceService:
             voided_at=None,
             marked_uncollectible_at=None,
         )
-        try:
-            async with session.begin_nested():
-                repo.add(invoice)
-                await session.flush()
-        except IntegrityError:
-            # A concurrent run (without the PostgreSQL advisory lock) created it first.
-            found = await repo.by_key(sub.id, reason, period.start)
-            if found is None:
-                raise
-            return Generated(found, "existing")
-        for position, draft in enumerate(lines, start=1):
-            repo.add(_row(invoice.id, position, draft, now))
+        if repo.postgres:
+            # The account's advisory lock is held: no other run can insert this invoice now.
+            repo.add(invoice)
+            await session.flush()
+        else:
+            try:
+                async with session.begin_nested():
+                    repo.add(invoice)
+                    await session.flush()
+            except IntegrityError:
+                # A concurrent run created it first (the unique key settles the race).
+                found = await repo.by_key(sub.id, reason, period.start)
+                if found is None:
+                    raise
+                return Generated(found, "existing")
+        rows = [_row(invoice.id, n, draft, now) for n, draft in enumerate(lines, start=1)]
+        for row in rows:
+            repo.add(row)
         claimed = await repo.claim_items([item.id for item in items], invoice.id)
         if claimed != len(items):  # the account lock makes this impossible; never bill twice
             raise RuntimeError(f"invoice items of {sub.id} were collected concurrently")
@@ -275,11 +302,12 @@ class InvoiceService:
             object_type="invoice",
             object_id=invoice.id,
             account_id=invoice.account_id,
-            after=await self.render(session, invoice),
+            after=self._render(invoice, rows),
         )
         finalized = False
         if self.finalize_after <= timedelta(0):
-            await self._finalize(session, ctx, invoice, clock_id)
+            # Finalized at once, in this transaction: its usage lines are as fresh as can be.
+            await self._finalize(session, ctx, invoice, clock_id, rows=rows)
             finalized = True
         else:
             await enqueue(
@@ -300,10 +328,10 @@ class InvoiceService:
         """The plan version, price and status the subscription had just before `at`."""
         state = await InvoiceRepository(session).state_before(sub.id, at)
         plan_id, status = state if state is not None else (sub.plan_id, sub.status)
-        plan = await plans.version(session, plan_id)
+        plan = await self._plan(session, plan_id)
         if price_id is not None:
-            return plan, await plans.price(session, price_id), status
-        current = await plans.price(session, sub.price_id)
+            return plan, await self._price(session, price_id), status
+        current = await self._price(session, sub.price_id)
         if plan_id == sub.plan_id:
             return plan, current, status
         price = await plans.price_for(
@@ -423,15 +451,15 @@ class InvoiceService:
         if sub is None:
             return out
         await repo.lock_account(sub.account_id)
-        clocked, _ = await test_clocks.context_for(session, ctx, sub.account_id)
+        clocked, clock_id = await test_clocks.context_for(session, ctx, sub.account_id)
         cutoff = clocked.clock.now() if at is None else min(at, clocked.clock.now())
-        interval = _interval(await plans.price(session, sub.price_id))
+        interval = _interval(await self._price(session, sub.price_id))
         due: list[tuple[Reason, Period]] = []
         if sub.billed_through is not None:
             # The first paid period's invoice comes first, so its items stay on it.
             first = sub.trial_end or sub.created_at
             due.append(("subscription_create", Period(first, interval.shift(first, 1))))
-        await self._generate_all(session, ctx, sub.id, due, out)
+        await self._generate_all(session, ctx, (clocked, clock_id), sub.id, due, out)
         due = []
         for _ in range(_MAX_RENEWALS):
             if sub.status not in ("active", "past_due", "paused"):
@@ -440,7 +468,7 @@ class InvoiceService:
                 break
             await subscriptions.renew(session, clocked, sub.id, sub.current_period_end)
             out.renewed += 1
-        interval = _interval(await plans.price(session, sub.price_id))
+        interval = _interval(await self._price(session, sub.price_id))
         start = sub.current_period_start
         if sub.status == "canceled":
             if sub.ended_at is not None and sub.ended_at > start:
@@ -451,19 +479,22 @@ class InvoiceService:
             )
             if previous.end == start:
                 due.append(("subscription_cycle", previous))
-        await self._generate_all(session, ctx, sub.id, due, out)
+        await self._generate_all(session, ctx, (clocked, clock_id), sub.id, due, out)
         return out
 
     async def _generate_all(
         self,
         session: AsyncSession,
         ctx: Context,
+        clocked: tuple[Context, str | None],
         subscription_id: str,
         due: list[tuple[Reason, Period]],
         out: CloseOutcome,
     ) -> None:
         for reason, period in due:
-            made = await self.generate(session, ctx, subscription_id, reason, period)
+            made = await self._generate(
+                session, ctx, subscription_id, reason, period, None, clocked
+            )
             if made.outcome == "created":
                 out.created += 1
             elif made.outcome == "existing":
@@ -491,12 +522,27 @@ class InvoiceService:
         return invoice
 
     async def _finalize(
-        self, session: AsyncSession, ctx: Context, invoice: Invoice, clock_id: str | None
+        self,
+        session: AsyncSession,
+        ctx: Context,
+        invoice: Invoice,
+        clock_id: str | None,
+        *,
+        rows: list[InvoiceLine] | None = None,
     ) -> None:
+        """`rows`: the lines, when the invoice was generated in this very transaction (its
+        usage lines are fresh then); otherwise a draft's usage lines are recomputed first."""
         repo = InvoiceRepository(session)
-        before = await self.render(session, invoice)
+        if rows is not None:
+            before = self._render(invoice, rows)
+        else:
+            before = await self.render(session, invoice)
         now = ctx.clock.now()
-        if invoice.billing_reason in USAGE_REASONS and invoice.subscription_id is not None:
+        if (
+            rows is None
+            and invoice.billing_reason in USAGE_REASONS
+            and invoice.subscription_id is not None
+        ):
             await self._refresh_usage(session, invoice, now)
         invoice.balance_applied_minor = await self._apply_balance(session, invoice)
         invoice.amount_due_minor = invoice.total_minor - invoice.balance_applied_minor
@@ -513,6 +559,10 @@ class InvoiceService:
         else:
             invoice.status = "open"
         await session.flush()
+        if rows is not None:
+            after = self._render(invoice, rows)
+        else:
+            after = await self.render(session, invoice)
         await audit.record(
             session,
             ctx,
@@ -521,7 +571,7 @@ class InvoiceService:
             object_id=invoice.id,
             account_id=invoice.account_id,
             before=before,
-            after=await self.render(session, invoice),
+            after=after,
         )
         if invoice.status == "open" and COLLECT_JOB in registry.handlers:
             await enqueue(
@@ -679,11 +729,28 @@ class InvoiceService:
         return await self.render(session, invoice)
 
     async def render(self, session: AsyncSession, invoice: Invoice) -> schemas.Invoice:
-        lines = await InvoiceRepository(session).lines(invoice.id)
+        return self._render(invoice, await InvoiceRepository(session).lines(invoice.id))
+
+    @staticmethod
+    def _render(invoice: Invoice, lines: list[InvoiceLine]) -> schemas.Invoice:
         summary = schemas.InvoiceSummary.model_validate(invoice)
         return schemas.Invoice(
             **summary.model_dump(), lines=[schemas.InvoiceLine.model_validate(x) for x in lines]
         )
+
+    # Plan versions and prices never change (a change is a new row): cached by id.
+
+    async def _plan(self, session: AsyncSession, plan_id: str) -> Plan:
+        plan = self._plans.get(plan_id)
+        if plan is None:
+            plan = self._plans[plan_id] = await plans.version(session, plan_id)
+        return plan
+
+    async def _price(self, session: AsyncSession, price_id: str) -> PlanPrice:
+        price = self._prices.get(price_id)
+        if price is None:
+            price = self._prices[price_id] = await plans.price(session, price_id)
+        return price
 
     async def page(
         self,
