@@ -233,4 +233,3 @@ async def run(*, quick: bool, console: Console) -> list[Result]:
             target="<= 60 s for 5,000 / 10M" if not quick else None,
         )
     ]
-

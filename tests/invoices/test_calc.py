@@ -42,8 +42,10 @@ def test_total_is_the_sum_of_rounded_lines_plus_their_tax(
     for x in drafts:
         # Rounded once from the precise amount; tax rounded once from the rounded line.
         assert x.amount_minor == round_to_minor(x.amount, currency)
-        expected_tax = 0 if not rate else round_to_minor(
-            minor_to_decimal(x.amount_minor, currency) * rate, currency
+        expected_tax = (
+            0
+            if not rate
+            else round_to_minor(minor_to_decimal(x.amount_minor, currency) * rate, currency)
         )
         assert x.tax_minor == expected_tax
         assert x.tax_rate == rate
@@ -61,7 +63,9 @@ def test_total_is_the_sum_of_rounded_lines_plus_their_tax(
     st.integers(0, 10**12),
     st.dictionaries(st.text(min_size=1, max_size=8), st.integers(0, 10**9), max_size=12),
 )
-def test_allocation_sums_exactly_and_follows_the_shares(total: int, weights: dict[str, int]) -> None:
+def test_allocation_sums_exactly_and_follows_the_shares(
+    total: int, weights: dict[str, int]
+) -> None:
     parts = calc.allocate(total, weights)
     weight_sum = sum(w for w in weights.values() if w > 0)
     if weight_sum == 0:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -43,6 +42,15 @@ def _env(database_url: str) -> dict[str, str]:
 
 def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "aihub_billing.cli", *args]
+
+
+async def _run(env: dict[str, str], *args: str) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        *_cli(*args), env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 300)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
 
 
 async def _group(client: httpx.AsyncClient, admin_key: str) -> list[tuple[str, str]]:
@@ -118,19 +126,23 @@ async def test_kill_9_mid_generation_then_rerun(
 
     # The same again, through a worker process killed mid-run (it also runs the clean
     # group's jobs, which find their invoices).
-    proc = subprocess.Popen(
-        _cli("worker"), env=_env(database_url), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    proc = await asyncio.create_subprocess_exec(
+        *_cli("worker"),
+        env=_env(database_url),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
     )
     try:
         for _ in range(3000):
             if await _count(billing, crashed) >= 6:
                 break
-            if proc.poll() is not None:
-                pytest.fail(f"worker exited: {proc.stderr.read().decode() if proc.stderr else ''}")
+            if proc.returncode is not None:
+                assert proc.stderr is not None
+                pytest.fail(f"worker exited: {(await proc.stderr.read()).decode()}")
             await asyncio.sleep(0.01)
         proc.send_signal(signal.SIGKILL)
     finally:
-        proc.wait(timeout=30)
+        await asyncio.wait_for(proc.wait(), 30)
     at_kill = await _count(billing, crashed)
     assert 0 < at_kill < 2 * N, "the kill must land mid-run"
 
@@ -143,11 +155,11 @@ async def test_kill_9_mid_generation_then_rerun(
             .values(locked_until=datetime(2000, 1, 1, tzinfo=UTC))
         )
     env = _env(database_url)
-    closed = subprocess.run(_cli("close-period"), env=env, capture_output=True, timeout=300)
-    assert closed.returncode == 0, closed.stderr.decode()
-    assert b"close-period" in closed.stdout and b"invoices created" in closed.stdout
-    done = subprocess.run(_cli("worker", "--once"), env=env, capture_output=True, timeout=300)
-    assert done.returncode == 0, done.stderr.decode()
+    code, out, err = await _run(env, "close-period")
+    assert code == 0, err
+    assert "close-period" in out and "invoices created" in out
+    code, out, err = await _run(env, "worker", "--once")
+    assert code == 0, err
 
     actual = await _totals(billing, crashed)
     # Same (reason, period, total, status) per subscription as the clean run: nothing twice.
