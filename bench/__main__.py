@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from aihub_billing.kit.logs import configure_logging
-from bench import api, invoice_pdf, jobs, quota, usage
+from bench import api, invoice_pdf, invoices, jobs, quota, usage
 from bench.common import Result
 
 
@@ -51,12 +51,25 @@ if __name__ == "__main__":
     parser.add_argument(
         "--only", help="comma-separated suites to run, e.g. invoice_pdf (default: all)"
     )
+    parser.add_argument(
+        "--invoice-events", type=int, help="usage events behind period close (default 10M)"
+    )
+    parser.add_argument(
+        "--invoice-accounts", type=int, help="accounts closed by period close (default 5,000)"
+    )
+    parser.add_argument("--invoice-workers", type=int, help="period-close processes (default 2)")
+    parser.add_argument("--invoices-only", action="store_true", help="only period close")
     args = parser.parse_args()
+    invoices.settings["events"] = args.invoice_events
+    invoices.settings["accounts"] = args.invoice_accounts
+    invoices.settings["workers"] = args.invoice_workers
     usage.settings["stats_events"] = args.usage_events
     usage.settings["batch_only"] = args.usage_batch_only
-    suites: tuple[ModuleType, ...] = (api, jobs, quota, usage, invoice_pdf)
+    suites: tuple[ModuleType, ...] = (api, jobs, quota, usage, invoices, invoice_pdf)
     if args.usage_batch_only:
         suites = (usage,)
+    elif args.invoices_only:
+        suites = (invoices,)
     elif args.only:
         wanted = set(args.only.split(","))
         suites = tuple(s for s in suites if s.__name__.removeprefix("bench.") in wanted)

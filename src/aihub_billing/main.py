@@ -21,6 +21,7 @@ from aihub_billing.config import BillingConfig
 from aihub_billing.coupons.endpoints import router as coupons_router
 from aihub_billing.creditnotes.endpoints import balance_router as account_balance_router
 from aihub_billing.creditnotes.endpoints import router as credit_notes_router
+from aihub_billing.invoices.endpoints import router as invoices_router
 from aihub_billing.kit.clock import Clock
 from aihub_billing.kit.logs import configure_logging
 from aihub_billing.payments.endpoints import methods_router as payment_methods_router
@@ -104,6 +105,7 @@ def create_app(
         webhooks_router,
         credit_notes_router,
         account_balance_router,
+        invoices_router,
     ):
         api.include_router(router)
     app.include_router(api)
