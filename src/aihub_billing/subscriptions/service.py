@@ -819,6 +819,34 @@ class SubscriptionService:
         _, clock_id = await test_clocks.context_for(session, ctx, sub.account_id)
         await self._schedule(session, ctx, sub, clock_id)
 
+    # Dunning (the collection domain): an unpaid invoice puts the subscription past due.
+
+    async def mark_past_due(
+        self, session: AsyncSession, ctx: Context, subscription_id: str, *, invoice_id: str
+    ) -> bool:
+        """active → past_due while an invoice is unpaid; False when nothing changed."""
+        sub = await SubscriptionRepository(session).get(subscription_id, lock=True)
+        if sub is None or sub.status != "active":
+            return False
+        before = await self.render(session, sub)
+        sub.status, sub.updated_at = "past_due", _second(ctx.clock.now())
+        data = {"invoice_id": invoice_id}
+        await self._log(session, ctx, sub, "past_due", before, "active", sub.plan_id, data)
+        return True
+
+    async def mark_recovered(
+        self, session: AsyncSession, ctx: Context, subscription_id: str, *, invoice_id: str
+    ) -> bool:
+        """past_due → active once the unpaid invoice is paid; False when nothing changed."""
+        sub = await SubscriptionRepository(session).get(subscription_id, lock=True)
+        if sub is None or sub.status != "past_due":
+            return False
+        before = await self.render(session, sub)
+        sub.status, sub.updated_at = "active", _second(ctx.clock.now())
+        data = {"invoice_id": invoice_id}
+        await self._log(session, ctx, sub, "recovered", before, "past_due", sub.plan_id, data)
+        return True
+
     # Provider-side subscriptions (their webhooks, applied by the payments domain).
 
     async def apply_provider_status(

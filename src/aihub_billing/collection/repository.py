@@ -1,0 +1,39 @@
+"""Queries of the collection domain."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from aihub_billing.models import Invoice, PaymentMethodRecord, PaymentSettings, Subscription
+
+
+class CollectionRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def invoice(self, invoice_id: str, *, lock: bool = False) -> Invoice | None:
+        query = select(Invoice).where(Invoice.id == invoice_id)
+        if lock:
+            query = query.with_for_update()
+        return (await self.session.execute(query)).scalar_one_or_none()
+
+    async def subscription(self, subscription_id: str) -> Subscription | None:
+        return await self.session.get(Subscription, subscription_id)
+
+    async def default_provider(self, account_id: str) -> str | None:
+        settings = await self.session.get(PaymentSettings, account_id)
+        return settings.default_provider if settings else None
+
+    async def active_methods(self, account_id: str, provider: str) -> list[PaymentMethodRecord]:
+        """The account's usable methods at the provider, newest first."""
+        result = await self.session.execute(
+            select(PaymentMethodRecord)
+            .where(
+                PaymentMethodRecord.account_id == account_id,
+                PaymentMethodRecord.provider == provider,
+                PaymentMethodRecord.status == "active",
+            )
+            .order_by(PaymentMethodRecord.created_at.desc(), PaymentMethodRecord.id.desc())
+        )
+        return list(result.scalars())
