@@ -100,7 +100,7 @@ class CollectionService:
         data = payment_schemas.PaymentIntentCreate(
             amount_minor=due,
             currency=invoice.currency,
-            provider=provider,  # type: ignore[arg-type]
+            provider=provider,
             payment_method_id=method.id,
             invoice_id=invoice.id,
             subscription_id=sub.id if sub else None,

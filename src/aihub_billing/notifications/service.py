@@ -79,10 +79,21 @@ class Notifications:
         self.timeout = timeout
 
     async def deliver(self, session: AsyncSession, ctx: Context, payload: dict[str, Any]) -> None:
-        """POSTs the signed event to the account's webhook (a non-2xx retries the job)."""
-        account_id = str(payload["account_id"])
-        target = await session.get(QuotaNotificationTarget, account_id)
+        """Sends an event enqueued by `notify` (the `notifications.deliver` job)."""
         event = {k: payload[k] for k in ("id", "type", "created_at", "data")}
+        await self.send(session, ctx, str(payload["account_id"]), event, str(payload["subject"]))
+
+    async def send(
+        self,
+        session: AsyncSession,
+        ctx: Context,
+        account_id: str,
+        event: dict[str, Any],
+        subject: str,
+    ) -> None:
+        """POSTs the signed event to the account's webhook (a non-2xx raises, so the job
+        retries) and emails it when the account set an address."""
+        target = await session.get(QuotaNotificationTarget, account_id)
         body = json.dumps(event, separators=(",", ":"), sort_keys=True).encode()
         if target is not None and target.webhook_url and target.webhook_secret:
             timestamp = int(ctx.clock.now().timestamp())
@@ -95,8 +106,8 @@ class Notifications:
             if response.status_code >= 300:
                 raise RuntimeError(f"webhook answered {response.status_code}")
         if target is not None and target.email:
-            await self.email.send(target.email, str(payload["subject"]), body.decode())
-        log.info("notifications.delivered", account_id=account_id, event=event["id"])
+            await self.email.send(target.email, subject, body.decode())
+        log.info("notifications.sent", account_id=account_id, event=event["id"])
 
 
 notifications = Notifications()
