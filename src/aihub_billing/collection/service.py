@@ -270,11 +270,12 @@ class CollectionService:
         invoice = await repo.invoice(payment.invoice_id, lock=True)
         if invoice is None or invoice.account_id != payment.account_id:
             return
-        if invoice.status not in ("open", "uncollectible"):
+        remaining = invoice.amount_due_minor - invoice.amount_paid_minor
+        if invoice.status not in ("open", "uncollectible") or remaining <= 0:
             return
-        await invoices.mark_paid(
-            session, ctx, invoice.id, payment.amount_minor, payment_id=payment.id
-        )
+        # A credit note may have lowered what is due since the charge was made.
+        amount = min(payment.amount_minor, remaining)
+        await invoices.mark_paid(session, ctx, invoice.id, amount, payment_id=payment.id)
         invoice.next_payment_attempt_at = None
         _, clock_id = await test_clocks.context_for(session, ctx, invoice.account_id)
         await self._notify(
