@@ -1,4 +1,5 @@
-"""The operator CLI (Typer): serve, migrate, worker, seed, accounts, api-keys, plans."""
+"""The operator CLI (Typer): serve, migrate, worker, seed, close-period, accounts, api-keys,
+plans."""
 
 from __future__ import annotations
 
@@ -6,15 +7,19 @@ import asyncio
 import os
 import signal
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Annotated, TypeVar
 
 import typer
 import uvicorn
 from rich.console import Console
+from rich.progress import Progress
 from rich.table import Table
 
 from aihub_billing.accounts.schemas import AccountCreate
 from aihub_billing.config import BillingConfig, redacted_database_url
+from aihub_billing.errors import BillingError
+from aihub_billing.invoices.service import CloseOutcome
 from aihub_billing.kit.logs import configure_logging
 from aihub_billing.service import BillingService, Bootstrap, migrate_database
 
@@ -132,6 +137,43 @@ def worker(
         await runner.run(stop)
 
     _run(work)
+
+
+@app.command("close-period")
+def close_period(
+    at: Annotated[
+        datetime | None, typer.Option(help="close periods ended by then (ISO, default now)")
+    ] = None,
+    account: Annotated[str | None, typer.Option(help="only this account")] = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="subscriptions per transaction")] = 50,
+) -> None:
+    """Invoice every closed period: overdue renewals first, then the missing invoices."""
+    if at is not None and at.tzinfo is None:
+        at = at.replace(tzinfo=UTC)
+    scope = f"account {account}" if account else "every account"
+    console.print(f"[bold]close-period[/] {scope}, periods ended by {at or 'now'}")
+
+    async def work(billing: BillingService) -> CloseOutcome:
+        with Progress(console=console, transient=True) as progress:
+            task = progress.add_task("subscriptions", total=None)
+
+            def step(done: CloseOutcome, total: int) -> None:
+                progress.update(task, total=total, advance=done.subscriptions)
+
+            return await billing.close_period(
+                account_id=account, at=at, batch_size=batch_size, on_batch=step
+            )
+
+    try:
+        outcome = _run(work)
+    except BillingError as exc:
+        console.print(f"[red]{exc.code}: {exc.detail or exc.title}[/]")
+        raise typer.Exit(2) from exc
+    console.print(
+        f"subscriptions {outcome.subscriptions}: renewed {outcome.renewed}, "
+        f"invoices created {outcome.created}, already there {outcome.existing}, "
+        f"nothing to bill {outcome.empty}, finalized at once {outcome.finalized}"
+    )
 
 
 @accounts_app.command("create")

@@ -149,6 +149,9 @@ class BillingConfig(BaseSettings):
     quota_flush_interval_seconds: float = Field(default=1.0, gt=0)
     # API key -> actor cache per process; a key revoked elsewhere works up to this long.
     auth_cache_seconds: float = Field(default=10.0, ge=0)
+    # A generated invoice stays a draft this long (late usage is included), then is
+    # finalized by a job; 0 = finalized at once.
+    invoice_finalize_after_seconds: float = Field(default=3600.0, ge=0)
 
     @classmethod
     def settings_customise_sources(

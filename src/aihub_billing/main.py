@@ -19,6 +19,7 @@ from aihub_billing.api.middleware import RequestIdMiddleware
 from aihub_billing.audit.endpoints import router as audit_router
 from aihub_billing.config import BillingConfig
 from aihub_billing.coupons.endpoints import router as coupons_router
+from aihub_billing.invoices.endpoints import router as invoices_router
 from aihub_billing.kit.clock import Clock
 from aihub_billing.kit.logs import configure_logging
 from aihub_billing.payments.endpoints import methods_router as payment_methods_router
@@ -100,6 +101,7 @@ def create_app(
         payments_router,
         payment_methods_router,
         webhooks_router,
+        invoices_router,
     ):
         api.include_router(router)
     app.include_router(api)

@@ -6,9 +6,10 @@ It owns the runtime parts (config, clock, database, Redis) and composes the doma
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 # Importing the tasks modules registers their jobs with the registry.
 import aihub_billing.collection.tasks
 import aihub_billing.idempotency.tasks
+import aihub_billing.invoices.tasks
 import aihub_billing.jobs.tasks
 import aihub_billing.notifications.tasks
 import aihub_billing.quota.tasks
@@ -35,6 +37,7 @@ from aihub_billing.auth.service import auth
 from aihub_billing.collection.service import DunningPolicy
 from aihub_billing.config import BillingConfig
 from aihub_billing.jobs.worker import Worker
+from aihub_billing.invoices.service import CloseOutcome, invoices
 from aihub_billing.kit.clock import Clock, SystemClock
 from aihub_billing.kit.context import SYSTEM, Actor, Context
 from aihub_billing.kit.db import Database, open_database
@@ -111,6 +114,8 @@ class BillingService:
             usage_source=StoredUsageSource(self.db.snapshots),
         )
         auth.cache_seconds = config.auth_cache_seconds
+        invoices.finalize_after = timedelta(seconds=config.invoice_finalize_after_seconds)
+        invoices.default_tax_rate = config.pricing.tax_rate
         subscriptions_service.on_plan_change.append(self.limits_changed)
 
     def processor(self, name: str | None = None) -> PaymentProcessor:
@@ -303,6 +308,33 @@ class BillingService:
                 raise ValueError("admin keys are not bound to an account")
             data = account_schemas.ApiKeyCreate.model_validate({"role": role, "name": name})
             return await accounts.issue_key(session, self.context(), account_id, data)
+
+    async def close_period(
+        self,
+        *,
+        account_id: str | None = None,
+        at: datetime | None = None,
+        batch_size: int = 50,
+        on_batch: Callable[[CloseOutcome, int], None] | None = None,
+    ) -> CloseOutcome:
+        """Period close for every due subscription (the CLI's `close-period`): the same
+        service function as POST /invoices/generate, a transaction per batch of subscriptions
+        so a crash keeps what was committed and a rerun finds it."""
+        async with self.db.sessions() as session:
+            ids = await invoices.closable(session, account_id)
+            if account_id is not None and not ids:
+                await invoices.close_period(session, self.context(), account_id=account_id)
+        total = CloseOutcome()
+        for start in range(0, len(ids), batch_size):
+            chunk = ids[start : start + batch_size]
+            async with self.transaction() as session:
+                done = await invoices.close_period(
+                    session, self.context(), at=at, subscription_ids=chunk
+                )
+            total.add(done)
+            if on_batch is not None:
+                on_batch(done, len(ids))
+        return total
 
     async def list_plans(self) -> list[plan_schemas.Plan]:
         async with self.db.sessions() as session:

@@ -65,3 +65,22 @@ async def current(client: httpx.AsyncClient, key: str, **params: str) -> dict[st
 
 async def add_plan(client: httpx.AsyncClient, admin_key: str, **body: Any) -> dict[str, Any]:
     return await ok(client, admin_key, "/plans", body)
+
+
+async def drain(billing: Any) -> int:
+    """Runs the due jobs; returns how many subscription jobs (renewals, trial ends) ran, not
+    counting the invoice jobs they enqueue (tests/invoices covers those)."""
+    from sqlalchemy import func, select
+
+    from aihub_billing.models import Job
+
+    async def done() -> int:
+        async with billing.db.sessions() as session:
+            query = select(func.count()).where(
+                Job.name.like("subscriptions.%"), Job.status == "succeeded"
+            )
+            return int((await session.execute(query)).scalar_one())
+
+    before = await done()
+    await billing.worker().drain()
+    return await done() - before

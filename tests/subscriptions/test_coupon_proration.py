@@ -10,7 +10,7 @@ import httpx
 
 from aihub_billing.kit.clock import FrozenClock
 from aihub_billing.service import BillingService
-from tests.subscriptions.helpers import add_plan, items_of, minor, ok, owner, subscribe
+from tests.subscriptions.helpers import add_plan, drain, items_of, minor, ok, owner, subscribe
 
 
 def utc(*args: int) -> datetime:
@@ -86,7 +86,7 @@ async def test_a_forever_half_off_coupon_halves_credit_and_charge(
     ]
 
     clock.set(utc(2026, 2, 28, 12))
-    assert await billing.worker().drain() == 1
+    assert await drain(billing) == 1
     assert minor((await items_of(client, key, sub["id"]))[-2:]) == [
         ("subscription_fee", 19999),
         ("discount", -10000),
@@ -163,7 +163,7 @@ async def test_a_coupon_for_the_old_plan_only_leaves_the_new_price_in_full(
         ]
     )
     clock.set(utc(2026, 2, 28, 12))
-    assert await billing.worker().drain() == 1
+    assert await drain(billing) == 1
     # Renewals of enterprise are not discounted either.
     assert minor(await items_of(client, key, sub["id"]))[-1:] == [("subscription_fee", 9999)]
 
@@ -192,7 +192,7 @@ async def test_a_once_coupon_discounts_prorations_of_its_cycle_only(
     assert first["subscription"]["coupon_cycles_left"] == 0
 
     clock.set(utc(2026, 2, 28, 12))
-    assert await billing.worker().drain() == 2
+    assert await drain(billing) == 2
     assert minor(await items_of(client, early_key, early["id"]))[-1:] == [
         ("subscription_fee", 9999)
     ]
@@ -233,7 +233,7 @@ async def test_a_repeating_coupon_given_with_an_upgrade_counts_the_running_cycle
     assert done["subscription"]["coupon_cycles_left"] == 1
     for end in (utc(2026, 2, 28, 12), utc(2026, 3, 31, 12)):
         clock.set(end)
-        assert await billing.worker().drain() == 1
+        assert await drain(billing) == 1
     assert minor((await items_of(client, key, sub["id"]))[-3:]) == [
         ("subscription_fee", 9999),
         ("discount", -2000),
@@ -251,7 +251,7 @@ async def test_resuming_charges_the_rest_of_the_period_net_of_the_coupon(
     sub = (await subscribe(client, key, coupon="HALF"))["subscription"]
     await ok(client, key, f"/subscriptions/{sub['id']}/pause")
     clock.set(utc(2026, 2, 28, 12))
-    assert await billing.worker().drain() == 1  # renewal of a paused period: nothing billed
+    assert await drain(billing) == 1  # renewal of a paused period: nothing billed
     clock.set(utc(2026, 3, 15, 12))  # 16 of 31 days left
     resumed = await ok(client, key, f"/subscriptions/{sub['id']}/resume")
     assert amounts(resumed["invoice_items"]) == [

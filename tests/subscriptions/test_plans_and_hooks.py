@@ -14,6 +14,7 @@ from tests.api.helpers import API, auth
 from tests.subscriptions.helpers import (
     SEED_BODY,
     current,
+    drain,
     items_of,
     minor,
     ok,
@@ -35,7 +36,7 @@ async def test_running_subscriptions_keep_their_version_until_renewal(
     assert (v2["version"], v2["name"], v2["limits"]["included_api_calls"]) == (2, "Pro 2", 10_000)
     assert (await current(client, key))["plan"]["version"] == 1
     clock.set(datetime(2026, 2, 28, 12, tzinfo=UTC))
-    assert await billing.worker().drain() == 1
+    assert await drain(billing) == 1
     renewed = await current(client, key)
     assert (renewed["plan"]["version"], renewed["subscription"]["amount_minor"]) == (2, 3499)
     assert minor(await items_of(client, key, sub["id"])) == [
@@ -69,7 +70,7 @@ async def test_archived_plans_take_no_new_subscriptions_but_existing_ones_renew(
     refused = await post(client, other_key, "/subscriptions", SEED_BODY)
     assert refused.status_code == 409 and refused.json()["code"] == "plan_archived"
     clock.set(datetime(2026, 2, 28, 12, tzinfo=UTC))
-    assert await billing.worker().drain() == 1
+    assert await drain(billing) == 1
     assert (await current(client, key))["plan"]["code"] == "pro"
 
 

@@ -52,6 +52,8 @@ log = structlog.get_logger("aihub_billing.subscriptions")
 FREE_PLAN_CODE = "free"
 RENEW_JOB = "subscriptions.renew"
 TRIAL_END_JOB = "subscriptions.trial_end"
+# Handled by the invoices domain (enqueued by name: subscriptions do not import invoices).
+INVOICE_JOB = "invoices.generate"
 
 # Called with the account id after a commit that changed which plan (version) it is on, so
 # cached quota limits can be dropped at once. Register with `on_plan_change.append(fn)`.
@@ -482,6 +484,8 @@ class SubscriptionService:
             items = await self._bill_period(session, ctx, sub, plan, price, period)
         await self._log(session, ctx, sub, "created", None, None, None, {"items": _ids(items)})
         await self._schedule(session, ctx, sub, clock_id)
+        if status == "active":
+            await self._invoice(session, ctx, sub, "subscription_create", period, clock_id)
         _plan_changed(session, account_id)
         return sub, items
 
@@ -648,7 +652,7 @@ class SubscriptionService:
         self, session: AsyncSession, ctx: Context, subscription_id: str, *, at_period_end: bool
     ) -> tuple[Subscription, list[InvoiceItem]]:
         """At period end (default) or now; canceling now credits nothing."""
-        sub, ctx, _ = await self._load(session, ctx, subscription_id)
+        sub, ctx, clock_id = await self._load(session, ctx, subscription_id)
         if sub.status == "canceled":
             raise InvalidTransition("the subscription is already canceled")
         now = _second(ctx.clock.now())
@@ -669,6 +673,9 @@ class SubscriptionService:
             kind = "canceled"
             _plan_changed(session, sub.account_id)
         await self._log(session, ctx, sub, kind, before, from_status, sub.plan_id, {})
+        if not at_period_end and now > sub.current_period_start:
+            last = Period(sub.current_period_start, now)
+            await self._invoice(session, ctx, sub, "subscription_final", last, clock_id)
         return sub, []
 
     async def resume(
@@ -748,6 +755,7 @@ class SubscriptionService:
             return  # stale: the period changed since this job was enqueued
         before = await self.render(session, sub)
         from_status, from_plan = sub.status, sub.plan_id
+        closed = Period(sub.current_period_start, period_end)
         sub.updated_at = ctx.clock.now()
         if sub.cancel_at_period_end:
             await self._end(session, ctx, sub, period_end, before)
@@ -785,6 +793,11 @@ class SubscriptionService:
         await self._log(session, ctx, sub, "renewed", before, from_status, from_plan, data)
         _, clock_id = await test_clocks.context_for(session, ctx, sub.account_id)
         await self._schedule(session, ctx, sub, clock_id)
+        # The closed period's invoice: the items recorded so far (this renewal's fee too) and
+        # its overage at the price that was in force.
+        await self._invoice(
+            session, ctx, sub, "subscription_cycle", closed, clock_id, current_price.id
+        )
         if plan.id != from_plan:
             _plan_changed(session, sub.account_id)
 
@@ -818,6 +831,7 @@ class SubscriptionService:
         )
         _, clock_id = await test_clocks.context_for(session, ctx, sub.account_id)
         await self._schedule(session, ctx, sub, clock_id)
+        await self._invoice(session, ctx, sub, "subscription_create", period, clock_id)
 
     # Dunning (the collection domain): an unpaid invoice puts the subscription past due.
 
@@ -911,6 +925,10 @@ class SubscriptionService:
         sub.pending_plan_id = sub.pending_price_id = None
         await self._log(session, ctx, sub, "canceled", before, from_status, sub.plan_id, {})
         _plan_changed(session, sub.account_id)
+        if at > sub.current_period_start:
+            _, clock_id = await test_clocks.context_for(session, ctx, sub.account_id)
+            last = Period(sub.current_period_start, at)
+            await self._invoice(session, ctx, sub, "subscription_final", last, clock_id)
 
     async def _account(self, session: AsyncSession, ctx: Context, account_id: str | None) -> str:
         """The account to act on: an admin names it, other keys act on their own."""
@@ -1007,6 +1025,34 @@ class SubscriptionService:
             payload,
             run_at=at,
             dedupe_key=f"{name}:{sub.id}:{at.isoformat()}",
+            test_clock_id=clock_id,
+        )
+
+    async def _invoice(
+        self,
+        session: AsyncSession,
+        ctx: Context,
+        sub: Subscription,
+        reason: str,
+        period: Period,
+        clock_id: str | None,
+        price_id: str | None = None,
+    ) -> None:
+        """Enqueues the generation of the invoice of (subscription, reason, period), once."""
+        payload = {
+            "subscription_id": sub.id,
+            "reason": reason,
+            "period_start": period.start.isoformat(),
+            "period_end": period.end.isoformat(),
+        }
+        if price_id is not None:
+            payload["price_id"] = price_id
+        await enqueue(
+            session,
+            ctx,
+            INVOICE_JOB,
+            payload,
+            dedupe_key=f"{INVOICE_JOB}:{sub.id}:{reason}:{period.start.isoformat()}",
             test_clock_id=clock_id,
         )
 

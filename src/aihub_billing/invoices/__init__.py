@@ -1,0 +1,1 @@
+"""Invoices: period close, finalization with gapless numbers, states, the upcoming preview."""

@@ -1,0 +1,771 @@
+"""InvoiceGenerator: one invoice per subscription period, exactly once; finalization with
+gapless numbers; the status machine draft → open → paid | void | uncollectible.
+
+Period close collects the subscription's pending invoice items (fees in advance, proration,
+setup fee, discounts) and adds the closing period's overage in arrears (calls, tokens per
+model, storage GB-months) from the usage rollups. Lines are rounded once, taxed per line, and
+the invoice's figures are integer sums of its lines (see calc.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Literal
+
+import structlog
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from aihub_billing.accounts.errors import AccountNotFound
+from aihub_billing.audit.service import audit
+from aihub_billing.errors import InvalidCursorValue, InvalidRequest
+from aihub_billing.invoices import calc, schemas
+from aihub_billing.invoices.errors import (
+    InvalidInvoiceTransition,
+    InvalidPaymentAmount,
+    InvoiceNotFound,
+    NoUpcomingInvoice,
+)
+from aihub_billing.invoices.repository import InvoiceRepository
+from aihub_billing.jobs.queue import enqueue
+from aihub_billing.jobs.registry import registry
+from aihub_billing.kit.context import Context
+from aihub_billing.kit.ids import new_id
+from aihub_billing.kit.money import minor_to_decimal
+from aihub_billing.kit.pagination import InvalidCursor, clamp_limit, decode_cursor, encode_cursor
+from aihub_billing.kit.periods import Interval, Period, nth_period, period_index
+from aihub_billing.models import Invoice, InvoiceItem, InvoiceLine, Plan, PlanPrice, Subscription
+from aihub_billing.plans.service import plans
+from aihub_billing.subscriptions.service import subscriptions
+from aihub_billing.testclocks.service import test_clocks
+from aihub_billing.usage.service import usage
+
+log = structlog.get_logger("aihub_billing.invoices")
+
+GENERATE_JOB = "invoices.generate"
+FINALIZE_JOB = "invoices.finalize"
+# Registered by the payments domain; enqueued at finalization only when a handler exists.
+COLLECT_JOB = "invoices.collect"
+
+Reason = Literal["subscription_create", "subscription_cycle", "subscription_final"]
+USAGE_REASONS = ("subscription_cycle", "subscription_final")
+_USAGE_AND_ADJUSTMENT = (*calc.USAGE_KINDS, "adjustment")
+# Which statuses each action leaves from. A draft is never voided or deleted: finalize it
+# (POST /finalize) and void the open invoice, so every number that exists stays accounted for.
+_FROM = {
+    "void": ("open", "uncollectible"),
+    "mark_uncollectible": ("open",),
+    "mark_paid": ("open", "uncollectible"),
+}
+_MAX_RENEWALS = 1000  # per subscription and close-period run; a guard, not a business rule
+
+
+@dataclass(frozen=True, slots=True)
+class Generated:
+    invoice: Invoice | None
+    outcome: Literal["created", "existing", "empty"]
+    finalized: bool = False
+
+
+@dataclass(slots=True)
+class CloseOutcome:
+    subscriptions: int = 0
+    renewed: int = 0
+    created: int = 0
+    existing: int = 0
+    empty: int = 0
+    finalized: int = 0
+    invoice_ids: list[str] = field(default_factory=list)
+
+    def add(self, other: CloseOutcome) -> None:
+        self.subscriptions += other.subscriptions
+        self.renewed += other.renewed
+        self.created += other.created
+        self.existing += other.existing
+        self.empty += other.empty
+        self.finalized += other.finalized
+        self.invoice_ids += other.invoice_ids
+
+    def schema(self) -> schemas.GenerateResult:
+        return schemas.GenerateResult(
+            subscriptions=self.subscriptions,
+            renewed=self.renewed,
+            created=self.created,
+            existing=self.existing,
+            empty=self.empty,
+            finalized=self.finalized,
+            invoice_ids=self.invoice_ids,
+        )
+
+
+def _interval(price: PlanPrice) -> Interval:
+    return Interval(price.interval_unit, price.interval_count)  # type: ignore[arg-type]
+
+
+def _terms(plan: Plan, price: PlanPrice | None) -> calc.OverageTerms:
+    return calc.OverageTerms(
+        included_calls=plan.included_api_calls,
+        included_tokens=plan.included_tokens,
+        included_storage_gb=plan.included_storage_gb,
+        calls_policy=plan.calls_policy,
+        tokens_policy=plan.tokens_policy,
+        storage_policy=plan.storage_policy,
+        per_1k_calls=price.overage_per_1k_calls if price else None,
+        per_1m_tokens=price.overage_per_1m_tokens if price else None,
+        per_gb_month=price.overage_per_gb_month if price else None,
+    )
+
+
+def _item_line(item: InvoiceItem) -> calc.DraftLine:
+    return calc.DraftLine(
+        kind=item.kind,
+        description=item.description,
+        period_start=item.period_start,
+        period_end=item.period_end,
+        quantity=item.quantity,
+        unit_price=item.unit_price,
+        amount=item.amount,
+        amount_minor=item.amount_minor,
+        invoice_item_id=item.id,
+    )
+
+
+def _row(invoice_id: str, position: int, draft: calc.DraftLine, now: datetime) -> InvoiceLine:
+    return InvoiceLine(
+        id=new_id("il", now),
+        invoice_id=invoice_id,
+        position=position,
+        kind=draft.kind,
+        description=draft.description[:500],
+        invoice_item_id=draft.invoice_item_id,
+        model=draft.model,
+        period_start=draft.period_start,
+        period_end=draft.period_end,
+        quantity=draft.quantity,
+        unit_price=draft.unit_price,
+        amount=draft.amount,
+        amount_minor=draft.amount_minor,
+        tax_rate=draft.tax_rate,
+        tax_minor=draft.tax_minor,
+    )
+
+
+def _line_schema(position: int, draft: calc.DraftLine) -> schemas.InvoiceLine:
+    return schemas.InvoiceLine(
+        position=position,
+        kind=draft.kind,
+        description=draft.description,
+        invoice_item_id=draft.invoice_item_id,
+        model=draft.model,
+        period_start=draft.period_start,
+        period_end=draft.period_end,
+        quantity=draft.quantity,
+        unit_price=draft.unit_price,
+        amount=draft.amount,
+        amount_minor=draft.amount_minor,
+        tax_rate=draft.tax_rate,
+        tax_minor=draft.tax_minor,
+    )
+
+
+def _dates(period: Period) -> str:
+    return f"{period.start:%Y-%m-%d} to {period.end:%Y-%m-%d}"
+
+
+class InvoiceService:
+    # Set from the configuration by BillingService.
+    finalize_after: timedelta = timedelta(hours=1)
+    default_tax_rate: Decimal = Decimal(0)
+
+    # Generation.
+
+    async def generate(
+        self,
+        session: AsyncSession,
+        ctx: Context,
+        subscription_id: str,
+        reason: Reason,
+        period: Period,
+        *,
+        price_id: str | None = None,
+    ) -> Generated:
+        """The invoice of (subscription, reason, period): created once, found on reruns.
+
+        One transaction (the caller's): the invoice, its lines, the collected items and the
+        finalization job land together or not at all.
+        """
+        await session.flush()  # the session does not autoflush: the queries below must see it all
+        repo = InvoiceRepository(session)
+        sub = await repo.subscription(subscription_id)
+        if sub is None:
+            return Generated(None, "empty")
+        await repo.lock_account(sub.account_id)
+        existing = await repo.by_key(sub.id, reason, period.start)
+        if existing is not None:
+            return Generated(existing, "existing")
+        ctx, clock_id = await test_clocks.context_for(session, ctx, sub.account_id)
+        boundary = period.start if reason == "subscription_create" else period.end
+        until = await repo.close_time(sub.id, boundary) or boundary
+        items = await repo.pending_items(sub.id, until)
+        lines = [_item_line(item) for item in items]
+        if reason in USAGE_REASONS:
+            lines += await self._usage_lines(session, sub, period, price_id)
+            lines += await self._adjustment_lines(session, sub, period, exclude_id="")
+        if not lines:
+            return Generated(None, "empty")
+        account = await repo.account(sub.account_id)
+        assert account is not None  # a subscription's account exists (foreign key)
+        rate = calc.tax_rate_for(account.tax_exempt, account.tax_rate, self.default_tax_rate)
+        lines = calc.with_tax(lines, rate, sub.currency)
+        figures = calc.totals(lines)
+        now = ctx.clock.now()
+        invoice = Invoice(
+            id=new_id("inv", now),
+            account_id=sub.account_id,
+            subscription_id=sub.id,
+            billing_reason=reason,
+            status="draft",
+            currency=sub.currency,
+            period_start=period.start,
+            period_end=period.end,
+            series=None,
+            sequence=None,
+            number=None,
+            subtotal_minor=figures.subtotal_minor,
+            tax_minor=figures.tax_minor,
+            total_minor=figures.total_minor,
+            balance_applied_minor=0,
+            amount_due_minor=figures.total_minor,
+            amount_paid_minor=0,
+            amount_credited_minor=0,
+            memo=None,
+            payment_provider=sub.payment_provider,
+            attempt_count=0,
+            next_payment_attempt_at=None,
+            due_at=None,
+            created_at=now,
+            updated_at=now,
+            finalized_at=None,
+            paid_at=None,
+            voided_at=None,
+            marked_uncollectible_at=None,
+        )
+        try:
+            async with session.begin_nested():
+                repo.add(invoice)
+                await session.flush()
+        except IntegrityError:
+            # A concurrent run (without the PostgreSQL advisory lock) created it first.
+            found = await repo.by_key(sub.id, reason, period.start)
+            if found is None:
+                raise
+            return Generated(found, "existing")
+        for position, draft in enumerate(lines, start=1):
+            repo.add(_row(invoice.id, position, draft, now))
+        claimed = await repo.claim_items([item.id for item in items], invoice.id)
+        if claimed != len(items):  # the account lock makes this impossible; never bill twice
+            raise RuntimeError(f"invoice items of {sub.id} were collected concurrently")
+        await session.flush()
+        await audit.record(
+            session,
+            ctx,
+            action="invoice.created",
+            object_type="invoice",
+            object_id=invoice.id,
+            account_id=invoice.account_id,
+            after=await self.render(session, invoice),
+        )
+        finalized = False
+        if self.finalize_after <= timedelta(0):
+            await self._finalize(session, ctx, invoice, clock_id)
+            finalized = True
+        else:
+            await enqueue(
+                session,
+                ctx,
+                FINALIZE_JOB,
+                {"invoice_id": invoice.id},
+                run_at=now + self.finalize_after,
+                dedupe_key=f"{FINALIZE_JOB}:{invoice.id}",
+                test_clock_id=clock_id,
+            )
+        log.info("invoice.created", invoice_id=invoice.id, subscription_id=sub.id, reason=reason)
+        return Generated(invoice, "created", finalized)
+
+    async def _in_force(
+        self, session: AsyncSession, sub: Subscription, at: datetime, price_id: str | None
+    ) -> tuple[Plan, PlanPrice | None, str] | None:
+        """The plan version, price and status the subscription had just before `at`."""
+        state = await InvoiceRepository(session).state_before(sub.id, at)
+        plan_id, status = state if state is not None else (sub.plan_id, sub.status)
+        plan = await plans.version(session, plan_id)
+        if price_id is not None:
+            return plan, await plans.price(session, price_id), status
+        current = await plans.price(session, sub.price_id)
+        if plan_id == sub.plan_id:
+            return plan, current, status
+        price = await plans.price_for(
+            session, plan, sub.currency, current.interval_unit, current.interval_count
+        )
+        return plan, price, status
+
+    async def _usage_lines(
+        self, session: AsyncSession, sub: Subscription, period: Period, price_id: str | None
+    ) -> list[calc.DraftLine]:
+        """Overage in arrears for a closed period, from the plan and price in force then."""
+        if sub.trial_end is not None and period.start < sub.trial_end:
+            return []  # trial usage is not billed
+        found = await self._in_force(session, sub, period.end, price_id)
+        if found is None:
+            return []
+        plan, price, status = found
+        if status in ("paused", "trialing"):
+            return []
+        terms = _terms(plan, price)
+        calls_billed = terms.calls_policy == "bill" and terms.per_1k_calls is not None
+        calls_billed = calls_billed and terms.included_calls is not None
+        tokens_billed = terms.tokens_policy == "bill" and terms.per_1m_tokens is not None
+        tokens_billed = tokens_billed and terms.included_tokens is not None
+        storage_billed = terms.storage_policy == "bill" and terms.per_gb_month is not None
+        storage_billed = storage_billed and terms.included_storage_gb is not None
+        if not (calls_billed or tokens_billed or storage_billed):
+            return []
+        calls = tokens = 0
+        by_model: dict[str, int] = {}
+        if calls_billed or tokens_billed:
+            used = await usage.used_in_period(session, sub.account_id, period.start, period.end)
+            calls, tokens = used.calls, used.tokens
+            if tokens_billed and terms.included_tokens is not None and tokens > terms.included_tokens:
+                for row in await usage.usage_by_model(
+                    session, sub.account_id, period.start, period.end
+                ):
+                    by_model[row.model] = (
+                        by_model.get(row.model, 0) + row.input_tokens + row.output_tokens
+                    )
+        gb_months = Decimal(0)
+        if storage_billed:
+            gb_months = await usage.storage_gb_months(
+                session, sub.account_id, period.start, period.end
+            )
+        use = calc.PeriodUse(calls, tokens, by_model, gb_months)
+        return calc.overage_lines(terms, use, sub.currency, period.start, period.end)
+
+    async def _adjustment_lines(
+        self, session: AsyncSession, sub: Subscription, period: Period, *, exclude_id: str
+    ) -> list[calc.DraftLine]:
+        """Usage that reached the previous period after its invoice was finalized: the
+        recomputed overage minus what was invoiced for that period, as one line."""
+        repo = InvoiceRepository(session)
+        previous = await repo.previous_usage_invoice(sub.id, period.start, exclude_id or None)
+        if previous is None or previous.status == "draft":
+            return []  # a draft refreshes its own usage lines when it is finalized
+        closed = Period(previous.period_start, previous.period_end)
+        expected = sum(
+            (x.amount_minor for x in await self._usage_lines(session, sub, closed, None)), 0
+        )
+        invoiced = await repo.invoiced_usage_minor(
+            sub.id, closed.start, _USAGE_AND_ADJUSTMENT, exclude_id
+        )
+        difference = expected - invoiced
+        if difference == 0:
+            return []
+        amount = minor_to_decimal(difference, sub.currency)
+        return [
+            calc.DraftLine(
+                kind="adjustment",
+                description=f"Usage adjustment for {_dates(closed)} (usage recorded late)",
+                period_start=closed.start,
+                period_end=closed.end,
+                quantity=Decimal(1),
+                unit_price=calc.tidy(amount),
+                amount=calc.tidy(amount),
+                amount_minor=difference,
+            )
+        ]
+
+    # Period close for every due subscription (admin endpoint and CLI).
+
+    async def closable(self, session: AsyncSession, account_id: str | None) -> list[str]:
+        return await InvoiceRepository(session).closable_subscriptions(account_id)
+
+    async def close_period(
+        self,
+        session: AsyncSession,
+        ctx: Context,
+        *,
+        account_id: str | None = None,
+        at: datetime | None = None,
+        subscription_ids: list[str] | None = None,
+    ) -> CloseOutcome:
+        """Runs overdue renewals, then generates every missing invoice of closed periods
+        (creation, last cycle, final) of the subscriptions; reruns find what exists."""
+        if at is not None and at > ctx.clock.now():
+            raise InvalidRequest("`at` is in the future: only closed periods are invoiced")
+        if subscription_ids is None:
+            if account_id is not None and await InvoiceRepository(session).account(
+                account_id
+            ) is None:
+                raise AccountNotFound(f"no account {account_id!r}")
+            subscription_ids = await self.closable(session, account_id)
+        outcome = CloseOutcome()
+        for subscription_id in subscription_ids:
+            outcome.add(await self._close_one(session, ctx, subscription_id, at))
+        return outcome
+
+    async def _close_one(
+        self, session: AsyncSession, ctx: Context, subscription_id: str, at: datetime | None
+    ) -> CloseOutcome:
+        out = CloseOutcome(subscriptions=1)
+        repo = InvoiceRepository(session)
+        sub = await repo.subscription(subscription_id)
+        if sub is None:
+            return out
+        await repo.lock_account(sub.account_id)
+        clocked, _ = await test_clocks.context_for(session, ctx, sub.account_id)
+        cutoff = clocked.clock.now() if at is None else min(at, clocked.clock.now())
+        interval = _interval(await plans.price(session, sub.price_id))
+        due: list[tuple[Reason, Period]] = []
+        if sub.billed_through is not None:
+            # The first paid period's invoice comes first, so its items stay on it.
+            first = sub.trial_end or sub.created_at
+            due.append(("subscription_create", Period(first, interval.shift(first, 1))))
+        await self._generate_all(session, ctx, sub.id, due, out)
+        due = []
+        for _ in range(_MAX_RENEWALS):
+            if sub.status not in ("active", "past_due", "paused"):
+                break
+            if sub.current_period_end > cutoff:
+                break
+            await subscriptions.renew(session, clocked, sub.id, sub.current_period_end)
+            out.renewed += 1
+        interval = _interval(await plans.price(session, sub.price_id))
+        start = sub.current_period_start
+        if sub.status == "canceled":
+            if sub.ended_at is not None and sub.ended_at > start:
+                due.append(("subscription_final", Period(start, sub.ended_at)))
+        elif sub.status != "trialing" and start > sub.billing_anchor:
+            previous = nth_period(
+                sub.billing_anchor, interval, period_index(sub.billing_anchor, interval, start) - 1
+            )
+            if previous.end == start:
+                due.append(("subscription_cycle", previous))
+        await self._generate_all(session, ctx, sub.id, due, out)
+        return out
+
+    async def _generate_all(
+        self,
+        session: AsyncSession,
+        ctx: Context,
+        subscription_id: str,
+        due: list[tuple[Reason, Period]],
+        out: CloseOutcome,
+    ) -> None:
+        for reason, period in due:
+            made = await self.generate(session, ctx, subscription_id, reason, period)
+            if made.outcome == "created":
+                out.created += 1
+            elif made.outcome == "existing":
+                out.existing += 1
+            else:
+                out.empty += 1
+            out.finalized += made.finalized
+            if made.invoice is not None:
+                out.invoice_ids.append(made.invoice.id)
+
+    # Finalization and the status machine.
+
+    async def finalize(
+        self, session: AsyncSession, ctx: Context, invoice_id: str, *, scheduled: bool = False
+    ) -> Invoice:
+        """draft → open (numbered), or → paid when nothing is due. A scheduled run (the
+        finalize job) on an invoice that is no longer a draft does nothing."""
+        invoice = await self._locked(session, ctx, invoice_id)
+        if invoice.status != "draft":
+            if scheduled:
+                return invoice
+            raise InvalidInvoiceTransition(f"only a draft is finalized, not {invoice.status}")
+        clocked, clock_id = await test_clocks.context_for(session, ctx, invoice.account_id)
+        await self._finalize(session, clocked, invoice, clock_id)
+        return invoice
+
+    async def _finalize(
+        self, session: AsyncSession, ctx: Context, invoice: Invoice, clock_id: str | None
+    ) -> None:
+        repo = InvoiceRepository(session)
+        before = await self.render(session, invoice)
+        now = ctx.clock.now()
+        if invoice.billing_reason in USAGE_REASONS and invoice.subscription_id is not None:
+            await self._refresh_usage(session, invoice, now)
+        invoice.balance_applied_minor = await self._apply_balance(session, invoice)
+        invoice.amount_due_minor = invoice.total_minor - invoice.balance_applied_minor
+        invoice.series = f"INV-{now.year}"
+        invoice.sequence = await repo.next_number(invoice.series)
+        invoice.number = f"{invoice.series}-{invoice.sequence:06d}"
+        invoice.finalized_at = invoice.updated_at = now
+        invoice.due_at = now
+        if invoice.amount_due_minor <= 0:
+            # Nothing to collect. A negative total (credits above charges) is not carried to
+            # the account balance yet: that is the credit-notes balance's job at merge.
+            invoice.status = "paid"
+            invoice.paid_at = now
+        else:
+            invoice.status = "open"
+        await session.flush()
+        await audit.record(
+            session,
+            ctx,
+            action="invoice.finalized",
+            object_type="invoice",
+            object_id=invoice.id,
+            account_id=invoice.account_id,
+            before=before,
+            after=await self.render(session, invoice),
+        )
+        if invoice.status == "open" and COLLECT_JOB in registry.handlers:
+            await enqueue(
+                session,
+                ctx,
+                COLLECT_JOB,
+                {"invoice_id": invoice.id},
+                dedupe_key=f"{COLLECT_JOB}:{invoice.id}",
+                test_clock_id=clock_id,
+            )
+
+    async def _apply_balance(self, session: AsyncSession, invoice: Invoice) -> int:
+        """Account credit this invoice consumes at finalization. Seam: always 0 for now —
+        wired to creditnotes balance at merge."""
+        return 0
+
+    async def _refresh_usage(self, session: AsyncSession, invoice: Invoice, now: datetime) -> None:
+        """Recomputes a draft's usage and adjustment lines (late usage is included)."""
+        repo = InvoiceRepository(session)
+        sub = await repo.subscription(invoice.subscription_id or "")
+        if sub is None:
+            return
+        lines = await repo.lines(invoice.id)
+        kept = [x for x in lines if x.kind not in _USAGE_AND_ADJUSTMENT]
+        old = [x for x in lines if x.kind in _USAGE_AND_ADJUSTMENT]
+        period = Period(invoice.period_start, invoice.period_end)
+        fresh = await self._usage_lines(session, sub, period, None)
+        fresh += await self._adjustment_lines(session, sub, period, exclude_id=invoice.id)
+        account = await repo.account(invoice.account_id)
+        assert account is not None
+        rate = calc.tax_rate_for(account.tax_exempt, account.tax_rate, self.default_tax_rate)
+        fresh = calc.with_tax(fresh, rate, invoice.currency)
+        old_key = [(x.kind, x.model, x.amount, x.amount_minor, x.tax_minor) for x in old]
+        new_key = [(x.kind, x.model, x.amount, x.amount_minor, x.tax_minor) for x in fresh]
+        if old_key == new_key:
+            return
+        await repo.delete_lines([x.id for x in old])
+        for x in old:
+            session.expunge(x)
+        await session.flush()
+        position = max((x.position for x in kept), default=0)
+        for draft in fresh:
+            position += 1
+            repo.add(_row(invoice.id, position, draft, now))
+        invoice.subtotal_minor = sum(x.amount_minor for x in kept) + sum(
+            x.amount_minor for x in fresh
+        )
+        invoice.tax_minor = sum(x.tax_minor for x in kept) + sum(x.tax_minor for x in fresh)
+        invoice.total_minor = invoice.subtotal_minor + invoice.tax_minor
+        await session.flush()
+
+    async def mark_paid(
+        self,
+        session: AsyncSession,
+        ctx: Context,
+        invoice_id: str,
+        amount_minor: int | None = None,
+        *,
+        payment_id: str | None = None,
+    ) -> Invoice:
+        """Records a payment (the whole remaining amount by default); paid once fully paid."""
+        invoice = await self._locked(session, ctx, invoice_id)
+        self._check("mark_paid", invoice)
+        ctx = await self._clocked(session, ctx, invoice)
+        remaining = invoice.amount_due_minor - invoice.amount_paid_minor
+        amount = remaining if amount_minor is None else amount_minor
+        if amount <= 0 or amount > remaining:
+            raise InvalidPaymentAmount(
+                f"{amount} minor units do not fit the {remaining} still due"
+            )
+        before = await self.render(session, invoice)
+        now = ctx.clock.now()
+        invoice.amount_paid_minor += amount
+        invoice.updated_at = now
+        action = "invoice.payment_recorded"
+        if invoice.amount_paid_minor >= invoice.amount_due_minor:
+            invoice.status, invoice.paid_at, action = "paid", now, "invoice.paid"
+        await self._audit(session, ctx, invoice, action, before, payment_id)
+        return invoice
+
+    async def void(self, session: AsyncSession, ctx: Context, invoice_id: str) -> Invoice:
+        invoice = await self._locked(session, ctx, invoice_id)
+        self._check("void", invoice)
+        ctx = await self._clocked(session, ctx, invoice)
+        before = await self.render(session, invoice)
+        invoice.status = "void"
+        invoice.voided_at = invoice.updated_at = ctx.clock.now()
+        await self._audit(session, ctx, invoice, "invoice.voided", before, None)
+        return invoice
+
+    async def mark_uncollectible(
+        self, session: AsyncSession, ctx: Context, invoice_id: str
+    ) -> Invoice:
+        invoice = await self._locked(session, ctx, invoice_id)
+        self._check("mark_uncollectible", invoice)
+        ctx = await self._clocked(session, ctx, invoice)
+        before = await self.render(session, invoice)
+        invoice.status = "uncollectible"
+        invoice.marked_uncollectible_at = invoice.updated_at = ctx.clock.now()
+        await self._audit(session, ctx, invoice, "invoice.marked_uncollectible", before, None)
+        return invoice
+
+    @staticmethod
+    def _check(action: str, invoice: Invoice) -> None:
+        if invoice.status not in _FROM[action]:
+            allowed = " or ".join(_FROM[action])
+            raise InvalidInvoiceTransition(
+                f"{action.replace('_', ' ')} needs an invoice that is {allowed}, "
+                f"not {invoice.status}"
+            )
+
+    async def _audit(
+        self,
+        session: AsyncSession,
+        ctx: Context,
+        invoice: Invoice,
+        action: str,
+        before: schemas.Invoice,
+        payment_id: str | None,
+    ) -> None:
+        await session.flush()
+        log.info(action, invoice_id=invoice.id, payment_id=payment_id)
+        await audit.record(
+            session,
+            ctx,
+            action=action,
+            object_type="invoice",
+            object_id=invoice.id,
+            account_id=invoice.account_id,
+            before=before,
+            after=await self.render(session, invoice),
+        )
+
+    async def _locked(self, session: AsyncSession, ctx: Context, invoice_id: str) -> Invoice:
+        repo = InvoiceRepository(session)
+        invoice = await repo.get(invoice_id)
+        if invoice is None or not ctx.actor.can_access(invoice.account_id):
+            raise InvoiceNotFound(f"no invoice {invoice_id!r}")
+        await repo.lock_account(invoice.account_id)
+        locked = await repo.get(invoice_id, lock=True)
+        assert locked is not None
+        return locked
+
+    async def _clocked(self, session: AsyncSession, ctx: Context, invoice: Invoice) -> Context:
+        """The context at the account's time (its test clock's, when attached)."""
+        clocked, _ = await test_clocks.context_for(session, ctx, invoice.account_id)
+        return clocked
+
+    # Reading.
+
+    async def get(self, session: AsyncSession, ctx: Context, invoice_id: str) -> schemas.Invoice:
+        invoice = await InvoiceRepository(session).get(invoice_id)
+        if invoice is None or not ctx.actor.can_access(invoice.account_id):
+            raise InvoiceNotFound(f"no invoice {invoice_id!r}")
+        return await self.render(session, invoice)
+
+    async def render(self, session: AsyncSession, invoice: Invoice) -> schemas.Invoice:
+        lines = await InvoiceRepository(session).lines(invoice.id)
+        summary = schemas.InvoiceSummary.model_validate(invoice)
+        return schemas.Invoice(
+            **summary.model_dump(), lines=[schemas.InvoiceLine.model_validate(x) for x in lines]
+        )
+
+    async def page(
+        self,
+        session: AsyncSession,
+        ctx: Context,
+        *,
+        account_id: str | None,
+        status: str | None,
+        subscription_id: str | None,
+        period_from: datetime | None,
+        period_to: datetime | None,
+        cursor: str | None,
+        limit: int | None,
+    ) -> tuple[list[schemas.InvoiceSummary], str | None]:
+        if not ctx.actor.is_operator:
+            if account_id is not None and account_id != ctx.actor.account_id:
+                raise AccountNotFound(f"no account {account_id!r}")
+            account_id = ctx.actor.account_id
+        size = clamp_limit(limit)
+        try:
+            before_id = str(decode_cursor(cursor, 1)[0]) if cursor else None
+        except InvalidCursor:
+            raise InvalidCursorValue("invalid cursor") from None
+        rows = await InvoiceRepository(session).page(
+            account_id=account_id,
+            status=status,
+            subscription_id=subscription_id,
+            period_from=period_from,
+            period_to=period_to,
+            before_id=before_id,
+            limit=size + 1,
+        )
+        next_cursor = encode_cursor([rows[size - 1].id]) if len(rows) > size else None
+        return [schemas.InvoiceSummary.model_validate(r) for r in rows[:size]], next_cursor
+
+    async def upcoming(
+        self, session: AsyncSession, ctx: Context, account_id: str | None
+    ) -> schemas.UpcomingInvoice:
+        """What the invoice closing the current period would hold now (not stored): the
+        pending items, the period's overage so far, a late-usage adjustment."""
+        account_id = account_id or ctx.actor.account_id
+        if account_id is None or not ctx.actor.can_access(account_id):
+            raise AccountNotFound(f"no account {account_id!r}")
+        repo = InvoiceRepository(session)
+        account = await repo.account(account_id)
+        if account is None:
+            raise AccountNotFound(f"no account {account_id!r}")
+        sub = await repo.open_subscription(account_id)
+        if sub is None:
+            raise NoUpcomingInvoice(f"account {account_id!r} has no open subscription")
+        clocked, _ = await test_clocks.context_for(session, ctx, account_id)
+        now = clocked.clock.now()
+        period = Period(sub.current_period_start, sub.current_period_end)
+        lines = [_item_line(i) for i in await repo.pending_items(sub.id, now)]
+        if sub.status not in ("trialing", "paused"):
+            so_far = Period(period.start, max(min(now, period.end), period.start + _US))
+            use_lines = await self._usage_lines(session, sub, so_far, sub.price_id)
+            lines += [replace(x, period_end=period.end) for x in use_lines]
+            lines += await self._adjustment_lines(session, sub, period, exclude_id="")
+        rate = calc.tax_rate_for(account.tax_exempt, account.tax_rate, self.default_tax_rate)
+        lines = calc.with_tax(lines, rate, sub.currency)
+        figures = calc.totals(lines)
+        return schemas.UpcomingInvoice(
+            account_id=account_id,
+            subscription_id=sub.id,
+            billing_reason="subscription_cycle",
+            status="upcoming",
+            currency=sub.currency,
+            period_start=period.start,
+            period_end=period.end,
+            subtotal_minor=figures.subtotal_minor,
+            tax_minor=figures.tax_minor,
+            total_minor=figures.total_minor,
+            balance_applied_minor=0,
+            amount_due_minor=figures.total_minor,
+            amount_paid_minor=0,
+            amount_credited_minor=0,
+            lines=[_line_schema(i, x) for i, x in enumerate(lines, start=1)],
+        )
+
+
+_US = timedelta(microseconds=1)
+
+
+invoices = InvoiceService()

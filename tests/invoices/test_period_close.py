@@ -1,0 +1,172 @@
+"""Period close end to end through the API on test clocks, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import httpx
+from sqlalchemy import func, select
+
+from aihub_billing.kit.clock import FrozenClock
+from aihub_billing.models import Invoice, InvoiceItem
+from aihub_billing.service import BillingService
+from tests.api.helpers import auth
+from tests.invoices.helpers import (
+    INVOICES,
+    advance,
+    check_sums,
+    clocked_account,
+    invoice,
+    kinds,
+    list_invoices,
+    metered_plan,
+    track,
+)
+from tests.subscriptions.helpers import SEED_BODY, add_plan, ok, owner, post
+
+
+async def test_cycle_invoice_has_next_fee_proration_and_overage_then_is_numbered(
+    client: httpx.AsyncClient, admin_key: str, billing: BillingService
+) -> None:
+    await add_plan(client, admin_key, **metered_plan("metered", 5000))
+    await add_plan(client, admin_key, **metered_plan("metered-plus", 10000))
+    clock_id, account, key = await clocked_account(
+        client, admin_key, "2026-01-01T00:00:00Z", tax_rate="0.1"
+    )
+    sub = (await ok(client, key, "/subscriptions", {**SEED_BODY, "plan_type": "metered"}))[
+        "subscription"
+    ]
+    # The first period is billed in advance: its invoice is generated at once, a draft.
+    ran = await advance(client, admin_key, clock_id, "2026-01-01T00:30:00Z")
+    assert ran == [("invoices.generate", "2026-01-01T00:00:00Z")]
+    [first] = await list_invoices(client, key)
+    assert (first["status"], first["billing_reason"], first["number"]) == (
+        "draft",
+        "subscription_create",
+        None,
+    )
+    # Finalized an hour after creation (the default delay), with the first number.
+    ran = await advance(client, admin_key, clock_id, "2026-01-01T02:00:00Z")
+    assert ran == [("invoices.finalize", "2026-01-01T01:00:00Z")]
+    first = await invoice(client, key, first["id"])
+    assert (first["status"], first["number"]) == ("open", "INV-2026-000001")
+    assert kinds(first) == [("subscription_fee", 5000)]
+    assert [x["tax_minor"] for x in first["lines"]] == [500]
+    assert (first["subtotal_minor"], first["tax_minor"], first["total_minor"]) == (5000, 500, 5500)
+    check_sums(first)
+
+    # Usage in January: 12 calls (2 over), 3,000 tokens (2,000 over: 1,600 / 400 by share).
+    await track(client, key, "gpt-4o-mini", 300, "2026-01-10T10:00:00Z", n=8)
+    await track(client, key, "gpt-3.5-turbo", 150, "2026-01-12T10:00:00Z", n=4)
+    # An upgrade on Jan 16 prorates.
+    await advance(client, admin_key, clock_id, "2026-01-16T00:00:00Z")
+    up = await ok(client, key, f"/subscriptions/{sub['id']}/change", {"plan_type": "metered-plus"})
+    assert [i["kind"] for i in up["invoice_items"]] == ["proration_credit", "proration_charge"]
+
+    ran = await advance(client, admin_key, clock_id, "2026-02-01T00:30:00Z")
+    assert ran == [
+        ("subscriptions.renew", "2026-02-01T00:00:00Z"),
+        ("invoices.generate", "2026-02-01T00:00:00Z"),
+    ]
+    cycle, _ = await list_invoices(client, key)
+    cycle = await invoice(client, key, cycle["id"])
+    assert (cycle["billing_reason"], cycle["status"]) == ("subscription_cycle", "draft")
+    assert (cycle["period_start"], cycle["period_end"]) == (
+        "2026-01-01T00:00:00Z",
+        "2026-02-01T00:00:00Z",
+    )
+    credit, charge = (i["amount_minor"] for i in up["invoice_items"])
+    assert kinds(cycle) == [
+        ("proration_credit", credit),
+        ("proration_charge", charge),
+        ("subscription_fee", 10000),  # February, in advance, at the new plan's price
+        ("overage_calls", 100),  # January in arrears: 2 calls = 0.002 thousand × 500
+        ("overage_tokens", 200),  # gpt-3.5-turbo (models in name order)
+        ("overage_tokens", 800),  # gpt-4o-mini
+    ]
+    by_model = {x["model"]: x for x in cycle["lines"] if x["kind"] == "overage_tokens"}
+    assert {m: x["quantity"] for m, x in by_model.items()} == {
+        "gpt-4o-mini": "0.0016",
+        "gpt-3.5-turbo": "0.0004",
+    }
+    assert {m: x["amount_minor"] for m, x in by_model.items()} == {
+        "gpt-4o-mini": 800,
+        "gpt-3.5-turbo": 200,
+    }
+    [calls] = [x for x in cycle["lines"] if x["kind"] == "overage_calls"]
+    assert (calls["quantity"], calls["unit_price"], calls["amount_minor"]) == ("0.002", "500", 100)
+    assert [x["kind"] for x in cycle["lines"]][:3] == [
+        "proration_credit",
+        "proration_charge",
+        "subscription_fee",
+    ]
+    assert all(x["tax_rate"] == "0.1" for x in cycle["lines"])
+    check_sums(cycle)
+    # Every item is on exactly one invoice now.
+    async with billing.db.sessions() as session:
+        pending = await session.scalar(
+            select(func.count()).where(InvoiceItem.invoice_id.is_(None))
+        )
+    assert pending == 0
+
+    ran = await advance(client, admin_key, clock_id, "2026-02-01T02:00:00Z")
+    assert ran == [("invoices.finalize", "2026-02-01T01:00:00Z")]
+    cycle = await invoice(client, key, cycle["id"])
+    assert (cycle["status"], cycle["number"]) == ("open", "INV-2026-000002")
+
+    # A rerun of period close (the admin endpoint) finds both and creates nothing.
+    again = await ok(client, admin_key, "/invoices/generate", {"account_id": account})
+    assert (again["created"], again["existing"]) == (0, 2)
+    async with billing.db.sessions() as session:
+        assert await session.scalar(select(func.count()).select_from(Invoice)) == 2
+
+
+async def test_close_period_endpoint_renews_overdue_subscriptions_and_is_exactly_once(
+    client: httpx.AsyncClient, admin_key: str, billing: BillingService, clock: FrozenClock
+) -> None:
+    await add_plan(client, admin_key, **metered_plan("metered", 5000))
+    account, key = await owner(client, admin_key)
+    # The fixture clock: Jan 31 12:00, so periods end Feb 28 12:00 and Mar 31 12:00.
+    await ok(client, key, "/subscriptions", {**SEED_BODY, "plan_type": "metered"})
+    clock.set(datetime(2026, 2, 6, tzinfo=UTC))
+    await track(client, key, "gpt-4o-mini", 1000, "2026-02-05T00:00:00Z", n=2)
+    # No worker ran: the renewal at Feb 28 is overdue when the operator closes periods.
+    clock.set(datetime(2026, 3, 2, tzinfo=UTC))
+    done = await ok(client, admin_key, "/invoices/generate", {"account_id": account})
+    assert (done["subscriptions"], done["renewed"], done["created"]) == (1, 1, 2)
+    invoices = await list_invoices(client, key)
+    assert [i["billing_reason"] for i in invoices] == ["subscription_cycle", "subscription_create"]
+    cycle = await invoice(client, key, invoices[0]["id"])
+    assert kinds(cycle) == [("subscription_fee", 5000), ("overage_tokens", 500)]
+    # The jobs the renewal enqueued find the invoices; a rerun creates nothing.
+    await billing.worker().drain()
+    again = await ok(client, admin_key, "/invoices/generate", {})
+    assert (again["renewed"], again["created"], again["existing"]) == (0, 0, 2)
+    async with billing.db.sessions() as session:
+        assert await session.scalar(select(func.count()).select_from(Invoice)) == 2
+    # Periods that end after now are not closed.
+    response = await post(client, admin_key, "/invoices/generate", {"at": "2999-01-01T00:00:00Z"})
+    assert response.status_code == 400 and response.json()["code"] == "invalid_request"
+
+
+async def test_other_accounts_invoices_are_not_found_and_actions_are_admin_only(
+    client: httpx.AsyncClient, admin_key: str
+) -> None:
+    await add_plan(client, admin_key, **metered_plan("metered", 5000))
+    clock_id, account, key = await clocked_account(client, admin_key, "2026-01-01T00:00:00Z")
+    _, other, other_key = await clocked_account(client, admin_key, "2026-01-01T00:00:00Z")
+    await ok(client, key, "/subscriptions", {**SEED_BODY, "plan_type": "metered"})
+    await advance(client, admin_key, clock_id, "2026-01-01T00:10:00Z")
+    [inv] = await list_invoices(client, key)
+    assert await list_invoices(client, other_key) == []
+    response = await client.get(f"{INVOICES}/{inv['id']}", headers=auth(other_key))
+    assert response.status_code == 404 and response.json()["code"] == "invoice_not_found"
+    response = await client.get(INVOICES, params={"account_id": account}, headers=auth(other_key))
+    assert response.status_code == 404
+    response = await post(client, key, f"/invoices/{inv['id']}/finalize")
+    assert response.status_code == 403
+    # The admin filters by account.
+    assert [i["id"] for i in await list_invoices(client, admin_key, account_id=account)] == [
+        inv["id"]
+    ]
+    assert await list_invoices(client, admin_key, account_id=other) == []
