@@ -36,8 +36,8 @@ from aihub_billing.auth.repository import ApiKeyRepository
 from aihub_billing.auth.service import auth
 from aihub_billing.collection.service import DunningPolicy
 from aihub_billing.config import BillingConfig
-from aihub_billing.jobs.worker import Worker
 from aihub_billing.invoices.service import CloseOutcome, invoices
+from aihub_billing.jobs.worker import Worker
 from aihub_billing.kit.clock import Clock, SystemClock
 from aihub_billing.kit.context import SYSTEM, Actor, Context
 from aihub_billing.kit.db import Database, open_database

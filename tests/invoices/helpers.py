@@ -12,7 +12,9 @@ from tests.subscriptions.helpers import ok, owner
 INVOICES = f"{API}/invoices"
 
 
-def metered_plan(code: str, amount_minor: int, currency: str = "USD", **limits: Any) -> dict[str, Any]:
+def metered_plan(
+    code: str, amount_minor: int, currency: str = "USD", **limits: Any
+) -> dict[str, Any]:
     """A monthly plan whose calls and tokens beyond the included ones are billed."""
     price: dict[str, Any] = {
         "currency": currency,
@@ -66,9 +68,7 @@ async def track(
     assert response.json()["accepted"] == n, response.text
 
 
-async def list_invoices(
-    client: httpx.AsyncClient, key: str, **params: str
-) -> list[dict[str, Any]]:
+async def list_invoices(client: httpx.AsyncClient, key: str, **params: str) -> list[dict[str, Any]]:
     response = await client.get(INVOICES, params=params, headers=auth(key))
     assert response.status_code == 200, response.text
     items: list[dict[str, Any]] = response.json()["items"]

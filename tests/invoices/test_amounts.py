@@ -44,7 +44,10 @@ async def test_month_end_anchor_and_leap_day_periods(
     await ok(client, key, "/subscriptions", {**SEED_BODY, "plan_type": "metered"})
     await track(client, key, "gpt-4o-mini", 2000, "2028-02-29T12:00:00Z")  # the leap day
     await advance(client, admin_key, clock_id, "2028-05-01T00:00:00Z")
-    periods = [(i["billing_reason"], i["period_start"][:10], i["period_end"][:10]) for i in await _all(client, key)]
+    periods = [
+        (i["billing_reason"], i["period_start"][:10], i["period_end"][:10])
+        for i in await _all(client, key)
+    ]
     # Anchored at Jan 31: clamped to month ends, never drifting (Feb 29 in 2028).
     assert periods == [
         ("subscription_create", "2028-01-31", "2028-02-29"),
@@ -55,7 +58,9 @@ async def test_month_end_anchor_and_leap_day_periods(
     leap = (await _all(client, key))[2]
     # The leap day's usage belongs to [Feb 29, Mar 31).
     assert kinds(leap) == [("subscription_fee", 5000), ("overage_tokens", 500)]
-    fees = [x for i in await _all(client, key) for x in i["lines"] if x["kind"] == "subscription_fee"]
+    fees = [
+        x for i in await _all(client, key) for x in i["lines"] if x["kind"] == "subscription_fee"
+    ]
     assert [(f["period_start"][:10], f["period_end"][:10]) for f in fees] == [
         ("2028-01-31", "2028-02-29"),
         ("2028-02-29", "2028-03-31"),
@@ -109,7 +114,9 @@ async def test_a_repeating_coupon_stops_after_its_cycles(
         {"code": "TWICE", "percent_off": "10", "duration": "repeating", "duration_cycles": 2},
     )
     clock_id, _, key = await clocked_account(client, admin_key, "2026-01-01T00:00:00Z")
-    await ok(client, key, "/subscriptions", {**SEED_BODY, "plan_type": "metered", "coupon": "TWICE"})
+    await ok(
+        client, key, "/subscriptions", {**SEED_BODY, "plan_type": "metered", "coupon": "TWICE"}
+    )
     await advance(client, admin_key, clock_id, "2026-04-01T02:00:00Z")
     found = await _all(client, key)
     assert [kinds(i) for i in found] == [

@@ -32,7 +32,9 @@ def _late_real_clock(clock: FrozenClock) -> None:
     clock.set(datetime(2026, 12, 1, tzinfo=UTC))
 
 
-async def _metered(client: httpx.AsyncClient, admin_key: str, **account: object) -> tuple[str, str, str, str]:
+async def _metered(
+    client: httpx.AsyncClient, admin_key: str, **account: object
+) -> tuple[str, str, str, str]:
     await add_plan(client, admin_key, **metered_plan("metered", 5000))
     clock_id, account_id, key = await clocked_account(
         client, admin_key, "2026-01-01T00:00:00Z", **account
@@ -160,7 +162,9 @@ async def test_a_fully_discounted_invoice_is_finalized_straight_to_paid(
         {"code": "FREE100", "percent_off": "100", "duration": "once"},
     )
     clock_id, _, key = await clocked_account(client, admin_key, "2026-01-01T00:00:00Z")
-    await ok(client, key, "/subscriptions", {**SEED_BODY, "plan_type": "metered", "coupon": "FREE100"})
+    await ok(
+        client, key, "/subscriptions", {**SEED_BODY, "plan_type": "metered", "coupon": "FREE100"}
+    )
     await advance(client, admin_key, clock_id, "2026-01-01T02:00:00Z")
     [inv] = await list_invoices(client, key)
     inv = await invoice(client, key, inv["id"])

@@ -104,9 +104,7 @@ async def test_cycle_invoice_has_next_fee_proration_and_overage_then_is_numbered
     check_sums(cycle)
     # Every item is on exactly one invoice now.
     async with billing.db.sessions() as session:
-        pending = await session.scalar(
-            select(func.count()).where(InvoiceItem.invoice_id.is_(None))
-        )
+        pending = await session.scalar(select(func.count()).where(InvoiceItem.invoice_id.is_(None)))
     assert pending == 0
 
     ran = await advance(client, admin_key, clock_id, "2026-02-01T02:00:00Z")

@@ -5,7 +5,17 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from aihub_billing.models import Invoice, PaymentMethodRecord, PaymentSettings, Subscription
+from aihub_billing.models import (
+    Invoice,
+    Payment,
+    PaymentMethodRecord,
+    PaymentSettings,
+    Subscription,
+)
+from aihub_billing.payments.payment_types import PaymentStatus
+
+# A payment still waiting for the buyer (3-D Secure, PayPal approval) or for confirmation.
+_WAITING = (PaymentStatus.REQUIRES_ACTION, PaymentStatus.REQUIRES_CONFIRMATION)
 
 
 class CollectionRepository:
@@ -37,3 +47,17 @@ class CollectionRepository:
             .order_by(PaymentMethodRecord.created_at.desc(), PaymentMethodRecord.id.desc())
         )
         return list(result.scalars())
+
+    async def waiting_payment(self, invoice_id: str, provider: str) -> Payment | None:
+        """The invoice's latest payment at `provider` that the buyer may have authorized since."""
+        result = await self.session.execute(
+            select(Payment)
+            .where(
+                Payment.invoice_id == invoice_id,
+                Payment.provider == provider,
+                Payment.status.in_(_WAITING),
+            )
+            .order_by(Payment.created_at.desc(), Payment.id.desc())
+            .limit(1)
+        )
+        return result.scalar_one_or_none()

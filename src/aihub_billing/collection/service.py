@@ -25,11 +25,13 @@ from aihub_billing.errors import BillingError
 from aihub_billing.invoices.service import invoices
 from aihub_billing.jobs import queue
 from aihub_billing.kit.context import Context
+from aihub_billing.kit.ids import derived_id
 from aihub_billing.models import Invoice, Payment, PaymentMethodRecord, Subscription
 from aihub_billing.notifications.service import notify
 from aihub_billing.payments import schemas as payment_schemas
 from aihub_billing.payments.errors import PaymentDeclined
 from aihub_billing.payments.payment_types import PaymentStatus
+from aihub_billing.payments.providers.base import PaymentProcessor
 from aihub_billing.payments.service import DefaultingLookup, on_payment_succeeded, payments
 from aihub_billing.subscriptions import schemas as subscription_schemas
 from aihub_billing.subscriptions.service import FREE_PLAN_CODE, subscriptions
@@ -93,24 +95,31 @@ class CollectionService:
         sub: Subscription | None,
         due: int,
     ) -> Failure | None:
-        provider, method = await self._method(session, invoice, sub, processors)
-        if method is None:
+        processor, method = await self._method(session, invoice, sub, processors)
+        if method is None and processor.saves_payment_methods:
             return Failure("no_payment_method", "no payment method is on file")
         key_base = f"invoice:{invoice.id}:attempt:{invoice.attempt_count}"
-        data = payment_schemas.PaymentIntentCreate(
-            amount_minor=due,
-            currency=invoice.currency,
-            provider=provider,
-            payment_method_id=method.id,
-            invoice_id=invoice.id,
-            subscription_id=sub.id if sub else None,
-            account_id=invoice.account_id,
-            description=f"Invoice {invoice.number}",
-        )
+        repo = CollectionRepository(session)
         try:
-            payment, remote = await payments.create_intent(
-                session, ctx, processors, data, key_base=key_base
-            )
+            # A payment the buyer was asked to authorize (3-D Secure, PayPal approval) is
+            # confirmed again rather than replaced: they may have authorized it since.
+            payment = await repo.waiting_payment(invoice.id, processor.name)
+            if payment is None:
+                data = payment_schemas.PaymentIntentCreate(
+                    amount_minor=due,
+                    currency=invoice.currency,
+                    provider=processor.name,
+                    payment_method_id=method.id if method else None,
+                    invoice_id=invoice.id,
+                    subscription_id=sub.id if sub else None,
+                    account_id=invoice.account_id,
+                    description=f"Invoice {invoice.number}",
+                )
+                # The row id goes to the provider (metadata): a rerun must send the same one.
+                payment_id = derived_id("pay", invoice.finalized_at or invoice.created_at, key_base)
+                payment, remote = await payments.create_intent(
+                    session, ctx, processors, data, key_base=key_base, payment_id=payment_id
+                )
             if payment.status != PaymentStatus.SUCCEEDED:
                 payment, remote = await payments.confirm(
                     session,
@@ -138,19 +147,19 @@ class CollectionService:
         invoice: Invoice,
         sub: Subscription | None,
         processors: DefaultingLookup,
-    ) -> tuple[str, PaymentMethodRecord | None]:
+    ) -> tuple[PaymentProcessor, PaymentMethodRecord | None]:
         """The subscription's provider and saved method, else the account's newest method."""
         repo = CollectionRepository(session)
         wanted = (sub.payment_provider if sub else None) or await repo.default_provider(
             invoice.account_id
         )
-        provider = processors(wanted).name
-        methods = await repo.active_methods(invoice.account_id, provider)
+        processor = processors(wanted)
+        methods = await repo.active_methods(invoice.account_id, processor.name)
         if sub is not None and sub.payment_method_id:
             for method in methods:
                 if sub.payment_method_id in (method.id, method.provider_method_id):
-                    return provider, method
-        return provider, methods[0] if methods else None
+                    return processor, method
+        return processor, methods[0] if methods else None
 
     async def _failed(
         self,
@@ -226,7 +235,7 @@ class CollectionService:
     ) -> None:
         """The last retry failed: the final action, then the invoice is uncollectible."""
         if sub is not None and sub.status != "canceled":
-            action = await self._final_action(session, ctx, policy, sub)
+            action = await self._final_action(session, ctx, policy, sub, invoice.id)
             await self._notify(
                 session,
                 ctx,
@@ -248,7 +257,12 @@ class CollectionService:
         )
 
     async def _final_action(
-        self, session: AsyncSession, ctx: Context, policy: DunningPolicy, sub: Subscription
+        self,
+        session: AsyncSession,
+        ctx: Context,
+        policy: DunningPolicy,
+        sub: Subscription,
+        invoice_id: str,
     ) -> str:
         if policy.final_action == "downgrade":
             change = subscription_schemas.SubscriptionChange(
@@ -256,6 +270,8 @@ class CollectionService:
             )
             try:
                 await subscriptions.change(session, ctx, sub.id, change)
+                # Nothing is owed on the free plan: the subscription is in good standing.
+                await subscriptions.mark_recovered(session, ctx, sub.id, invoice_id=invoice_id)
                 return "downgraded"
             except BillingError as exc:  # e.g. the free plan has no price in this currency
                 log.warning("collection.downgrade_failed", subscription_id=sub.id, error=str(exc))

@@ -227,7 +227,9 @@ def totals(lines: Sequence[DraftLine]) -> Totals:
     return Totals(subtotal, tax, subtotal + tax)
 
 
-def tax_rate_for(exempt: bool, account_rate: Decimal | None, default_rate: Decimal) -> Decimal | None:
+def tax_rate_for(
+    exempt: bool, account_rate: Decimal | None, default_rate: Decimal
+) -> Decimal | None:
     """Exemption wins; then the account's own rate; then the configured default."""
     if exempt:
         return None

@@ -127,9 +127,7 @@ class InvoiceRepository:
         )
         return result.scalar_one_or_none()
 
-    async def state_before(
-        self, subscription_id: str, at: datetime
-    ) -> tuple[str, str] | None:
+    async def state_before(self, subscription_id: str, at: datetime) -> tuple[str, str] | None:
         """(plan id, status) of the subscription just before `at`, from its history."""
         result = await self.session.execute(
             select(SubscriptionEvent.to_plan_id, SubscriptionEvent.to_status)

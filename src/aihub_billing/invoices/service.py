@@ -337,7 +337,11 @@ class InvoiceService:
         if calls_billed or tokens_billed:
             used = await usage.used_in_period(session, sub.account_id, period.start, period.end)
             calls, tokens = used.calls, used.tokens
-            if tokens_billed and terms.included_tokens is not None and tokens > terms.included_tokens:
+            if (
+                tokens_billed
+                and terms.included_tokens is not None
+                and tokens > terms.included_tokens
+            ):
                 for row in await usage.usage_by_model(
                     session, sub.account_id, period.start, period.end
                 ):
@@ -404,9 +408,10 @@ class InvoiceService:
         if at is not None and at > ctx.clock.now():
             raise InvalidRequest("`at` is in the future: only closed periods are invoiced")
         if subscription_ids is None:
-            if account_id is not None and await InvoiceRepository(session).account(
-                account_id
-            ) is None:
+            if (
+                account_id is not None
+                and await InvoiceRepository(session).account(account_id) is None
+            ):
                 raise AccountNotFound(f"no account {account_id!r}")
             subscription_ids = await self.closable(session, account_id)
         outcome = CloseOutcome()
@@ -589,9 +594,7 @@ class InvoiceService:
         remaining = invoice.amount_due_minor - invoice.amount_paid_minor
         amount = remaining if amount_minor is None else amount_minor
         if amount <= 0 or amount > remaining:
-            raise InvalidPaymentAmount(
-                f"{amount} minor units do not fit the {remaining} still due"
-            )
+            raise InvalidPaymentAmount(f"{amount} minor units do not fit the {remaining} still due")
         before = await self.render(session, invoice)
         now = ctx.clock.now()
         invoice.amount_paid_minor += amount

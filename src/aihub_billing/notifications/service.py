@@ -107,7 +107,7 @@ class Notifications:
                 raise RuntimeError(f"webhook answered {response.status_code}")
         if target is not None and target.email:
             await self.email.send(target.email, subject, body.decode())
-        log.info("notifications.sent", account_id=account_id, event=event["id"])
+        log.info("notifications.sent", account_id=account_id, event_id=event["id"])
 
 
 notifications = Notifications()

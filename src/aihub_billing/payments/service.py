@@ -219,10 +219,12 @@ class PaymentService:
         data: schemas.PaymentIntentCreate,
         *,
         key_base: str | None = None,
+        payment_id: str | None = None,
     ) -> tuple[Payment, PaymentIntent]:
         """Creates the provider's intent/order. `key_base` names the attempt for the provider's
-        idempotency (default: the new payment row), so a caller that retries a whole
-        transaction (a job after a crash) sends the same keys and is charged once."""
+        idempotency (default: the new payment row) and `payment_id` fixes the row's id, so a
+        caller that retries a whole transaction (a job after a crash) sends the same request
+        with the same keys and is charged once."""
         account = await self._account(session, ctx, data.account_id)
         repo = PaymentRepository(session)
         subscription = await self._subscription_of(session, account.id, data)
@@ -247,7 +249,7 @@ class PaymentService:
         customer = await self.customer(session, ctx, processor, account)
         now = ctx.clock.now()
         payment = Payment(
-            id=new_id("pay", now),
+            id=payment_id or new_id("pay", now),
             account_id=account.id,
             provider=processor.name,
             payment_method_id=method.id if method else None,
@@ -277,6 +279,8 @@ class PaymentService:
         repo.add(payment)
         await session.flush()
         await self._audit(session, ctx, payment, "payment.created")
+        if payment.status == PaymentStatus.SUCCEEDED:  # e.g. replayed after it was confirmed
+            await _succeeded(session, ctx, payment)
         log.info(
             "payment.created",
             payment_id=payment.id,

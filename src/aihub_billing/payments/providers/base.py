@@ -35,6 +35,9 @@ class PaymentProcessor(Protocol):
     """One payment provider. Every method raises only payments.errors on failure."""
 
     name: str
+    # Whether a payment can be charged to a saved method without the buyer (Stripe), or the
+    # buyer approves each payment at the provider (PayPal orders).
+    saves_payment_methods: bool
 
     async def create_customer(
         self, *, account_id: str, email: str | None, name: str | None, idempotency_key: str

@@ -69,6 +69,7 @@ _CAPTURE_STATUSES = {
 
 class PayPalProcessor:
     name = "paypal"
+    saves_payment_methods = False
 
     def __init__(
         self,

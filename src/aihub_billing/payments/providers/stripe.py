@@ -43,6 +43,7 @@ _STATUSES = {
 
 class StripeProcessor:
     name = "stripe"
+    saves_payment_methods = True
 
     def __init__(
         self,
