@@ -28,8 +28,13 @@ class CollectionRepository:
             query = query.with_for_update()
         return (await self.session.execute(query)).scalar_one_or_none()
 
-    async def subscription(self, subscription_id: str) -> Subscription | None:
-        return await self.session.get(Subscription, subscription_id)
+    async def subscription(
+        self, subscription_id: str, *, lock: bool = False
+    ) -> Subscription | None:
+        query = select(Subscription).where(Subscription.id == subscription_id)
+        if lock:
+            query = query.with_for_update()
+        return (await self.session.execute(query)).scalar_one_or_none()
 
     async def default_provider(self, account_id: str) -> str | None:
         settings = await self.session.get(PaymentSettings, account_id)

@@ -90,7 +90,13 @@ class PaymentProcessor(Protocol):
     async def fetch_dispute(self, dispute_id: str) -> Dispute: ...
 
     async def create_subscription(
-        self, *, customer_id: str, price_id: str, reference: str, idempotency_key: str
+        self,
+        *,
+        customer_id: str,
+        price_id: str,
+        reference: str,
+        idempotency_key: str,
+        payment_method: str | None = None,
     ) -> ProviderSubscription: ...
 
     async def cancel_subscription(self, subscription_id: str) -> ProviderSubscription: ...
