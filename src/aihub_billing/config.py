@@ -140,6 +140,23 @@ class InvoiceDocumentConfig(BaseModel):
             tax_id=self.seller_tax_id,
         )
 
+class DunningConfig(BaseModel):
+    """What happens when an invoice's automatic payment fails."""
+
+    model_config = ConfigDict(extra="ignore", hide_input_in_errors=True)
+
+    # Retries this many days after the first failed attempt (the invoice's finalization).
+    retry_days: list[int] = Field(default_factory=lambda: [1, 3, 5, 7], max_length=20)
+    # After the last retry fails: cancel the subscription, or move it to the free plan.
+    final_action: Literal["cancel", "downgrade"] = "cancel"
+
+    @field_validator("retry_days")
+    @classmethod
+    def _increasing(cls, value: list[int]) -> list[int]:
+        if any(day < 1 for day in value) or value != sorted(set(value)):
+            raise ValueError("retry_days are strictly increasing whole days >= 1")
+        return value
+
 
 class BillingConfig(BaseSettings):
     """All settings of aihub-billing; see the module docstring for the sources."""
@@ -164,6 +181,7 @@ class BillingConfig(BaseSettings):
     paypal: PaymentProviderConfig = Field(default_factory=PaymentProviderConfig)
     pricing: PricingConfig = Field(default_factory=PricingConfig)
     documents: InvoiceDocumentConfig = Field(default_factory=InvoiceDocumentConfig)
+    dunning: DunningConfig = Field(default_factory=DunningConfig)
     encryption_enabled: bool = False
     notifications_enabled: bool = False
     quota_fail_mode: Literal["fail_open", "fail_closed"] = "fail_closed"

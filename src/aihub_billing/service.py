@@ -21,9 +21,11 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession
 
 # Importing the tasks modules registers their jobs with the registry.
+import aihub_billing.collection.tasks
 import aihub_billing.idempotency.tasks
 import aihub_billing.invoices.tasks
 import aihub_billing.jobs.tasks
+import aihub_billing.notifications.tasks
 import aihub_billing.quota.tasks
 import aihub_billing.subscriptions.tasks
 import aihub_billing.webhooks.tasks  # noqa: F401
@@ -32,6 +34,7 @@ from aihub_billing.accounts.service import accounts
 from aihub_billing.auth.keys import digest
 from aihub_billing.auth.repository import ApiKeyRepository
 from aihub_billing.auth.service import auth
+from aihub_billing.collection.service import DunningPolicy
 from aihub_billing.config import BillingConfig
 from aihub_billing.invoices.service import CloseOutcome, invoices
 from aihub_billing.jobs.worker import Worker
@@ -265,8 +268,17 @@ class BillingService:
             except Exception:
                 log.exception("quota.flush_failed")
 
+    def job_settings(self) -> dict[str, Any]:
+        """What job handlers get besides the session (JobRun.settings)."""
+        dunning = self.config.dunning
+        return {
+            "idempotency_ttl_hours": self.config.idempotency_ttl_hours,
+            "processors": self.processor,
+            "dunning": DunningPolicy(tuple(dunning.retry_days), dunning.final_action),
+        }
+
     def worker(self, **options: Any) -> Worker:
-        settings = {"idempotency_ttl_hours": self.config.idempotency_ttl_hours}
+        settings = self.job_settings()
         return Worker(
             self.db,
             self.clock,

@@ -6,9 +6,9 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
-from sqlalchemy import select, update
+from sqlalchemy import select
 
-from aihub_billing.models import AuditEntry, InvoiceItem
+from aihub_billing.models import AuditEntry, Invoice
 from aihub_billing.service import BillingService
 from tests.api.helpers import API, auth, issue_key
 from tests.payments.fakes.stripe_server import StripeFake
@@ -127,12 +127,22 @@ async def test_the_subscription_provider_and_method_come_before_the_account_defa
     explicit = await intent(client, key, subscription_id=sub["id"], provider="paypal")
     assert explicit["provider"] == "paypal" and explicit["payment_method_id"] is None
 
-    # An invoice collected from the subscription's items leads to the same subscription.
+    # An invoice of the subscription leads to the same subscription.
+    now = billing.clock.now()
     async with billing.db.sessions() as session:
-        await session.execute(
-            update(InvoiceItem)
-            .where(InvoiceItem.subscription_id == sub["id"])
-            .values(invoice_id="inv_sub_1")
+        session.add(
+            Invoice(
+                id="inv_sub_1",
+                account_id=account_id,
+                subscription_id=sub["id"],
+                billing_reason="manual",
+                status="open",
+                currency="USD",
+                period_start=now,
+                period_end=now,
+                created_at=now,
+                updated_at=now,
+            )
         )
         await session.commit()
     by_invoice = await intent(client, key, invoice_id="inv_sub_1")

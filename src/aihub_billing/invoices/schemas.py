@@ -52,6 +52,9 @@ class InvoiceSummary(BaseModel):
     paid_at: datetime | None = None
     voided_at: datetime | None = None
     marked_uncollectible_at: datetime | None = None
+    # Collection: attempts made to charge it, and when the next dunning retry runs.
+    attempt_count: int = 0
+    next_payment_attempt_at: datetime | None = None
 
 
 class Invoice(InvoiceSummary):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 import secrets
 import threading
@@ -9,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 from aihub_billing.kit.clock import SystemClock, ensure_utc
 
-__all__ = ["id_prefix", "is_valid_id", "new_id", "new_token"]
+__all__ = ["derived_id", "id_prefix", "is_valid_id", "new_id", "new_token"]
 
 # Crockford base32: no I, L, O, U, so ids survive being read aloud or retyped.
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
@@ -75,6 +76,22 @@ def new_id(prefix: str, at: datetime | None = None) -> str:
     """
     _check_prefix(prefix)
     return f"{prefix}_{_ulid(at if at is not None else SystemClock().now())}"
+
+
+def derived_id(prefix: str, at: datetime, seed: str) -> str:
+    """The same `{prefix}_{ULID}` for the same (at, seed): time part from `at`, the 80 random
+    bits from SHA-256 of `seed`. For a row that a retried transaction must recreate under the
+    same id (its id travels to a provider inside an idempotent request)."""
+    _check_prefix(prefix)
+    ms = (ensure_utc(at) - _EPOCH) // timedelta(milliseconds=1)
+    if not 0 <= ms <= _MAX_MS:
+        raise ValueError(f"timestamp out of ULID range: {at.isoformat()}")
+    value = (ms << 80) | int.from_bytes(hashlib.sha256(seed.encode()).digest()[:10], "big")
+    chars = []
+    for _ in range(_BODY_LEN):
+        value, digit = divmod(value, 32)
+        chars.append(_CROCKFORD[digit])
+    return f"{prefix}_{''.join(reversed(chars))}"
 
 
 def new_token(nbytes: int = 32) -> str:

@@ -68,3 +68,7 @@ class PlanPrice(Base):
     overage_per_1k_calls: Mapped[Decimal | None] = mapped_column(PreciseDecimal())
     overage_per_1m_tokens: Mapped[Decimal | None] = mapped_column(PreciseDecimal())
     overage_per_gb_month: Mapped[Decimal | None] = mapped_column(PreciseDecimal())
+    # Provider billing: the provider's own price (Stripe price_…) or plan (PayPal P-…). A
+    # subscription at that provider is then created and charged there, not invoiced here.
+    stripe_price_id: Mapped[str | None] = mapped_column(String(255))
+    paypal_plan_id: Mapped[str | None] = mapped_column(String(255))

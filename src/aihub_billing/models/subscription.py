@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Boolean, CheckConstraint, ForeignKey, Index, Integer, String, text
+from sqlalchemy import Boolean, CheckConstraint, ForeignKey, Index, Integer, String, false, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from aihub_billing.models.base import Base, id_column
@@ -59,6 +59,8 @@ class Subscription(Base):
     payment_method_id: Mapped[str | None] = mapped_column(String(255))
     # The provider-side subscription (Stripe sub_…, PayPal I-…) whose webhooks update this one.
     provider_subscription_id: Mapped[str | None] = mapped_column(String(255), index=True)
+    # The provider bills it (its price maps to a provider price): no local fees or invoices.
+    provider_billed: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
 

@@ -8,7 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from aihub_billing.models import (
     Account,
     DisputeRecord,
-    InvoiceItem,
+    Invoice,
     Payment,
     PaymentCustomer,
     PaymentMethodRecord,
@@ -44,13 +44,11 @@ class PaymentRepository:
     async def subscription_of_invoice(
         self, account_id: str, invoice_id: str
     ) -> Subscription | None:
-        """The account's subscription whose invoice items were collected into `invoice_id`."""
+        """The account's subscription the invoice `invoice_id` bills."""
         result = await self.session.execute(
             select(Subscription)
-            .join(InvoiceItem, InvoiceItem.subscription_id == Subscription.id)
-            .where(InvoiceItem.account_id == account_id, InvoiceItem.invoice_id == invoice_id)
-            .order_by(Subscription.created_at.desc())
-            .limit(1)
+            .join(Invoice, Invoice.subscription_id == Subscription.id)
+            .where(Invoice.account_id == account_id, Invoice.id == invoice_id)
         )
         return result.scalar_one_or_none()
 

@@ -6,7 +6,7 @@ Provider idempotency keys derive from our row ids, so a retried request never ch
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 
 import structlog
@@ -54,6 +54,11 @@ log = structlog.get_logger("aihub_billing.payments")
 
 # The processor of a provider, or of the first enabled one for None.
 DefaultingLookup = Callable[[str | None], PaymentProcessor]
+
+# Called in the transaction that moved a payment to `succeeded` (by confirmation or by a
+# provider event), once per payment; the collection domain marks the invoice paid here.
+PaymentHook = Callable[[AsyncSession, Context, Payment], Awaitable[None]]
+on_payment_succeeded: list[PaymentHook] = []
 
 _CONFIRMABLE = {
     PaymentStatus.REQUIRES_PAYMENT_METHOD,
@@ -212,7 +217,14 @@ class PaymentService:
         ctx: Context,
         processors: DefaultingLookup,
         data: schemas.PaymentIntentCreate,
+        *,
+        key_base: str | None = None,
+        payment_id: str | None = None,
     ) -> tuple[Payment, PaymentIntent]:
+        """Creates the provider's intent/order. `key_base` names the attempt for the provider's
+        idempotency (default: the new payment row) and `payment_id` fixes the row's id, so a
+        caller that retries a whole transaction (a job after a crash) sends the same request
+        with the same keys and is charged once."""
         account = await self._account(session, ctx, data.account_id)
         repo = PaymentRepository(session)
         subscription = await self._subscription_of(session, account.id, data)
@@ -237,7 +249,7 @@ class PaymentService:
         customer = await self.customer(session, ctx, processor, account)
         now = ctx.clock.now()
         payment = Payment(
-            id=new_id("pay", now),
+            id=payment_id or new_id("pay", now),
             account_id=account.id,
             provider=processor.name,
             payment_method_id=method.id if method else None,
@@ -260,13 +272,15 @@ class PaymentService:
             description=data.description,
             reference=payment.id,
             invoice_id=data.invoice_id,
-            idempotency_key=f"payment:{payment.id}:create:v1",
+            idempotency_key=f"{key_base or f'payment:{payment.id}'}:create:v1",
         )
         payment.provider_payment_id = remote.id
         payment.status = remote.status
         repo.add(payment)
         await session.flush()
         await self._audit(session, ctx, payment, "payment.created")
+        if payment.status == PaymentStatus.SUCCEEDED:  # e.g. replayed after it was confirmed
+            await _succeeded(session, ctx, payment)
         log.info(
             "payment.created",
             payment_id=payment.id,
@@ -285,6 +299,8 @@ class PaymentService:
         processors: ProcessorLookup,
         payment_id: str,
         data: schemas.PaymentConfirm,
+        *,
+        key_base: str | None = None,
     ) -> tuple[Payment, PaymentIntent]:
         """Moves the money (Stripe confirm, PayPal capture); 402 when declined."""
         payment = await self._payment(session, ctx, payment_id, for_update=True)
@@ -303,6 +319,8 @@ class PaymentService:
         # after a decline, or a new try after 3-D Secure/approval, is a new attempt.
         method_part = payment.payment_method_id or "default"
         key = f"payment:{payment.id}:confirm:{payment.confirm_attempts}:{method_part}:v1"
+        if key_base is not None:
+            key = f"{key_base}:confirm:{method_part}:v1"
         before = schemas.Payment.model_validate(payment)
         try:
             remote = await processors(payment.provider).confirm_payment(
@@ -334,6 +352,8 @@ class PaymentService:
         payment.updated_at = ctx.clock.now()
         await session.flush()
         await self._audit(session, ctx, payment, "payment.confirmed", before)
+        if payment.status == PaymentStatus.SUCCEEDED:
+            await _succeeded(session, ctx, payment)
         log.info(
             "payment.confirmed",
             payment_id=payment.id,
@@ -480,6 +500,8 @@ class PaymentService:
             payment.failure_code = event.failure_code
         await session.flush()
         await self._audit(session, ctx, payment, f"payment.{status}", before)
+        if status == PaymentStatus.SUCCEEDED:
+            await _succeeded(session, ctx, payment)
         return f"applied: payment {payment.id} {status}"
 
     async def _apply_refund_event(
@@ -673,6 +695,11 @@ class PaymentService:
             before=before,
             after=schemas.Payment.model_validate(payment),
         )
+
+
+async def _succeeded(session: AsyncSession, ctx: Context, payment: Payment) -> None:
+    for hook in list(on_payment_succeeded):
+        await hook(session, ctx, payment)
 
 
 def next_status(

@@ -24,6 +24,16 @@ class PlanPriceCreate(BaseModel):
     overage_per_1k_calls: NonNegativeDecimal | None = None
     overage_per_1m_tokens: NonNegativeDecimal | None = None
     overage_per_gb_month: NonNegativeDecimal | None = None
+    stripe_price_id: str | None = Field(
+        default=None,
+        pattern=r"^price_[A-Za-z0-9]{1,200}$",
+        description="Bill subscriptions paid at Stripe through this Stripe price",
+    )
+    paypal_plan_id: str | None = Field(
+        default=None,
+        pattern=r"^P-[A-Z0-9]{1,200}$",
+        description="Bill subscriptions paid at PayPal through this PayPal billing plan",
+    )
 
     @field_validator("currency")
     @classmethod

@@ -9,16 +9,12 @@ the background), so a refusal costs no extra round trip.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
-import json
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-import httpx
 import structlog
 from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -34,6 +30,7 @@ from aihub_billing.kit.ids import new_id, new_token
 from aihub_billing.kit.pagination import clamp_limit, decode_cursor, encode_cursor
 from aihub_billing.kit.periods import Period
 from aihub_billing.models import QuotaNotificationTarget, QuotaOverride, QuotaViolation
+from aihub_billing.notifications.service import notifications as outbound
 from aihub_billing.plans import schemas as plan_schemas
 from aihub_billing.plans.service import plans
 from aihub_billing.quota import schemas
@@ -60,7 +57,6 @@ log = structlog.get_logger("aihub_billing.quota")
 
 DEFAULT_THRESHOLDS = (80, 100)
 NOTIFY_JOB = "quota.notify"
-SIGNATURE_HEADER = "AIHub-Signature"
 MONTHLY_LIMITS = frozenset({"calls", "tokens", "member_calls", "member_tokens"})
 
 BACKEND_ERRORS = Counter(
@@ -121,17 +117,6 @@ class StoredUsageSource:
             got = await usage.used_in_period(session, account_id, period.start, period.end)
         members = {m: (u.calls, u.tokens) for m, u in got.per_member.items()}
         return UsageTotals(got.calls, got.tokens, members)
-
-
-class EmailNotifier(Protocol):
-    async def send(self, to: str, subject: str, body: str) -> None: ...
-
-
-class LoggingEmailNotifier:
-    """Logs the email instead of sending it (no mail transport is configured)."""
-
-    async def send(self, to: str, subject: str, body: str) -> None:
-        log.info("quota.email", to=to, subject=subject, body=body)
 
 
 @dataclass(frozen=True, slots=True)
@@ -894,47 +879,20 @@ def account_for(ctx: Context, requested: str | None) -> str:
 # --- notifications --------------------------------------------------------------------------
 
 
-def sign(secret: str, timestamp: int, body: bytes) -> str:
-    """The AIHub-Signature value: `t=<unix seconds>,v1=<hex HMAC-SHA256 of "t.body">`."""
-    mac = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
-    return f"t={timestamp},v1={mac.hexdigest()}"
-
-
 class QuotaNotifications:
-    """Delivers threshold notifications (the `quota.notify` job)."""
-
-    def __init__(self, email: EmailNotifier | None = None, timeout: float = 10.0) -> None:
-        self.email: EmailNotifier = email or LoggingEmailNotifier()
-        self.timeout = timeout
+    """Delivers threshold notifications (the `quota.notify` job) through `notifications`."""
 
     async def deliver(self, session: AsyncSession, ctx: Context, payload: dict[str, Any]) -> None:
-        """POSTs the signed event to the account's webhook (a non-2xx retries the job)."""
-        account_id = str(payload["account_id"])
-        target = await QuotaRepository(session).target(account_id)
-        now = ctx.clock.now()
         event = {
             "id": "quota.threshold:{account_id}:{limit}:{threshold}:{period_start}".format(
                 **payload
             ),
             "type": "quota.threshold_reached",
-            "created_at": now.isoformat(),
+            "created_at": ctx.clock.now().isoformat(),
             "data": payload,
         }
-        body = json.dumps(event, separators=(",", ":"), sort_keys=True).encode()
-        if target is not None and target.webhook_url and target.webhook_secret:
-            timestamp = int(now.timestamp())
-            headers = {
-                "Content-Type": "application/json",
-                SIGNATURE_HEADER: sign(target.webhook_secret, timestamp, body),
-            }
-            async with httpx.AsyncClient(timeout=self.timeout) as client:
-                response = await client.post(target.webhook_url, content=body, headers=headers)
-            if response.status_code >= 300:
-                raise RuntimeError(f"webhook answered {response.status_code}")
-        if target is not None and target.email:
-            subject = f"{payload['threshold']}% of your monthly {payload['limit']} used"
-            await self.email.send(target.email, subject, body.decode())
-        log.info("quota.notified", account_id=account_id, event=event["id"])
+        subject = f"{payload['threshold']}% of your monthly {payload['limit']} used"
+        await outbound.send(session, ctx, str(payload["account_id"]), event, subject)
 
 
 notifications = QuotaNotifications()

@@ -34,3 +34,9 @@ class PaymentMethodRequired(InvalidRequest):
 class AccountRequired(InvalidRequest):
     code = "account_required"
     title = "An admin key must say which account (account_id)"
+
+
+class ProviderBilled(BillingError):
+    code = "provider_billed"
+    status = 409
+    title = "The payment provider bills this subscription; cancel it and subscribe again"

@@ -133,6 +133,7 @@ class Subscription(BaseModel):
     payment_provider: str | None
     payment_method_id: str | None
     provider_subscription_id: str | None = None
+    provider_billed: bool = False
     created_at: datetime
 
 

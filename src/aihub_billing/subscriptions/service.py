@@ -40,6 +40,7 @@ from aihub_billing.subscriptions.errors import (
     InvalidTransition,
     NoChange,
     PaymentMethodRequired,
+    ProviderBilled,
     SubscriptionExists,
     SubscriptionNotFound,
 )
@@ -54,6 +55,19 @@ RENEW_JOB = "subscriptions.renew"
 TRIAL_END_JOB = "subscriptions.trial_end"
 # Handled by the invoices domain (enqueued by name: subscriptions do not import invoices).
 INVOICE_JOB = "invoices.generate"
+# Provider billing: the collection domain creates/cancels the subscription at the provider.
+PROVIDER_SUBSCRIBE_JOB = "collection.provider_subscribe"
+PROVIDER_UNSUBSCRIBE_JOB = "collection.provider_unsubscribe"
+
+
+def provider_price_ref(price: PlanPrice, provider: str | None) -> str | None:
+    """The provider's own price/plan id this price is billed through at `provider`, if any."""
+    if provider == "stripe":
+        return price.stripe_price_id
+    if provider == "paypal":
+        return price.paypal_plan_id
+    return None
+
 
 # Called with the account id after a commit that changed which plan (version) it is on, so
 # cached quota limits can be dropped at once. Register with `on_plan_change.append(fn)`.
@@ -366,6 +380,7 @@ class SubscriptionService:
             payment_provider=sub.payment_provider,
             payment_method_id=sub.payment_method_id,
             provider_subscription_id=sub.provider_subscription_id,
+            provider_billed=sub.provider_billed,
             created_at=sub.created_at,
         )
 
@@ -429,7 +444,16 @@ class SubscriptionService:
             session, data.plan_type, currency, data.billing_cycle or "monthly", data.interval()
         )
         trial_days = data.trial_days if data.trial_days is not None else plan.trial_days
-        if trial_days == 0 and price.amount_minor > 0 and data.payment_method_id is None:
+        # Billed by the provider: it runs trials and collects (PayPal: the buyer approves).
+        provider_billed = provider_price_ref(price, data.payment_provider) is not None
+        if provider_billed:
+            trial_days = 0
+        if (
+            trial_days == 0
+            and price.amount_minor > 0
+            and data.payment_method_id is None
+            and not provider_billed
+        ):
             raise PaymentMethodRequired("send payment_method_id, or choose a plan with a trial")
         coupon = None
         if data.coupon is not None:
@@ -442,7 +466,8 @@ class SubscriptionService:
             # Paid periods are counted from the trial's end.
             anchor, period, status = trial_end, Period(now, trial_end), "trialing"
         else:
-            anchor, status = now, "active"
+            # A provider-billed one is incomplete until the provider reports it active.
+            anchor, status = now, "incomplete" if provider_billed else "active"
             period = nth_period(anchor, _interval(price), 0)
         sub = Subscription(
             id=new_id("sub", now),
@@ -469,6 +494,7 @@ class SubscriptionService:
             payment_provider=data.payment_provider,
             payment_method_id=data.payment_method_id,
             provider_subscription_id=data.provider_subscription_id,
+            provider_billed=provider_billed,
             created_at=now,
             updated_at=now,
         )
@@ -486,6 +512,15 @@ class SubscriptionService:
         await self._schedule(session, ctx, sub, clock_id)
         if status == "active":
             await self._invoice(session, ctx, sub, "subscription_create", period, clock_id)
+        if provider_billed:
+            await enqueue(
+                session,
+                ctx,
+                PROVIDER_SUBSCRIBE_JOB,
+                {"subscription_id": sub.id},
+                dedupe_key=f"{PROVIDER_SUBSCRIBE_JOB}:{sub.id}",
+                test_clock_id=clock_id,
+            )
         _plan_changed(session, account_id)
         return sub, items
 
@@ -499,6 +534,8 @@ class SubscriptionService:
         sub, ctx, clock_id = await self._load(session, ctx, subscription_id)
         if sub.status not in ("trialing", "active", "past_due"):
             raise InvalidTransition(f"a {sub.status} subscription cannot change plan")
+        if sub.provider_billed:
+            raise ProviderBilled(f"{sub.payment_provider} bills this subscription")
         plan = await plans.version(session, sub.plan_id)
         price = await plans.price(session, sub.price_id)
         if data.billing_cycle is not None:
@@ -673,6 +710,9 @@ class SubscriptionService:
             kind = "canceled"
             _plan_changed(session, sub.account_id)
         await self._log(session, ctx, sub, kind, before, from_status, sub.plan_id, {})
+        # At the provider it ends now either way: no further renewal is charged there, and
+        # the period already paid runs to its end here.
+        await self._cancel_at_provider(session, ctx, sub, clock_id)
         if not at_period_end and now > sub.current_period_start:
             last = Period(sub.current_period_start, now)
             await self._invoice(session, ctx, sub, "subscription_final", last, clock_id)
@@ -717,6 +757,8 @@ class SubscriptionService:
             kind = "resumed"
             _plan_changed(session, sub.account_id)
         elif sub.status != "canceled" and sub.cancel_at_period_end:
+            if sub.provider_billed and sub.provider_subscription_id is not None:
+                raise ProviderBilled("it was canceled at the provider; subscribe again")
             sub.cancel_at_period_end = False
             sub.canceled_at = None
             kind = "cancel_revoked"
@@ -833,6 +875,34 @@ class SubscriptionService:
         await self._schedule(session, ctx, sub, clock_id)
         await self._invoice(session, ctx, sub, "subscription_create", period, clock_id)
 
+    # Dunning (the collection domain): an unpaid invoice puts the subscription past due.
+
+    async def mark_past_due(
+        self, session: AsyncSession, ctx: Context, subscription_id: str, *, invoice_id: str
+    ) -> bool:
+        """active → past_due while an invoice is unpaid; False when nothing changed."""
+        sub = await SubscriptionRepository(session).get(subscription_id, lock=True)
+        if sub is None or sub.status != "active":
+            return False
+        before = await self.render(session, sub)
+        sub.status, sub.updated_at = "past_due", _second(ctx.clock.now())
+        data = {"invoice_id": invoice_id}
+        await self._log(session, ctx, sub, "past_due", before, "active", sub.plan_id, data)
+        return True
+
+    async def mark_recovered(
+        self, session: AsyncSession, ctx: Context, subscription_id: str, *, invoice_id: str
+    ) -> bool:
+        """past_due → active once the unpaid invoice is paid; False when nothing changed."""
+        sub = await SubscriptionRepository(session).get(subscription_id, lock=True)
+        if sub is None or sub.status != "past_due":
+            return False
+        before = await self.render(session, sub)
+        sub.status, sub.updated_at = "active", _second(ctx.clock.now())
+        data = {"invoice_id": invoice_id}
+        await self._log(session, ctx, sub, "recovered", before, "past_due", sub.plan_id, data)
+        return True
+
     # Provider-side subscriptions (their webhooks, applied by the payments domain).
 
     async def apply_provider_status(
@@ -861,6 +931,9 @@ class SubscriptionService:
             return f"unchanged: subscription {sub.id} is {sub.status}"
         if sub.status == "canceled":  # a late update never reopens a canceled subscription
             return f"unchanged: subscription {sub.id} is canceled"
+        if target == "canceled" and sub.cancel_at_period_end:
+            # We canceled it there ourselves; the paid period runs to its end here.
+            return f"unchanged: subscription {sub.id} ends at its period end"
         now = _second(ctx.clock.now())
         before = await self.render(session, sub)
         from_status = sub.status
@@ -933,6 +1006,9 @@ class SubscriptionService:
         price: PlanPrice,
         period: Period,
     ) -> list[InvoiceItem]:
+        if sub.provider_billed:
+            sub.billed_through = period.end
+            return []  # the provider charges the fee
         coupon = None
         if sub.coupon_id is not None and sub.coupon_cycles_left != 0:
             coupon = await coupons.by_id(session, sub.coupon_id)
@@ -1000,6 +1076,24 @@ class SubscriptionService:
             test_clock_id=clock_id,
         )
 
+    async def _cancel_at_provider(
+        self, session: AsyncSession, ctx: Context, sub: Subscription, clock_id: str | None
+    ) -> None:
+        if sub.provider_subscription_id is None or not sub.provider_billed:
+            return
+        await enqueue(
+            session,
+            ctx,
+            PROVIDER_UNSUBSCRIBE_JOB,
+            {
+                "subscription_id": sub.id,
+                "provider": sub.payment_provider,
+                "provider_subscription_id": sub.provider_subscription_id,
+            },
+            dedupe_key=f"{PROVIDER_UNSUBSCRIBE_JOB}:{sub.id}",
+            test_clock_id=clock_id,
+        )
+
     async def _invoice(
         self,
         session: AsyncSession,
@@ -1011,6 +1105,8 @@ class SubscriptionService:
         price_id: str | None = None,
     ) -> None:
         """Enqueues the generation of the invoice of (subscription, reason, period), once."""
+        if sub.provider_billed:
+            return  # the provider invoices it
         payload = {
             "subscription_id": sub.id,
             "reason": reason,

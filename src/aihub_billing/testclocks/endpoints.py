@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, status
 
 from aihub_billing.accounts.errors import AccountNotFound
-from aihub_billing.api.deps import AdminContext, Idempotent, SessionDep
+from aihub_billing.api.deps import AdminContext, BillingDep, Idempotent, SessionDep
 from aihub_billing.api.routing import TransactionalRoute
 from aihub_billing.errors import Forbidden, responses
 from aihub_billing.testclocks import schemas
@@ -66,10 +66,16 @@ async def attach_account(
     responses=responses(Forbidden, TestClockNotFound, TimeGoesForward, TooManyJobs),
 )
 async def advance_test_clock(
-    clock_id: str, data: schemas.TestClockAdvance, session: SessionDep, ctx: AdminContext
+    clock_id: str,
+    data: schemas.TestClockAdvance,
+    session: SessionDep,
+    ctx: AdminContext,
+    billing: BillingDep,
 ) -> schemas.TestClockAdvanced:
     """Run the clock's due jobs (renewals, trial ends) in time order, then move it."""
-    clock, ran = await test_clocks.advance(session, ctx, clock_id, data.frozen_time)
+    clock, ran = await test_clocks.advance(
+        session, ctx, clock_id, data.frozen_time, settings=billing.job_settings()
+    )
     return schemas.TestClockAdvanced(
         **schemas.TestClock.model_validate(clock).model_dump(),
         jobs_run=[schemas.JobRan(name=j.name, run_at=j.run_at, payload=j.payload) for j in ran],

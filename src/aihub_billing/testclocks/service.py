@@ -7,6 +7,7 @@ runs them through the registry's own handlers, each with a clock set to the job'
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -103,7 +104,13 @@ class TestClockService:
         return Context(ctx.actor, FrozenClock(clock.frozen_time), ctx.request_id), clock.id
 
     async def advance(
-        self, session: AsyncSession, ctx: Context, clock_id: str, target: datetime
+        self,
+        session: AsyncSession,
+        ctx: Context,
+        clock_id: str,
+        target: datetime,
+        *,
+        settings: dict[str, Any] | None = None,
     ) -> tuple[TestClock, list[Job]]:
         """Runs the clock's jobs due by `target` in time order, then sets it to `target`.
 
@@ -130,6 +137,7 @@ class TestClockService:
                 payload=dict(job.payload),
                 attempt=job.attempts,
                 ctx=Context(actor=SYSTEM, clock=FrozenClock(at), request_id=job.id),
+                settings=settings or {},
             )
             handler = registry.handlers.get(job.name)
             if handler is None:

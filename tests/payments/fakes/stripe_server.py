@@ -304,7 +304,8 @@ class StripeFake:
             else "requires_payment_method",
         )
         self.intents[ident] = intent
-        return Response(200, intent)
+        # A snapshot, as Stripe stores it for an idempotent replay.
+        return Response(200, copy.deepcopy(intent))
 
     def _confirm(self, pi: str, p: dict[str, Any]) -> Response:
         if pi not in self.intents:

@@ -35,6 +35,9 @@ class PaymentProcessor(Protocol):
     """One payment provider. Every method raises only payments.errors on failure."""
 
     name: str
+    # Whether a payment can be charged to a saved method without the buyer (Stripe), or the
+    # buyer approves each payment at the provider (PayPal orders).
+    saves_payment_methods: bool
 
     async def create_customer(
         self, *, account_id: str, email: str | None, name: str | None, idempotency_key: str
@@ -87,7 +90,13 @@ class PaymentProcessor(Protocol):
     async def fetch_dispute(self, dispute_id: str) -> Dispute: ...
 
     async def create_subscription(
-        self, *, customer_id: str, price_id: str, reference: str, idempotency_key: str
+        self,
+        *,
+        customer_id: str,
+        price_id: str,
+        reference: str,
+        idempotency_key: str,
+        payment_method: str | None = None,
     ) -> ProviderSubscription: ...
 
     async def cancel_subscription(self, subscription_id: str) -> ProviderSubscription: ...

@@ -69,6 +69,7 @@ _CAPTURE_STATUSES = {
 
 class PayPalProcessor:
     name = "paypal"
+    saves_payment_methods = False
 
     def __init__(
         self,
@@ -311,7 +312,13 @@ class PayPalProcessor:
         )
 
     async def create_subscription(
-        self, *, customer_id: str, price_id: str, reference: str, idempotency_key: str
+        self,
+        *,
+        customer_id: str,
+        price_id: str,
+        reference: str,
+        idempotency_key: str,
+        payment_method: str | None = None,  # the buyer chooses it when approving
     ) -> ProviderSubscription:
         data = await self._ok(
             "POST",

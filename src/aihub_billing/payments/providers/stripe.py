@@ -43,6 +43,7 @@ _STATUSES = {
 
 class StripeProcessor:
     name = "stripe"
+    saves_payment_methods = True
 
     def __init__(
         self,
@@ -239,15 +240,24 @@ class StripeProcessor:
         )
 
     async def create_subscription(
-        self, *, customer_id: str, price_id: str, reference: str, idempotency_key: str
+        self,
+        *,
+        customer_id: str,
+        price_id: str,
+        reference: str,
+        idempotency_key: str,
+        payment_method: str | None = None,
     ) -> ProviderSubscription:
+        params: dict[str, Any] = {
+            "customer": customer_id,
+            "items": [{"price": price_id}],
+            "metadata": {"subscription_id": reference},
+        }
+        if payment_method is not None:
+            params["default_payment_method"] = payment_method
         subscription = await self._call(
             lambda: self._client.v1.subscriptions.create_async(
-                params={
-                    "customer": customer_id,
-                    "items": [{"price": price_id}],
-                    "metadata": {"subscription_id": reference},
-                },
+                params=params,  # type: ignore[arg-type]
                 options={"idempotency_key": idempotency_key},
             )
         )

@@ -1,0 +1,1 @@
+"""Collecting finalized invoices: the automatic charge and dunning when it fails."""

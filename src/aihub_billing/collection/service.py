@@ -1,0 +1,351 @@
+"""Invoice collection and dunning.
+
+A finalized invoice with an amount due is charged to the account's payment method at the
+subscription's provider (attempt 1). A failed attempt puts the subscription `past_due` and
+schedules the next one `retry_days[n]` days after finalization (default 1, 3, 5, 7); when the
+last retry fails the subscription is canceled or moved to the free plan and the invoice is
+marked uncollectible. Each step sends a notification. A payment that succeeds later, by a
+retry or by a provider event, marks the invoice paid and the subscription active again.
+
+Provider idempotency keys are named by the invoice and attempt number, so a job rerun after a
+crash (its transaction rolled back) sends the same keys and the provider charges once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import structlog
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from aihub_billing.collection.repository import CollectionRepository
+from aihub_billing.errors import BillingError
+from aihub_billing.invoices.service import invoices
+from aihub_billing.jobs import queue
+from aihub_billing.kit.context import Context
+from aihub_billing.kit.ids import derived_id
+from aihub_billing.models import Invoice, Payment, PaymentMethodRecord, Subscription
+from aihub_billing.notifications.service import notify
+from aihub_billing.payments import schemas as payment_schemas
+from aihub_billing.payments.errors import PaymentDeclined
+from aihub_billing.payments.payment_types import PaymentStatus
+from aihub_billing.payments.providers.base import PaymentProcessor
+from aihub_billing.payments.service import DefaultingLookup, on_payment_succeeded, payments
+from aihub_billing.subscriptions import schemas as subscription_schemas
+from aihub_billing.subscriptions.service import FREE_PLAN_CODE, subscriptions
+from aihub_billing.testclocks.service import test_clocks
+
+log = structlog.get_logger("aihub_billing.collection")
+
+COLLECT_JOB = "invoices.collect"
+
+
+@dataclass(frozen=True, slots=True)
+class DunningPolicy:
+    retry_days: tuple[int, ...] = (1, 3, 5, 7)
+    final_action: str = "cancel"  # or "downgrade" (to the free plan)
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    code: str
+    message: str
+    action_url: str | None = None  # 3-D Secure client secret or PayPal approval link
+
+
+class CollectionService:
+    async def collect(
+        self,
+        session: AsyncSession,
+        ctx: Context,
+        processors: DefaultingLookup,
+        policy: DunningPolicy,
+        invoice_id: str,
+        *,
+        attempt: int | None = None,
+    ) -> str:
+        """One collection attempt; returns what happened (for the job log)."""
+        repo = CollectionRepository(session)
+        invoice = await repo.invoice(invoice_id, lock=True)
+        if invoice is None or invoice.status != "open":
+            return "skipped: the invoice is not open"
+        due = invoice.amount_due_minor - invoice.amount_paid_minor
+        if due <= 0:
+            return "skipped: nothing is due"
+        if attempt is not None and attempt != invoice.attempt_count + 1:
+            return f"skipped: attempt {attempt} is stale"
+        invoice.attempt_count += 1
+        invoice.next_payment_attempt_at = None
+        invoice.updated_at = ctx.clock.now()
+        sub = await repo.subscription(invoice.subscription_id) if invoice.subscription_id else None
+        failure = await self._charge(session, ctx, processors, invoice, sub, due)
+        if failure is None:
+            return "charged"
+        await self._failed(session, ctx, policy, invoice, sub, failure)
+        return f"failed: {failure.code}"
+
+    async def _charge(
+        self,
+        session: AsyncSession,
+        ctx: Context,
+        processors: DefaultingLookup,
+        invoice: Invoice,
+        sub: Subscription | None,
+        due: int,
+    ) -> Failure | None:
+        processor, method = await self._method(session, invoice, sub, processors)
+        if method is None and processor.saves_payment_methods:
+            return Failure("no_payment_method", "no payment method is on file")
+        key_base = f"invoice:{invoice.id}:attempt:{invoice.attempt_count}"
+        repo = CollectionRepository(session)
+        try:
+            # A payment the buyer was asked to authorize (3-D Secure, PayPal approval) is
+            # confirmed again rather than replaced: they may have authorized it since.
+            payment = await repo.waiting_payment(invoice.id, processor.name)
+            if payment is None:
+                data = payment_schemas.PaymentIntentCreate(
+                    amount_minor=due,
+                    currency=invoice.currency,
+                    provider=processor.name,
+                    payment_method_id=method.id if method else None,
+                    invoice_id=invoice.id,
+                    subscription_id=sub.id if sub else None,
+                    account_id=invoice.account_id,
+                    description=f"Invoice {invoice.number}",
+                )
+                # The row id goes to the provider (metadata): a rerun must send the same one.
+                payment_id = derived_id("pay", invoice.finalized_at or invoice.created_at, key_base)
+                payment, remote = await payments.create_intent(
+                    session, ctx, processors, data, key_base=key_base, payment_id=payment_id
+                )
+            if payment.status != PaymentStatus.SUCCEEDED:
+                payment, remote = await payments.confirm(
+                    session,
+                    ctx,
+                    processors,
+                    payment.id,
+                    payment_schemas.PaymentConfirm(),
+                    key_base=key_base,
+                )
+        except PaymentDeclined as exc:
+            code = exc.extra.get("decline_code") or "card_declined"
+            return Failure(str(code), exc.detail)
+        if payment.status in (PaymentStatus.SUCCEEDED, PaymentStatus.PROCESSING):
+            # Succeeded: the payment hook marked the invoice paid in this transaction.
+            # Processing: the provider's event finishes it.
+            return None
+        if payment.status == PaymentStatus.REQUIRES_ACTION:
+            link = remote.client_secret or remote.approval_url
+            return Failure("requires_action", "the customer must authorize the payment", link)
+        return Failure(payment.failure_code or str(payment.status), payment.failure_message or "")
+
+    async def _method(
+        self,
+        session: AsyncSession,
+        invoice: Invoice,
+        sub: Subscription | None,
+        processors: DefaultingLookup,
+    ) -> tuple[PaymentProcessor, PaymentMethodRecord | None]:
+        """The subscription's provider and saved method, else the account's newest method."""
+        repo = CollectionRepository(session)
+        wanted = (sub.payment_provider if sub else None) or await repo.default_provider(
+            invoice.account_id
+        )
+        processor = processors(wanted)
+        methods = await repo.active_methods(invoice.account_id, processor.name)
+        if sub is not None and sub.payment_method_id:
+            for method in methods:
+                if sub.payment_method_id in (method.id, method.provider_method_id):
+                    return processor, method
+        return processor, methods[0] if methods else None
+
+    async def _failed(
+        self,
+        session: AsyncSession,
+        ctx: Context,
+        policy: DunningPolicy,
+        invoice: Invoice,
+        sub: Subscription | None,
+        failure: Failure,
+    ) -> None:
+        _, clock_id = await test_clocks.context_for(session, ctx, invoice.account_id)
+        attempt = invoice.attempt_count
+        next_at = None
+        if attempt <= len(policy.retry_days):
+            anchor = invoice.finalized_at or ctx.clock.now()
+            next_at = anchor + timedelta(days=policy.retry_days[attempt - 1])
+            invoice.next_payment_attempt_at = next_at
+            await queue.enqueue(
+                session,
+                ctx,
+                COLLECT_JOB,
+                {"invoice_id": invoice.id, "attempt": attempt + 1},
+                run_at=next_at,
+                dedupe_key=f"{COLLECT_JOB}:{invoice.id}:{attempt + 1}",
+                test_clock_id=clock_id,
+            )
+        log.info(
+            "collection.failed",
+            invoice_id=invoice.id,
+            attempt=attempt,
+            code=failure.code,
+            next_attempt_at=next_at.isoformat() if next_at else None,
+        )
+        await self._notify(
+            session,
+            ctx,
+            invoice,
+            "invoice.payment_failed",
+            f"Payment of invoice {invoice.number} failed",
+            {
+                "attempt": attempt,
+                "code": failure.code,
+                "message": failure.message,
+                "action_url": failure.action_url,
+                "next_payment_attempt_at": next_at.isoformat() if next_at else None,
+            },
+            clock_id,
+            suffix=str(attempt),
+        )
+        if sub is not None and await subscriptions.mark_past_due(
+            session, ctx, sub.id, invoice_id=invoice.id
+        ):
+            await self._notify(
+                session,
+                ctx,
+                invoice,
+                "subscription.past_due",
+                "Your subscription is past due",
+                {"subscription_id": sub.id},
+                clock_id,
+            )
+        if next_at is None:
+            await self._exhausted(session, ctx, policy, invoice, sub, clock_id)
+
+    async def _exhausted(
+        self,
+        session: AsyncSession,
+        ctx: Context,
+        policy: DunningPolicy,
+        invoice: Invoice,
+        sub: Subscription | None,
+        clock_id: str | None,
+    ) -> None:
+        """The last retry failed: the final action, then the invoice is uncollectible."""
+        if sub is not None and sub.status != "canceled":
+            action = await self._final_action(session, ctx, policy, sub, invoice.id)
+            await self._notify(
+                session,
+                ctx,
+                invoice,
+                f"subscription.{action}",
+                f"Your subscription was {action} for non-payment",
+                {"subscription_id": sub.id, "reason": "payment_failed"},
+                clock_id,
+            )
+        await invoices.mark_uncollectible(session, ctx, invoice.id)
+        await self._notify(
+            session,
+            ctx,
+            invoice,
+            "invoice.marked_uncollectible",
+            f"Invoice {invoice.number} is uncollectible",
+            {},
+            clock_id,
+        )
+
+    async def _final_action(
+        self,
+        session: AsyncSession,
+        ctx: Context,
+        policy: DunningPolicy,
+        sub: Subscription,
+        invoice_id: str,
+    ) -> str:
+        if policy.final_action == "downgrade":
+            change = subscription_schemas.SubscriptionChange(
+                plan_type=FREE_PLAN_CODE, when="immediate"
+            )
+            try:
+                await subscriptions.change(session, ctx, sub.id, change)
+                # Nothing is owed on the free plan: the subscription is in good standing.
+                await subscriptions.mark_recovered(session, ctx, sub.id, invoice_id=invoice_id)
+                return "downgraded"
+            except BillingError as exc:  # e.g. the free plan has no price in this currency
+                log.warning("collection.downgrade_failed", subscription_id=sub.id, error=str(exc))
+        await subscriptions.cancel(session, ctx, sub.id, at_period_end=False)
+        return "canceled"
+
+    async def paid(self, session: AsyncSession, ctx: Context, payment: Payment) -> None:
+        """A payment for an invoice succeeded: the invoice is paid, the subscription active."""
+        if payment.invoice_id is None:
+            return
+        repo = CollectionRepository(session)
+        invoice = await repo.invoice(payment.invoice_id, lock=True)
+        if invoice is None or invoice.account_id != payment.account_id:
+            return
+        remaining = invoice.amount_due_minor - invoice.amount_paid_minor
+        if invoice.status not in ("open", "uncollectible") or remaining <= 0:
+            return
+        # A credit note may have lowered what is due since the charge was made.
+        amount = min(payment.amount_minor, remaining)
+        await invoices.mark_paid(session, ctx, invoice.id, amount, payment_id=payment.id)
+        invoice.next_payment_attempt_at = None
+        _, clock_id = await test_clocks.context_for(session, ctx, invoice.account_id)
+        await self._notify(
+            session,
+            ctx,
+            invoice,
+            "invoice.paid",
+            f"Invoice {invoice.number} is paid",
+            {"payment_id": payment.id, "amount_minor": payment.amount_minor},
+            clock_id,
+        )
+        if invoice.subscription_id and await subscriptions.mark_recovered(
+            session, ctx, invoice.subscription_id, invoice_id=invoice.id
+        ):
+            await self._notify(
+                session,
+                ctx,
+                invoice,
+                "subscription.recovered",
+                "Your subscription is active again",
+                {"subscription_id": invoice.subscription_id},
+                clock_id,
+            )
+
+    @staticmethod
+    async def _notify(
+        session: AsyncSession,
+        ctx: Context,
+        invoice: Invoice,
+        event_type: str,
+        subject: str,
+        data: dict[str, Any],
+        clock_id: str | None,
+        *,
+        suffix: str = "",
+    ) -> None:
+        body = {
+            "invoice_id": invoice.id,
+            "invoice_number": invoice.number,
+            "amount_due_minor": invoice.amount_due_minor,
+            "currency": invoice.currency,
+            **data,
+        }
+        await notify(
+            session,
+            ctx,
+            account_id=invoice.account_id,
+            event_type=event_type,
+            event_id=f"{event_type}:{invoice.id}" + (f":{suffix}" if suffix else ""),
+            subject=subject,
+            data=body,
+            test_clock_id=clock_id,
+        )
+
+
+collection = CollectionService()
+on_payment_succeeded.append(collection.paid)
