@@ -140,6 +140,7 @@ class InvoiceDocumentConfig(BaseModel):
             tax_id=self.seller_tax_id,
         )
 
+
 class DunningConfig(BaseModel):
     """What happens when an invoice's automatic payment fails."""
 
