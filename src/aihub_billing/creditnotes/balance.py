@@ -115,6 +115,30 @@ async def credit(
     )
 
 
+async def carry_credit(
+    session: AsyncSession,
+    ctx: Context,
+    *,
+    invoice_id: str,
+    account_id: str,
+    currency: str,
+    amount_minor: int,
+    description: str,
+) -> BalanceTransaction:
+    """Adds an invoice's negative total (credits above its charges) to the balance, where
+    the next invoice consumes it."""
+    return await _write(
+        session,
+        ctx,
+        account_id=account_id,
+        currency=currency,
+        amount_minor=amount_minor,
+        kind="adjustment",
+        invoice_id=invoice_id,
+        description=description,
+    )
+
+
 async def adjust(
     session: AsyncSession, ctx: Context, account_id: str, data: schemas.BalanceAdjustmentCreate
 ) -> BalanceTransaction:

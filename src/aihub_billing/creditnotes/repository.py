@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import func, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from aihub_billing.invoices.numbering import next_number
 from aihub_billing.models import (
     Account,
     BalanceTransaction,
@@ -16,7 +15,6 @@ from aihub_billing.models import (
     CreditNoteLine,
     Invoice,
     InvoiceLine,
-    InvoiceSequence,
     Payment,
     RefundRecord,
 )
@@ -122,27 +120,7 @@ class CreditNoteRepository:
         return list((await self.session.execute(query)).scalars())
 
     async def next_number(self, series: str) -> int:
-        """The next number of `series`, gapless: an atomic increment of its row (inserted on
-        first use), taken in the caller's transaction, so a rollback gives the number back and
-        concurrent callers wait for each other's commit."""
-        taken = update(InvoiceSequence).where(InvoiceSequence.series == series)
-        taken = taken.values(next_value=InvoiceSequence.next_value + 1)
-        statement = taken.returning(InvoiceSequence.next_value)
-        for _ in range(2):
-            value = (await self.session.execute(statement)).scalar_one_or_none()
-            if value is not None:
-                return int(value) - 1
-            dialect = self.session.get_bind().dialect.name
-            insert = pg_insert if dialect == "postgresql" else sqlite_insert
-            created = await self.session.execute(
-                insert(InvoiceSequence)
-                .values(series=series, next_value=2)
-                .on_conflict_do_nothing(index_elements=["series"])
-                .returning(InvoiceSequence.series)
-            )
-            if created.scalar_one_or_none() is not None:
-                return 1
-        raise RuntimeError(f"number series {series!r} could not be advanced")
+        return await next_number(self.session, series)
 
     # -- balance ledger ----------------------------------------------------------------------
 

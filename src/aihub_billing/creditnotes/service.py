@@ -33,6 +33,7 @@ from aihub_billing.creditnotes.errors import (
 )
 from aihub_billing.creditnotes.repository import CreditNoteRepository
 from aihub_billing.errors import Forbidden
+from aihub_billing.invoices.service import invoices
 from aihub_billing.kit.context import Context, Role
 from aihub_billing.kit.ids import new_id
 from aihub_billing.kit.pagination import clamp_limit, decode_cursor, encode_cursor
@@ -85,7 +86,8 @@ class CreditNoteService:
         tax = sum(c.tax_minor for _, c in parts)
         total = subtotal + tax
 
-        landing = land(total, invoice.amount_due_minor, open_invoice=invoice.status == "open")
+        owed = invoice.amount_due_minor - invoice.amount_paid_minor
+        landing = land(total, owed, open_invoice=invoice.status == "open")
         refund_ids: list[tuple[str, str]] = []
         to_balance = landing.rest
         if invoice.status == "paid" and data.outcome == "refund":
@@ -127,6 +129,7 @@ class CreditNoteService:
                 )
             )
         before_due = invoice.amount_due_minor
+        before_invoice = await invoices.render(session, invoice)
         invoice.amount_due_minor -= landing.off_amount_due
         invoice.amount_credited_minor += total
         invoice.updated_at = now
@@ -142,6 +145,7 @@ class CreditNoteService:
                 invoice_id=invoice.id,
                 description=f"Credit note {note.number}",
             )
+        await invoices.settle_if_covered(session, ctx, invoice, before_invoice)
         view = await self._view(repo, note)
         await audit.record(
             session,

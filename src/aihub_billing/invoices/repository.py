@@ -6,16 +6,14 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from sqlalchemy import and_, delete, func, or_, select, text, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from aihub_billing.invoices.numbering import next_number
 from aihub_billing.models import (
     Account,
     Invoice,
     InvoiceItem,
     InvoiceLine,
-    InvoiceSequence,
     Subscription,
     SubscriptionEvent,
 )
@@ -175,22 +173,7 @@ class InvoiceRepository:
         return int(result.scalar_one())
 
     async def next_number(self, series: str) -> int:
-        """The next value of a gapless series, taken under the row's lock (held until the
-        transaction ends, so a rolled back finalization gives its number back)."""
-        taken = update(InvoiceSequence).where(InvoiceSequence.series == series)
-        taken = taken.values(next_value=InvoiceSequence.next_value + 1).returning(
-            InvoiceSequence.next_value
-        )
-        value = (await self.session.execute(taken)).scalar_one_or_none()
-        if value is None:  # the series' first number: create the row (once, race-safe)
-            insert = pg_insert if self.postgres else sqlite_insert
-            await self.session.execute(
-                insert(InvoiceSequence)
-                .values(series=series, next_value=1)
-                .on_conflict_do_nothing(index_elements=["series"])
-            )
-            value = (await self.session.execute(taken)).scalar_one()
-        return int(value) - 1
+        return await next_number(self.session, series)
 
     async def account(self, account_id: str) -> Account | None:
         return await self.session.get(Account, account_id)

@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from aihub_billing.accounts.errors import AccountNotFound
 from aihub_billing.audit.service import audit
+from aihub_billing.creditnotes import balance
 from aihub_billing.errors import InvalidCursorValue, InvalidRequest
 from aihub_billing.invoices import calc, schemas
 from aihub_billing.invoices.errors import (
@@ -549,16 +550,16 @@ class InvoiceService:
             and invoice.subscription_id is not None
         ):
             await self._refresh_usage(session, invoice, now)
-        invoice.balance_applied_minor = await self._apply_balance(session, invoice)
-        invoice.amount_due_minor = invoice.total_minor - invoice.balance_applied_minor
         invoice.series = f"INV-{now.year}"
         invoice.sequence = await repo.next_number(invoice.series)
         invoice.number = f"{invoice.series}-{invoice.sequence:06d}"
+        invoice.balance_applied_minor = await self._apply_balance(session, ctx, invoice)
+        invoice.amount_due_minor = max(invoice.total_minor - invoice.balance_applied_minor, 0)
         invoice.finalized_at = invoice.updated_at = now
         invoice.due_at = now
         if invoice.amount_due_minor <= 0:
-            # Nothing to collect. A negative total (credits above charges) is not carried to
-            # the account balance yet: that is the credit-notes balance's job at merge.
+            # Nothing to collect; a negative total (credits above charges) became account
+            # credit in _apply_balance.
             invoice.status = "paid"
             invoice.paid_at = now
         else:
@@ -588,10 +589,29 @@ class InvoiceService:
                 test_clock_id=clock_id,
             )
 
-    async def _apply_balance(self, session: AsyncSession, invoice: Invoice) -> int:
-        """Account credit this invoice consumes at finalization. Seam: always 0 for now —
-        wired to creditnotes balance at merge."""
-        return 0
+    async def _apply_balance(self, session: AsyncSession, ctx: Context, invoice: Invoice) -> int:
+        """At finalization: account credit pays what it can of the total; a negative total
+        is carried to the balance instead. Returns the credit applied."""
+        await session.flush()  # the balance rows reference the invoice
+        if invoice.total_minor < 0:
+            await balance.carry_credit(
+                session,
+                ctx,
+                invoice_id=invoice.id,
+                account_id=invoice.account_id,
+                currency=invoice.currency,
+                amount_minor=-invoice.total_minor,
+                description=f"Credit from invoice {invoice.number or invoice.id}",
+            )
+            return 0
+        return await balance.consume(
+            session,
+            ctx,
+            account_id=invoice.account_id,
+            currency=invoice.currency,
+            invoice_id=invoice.id,
+            up_to_minor=invoice.total_minor,
+        )
 
     async def _refresh_usage(self, session: AsyncSession, invoice: Invoice, now: datetime) -> None:
         """Recomputes a draft's usage and adjustment lines (late usage is included)."""
@@ -628,6 +648,20 @@ class InvoiceService:
         invoice.total_minor = invoice.subtotal_minor + invoice.tax_minor
         await session.flush()
 
+    async def settle_if_covered(
+        self, session: AsyncSession, ctx: Context, invoice: Invoice, before: schemas.Invoice
+    ) -> bool:
+        """An open invoice whose amount due is covered (by credit notes) is paid; no attempt to
+        collect it runs again. The caller holds the invoice's lock."""
+        if invoice.status != "open" or invoice.amount_due_minor > invoice.amount_paid_minor:
+            return False
+        ctx = await self._clocked(session, ctx, invoice)
+        invoice.status = "paid"
+        invoice.paid_at = invoice.updated_at = ctx.clock.now()
+        invoice.next_payment_attempt_at = None
+        await self._audit(session, ctx, invoice, "invoice.paid", before, None)
+        return True
+
     async def mark_paid(
         self,
         session: AsyncSession,
@@ -662,6 +696,9 @@ class InvoiceService:
         before = await self.render(session, invoice)
         invoice.status = "void"
         invoice.voided_at = invoice.updated_at = ctx.clock.now()
+        # The credit it consumed goes back (and a negative one's carried credit stays: it
+        # was the customer's).
+        await balance.restore(session, ctx, invoice.id)
         await self._audit(session, ctx, invoice, "invoice.voided", before, None)
         return invoice
 

@@ -1,0 +1,32 @@
+"""Gapless number series (invoices `INV-2026`, credit notes `CN-2026`)."""
+
+from __future__ import annotations
+
+from sqlalchemy import update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from aihub_billing.models import InvoiceSequence
+
+
+async def next_number(session: AsyncSession, series: str) -> int:
+    """The next value of `series`, taken under its row's lock in the caller's transaction:
+    concurrent callers wait for each other's commit, and a rollback gives the number back."""
+    taken = (
+        update(InvoiceSequence)
+        .where(InvoiceSequence.series == series)
+        .values(next_value=InvoiceSequence.next_value + 1)
+        .returning(InvoiceSequence.next_value)
+    )
+    value = (await session.execute(taken)).scalar_one_or_none()
+    if value is None:  # the series' first number: create the row (once, race-safe)
+        postgres = session.get_bind().dialect.name == "postgresql"
+        insert = pg_insert if postgres else sqlite_insert
+        await session.execute(
+            insert(InvoiceSequence)
+            .values(series=series, next_value=1)
+            .on_conflict_do_nothing(index_elements=["series"])
+        )
+        value = (await session.execute(taken)).scalar_one()
+    return int(value) - 1
