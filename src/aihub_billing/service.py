@@ -275,6 +275,7 @@ class BillingService:
             "idempotency_ttl_hours": self.config.idempotency_ttl_hours,
             "processors": self.processor,
             "dunning": DunningPolicy(tuple(dunning.retry_days), dunning.final_action),
+            "documents": self.config.documents,
         }
 
     def worker(self, **options: Any) -> Worker:

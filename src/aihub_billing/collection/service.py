@@ -29,7 +29,7 @@ from aihub_billing.kit.ids import derived_id
 from aihub_billing.models import Invoice, Payment, PaymentMethodRecord, Subscription
 from aihub_billing.notifications.service import notify
 from aihub_billing.payments import schemas as payment_schemas
-from aihub_billing.payments.errors import PaymentDeclined
+from aihub_billing.payments.errors import PaymentDeclined, ProviderNotConfigured
 from aihub_billing.payments.payment_types import PaymentStatus
 from aihub_billing.payments.providers.base import PaymentProcessor
 from aihub_billing.payments.service import DefaultingLookup, on_payment_succeeded, payments
@@ -76,6 +76,14 @@ class CollectionService:
             return "skipped: nothing is due"
         if attempt is not None and attempt != invoice.attempt_count + 1:
             return f"skipped: attempt {attempt} is stale"
+        provider = await self._provider_of(session, invoice)
+        try:
+            processors(provider)
+        except ProviderNotConfigured:
+            # Without a provider the invoice is paid out of band (POST /invoices/{id}/mark-paid):
+            # no automatic charge, so no dunning either.
+            log.info("collection.no_provider", invoice_id=invoice.id, provider=provider)
+            return "skipped: no payment provider is enabled"
         invoice.attempt_count += 1
         invoice.next_payment_attempt_at = None
         invoice.updated_at = ctx.clock.now()
@@ -141,6 +149,14 @@ class CollectionService:
             return Failure("requires_action", "the customer must authorize the payment", link)
         return Failure(payment.failure_code or str(payment.status), payment.failure_message or "")
 
+    async def _provider_of(self, session: AsyncSession, invoice: Invoice) -> str | None:
+        """The subscription's provider, else the account's default (None: the first enabled)."""
+        repo = CollectionRepository(session)
+        sub = await repo.subscription(invoice.subscription_id) if invoice.subscription_id else None
+        if sub is not None and sub.payment_provider:
+            return sub.payment_provider
+        return await repo.default_provider(invoice.account_id)
+
     async def _method(
         self,
         session: AsyncSession,
@@ -150,10 +166,7 @@ class CollectionService:
     ) -> tuple[PaymentProcessor, PaymentMethodRecord | None]:
         """The subscription's provider and saved method, else the account's newest method."""
         repo = CollectionRepository(session)
-        wanted = (sub.payment_provider if sub else None) or await repo.default_provider(
-            invoice.account_id
-        )
-        processor = processors(wanted)
+        processor = processors(await self._provider_of(session, invoice))
         methods = await repo.active_methods(invoice.account_id, processor.name)
         if sub is not None and sub.payment_method_id:
             for method in methods:

@@ -5,13 +5,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 
 from aihub_billing.accounts.errors import AccountNotFound
-from aihub_billing.api.deps import AdminContext, ContextDep, Idempotent, SessionDep
+from aihub_billing.api.deps import AdminContext, BillingDep, ContextDep, Idempotent, SessionDep
 from aihub_billing.api.routing import TransactionalRoute
+from aihub_billing.documents import InvalidLogo, TemplateFailed, UnknownTemplate, UnsupportedLocale
 from aihub_billing.errors import InvalidRequest, responses
-from aihub_billing.invoices import schemas
+from aihub_billing.invoices import pdf, schemas
 from aihub_billing.invoices.errors import (
     InvalidInvoiceTransition,
     InvalidPaymentAmount,
@@ -130,3 +131,34 @@ async def mark_invoice_uncollectible(
 ) -> schemas.Invoice:
     invoice = await invoices.mark_uncollectible(session, ctx, invoice_id)
     return await invoices.render(session, invoice)
+
+
+@router.get(
+    "/{invoice_id}/pdf",
+    response_class=Response,
+    responses={
+        200: {"content": {"application/pdf": {}}, "description": "The invoice as PDF"},
+        **responses(
+            InvoiceNotFound, UnknownTemplate, UnsupportedLocale, InvalidLogo, TemplateFailed
+        ),
+    },
+)
+async def invoice_pdf(
+    invoice_id: str,
+    session: SessionDep,
+    ctx: ContextDep,
+    billing: BillingDep,
+    template: Annotated[str | None, Query(max_length=64, description="default: configured")] = None,
+    locale: Annotated[str | None, Query(max_length=16, description="e.g. de_DE, zh_CN")] = None,
+) -> Response:
+    """The invoice as PDF: the stored rendering when current, else rendered now."""
+    invoice = await invoices.row(session, ctx, invoice_id)
+    content = await pdf.current(
+        session, invoice, billing.config.documents, template=template, locale=locale
+    )
+    name = invoice.number or f"draft-{invoice.id}"
+    return Response(
+        content,
+        media_type="application/pdf",
+        headers={"Content-Disposition": f'inline; filename="{name}.pdf"'},
+    )

@@ -12,6 +12,7 @@ from aihub_billing.invoices.numbering import next_number
 from aihub_billing.models import (
     Account,
     Invoice,
+    InvoiceDocument,
     InvoiceItem,
     InvoiceLine,
     Subscription,
@@ -241,5 +242,8 @@ class InvoiceRepository:
             query = query.where(Invoice.id < before_id)
         return list((await self.session.execute(query)).scalars())
 
-    def add(self, obj: Invoice | InvoiceLine) -> None:
+    async def document(self, invoice_id: str) -> InvoiceDocument | None:
+        return await self.session.get(InvoiceDocument, invoice_id)
+
+    def add(self, obj: Invoice | InvoiceLine | InvoiceDocument) -> None:
         self.session.add(obj)

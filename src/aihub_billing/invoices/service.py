@@ -22,7 +22,7 @@ from aihub_billing.accounts.errors import AccountNotFound
 from aihub_billing.audit.service import audit
 from aihub_billing.creditnotes import balance
 from aihub_billing.errors import InvalidCursorValue, InvalidRequest
-from aihub_billing.invoices import calc, schemas
+from aihub_billing.invoices import calc, pdf, schemas
 from aihub_billing.invoices.errors import (
     InvalidInvoiceTransition,
     InvalidPaymentAmount,
@@ -579,6 +579,7 @@ class InvoiceService:
             before=before,
             after=after,
         )
+        await pdf.schedule(session, ctx, invoice, clock_id)
         if invoice.status == "open" and COLLECT_JOB in registry.handlers:
             await enqueue(
                 session,
@@ -734,6 +735,8 @@ class InvoiceService:
     ) -> None:
         await session.flush()
         log.info(action, invoice_id=invoice.id, payment_id=payment_id)
+        _, clock_id = await test_clocks.context_for(session, ctx, invoice.account_id)
+        await pdf.schedule(session, ctx, invoice, clock_id)
         await audit.record(
             session,
             ctx,
@@ -763,10 +766,14 @@ class InvoiceService:
     # Reading.
 
     async def get(self, session: AsyncSession, ctx: Context, invoice_id: str) -> schemas.Invoice:
+        return await self.render(session, await self.row(session, ctx, invoice_id))
+
+    async def row(self, session: AsyncSession, ctx: Context, invoice_id: str) -> Invoice:
+        """The invoice if the caller may see it (another account's is not found)."""
         invoice = await InvoiceRepository(session).get(invoice_id)
         if invoice is None or not ctx.actor.can_access(invoice.account_id):
             raise InvoiceNotFound(f"no invoice {invoice_id!r}")
-        return await self.render(session, invoice)
+        return invoice
 
     async def render(self, session: AsyncSession, invoice: Invoice) -> schemas.Invoice:
         return self._render(invoice, await InvoiceRepository(session).lines(invoice.id))
