@@ -79,3 +79,46 @@ async def test_a_credit_note_covering_an_open_invoice_pays_it(
         2999,
     )
     assert await balances(client, key, account) == {}
+
+
+async def test_a_negative_total_becomes_credit_that_the_next_invoice_consumes(
+    client: httpx.AsyncClient, admin_key: str
+) -> None:
+    clock_id, account, key = await clocked_account(client, admin_key, "2026-01-01T00:00:00Z")
+    sub = (await ok(client, key, "/subscriptions", {**SEED_BODY, "plan_type": "enterprise"}))[
+        "subscription"
+    ]
+    await advance(client, admin_key, clock_id, "2026-01-16T00:00:00Z")
+    down = {"plan_type": "pro", "when": "immediate"}
+    change = await ok(client, key, f"/subscriptions/{sub['id']}/change", down)
+    prorated = sum(i["amount_minor"] for i in change["invoice_items"])
+    assert prorated < -2999  # the unused enterprise days are worth more than a pro month
+    await advance(client, admin_key, clock_id, "2026-02-01T02:00:00Z")
+    cycle = await invoice(
+        client,
+        key,
+        next(
+            i["id"]
+            for i in await list_invoices(client, key)
+            if i["billing_reason"] == "subscription_cycle"
+        ),
+    )
+    assert cycle["total_minor"] == 2999 + prorated < 0
+    assert (cycle["status"], cycle["amount_due_minor"], cycle["balance_applied_minor"]) == (
+        "paid",
+        0,
+        0,
+    )
+    credit = -cycle["total_minor"]
+    assert await balances(client, key, account) == {"USD": credit}
+    await advance(client, admin_key, clock_id, "2026-03-01T02:00:00Z")
+    march = next(
+        i
+        for i in await list_invoices(client, key)
+        if i["billing_reason"] == "subscription_cycle" and i["id"] != cycle["id"]
+    )
+    assert (march["balance_applied_minor"], march["amount_due_minor"]) == (
+        credit,
+        2999 - credit,
+    )
+    assert await balances(client, key, account) == {}
