@@ -16,7 +16,7 @@ commit, release or expiry; expiry returns the tokens and the slot (the call stay
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from enum import IntEnum
 from typing import Protocol
 
