@@ -123,21 +123,25 @@ _HISTOGRAM_SUM = (
     )
     + ")"
 )
+# Sorting and grouping compare bytes (COLLATE "C"): the database's default collation would
+# go through strcoll() and lose abbreviated sort keys, which cost a quarter of the statement.
+# Any fixed order serves the lock ordering, and equality is byte equality either way.
+_C = 'COLLATE "C"'
 # One statement: take the staged rows (deleting them, so a second batch in the same
 # transaction starts empty), insert the new events in event_id order, and add exactly the
 # inserted api_call events to the rollups, aggregated here and upserted in key order (so
 # concurrent overlapping batches take their locks in one order and cannot deadlock).
 _PG_INSERT_TAIL = (
     f" ins AS (INSERT INTO usage_events ({_COLUMN_LIST})"
-    f" SELECT {_STAGED_COLUMNS} FROM staged ORDER BY event_id"
+    f" SELECT {_STAGED_COLUMNS} FROM staged ORDER BY event_id COLLATE \"C\""
     " ON CONFLICT (account_id, event_id) DO NOTHING"
     " RETURNING account_id, event_id, usage_type, model, occurred_at, member_id, user_id,"
     " cost_center, input_tokens, cached_input_tokens, output_tokens, status_code,"
     " latency_ms, cost, currency),"
     f" roll AS (INSERT INTO usage_daily ({_ROLLUP_TARGET}, requests, input_tokens,"
     " cached_input_tokens, output_tokens, cost, latency_hist)"
-    " SELECT account_id, (occurred_at AT TIME ZONE 'UTC')::date, model, currency,"
-    " coalesce(member_id, ''), coalesce(user_id, ''), coalesce(cost_center, ''),"
+    f" SELECT account_id {_C}, (occurred_at AT TIME ZONE 'UTC')::date, model {_C}, currency {_C},"
+    f" coalesce(member_id, '') {_C}, coalesce(user_id, '') {_C}, coalesce(cost_center, '') {_C},"
     " status_code / 100, CAST(:shard AS smallint), count(*), sum(input_tokens),"
     " sum(cached_input_tokens),"
     f" sum(output_tokens), sum(cost), {_HISTOGRAM}"
