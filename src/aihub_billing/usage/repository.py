@@ -17,7 +17,7 @@ from operator import itemgetter
 from typing import Any
 
 from pydantic_core import to_json
-from sqlalchemy import ColumnElement, and_, case, func, select, text
+from sqlalchemy import ColumnElement, and_, bindparam, case, func, select, text
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -174,6 +174,22 @@ _PG_INSERT_EVENTS = text(
 _SQLITE_CHUNK = 500
 
 
+_PRICES = ModelPrice.__table__
+# What a price lookup needs of a ModelPrice (a Core row with these attributes).
+PriceRow = Any
+_TIMELINES = select(
+    _PRICES.c.id,
+    _PRICES.c.model,
+    _PRICES.c.currency,
+    _PRICES.c.input_per_1m,
+    _PRICES.c.output_per_1m,
+    _PRICES.c.cached_input_per_1m,
+    _PRICES.c.effective_from,
+    _PRICES.c.effective_to,
+).order_by(_PRICES.c.model, _PRICES.c.effective_from)
+_TIMELINES_PG = _TIMELINES.where(_PRICES.c.model == func.any(bindparam("models")))
+
+
 class ModelPriceRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
@@ -184,17 +200,22 @@ class ModelPriceRepository:
             query = query.where(ModelPrice.model == model)
         return list((await self.session.execute(query)).scalars())
 
-    async def timelines(self, models: set[str]) -> dict[str, list[ModelPrice]]:
-        """Every price of each model, oldest first."""
+    async def timelines(self, models: set[str]) -> dict[str, list[PriceRow]]:
+        """Every price of each model, oldest first, as plain rows (read-only).
+
+        One statement built once: plain column rows, no ORM entities, and the models as
+        one array parameter (on SQLite an IN list), since this runs on every usage request.
+        """
         if not models:
             return {}
-        result = await self.session.execute(
-            select(ModelPrice)
-            .where(ModelPrice.model.in_(sorted(models)))
-            .order_by(ModelPrice.model, ModelPrice.effective_from)
-        )
-        grouped: dict[str, list[ModelPrice]] = defaultdict(list)
-        for price in result.scalars():
+        if self.session.get_bind().dialect.name == "postgresql":
+            statement, params = _TIMELINES_PG, {"models": sorted(models)}
+        else:
+            statement = _TIMELINES.where(_PRICES.c.model.in_(sorted(models)))
+            params = {}
+        result = await self.session.execute(statement, params)
+        grouped: dict[str, list[PriceRow]] = defaultdict(list)
+        for price in result:
             grouped[price.model].append(price)
         return grouped
 
