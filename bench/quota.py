@@ -181,7 +181,8 @@ async def _serve(app: str, env: dict[str, str]) -> tuple[asyncio.subprocess.Proc
         "--log-level",
         "warning",
         cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT), **env},
+        # This checkout's code (src/) and bench/, whatever checkout the venv was installed from.
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)]), **env},
     )
     base = f"http://127.0.0.1:{port}"
     deadline = monotonic() + 30

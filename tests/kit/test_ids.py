@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 import re
 from datetime import UTC, datetime, timedelta
@@ -158,3 +159,40 @@ def test_ids_made_in_the_same_millisecond_sort_in_creation_order() -> None:
     ids = [new_id("aud", at) for _ in range(500)]
     assert ids == sorted(ids)
     assert len(set(ids)) == 500
+
+
+def _reference_body(value: int) -> str:
+    # The ULID body by the book: 26 Crockford digits, most significant first.
+    digits = []
+    for _ in range(26):
+        value, digit = divmod(value, 32)
+        digits.append(CROCKFORD[digit])
+    return "".join(reversed(digits))
+
+
+@given(st.integers(min_value=0, max_value=253_402_300_799_999))  # up to year 9999
+def test_body_encodes_the_millisecond_like_the_reference(ms: int) -> None:
+    at = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=ms)
+    body = new_id("tst", at).partition("_")[2]
+    # The first 10 digits are the time; the random 80 bits follow.
+    assert body[:10] == _reference_body(ms << 80)[:10]
+    assert _reference_body(int(body.translate(_FROM_CROCKFORD), 32)) == body
+
+
+_FROM_CROCKFORD = str.maketrans(CROCKFORD, "0123456789abcdefghijklmnopqrstuv")
+
+
+def test_a_forked_child_draws_its_own_random_bits() -> None:
+    # Random bits are read from the OS in chunks; a child must not reuse the parent's.
+    at = datetime(2026, 1, 31, 12, 0, 1, tzinfo=UTC)
+    new_id("aud", at - timedelta(seconds=1))  # the parent holds unread random bytes
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        os.write(write, new_id("aud", at).encode())
+        os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    child = os.read(read, 100).decode()
+    os.close(read)
+    assert child != new_id("aud", at)

@@ -252,7 +252,7 @@ async def test_openapi_documents_batch_items_as_usage_events(client: httpx.Async
 async def test_two_batches_in_one_transaction_each_count_their_own_events(
     billing: BillingService, clock: FrozenClock
 ) -> None:
-    # On PostgreSQL both go through the one staging table of the connection.
+    # Each batch is its own insert-and-rollup statement in the same transaction.
     account_id = new_id("acct", clock.now())
     ctx = Context(actor=Actor(role=Role.OWNER, account_id=account_id), clock=clock)
     async with billing.transaction() as session:

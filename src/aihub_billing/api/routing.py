@@ -32,8 +32,12 @@ class IdempotentReplay(Exception):
 
 
 class TransactionalRoute(APIRoute):
+    def endpoint_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        """What runs inside the transaction: FastAPI's handler (a subclass may lighten it)."""
+        return super().get_route_handler()
+
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        handler = super().get_route_handler()
+        handler = self.endpoint_handler()
 
         async def transactional(request: Request) -> Response:
             billing = request.app.state.billing

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import secrets
 import threading
@@ -20,6 +21,10 @@ _BODY_RE = re.compile(r"[0-7][0-9A-HJKMNP-TV-Z]{25}")
 _BODY_LEN = 26
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MAX_MS = (1 << 48) - 1
+# Two digits per 10 bits: the 130-bit body is 13 table lookups, not 26 divmods.
+_PAIRS = [a + b for a in _CROCKFORD for b in _CROCKFORD]
+_SHIFTS = tuple(range(120, -1, -10))
+_MS = timedelta(milliseconds=1)
 
 
 def _check_prefix(prefix: str) -> str:
@@ -35,9 +40,22 @@ class _Monotonic:
 
     _KEEP = 1024
 
+    _RANDOM_CHUNK = 4096  # bytes of OS randomness read at once: 409 ids per read
+
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._last: dict[int, int] = {}
+        self._random = b""
+        self._used = 0
+
+    def _random80(self) -> int:
+        # 80 bits from the OS's CSPRNG (as secrets.randbits), read in chunks: one read
+        # per id was a system call on every quota check. Called under the lock.
+        if self._used + 10 > len(self._random):
+            self._random, self._used = secrets.token_bytes(self._RANDOM_CHUNK), 0
+        start = self._used
+        self._used = start + 10
+        return int.from_bytes(self._random[start : start + 10], "big")
 
     def next(self, ms: int) -> int:
         with self._lock:
@@ -45,28 +63,29 @@ class _Monotonic:
             if last is not None and (last + 1) >> 80 == ms:
                 value = last + 1
             else:
-                value = (ms << 80) | secrets.randbits(80)
+                value = (ms << 80) | self._random80()
             self._last[ms] = value
             if len(self._last) > self._KEEP:
                 # dicts keep insertion order: drop the oldest millisecond seen.
                 del self._last[next(iter(self._last))]
             return value
 
+    def forget_random(self) -> None:
+        """A forked child must not reuse its parent's unread random bytes."""
+        self._random, self._used = b"", 0
+
 
 _monotonic = _Monotonic()
+os.register_at_fork(after_in_child=_monotonic.forget_random)
 
 
 def _ulid(at: datetime) -> str:
     # Integer arithmetic on the timedelta avoids float rounding of the milliseconds.
-    ms = (ensure_utc(at) - _EPOCH) // timedelta(milliseconds=1)
+    ms = ((at if at.tzinfo is UTC else ensure_utc(at)) - _EPOCH) // _MS
     if not 0 <= ms <= _MAX_MS:
         raise ValueError(f"timestamp out of ULID range: {at.isoformat()}")
     value = _monotonic.next(ms)
-    chars = []
-    for _ in range(_BODY_LEN):
-        value, digit = divmod(value, 32)
-        chars.append(_CROCKFORD[digit])
-    return "".join(reversed(chars))
+    return "".join([_PAIRS[(value >> shift) & 1023] for shift in _SHIFTS])
 
 
 def new_id(prefix: str, at: datetime | None = None) -> str:

@@ -16,7 +16,7 @@ commit, release or expiry; expiry returns the tokens and the slot (the call stay
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from enum import IntEnum
 from typing import Protocol
 
@@ -202,6 +202,7 @@ class QuotaEngine(Protocol):
 
 def window_of(now: datetime) -> tuple[int, int, int]:
     """(now in ms since the epoch, index of the current minute window, ms until it ends)."""
-    now_ms = (now - _EPOCH) // timedelta(milliseconds=1)
+    delta = now - _EPOCH  # integer ms (no float rounding), without a timedelta division
+    now_ms = (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
     minute = now_ms // WINDOW_MS
     return now_ms, minute, (minute + 1) * WINDOW_MS - now_ms

@@ -303,7 +303,8 @@ def _limit(value: int | None) -> int:
 
 def _expire_at(period_end: datetime, now: datetime) -> int:
     # Relative to the caller's clock (a test clock may be far from Redis's own time).
-    return max((period_end + PERIOD_GRACE - now) // timedelta(milliseconds=1), 1)
+    delta = period_end + PERIOD_GRACE - now  # integer ms, without a timedelta division
+    return max((delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000, 1)
 
 
 class RedisQuotaEngine:

@@ -337,7 +337,8 @@ class QuotaManager:
                 outcome.tokens_used - estimated_tokens,
                 outcome.tokens_used,
             )
-        return schemas.QuotaCheckResult(
+        # Every field comes from here, typed: built without a validation pass (hot path).
+        return schemas.QuotaCheckResult.model_construct(
             reservation_id=request.reservation_id,
             account_id=account_id,
             overage=outcome.overage,

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Callable, Coroutine
 from datetime import date
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.exceptions import RequestValidationError
@@ -21,7 +22,10 @@ from aihub_billing.api.deps import (
     SessionDep,
 )
 from aihub_billing.api.routing import TransactionalRoute
+from aihub_billing.auth.service import auth
 from aihub_billing.errors import Forbidden, responses
+from aihub_billing.kit.context import Context
+from aihub_billing.service import BillingService
 from aihub_billing.usage import schemas
 from aihub_billing.usage.errors import (
     InvalidStatsRange,
@@ -48,12 +52,48 @@ _BATCH_IN_SCHEMA = {
 _BATCH_IN_SCHEMA.pop("$defs", None)
 
 
-@router.post(
-    "/track",
-    status_code=status.HTTP_201_CREATED,
-    dependencies=[Idempotent],
-    responses=responses(UsageNeedsAccountKey, UnknownModel, TimestampInFuture),
-)
+class LeanTrackRoute(TransactionalRoute):
+    """/usage/track without FastAPI's per-request dependency solving and response pass
+    (they cost about as much CPU as recording the event): same parsing, auth, transaction,
+    errors and response. Requests with an Idempotency-Key take the regular path, which
+    stores and replays the response."""
+
+    def endpoint_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        regular = super().endpoint_handler()
+
+        async def handler(request: Request) -> Response:
+            if "idempotency-key" in request.headers:
+                return await regular(request)
+            body = await request.body()
+            try:
+                event = schemas.UsageEventIn.model_validate_json(body)
+            except ValidationError as exc:
+                errors = exc.errors(include_url=False)
+                raise RequestValidationError(
+                    [{**e, "loc": ("body", *e["loc"])} for e in errors], body=body
+                ) from exc
+            billing: BillingService = request.app.state.billing
+            session = request.state.session  # the transaction's (TransactionalRoute)
+            actor = await auth.authenticate(session, request.headers.get("authorization"))
+            ctx = Context(
+                actor=actor,
+                clock=billing.clock,
+                request_id=getattr(request.state, "request_id", None),
+            )
+            recorded = await usage.track(session, ctx, event, billing.quota)
+            return Response(
+                recorded.model_dump_json(),
+                status_code=(
+                    status.HTTP_200_OK
+                    if recorded.status == "duplicate"
+                    else status.HTTP_201_CREATED
+                ),
+                media_type="application/json",
+            )
+
+        return handler
+
+
 async def track_usage(
     event: schemas.UsageEventIn,
     session: SessionDep,
@@ -69,6 +109,17 @@ async def track_usage(
     if recorded.status == "duplicate":
         response.status_code = status.HTTP_200_OK
     return recorded
+
+
+router.add_api_route(
+    "/track",
+    track_usage,
+    methods=["POST"],
+    status_code=status.HTTP_201_CREATED,
+    dependencies=[Idempotent],
+    responses=responses(UsageNeedsAccountKey, UnknownModel, TimestampInFuture),
+    route_class_override=LeanTrackRoute,
+)
 
 
 @router.post(

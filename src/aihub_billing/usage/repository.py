@@ -1,11 +1,12 @@
 """Every query of usage metering: prices, batched event inserts, rollup upserts, aggregates.
 
-The hot path: on PostgreSQL a COPY into a staging table and one statement for events and
-rollups; on SQLite one insert and a read-modify-write of the rollups.
+The hot path: on PostgreSQL one statement for events and rollups, the batch passed as one JSON
+parameter; on SQLite one insert and a read-modify-write of the rollups.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 from collections import defaultdict
@@ -13,11 +14,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
-from functools import lru_cache
 from operator import itemgetter
 from typing import Any
 
-from sqlalchemy import ColumnElement, TextClause, and_, case, func, select, text
+from pydantic_core import to_json
+from sqlalchemy import ColumnElement, and_, bindparam, case, func, select, text
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -90,23 +91,15 @@ EVENT_COLUMNS: tuple[str, ...] = (
 EventRecord = tuple[Any, ...]
 _EVENT_ID = EVENT_COLUMNS.index("event_id")
 
-# A per-connection staging table: no index, emptied at each commit (only if touched). The
-# cost travels as text: asyncpg's binary NUMERIC encoding costs more CPU than str() does.
-_PG_STAGING = "usage_events_staged"
-_PG_CREATE_STAGING = text(
-    f"CREATE TEMP TABLE IF NOT EXISTS {_PG_STAGING} ("
-    "account_id text, event_id text, usage_type text, model text, occurred_at timestamptz,"
-    " received_at timestamptz, member_id text, user_id text, cost_center text,"
-    " input_tokens bigint, cached_input_tokens bigint, output_tokens bigint,"
-    " status_code smallint, latency_ms integer, storage_gb numeric, cost text,"
-    " currency text, price_id text, reservation_id text, metadata jsonb"
-    ") ON COMMIT DELETE ROWS"
-)
 _COLUMN_LIST = ", ".join(EVENT_COLUMNS)
 _STAGED_COLUMNS = ", ".join("CAST(cost AS numeric)" if c == "cost" else c for c in EVENT_COLUMNS)
 _ROLLUP_TARGET = "account_id, " + ", ".join(ROLLUP_KEY) + ", shard"
 # Rollup rows per key on PostgreSQL (see UsageDaily.shard).
 ROLLUP_SHARDS = 16
+# Each process takes the shards in turn from a random start: its concurrent transactions
+# (up to 16) never queue on each other's rollup row lock, held until their commit. Random
+# shards collided: a third of the transactions of a busy account waited on another's.
+_shards = itertools.cycle(random.sample(range(ROLLUP_SHARDS), ROLLUP_SHARDS))
 # histogram.bucket_of in SQL: width_bucket counts the bounds <= latency - 1, i.e. < latency.
 _BOUNDS = "ARRAY[" + ", ".join(map(str, histogram.BOUNDS_MS)) + "]::int[]"
 _HISTOGRAM = (
@@ -123,21 +116,25 @@ _HISTOGRAM_SUM = (
     )
     + ")"
 )
-# One statement: take the staged rows (deleting them, so a second batch in the same
-# transaction starts empty), insert the new events in event_id order, and add exactly the
+# Sorting and grouping compare bytes (COLLATE "C"): the database's default collation would
+# go through strcoll() and lose abbreviated sort keys, which cost a quarter of the statement.
+# Any fixed order serves the lock ordering, and equality is byte equality either way.
+_C = 'COLLATE "C"'
+# One statement: unpack the batch (`staged`, see _PG_INSERT_EVENTS), insert the new events
+# in event_id order, and add exactly the
 # inserted api_call events to the rollups, aggregated here and upserted in key order (so
 # concurrent overlapping batches take their locks in one order and cannot deadlock).
 _PG_INSERT_TAIL = (
     f" ins AS (INSERT INTO usage_events ({_COLUMN_LIST})"
-    f" SELECT {_STAGED_COLUMNS} FROM staged ORDER BY event_id"
+    f' SELECT {_STAGED_COLUMNS} FROM staged ORDER BY event_id COLLATE "C"'
     " ON CONFLICT (account_id, event_id) DO NOTHING"
     " RETURNING account_id, event_id, usage_type, model, occurred_at, member_id, user_id,"
     " cost_center, input_tokens, cached_input_tokens, output_tokens, status_code,"
     " latency_ms, cost, currency),"
     f" roll AS (INSERT INTO usage_daily ({_ROLLUP_TARGET}, requests, input_tokens,"
     " cached_input_tokens, output_tokens, cost, latency_hist)"
-    " SELECT account_id, (occurred_at AT TIME ZONE 'UTC')::date, model, currency,"
-    " coalesce(member_id, ''), coalesce(user_id, ''), coalesce(cost_center, ''),"
+    f" SELECT account_id {_C}, (occurred_at AT TIME ZONE 'UTC')::date, model {_C}, currency {_C},"
+    f" coalesce(member_id, '') {_C}, coalesce(user_id, '') {_C}, coalesce(cost_center, '') {_C},"
     " status_code / 100, CAST(:shard AS smallint), count(*), sum(input_tokens),"
     " sum(cached_input_tokens),"
     f" sum(output_tokens), sum(cost), {_HISTOGRAM}"
@@ -153,12 +150,10 @@ _PG_INSERT_TAIL = (
     f" latency_hist = {_HISTOGRAM_SUM})"
     " SELECT array_agg(event_id) FROM ins"
 )
-_PG_INSERT_STAGED = text(
-    f"WITH staged AS (DELETE FROM {_PG_STAGING} RETURNING {_COLUMN_LIST}),{_PG_INSERT_TAIL}"
-)
-# Few events (one /usage/track) skip the staging table and its COPY: their rows travel as
-# typed parameters of the same statement, which saves three round trips.
-_PG_INLINE_MAX = 8
+# The batch travels as ONE parameter: a JSON array with one array per event (EVENT_COLUMNS
+# order), unpacked by jsonb_array_elements. Serializing it is one Rust call (pydantic-core),
+# and it replaces a COPY into a temporary staging table (its CREATE, the COPY round trips,
+# the heap writes and the DELETE that emptied it): about 20 ms less per 1,000 events.
 _PG_TYPES = {
     "occurred_at": "timestamptz",
     "received_at": "timestamptz",
@@ -170,23 +165,34 @@ _PG_TYPES = {
     "storage_gb": "numeric",
     "metadata": "jsonb",
 }
-
-
-@lru_cache(maxsize=_PG_INLINE_MAX)
-def _pg_insert_inline(rows: int) -> TextClause:
-    selects = [
-        "SELECT "
-        + ", ".join(
-            f"CAST(:{column}_{n} AS {_PG_TYPES.get(column, 'text')}) AS {column}"
-            for column in EVENT_COLUMNS
-        )
-        for n in range(rows)
-    ]
-    return text(f"WITH staged AS ({' UNION ALL '.join(selects)}),{_PG_INSERT_TAIL}")
+_PG_UNPACKED = ", ".join(
+    f"CAST(e->>{n} AS {_PG_TYPES.get(column, 'text')}) AS {column}"
+    for n, column in enumerate(EVENT_COLUMNS)
+)
+_PG_INSERT_EVENTS = text(
+    f"WITH staged AS (SELECT {_PG_UNPACKED} FROM jsonb_array_elements(CAST(:rows AS jsonb)) AS e),"
+    f"{_PG_INSERT_TAIL}"
+)
 
 
 # SQLite's default limit is 32,766 variables per statement; 19 columns x 500 rows stays below.
 _SQLITE_CHUNK = 500
+
+
+_PRICES = ModelPrice.__table__
+# What a price lookup needs of a ModelPrice (a Core row with these attributes).
+PriceRow = Any
+_TIMELINES = select(
+    _PRICES.c.id,
+    _PRICES.c.model,
+    _PRICES.c.currency,
+    _PRICES.c.input_per_1m,
+    _PRICES.c.output_per_1m,
+    _PRICES.c.cached_input_per_1m,
+    _PRICES.c.effective_from,
+    _PRICES.c.effective_to,
+).order_by(_PRICES.c.model, _PRICES.c.effective_from)
+_TIMELINES_PG = _TIMELINES.where(_PRICES.c.model == func.any(bindparam("models")))
 
 
 class ModelPriceRepository:
@@ -199,17 +205,22 @@ class ModelPriceRepository:
             query = query.where(ModelPrice.model == model)
         return list((await self.session.execute(query)).scalars())
 
-    async def timelines(self, models: set[str]) -> dict[str, list[ModelPrice]]:
-        """Every price of each model, oldest first."""
+    async def timelines(self, models: set[str]) -> dict[str, list[PriceRow]]:
+        """Every price of each model, oldest first, as plain rows (read-only).
+
+        One statement built once: plain column rows, no ORM entities, and the models as
+        one array parameter (on SQLite an IN list), since this runs on every usage request.
+        """
         if not models:
             return {}
-        result = await self.session.execute(
-            select(ModelPrice)
-            .where(ModelPrice.model.in_(sorted(models)))
-            .order_by(ModelPrice.model, ModelPrice.effective_from)
-        )
-        grouped: dict[str, list[ModelPrice]] = defaultdict(list)
-        for price in result.scalars():
+        if self.session.get_bind().dialect.name == "postgresql":
+            statement, params = _TIMELINES_PG, {"models": sorted(models)}
+        else:
+            statement = _TIMELINES.where(_PRICES.c.model.in_(sorted(models)))
+            params = {}
+        result = await self.session.execute(statement, params)
+        grouped: dict[str, list[PriceRow]] = defaultdict(list)
+        for price in result:
             grouped[price.model].append(price)
         return grouped
 
@@ -296,27 +307,12 @@ class UsageRepository:
         return inserted
 
     async def _insert_staged(self, records: Sequence[EventRecord]) -> set[str]:
-        shard = random.randrange(ROLLUP_SHARDS)
-        if len(records) <= _PG_INLINE_MAX:
-            params: dict[str, Any] = {"shard": shard}
-            for n, record in enumerate(records):
-                params.update(
-                    (f"{column}_{n}", value)
-                    for column, value in zip(EVENT_COLUMNS, record, strict=True)
-                )
-            statement = _pg_insert_inline(len(records))
-            return set((await self.session.execute(statement, params)).scalar_one() or ())
-        # COPY into the staging table on the session's own connection, so in its transaction.
-        connection = await self.session.connection()
-        await connection.execute(_PG_CREATE_STAGING)  # also opens the transaction
-        raw = await connection.get_raw_connection()
-        driver: Any = raw.driver_connection
-        if not driver.is_in_transaction():  # pragma: no cover - the statement above began it
-            raise RuntimeError("usage COPY outside the session's transaction")
-        await driver.copy_records_to_table(_PG_STAGING, records=records, columns=EVENT_COLUMNS)
         # The new ids come back as one array: one row to fetch, not one per event.
-        staged = await connection.execute(_PG_INSERT_STAGED, {"shard": shard})
-        return set(staged.scalar_one() or ())
+        result = await self.session.execute(
+            _PG_INSERT_EVENTS,
+            {"rows": to_json(records).decode(), "shard": next(_shards)},
+        )
+        return set(result.scalar_one() or ())
 
     async def add_to_rollups(self, account_id: str, deltas: dict[RollupKey, RollupDelta]) -> None:
         """SQLite: adds the deltas to usage_daily, creating rows as needed, in key order."""

@@ -30,7 +30,12 @@ from aihub_billing.usage.errors import (
     UnknownModel,
     UsageNeedsAccountKey,
 )
-from aihub_billing.usage.repository import EventRecord, ModelPriceRepository, UsageRepository
+from aihub_billing.usage.repository import (
+    EventRecord,
+    ModelPriceRepository,
+    PriceRow,
+    UsageRepository,
+)
 from aihub_billing.usage.storage import gb_months
 
 MAX_CLOCK_SKEW = timedelta(minutes=5)
@@ -456,7 +461,7 @@ def _midnight(day: date) -> datetime:
     return datetime.combine(day, time(0), tzinfo=UTC)
 
 
-def _price_at(timeline: Sequence[ModelPrice], at: datetime) -> ModelPrice | None:
+def _price_at(timeline: Sequence[PriceRow], at: datetime) -> PriceRow | None:
     for price in reversed(timeline):
         if price.effective_from <= at:
             return price if price.effective_to is None or at < price.effective_to else None
@@ -476,7 +481,7 @@ class _BatchPrices:
     """Price lookups for one batch: each model's last price found is tried first, so a batch
     costs one timeline search per model and time range, not per event."""
 
-    def __init__(self, timelines: Mapping[str, Sequence[ModelPrice]]) -> None:
+    def __init__(self, timelines: Mapping[str, Sequence[PriceRow]]) -> None:
         self._timelines = timelines
         self._last: dict[str, _Price] = {}
 
