@@ -66,7 +66,7 @@ async def test_a_finalized_invoice_is_charged_to_the_saved_card_and_paid(
 ) -> None:
     clock_id, key, _, method_id = await stripe_customer(client, admin_key, stripe_fake)
     ran = await advance(client, admin_key, clock_id, "2026-01-01T02:00:00Z")
-    assert [name for name, _ in ran] == [
+    assert [name for name, _ in ran if name != "invoices.render_pdf"] == [
         "invoices.generate",
         "invoices.finalize",
         "invoices.collect",

@@ -166,7 +166,8 @@ async def test_on_an_open_invoice_the_credit_reduces_the_amount_due_first(
     assert second["applied_to_amount_due_minor"] == 300
     assert second["credited_to_balance_minor"] == 400
     row = await invoice(billing, inv)
-    assert (row.amount_due_minor, row.amount_credited_minor, row.status) == (0, 1200, "open")
+    # Nothing is owed any more: the invoice is paid (by credit), and no collection follows.
+    assert (row.amount_due_minor, row.amount_credited_minor, row.status) == (0, 1200, "paid")
     assert await balance_of(client, key, account) == {"USD": 400}
 
 

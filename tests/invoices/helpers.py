@@ -56,6 +56,15 @@ async def advance(
     return [(j["name"], j["run_at"]) for j in moved["jobs_run"]]
 
 
+# Jobs that follow an invoice's changes (collection, PDF, notifications; tested elsewhere).
+_FOLLOWERS = {"invoices.collect", "invoices.render_pdf", "notifications.deliver"}
+
+
+def billing_jobs(ran: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The renewal and invoice jobs of an advance, without those that follow them."""
+    return [job for job in ran if job[0] not in _FOLLOWERS]
+
+
 async def track(
     client: httpx.AsyncClient, key: str, model: str, tokens: int, at: str, n: int = 1
 ) -> None:

@@ -15,6 +15,7 @@ from tests.api.helpers import auth
 from tests.invoices.helpers import (
     INVOICES,
     advance,
+    billing_jobs,
     check_sums,
     clocked_account,
     invoice,
@@ -100,7 +101,7 @@ async def test_status_machine_and_audit(
     response = await post(client, admin_key, f"/invoices/{draft['id']}/finalize")
     assert response.status_code == 409
     # The scheduled finalization later finds it open and does nothing.
-    assert await advance(client, admin_key, clock_id, "2026-01-01T02:00:00Z") == [
+    assert billing_jobs(await advance(client, admin_key, clock_id, "2026-01-01T02:00:00Z")) == [
         ("invoices.finalize", "2026-01-01T01:00:00Z")
     ]
     assert (await invoice(client, key, draft["id"]))["number"] == "INV-2026-000001"
