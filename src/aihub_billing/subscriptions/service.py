@@ -881,26 +881,31 @@ class SubscriptionService:
         self, session: AsyncSession, ctx: Context, subscription_id: str, *, invoice_id: str
     ) -> bool:
         """active → past_due while an invoice is unpaid; False when nothing changed."""
-        sub = await SubscriptionRepository(session).get(subscription_id, lock=True)
-        if sub is None or sub.status != "active":
-            return False
-        before = await self.render(session, sub)
-        sub.status, sub.updated_at = "past_due", _second(ctx.clock.now())
-        data = {"invoice_id": invoice_id}
-        await self._log(session, ctx, sub, "past_due", before, "active", sub.plan_id, data)
-        return True
+        return await self._standing(session, ctx, subscription_id, "active", "past_due", invoice_id)
 
     async def mark_recovered(
         self, session: AsyncSession, ctx: Context, subscription_id: str, *, invoice_id: str
     ) -> bool:
-        """past_due → active once the unpaid invoice is paid; False when nothing changed."""
+        """past_due → active once the unpaid invoice is settled; False when nothing changed."""
+        return await self._standing(session, ctx, subscription_id, "past_due", "active", invoice_id)
+
+    async def _standing(
+        self,
+        session: AsyncSession,
+        ctx: Context,
+        subscription_id: str,
+        from_status: str,
+        to_status: str,
+        invoice_id: str,
+    ) -> bool:
         sub = await SubscriptionRepository(session).get(subscription_id, lock=True)
-        if sub is None or sub.status != "past_due":
+        if sub is None or sub.status != from_status:
             return False
         before = await self.render(session, sub)
-        sub.status, sub.updated_at = "active", _second(ctx.clock.now())
+        sub.status, sub.updated_at = to_status, _second(ctx.clock.now())
+        kind = "past_due" if to_status == "past_due" else "recovered"
         data = {"invoice_id": invoice_id}
-        await self._log(session, ctx, sub, "recovered", before, "past_due", sub.plan_id, data)
+        await self._log(session, ctx, sub, kind, before, from_status, sub.plan_id, data)
         return True
 
     # Provider-side subscriptions (their webhooks, applied by the payments domain).
