@@ -9,7 +9,6 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from aihub_billing.jobs.registry import JobRun, registry
 from aihub_billing.kit.clock import FrozenClock
 from aihub_billing.models import Job
 from aihub_billing.service import BillingService
@@ -58,29 +57,16 @@ async def test_storage_beyond_the_included_gb_months_is_billed(
     check_sums(cycle)
 
 
-async def test_collect_is_enqueued_at_finalization_only_with_a_handler(
-    client: httpx.AsyncClient,
-    admin_key: str,
-    billing: BillingService,
-    monkeypatch: pytest.MonkeyPatch,
+async def test_finalization_enqueues_collection_on_the_accounts_clock(
+    client: httpx.AsyncClient, admin_key: str, billing: BillingService
 ) -> None:
     await add_plan(client, admin_key, **metered_plan("metered", 5000))
     clock_id, _, key = await clocked_account(client, admin_key, "2026-01-01T00:00:00Z")
     await ok(client, key, "/subscriptions", {**SEED_BODY, "plan_type": "metered"})
-    await advance(client, admin_key, clock_id, "2026-01-01T02:00:00Z")  # finalized: no handler
-
-    async def collect(session: object, run: JobRun) -> None:
-        return None
-
-    monkeypatch.setitem(registry.handlers, "invoices.collect", collect)
-    other_clock, _, other_key = await clocked_account(client, admin_key, "2026-01-01T00:00:00Z")
-    await ok(client, other_key, "/subscriptions", {**SEED_BODY, "plan_type": "metered"})
-    await advance(client, admin_key, other_clock, "2026-01-01T00:10:00Z")
-    [draft] = await list_invoices(client, other_key)
+    await advance(client, admin_key, clock_id, "2026-01-01T00:10:00Z")
+    [draft] = await list_invoices(client, key)
     assert draft["status"] == "draft"
     await ok(client, admin_key, f"/invoices/{draft['id']}/finalize")
     async with billing.db.sessions() as session:
         jobs = list(await session.scalars(select(Job).where(Job.name == "invoices.collect")))
-    assert [(j.payload, j.test_clock_id is not None) for j in jobs] == [
-        ({"invoice_id": draft["id"]}, True)
-    ]
+    assert [(j.payload, j.test_clock_id) for j in jobs] == [({"invoice_id": draft["id"]}, clock_id)]

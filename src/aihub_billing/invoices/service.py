@@ -31,7 +31,6 @@ from aihub_billing.invoices.errors import (
 )
 from aihub_billing.invoices.repository import InvoiceRepository
 from aihub_billing.jobs.queue import enqueue
-from aihub_billing.jobs.registry import registry
 from aihub_billing.kit.context import Context
 from aihub_billing.kit.ids import new_id
 from aihub_billing.kit.money import minor_to_decimal
@@ -580,7 +579,7 @@ class InvoiceService:
             after=after,
         )
         await pdf.schedule(session, ctx, invoice, clock_id)
-        if invoice.status == "open" and COLLECT_JOB in registry.handlers:
+        if invoice.status == "open":
             await enqueue(
                 session,
                 ctx,
