@@ -83,6 +83,9 @@ def clock() -> FrozenClock:
 
 
 def make_config(database_url: str, **overrides: object) -> BillingConfig:
+    # Stored PDFs cost ~0.3 s of CPU per invoice change; tests/invoices/test_pdf.py turns them
+    # on, the rest of the suite asks for PDFs only where it reads them.
+    overrides.setdefault("documents", {"store": False})
     return BillingConfig(
         environment="test", database_url=database_url, embedded_worker=False, **overrides
     )

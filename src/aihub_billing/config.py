@@ -101,6 +101,9 @@ class InvoiceDocumentConfig(BaseModel):
 
     template: str = Field(default="classic", pattern=TEMPLATE_NAME_PATTERN)
     locale: str = "en_US"
+    # Render and store the PDF at each change of a finalized invoice (a job); false: PDFs are
+    # rendered only when asked for.
+    store: bool = True
     templates_dir: Path | None = None  # its files take precedence over the packaged ones
     logo_path: Path | None = None
     seller_name: str = "aihub-billing"

@@ -116,6 +116,7 @@ class BillingService:
         auth.cache_seconds = config.auth_cache_seconds
         invoices.finalize_after = timedelta(seconds=config.invoice_finalize_after_seconds)
         invoices.default_tax_rate = config.pricing.tax_rate
+        invoices.store_pdfs = config.documents.store
         subscriptions_service.on_plan_change.append(self.limits_changed)
 
     def processor(self, name: str | None = None) -> PaymentProcessor:

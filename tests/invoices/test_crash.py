@@ -36,6 +36,7 @@ def _env(database_url: str) -> dict[str, str]:
         AIHUB_BILLING_INVOICE_FINALIZE_AFTER_SECONDS="0",
         AIHUB_BILLING_JOBS_POLL_INTERVAL_SECONDS="0.05",
         AIHUB_BILLING_LOG_LEVEL="WARNING",
+        AIHUB_BILLING_DOCUMENTS__STORE="false",  # PDFs are tested in test_pdf.py
     )
     return env
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 import hashlib
 
 import httpx
+import pytest
 from sqlalchemy import select
 
+from aihub_billing.invoices.service import invoices
 from aihub_billing.models import InvoiceDocument
 from aihub_billing.service import BillingService
 from tests.api.helpers import auth
@@ -25,8 +27,12 @@ async def stored(billing: BillingService, invoice_id: str) -> InvoiceDocument | 
 
 
 async def test_a_finalized_invoice_is_rendered_by_a_job_stored_and_streamed(
-    client: httpx.AsyncClient, admin_key: str, billing: BillingService
+    client: httpx.AsyncClient,
+    admin_key: str,
+    billing: BillingService,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setattr(invoices, "store_pdfs", True)  # the suite's config turns it off
     clock_id, _, key = await clocked_account(
         client, admin_key, "2026-01-01T00:00:00Z", name="Acme GmbH"
     )

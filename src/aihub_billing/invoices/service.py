@@ -178,6 +178,7 @@ class InvoiceService:
     # Set from the configuration by BillingService.
     finalize_after: timedelta = timedelta(hours=1)
     default_tax_rate: Decimal = Decimal(0)
+    store_pdfs: bool = True
 
     def __init__(self) -> None:
         self._plans: dict[str, Plan] = {}
@@ -578,7 +579,8 @@ class InvoiceService:
             before=before,
             after=after,
         )
-        await pdf.schedule(session, ctx, invoice, clock_id)
+        if self.store_pdfs:
+            await pdf.schedule(session, ctx, invoice, clock_id)
         if invoice.status == "open":
             await enqueue(
                 session,
@@ -734,8 +736,9 @@ class InvoiceService:
     ) -> None:
         await session.flush()
         log.info(action, invoice_id=invoice.id, payment_id=payment_id)
-        _, clock_id = await test_clocks.context_for(session, ctx, invoice.account_id)
-        await pdf.schedule(session, ctx, invoice, clock_id)
+        if self.store_pdfs:
+            _, clock_id = await test_clocks.context_for(session, ctx, invoice.account_id)
+            await pdf.schedule(session, ctx, invoice, clock_id)
         await audit.record(
             session,
             ctx,
