@@ -13,10 +13,16 @@ from aihub_billing.models import InvoiceSequence
 async def next_number(session: AsyncSession, series: str) -> int:
     """The next value of `series`, taken under its row's lock in the caller's transaction:
     concurrent callers wait for each other's commit, and a rollback gives the number back."""
+    return await next_numbers(session, series, 1)
+
+
+async def next_numbers(session: AsyncSession, series: str, count: int) -> int:
+    """The first of `count` consecutive values of `series` (one statement, same lock and
+    rollback semantics as `next_number`)."""
     taken = (
         update(InvoiceSequence)
         .where(InvoiceSequence.series == series)
-        .values(next_value=InvoiceSequence.next_value + 1)
+        .values(next_value=InvoiceSequence.next_value + count)
         .returning(InvoiceSequence.next_value)
     )
     value = (await session.execute(taken)).scalar_one_or_none()
@@ -29,4 +35,4 @@ async def next_number(session: AsyncSession, series: str) -> int:
             .on_conflict_do_nothing(index_elements=["series"])
         )
         value = (await session.execute(taken)).scalar_one()
-    return int(value) - 1
+    return int(value) - count

@@ -8,7 +8,7 @@ from datetime import datetime
 from sqlalchemy import and_, delete, func, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from aihub_billing.invoices.numbering import next_number
+from aihub_billing.invoices.numbering import next_number, next_numbers
 from aihub_billing.models import (
     Account,
     Invoice,
@@ -175,6 +175,9 @@ class InvoiceRepository:
 
     async def next_number(self, series: str) -> int:
         return await next_number(self.session, series)
+
+    async def next_numbers(self, series: str, count: int) -> int:
+        return await next_numbers(self.session, series, count)
 
     async def account(self, account_id: str) -> Account | None:
         return await self.session.get(Account, account_id)
