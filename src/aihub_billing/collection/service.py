@@ -76,9 +76,13 @@ class CollectionService:
             return "skipped: nothing is due"
         if attempt is not None and attempt != invoice.attempt_count + 1:
             return f"skipped: attempt {attempt} is stale"
-        provider = await self._provider_of(session, invoice)
+        sub = await repo.subscription(invoice.subscription_id) if invoice.subscription_id else None
+        # The subscription's provider, else the account's default (None: the first enabled).
+        provider = (sub.payment_provider if sub else None) or await repo.default_provider(
+            invoice.account_id
+        )
         try:
-            processors(provider)
+            processor = processors(provider)
         except ProviderNotConfigured:
             # Without a provider the invoice is paid out of band (POST /invoices/{id}/mark-paid):
             # no automatic charge, so no dunning either.
@@ -87,8 +91,7 @@ class CollectionService:
         invoice.attempt_count += 1
         invoice.next_payment_attempt_at = None
         invoice.updated_at = ctx.clock.now()
-        sub = await repo.subscription(invoice.subscription_id) if invoice.subscription_id else None
-        failure = await self._charge(session, ctx, processors, invoice, sub, due)
+        failure = await self._charge(session, ctx, processors, processor, invoice, sub, due)
         if failure is None:
             return "charged"
         await self._failed(session, ctx, policy, invoice, sub, failure)
@@ -99,11 +102,12 @@ class CollectionService:
         session: AsyncSession,
         ctx: Context,
         processors: DefaultingLookup,
+        processor: PaymentProcessor,
         invoice: Invoice,
         sub: Subscription | None,
         due: int,
     ) -> Failure | None:
-        processor, method = await self._method(session, invoice, sub, processors)
+        method = await self._method(session, invoice, sub, processor)
         if method is None and processor.saves_payment_methods:
             return Failure("no_payment_method", "no payment method is on file")
         key_base = f"invoice:{invoice.id}:attempt:{invoice.attempt_count}"
@@ -149,30 +153,22 @@ class CollectionService:
             return Failure("requires_action", "the customer must authorize the payment", link)
         return Failure(payment.failure_code or str(payment.status), payment.failure_message or "")
 
-    async def _provider_of(self, session: AsyncSession, invoice: Invoice) -> str | None:
-        """The subscription's provider, else the account's default (None: the first enabled)."""
-        repo = CollectionRepository(session)
-        sub = await repo.subscription(invoice.subscription_id) if invoice.subscription_id else None
-        if sub is not None and sub.payment_provider:
-            return sub.payment_provider
-        return await repo.default_provider(invoice.account_id)
-
+    @staticmethod
     async def _method(
-        self,
         session: AsyncSession,
         invoice: Invoice,
         sub: Subscription | None,
-        processors: DefaultingLookup,
-    ) -> tuple[PaymentProcessor, PaymentMethodRecord | None]:
-        """The subscription's provider and saved method, else the account's newest method."""
-        repo = CollectionRepository(session)
-        processor = processors(await self._provider_of(session, invoice))
-        methods = await repo.active_methods(invoice.account_id, processor.name)
+        processor: PaymentProcessor,
+    ) -> PaymentMethodRecord | None:
+        """The subscription's saved method at the processor, else the account's newest one."""
+        methods = await CollectionRepository(session).active_methods(
+            invoice.account_id, processor.name
+        )
         if sub is not None and sub.payment_method_id:
             for method in methods:
                 if sub.payment_method_id in (method.id, method.provider_method_id):
-                    return processor, method
-        return processor, methods[0] if methods else None
+                    return method
+        return methods[0] if methods else None
 
     async def _failed(
         self,

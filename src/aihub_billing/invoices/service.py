@@ -9,10 +9,10 @@ the invoice's figures are integer sums of its lines (see calc.py).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Literal
+from typing import Any, Literal
 
 import structlog
 from sqlalchemy import inspect
@@ -133,42 +133,21 @@ def _item_line(item: InvoiceItem) -> calc.DraftLine:
     )
 
 
+def _fields(draft: calc.DraftLine) -> dict[str, Any]:
+    """A drafted line's fields, as both the stored line and the preview take them."""
+    values = {f.name: getattr(draft, f.name) for f in fields(draft)}
+    values["description"] = draft.description[:500]
+    return values
+
+
 def _row(invoice_id: str, position: int, draft: calc.DraftLine, now: datetime) -> InvoiceLine:
     return InvoiceLine(
-        id=new_id("il", now),
-        invoice_id=invoice_id,
-        position=position,
-        kind=draft.kind,
-        description=draft.description[:500],
-        invoice_item_id=draft.invoice_item_id,
-        model=draft.model,
-        period_start=draft.period_start,
-        period_end=draft.period_end,
-        quantity=draft.quantity,
-        unit_price=draft.unit_price,
-        amount=draft.amount,
-        amount_minor=draft.amount_minor,
-        tax_rate=draft.tax_rate,
-        tax_minor=draft.tax_minor,
+        id=new_id("il", now), invoice_id=invoice_id, position=position, **_fields(draft)
     )
 
 
 def _line_schema(position: int, draft: calc.DraftLine) -> schemas.InvoiceLine:
-    return schemas.InvoiceLine(
-        position=position,
-        kind=draft.kind,
-        description=draft.description,
-        invoice_item_id=draft.invoice_item_id,
-        model=draft.model,
-        period_start=draft.period_start,
-        period_end=draft.period_end,
-        quantity=draft.quantity,
-        unit_price=draft.unit_price,
-        amount=draft.amount,
-        amount_minor=draft.amount_minor,
-        tax_rate=draft.tax_rate,
-        tax_minor=draft.tax_minor,
-    )
+    return schemas.InvoiceLine(position=position, **_fields(draft))
 
 
 def _series(now: datetime) -> str:
