@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import httpx
+import pytest
 from sqlalchemy import func, select
 
+from aihub_billing.invoices.service import invoices
 from aihub_billing.kit.clock import FrozenClock
 from aihub_billing.models import Invoice, InvoiceItem
 from aihub_billing.service import BillingService
-from tests.api.helpers import auth
+from tests.api.helpers import API, auth
 from tests.invoices.helpers import (
     INVOICES,
     advance,
@@ -169,3 +172,73 @@ async def test_other_accounts_invoices_are_not_found_and_actions_are_admin_only(
         inv["id"]
     ]
     assert await list_invoices(client, admin_key, account_id=other) == []
+
+
+async def test_one_batch_closes_many_accounts_each_as_alone(
+    client: httpx.AsyncClient,
+    admin_key: str,
+    billing: BillingService,
+    clock: FrozenClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Period close loads, locks and finalizes a batch of subscriptions together: each
+    account still gets its own usage, credit and clock."""
+    monkeypatch.setattr(invoices, "finalize_after", timedelta(0))
+    await add_plan(client, admin_key, **metered_plan("metered", 5000))
+    # Fixture clock: Jan 31 12:00; periods end Feb 28 12:00.
+    heavy, heavy_key = await owner(client, admin_key)
+    credited, credited_key = await owner(client, admin_key)
+    quiet, quiet_key = await owner(client, admin_key)
+    clock_id, frozen, frozen_key = await clocked_account(client, admin_key, "2026-01-31T12:00:00Z")
+    for key in (heavy_key, credited_key, quiet_key, frozen_key):
+        await ok(client, key, "/subscriptions", {**SEED_BODY, "plan_type": "metered"})
+    clock.set(datetime(2026, 2, 6, tzinfo=UTC))
+    await track(client, heavy_key, "gpt-4o-mini", 1000, "2026-02-05T00:00:00Z", n=2)
+    await track(client, credited_key, "gpt-4o-mini", 600, "2026-02-05T00:00:00Z", n=2)
+    response = await client.post(
+        f"{API}/accounts/{credited}/balance-adjustments",
+        json={"amount_minor": 1000, "currency": "USD", "description": "goodwill"},
+        headers=auth(admin_key),
+    )
+    assert response.status_code == 201, response.text
+    clock.set(datetime(2026, 3, 2, tzinfo=UTC))
+    done = await ok(client, admin_key, "/invoices/generate", {})
+    # No worker ran: the four first invoices, and three renewals with their cycle invoices
+    # (the test clock's account is still in January), all finalized in the batch.
+    assert (done["subscriptions"], done["renewed"], done["created"], done["finalized"]) == (
+        4,
+        3,
+        7,
+        7,
+    )
+
+    async def cycle_of(key: str) -> dict[str, Any]:
+        reasons = {i["billing_reason"]: i["id"] for i in await list_invoices(client, key)}
+        return await invoice(client, key, reasons["subscription_cycle"])
+
+    heavy_cycle = await cycle_of(heavy_key)
+    assert kinds(heavy_cycle) == [("subscription_fee", 5000), ("overage_tokens", 500)]
+    credited_cycle = await cycle_of(credited_key)
+    assert kinds(credited_cycle) == [("subscription_fee", 5000), ("overage_tokens", 100)]
+    # The credit went to the first invoice to finalize, the creation invoice, and only there.
+    assert credited_cycle["balance_applied_minor"] == 0
+    created = {i["billing_reason"]: i for i in await list_invoices(client, credited_key)}
+    credited_first = await invoice(client, credited_key, created["subscription_create"]["id"])
+    assert (credited_first["balance_applied_minor"], credited_first["amount_due_minor"]) == (
+        1000,
+        4000,
+    )
+    quiet_cycle = await cycle_of(quiet_key)
+    assert kinds(quiet_cycle) == [("subscription_fee", 5000)]
+    assert quiet_cycle["balance_applied_minor"] == 0
+    for cycle in (heavy_cycle, credited_cycle, quiet_cycle):
+        check_sums(cycle)
+        assert cycle["status"] == "open" and cycle["period_end"] == "2026-02-28T12:00:00Z"
+    [first] = await list_invoices(client, frozen_key)
+    assert (first["billing_reason"], first["status"]) == ("subscription_create", "open")
+    # One gapless run of numbers over the batch.
+    async with billing.db.sessions() as session:
+        numbers = sorted((await session.execute(select(Invoice.sequence))).scalars())
+    assert numbers == list(range(1, 8))
+    again = await ok(client, admin_key, "/invoices/generate", {})
+    assert (again["renewed"], again["created"], again["existing"]) == (0, 0, 7)

@@ -10,13 +10,13 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from aihub_billing.audit.service import audit
-from aihub_billing.jobs.queue import enqueue
+from aihub_billing.jobs.queue import deferred_enqueues, enqueue
 from aihub_billing.jobs.registry import JobRegistry, JobRun
 from aihub_billing.jobs.repository import JobRepository
 from aihub_billing.jobs.worker import Worker, backoff
 from aihub_billing.kit.clock import FrozenClock
 from aihub_billing.kit.db import open_database
-from aihub_billing.models import AuditEntry
+from aihub_billing.models import AuditEntry, Job
 from aihub_billing.service import BillingService
 from tests.jobs.support import add_job, all_jobs, get_job, load_job
 
@@ -81,6 +81,39 @@ async def test_job_enqueued_in_a_committed_transaction_is_pending(
     assert (job.name, job.payload, job.attempts) == ("test.noop", {"k": 1}, 0)
     assert job.run_at == clock.now()
     assert job.locked_by is None and job.finished_at is None
+
+
+async def test_deferred_enqueues_insert_once_at_the_end_and_skip_duplicates(
+    billing: BillingService,
+) -> None:
+    jobs = registry_with("test.noop", noop)
+    existing = await add_job(billing, jobs, "test.noop", dedupe_key="k:0", payload={"n": 0})
+    async with billing.transaction() as session, deferred_enqueues(session):
+        for n, key in enumerate(["k:0", "k:1", "k:1"]):  # k:0 exists; k:1 is asked for twice
+            await enqueue(
+                session, billing.context(), "test.noop", {"n": n}, dedupe_key=key, jobs=jobs
+            )
+        plain = await enqueue(session, billing.context(), "test.noop", jobs=jobs)
+        assert plain is not None
+        # Inside the block only the job without a dedupe key is written yet.
+        written = (await session.execute(select(Job.dedupe_key))).scalars().all()
+        assert set(written) == {"k:0", None}
+    rows = {job.dedupe_key: job for job in await all_jobs(billing)}
+    assert set(rows) == {"k:0", "k:1", None}
+    assert rows["k:0"].id == existing and rows["k:0"].payload == {"n": 0}
+    assert rows["k:1"].payload == {"n": 1}  # the first asked for wins
+
+
+async def test_deferred_enqueues_write_nothing_when_the_block_fails(
+    billing: BillingService,
+) -> None:
+    jobs = registry_with("test.noop", noop)
+    async with billing.transaction() as session:
+        with pytest.raises(Boom):
+            async with deferred_enqueues(session):
+                await enqueue(session, billing.context(), "test.noop", dedupe_key="x", jobs=jobs)
+                raise Boom
+        assert (await session.execute(select(Job.id))).scalars().all() == []
 
 
 async def test_enqueue_refuses_a_name_without_handler(billing: BillingService) -> None:

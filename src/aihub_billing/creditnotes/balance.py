@@ -9,6 +9,7 @@ single writer) while it reads the balance and writes the debit.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -28,6 +29,14 @@ RECENT_TRANSACTIONS = 50
 async def balance(session: AsyncSession, account_id: str, currency: str) -> int:
     """The account's credit in `currency`, in minor units (never negative)."""
     return await CreditNoteRepository(session).balance(account_id, normalize_currency(currency))
+
+
+async def balances_of(
+    session: AsyncSession, account_ids: Sequence[str]
+) -> dict[tuple[str, str], int]:
+    """The balances of many accounts in one query: (account id, currency) -> minor units;
+    a pair without any transaction is absent (its balance is 0)."""
+    return await CreditNoteRepository(session).balances_of(account_ids)
 
 
 async def consume(

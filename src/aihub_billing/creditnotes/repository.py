@@ -142,6 +142,21 @@ class CreditNoteRepository:
         )
         return int(result.scalar_one())
 
+    async def balances_of(self, account_ids: Sequence[str]) -> dict[tuple[str, str], int]:
+        """Each account's balance per currency, as (account id, currency) -> minor units."""
+        if not account_ids:
+            return {}
+        result = await self.session.execute(
+            select(
+                BalanceTransaction.account_id,
+                BalanceTransaction.currency,
+                func.sum(BalanceTransaction.amount_minor),
+            )
+            .where(BalanceTransaction.account_id.in_(sorted(set(account_ids))))
+            .group_by(BalanceTransaction.account_id, BalanceTransaction.currency)
+        )
+        return {(str(a), str(c)): int(v) for a, c, v in result}
+
     async def balances(self, account_id: str) -> list[tuple[str, int]]:
         result = await self.session.execute(
             select(BalanceTransaction.currency, func.sum(BalanceTransaction.amount_minor))

@@ -8,6 +8,7 @@ from datetime import datetime
 from sqlalchemy import and_, delete, func, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from aihub_billing.invoices.history import Event, History, UsageInvoice
 from aihub_billing.invoices.numbering import next_number, next_numbers
 from aihub_billing.models import (
     Account,
@@ -18,10 +19,6 @@ from aihub_billing.models import (
     Subscription,
     SubscriptionEvent,
 )
-
-# Subscription history events that close or open a billed period (their time is the moment
-# the period's items were recorded, so it bounds what an invoice collects).
-_BOUNDARY_EVENTS = ("created", "trial_ended", "renewed", "canceled")
 
 
 class InvoiceRepository:
@@ -41,6 +38,59 @@ class InvoiceRepository:
                 text("SELECT pg_advisory_xact_lock(hashtext(:account_id))"),
                 {"account_id": account_id},
             )
+
+    async def lock_for_close(self, subscription_ids: Sequence[str]) -> list[Subscription]:
+        """Period close of a batch: the accounts' invoicing locks (in account order, so that
+        concurrent closes never deadlock), then the subscriptions' rows, in id order."""
+        if not subscription_ids:
+            return []
+        ids = sorted(subscription_ids)
+        if self.postgres:
+            await self.session.execute(
+                text(
+                    "SELECT count(pg_advisory_xact_lock(hashtext(account_id))) FROM ("
+                    " SELECT DISTINCT account_id FROM subscriptions"
+                    " WHERE id = ANY(CAST(:ids AS text[])) ORDER BY account_id) AS a"
+                ),
+                {"ids": ids},
+            )
+        result = await self.session.execute(
+            select(Subscription)
+            .where(Subscription.id.in_(ids))
+            .order_by(Subscription.id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+        return list(result.scalars())
+
+    async def accounts(self, account_ids: Sequence[str]) -> list[Account]:
+        if not account_ids:
+            return []
+        result = await self.session.execute(
+            select(Account).where(Account.id.in_(list(account_ids)))
+        )
+        return list(result.scalars())
+
+    async def by_keys(
+        self, billing_reason: str, keys: Sequence[tuple[str, datetime]]
+    ) -> dict[tuple[str, datetime], str]:
+        """Ids of the invoices of `billing_reason` among (subscription id, period start) keys."""
+        if not keys:
+            return {}
+        wanted = set(keys)
+        result = await self.session.execute(
+            select(Invoice.subscription_id, Invoice.period_start, Invoice.id).where(
+                Invoice.billing_reason == billing_reason,
+                Invoice.subscription_id.in_(sorted({sub for sub, _ in keys})),
+                Invoice.period_start.in_(sorted({start for _, start in keys})),
+            )
+        )
+        out: dict[tuple[str, datetime], str] = {}
+        for subscription_id, period_start, invoice_id in result:
+            key = (subscription_id or "", period_start)
+            if key in wanted:
+                out[key] = invoice_id
+        return out
 
     async def get(self, invoice_id: str, *, lock: bool = False) -> Invoice | None:
         if not lock:
@@ -90,18 +140,50 @@ class InvoiceRepository:
         if line_ids:
             await self.session.execute(delete(InvoiceLine).where(InvoiceLine.id.in_(line_ids)))
 
-    async def pending_items(self, subscription_id: str, until: datetime) -> list[InvoiceItem]:
-        """Items not on an invoice yet, recorded up to `until`, in recording order."""
-        result = await self.session.execute(
-            select(InvoiceItem)
-            .where(
-                InvoiceItem.subscription_id == subscription_id,
-                InvoiceItem.invoice_id.is_(None),
-                InvoiceItem.created_at <= until,
-            )
-            .order_by(InvoiceItem.created_at, InvoiceItem.id)
+    async def histories(self, subscription_ids: Sequence[str]) -> dict[str, History]:
+        """The subscriptions' events, usage invoices and uninvoiced items: three queries for
+        any number of subscriptions (the session must be flushed)."""
+        ids = sorted(set(subscription_ids))
+        out = {i: History() for i in ids}
+        if not ids:
+            return out
+        events = await self.session.execute(
+            select(
+                SubscriptionEvent.subscription_id,
+                SubscriptionEvent.at,
+                SubscriptionEvent.id,
+                SubscriptionEvent.type,
+                SubscriptionEvent.to_plan_id,
+                SubscriptionEvent.to_status,
+            ).where(SubscriptionEvent.subscription_id.in_(ids))
         )
-        return list(result.scalars())
+        for subscription_id, at, event_id, kind, plan_id, status in events:
+            out[subscription_id].events.append(Event(at, event_id, kind, plan_id, status))
+        usage_invoices = await self.session.execute(
+            select(
+                Invoice.subscription_id,
+                Invoice.id,
+                Invoice.status,
+                Invoice.period_start,
+                Invoice.period_end,
+            ).where(
+                Invoice.subscription_id.in_(ids),
+                Invoice.billing_reason.in_(("subscription_cycle", "subscription_final")),
+                Invoice.status != "void",
+            )
+        )
+        for of_subscription, invoice_id, status, start, end in usage_invoices:
+            out[str(of_subscription)].usage_invoices.append(
+                UsageInvoice(invoice_id, status, start, end)
+            )
+        items = await self.session.execute(
+            select(InvoiceItem).where(
+                InvoiceItem.subscription_id.in_(ids), InvoiceItem.invoice_id.is_(None)
+            )
+        )
+        for item in items.scalars():
+            out[str(item.subscription_id)].pending.append(item)
+        return out
 
     async def claim_items(self, item_ids: Sequence[str], invoice_id: str) -> int:
         if not item_ids:
@@ -113,48 +195,6 @@ class InvoiceRepository:
             .execution_options(synchronize_session=False)
         )
         return int(getattr(result, "rowcount", 0) or 0)
-
-    async def close_time(self, subscription_id: str, boundary: datetime) -> datetime | None:
-        """When the period boundary was processed: the first renewal/creation/cancellation
-        event of the subscription at or after `boundary`."""
-        result = await self.session.execute(
-            select(func.min(SubscriptionEvent.at)).where(
-                SubscriptionEvent.subscription_id == subscription_id,
-                SubscriptionEvent.at >= boundary,
-                SubscriptionEvent.type.in_(_BOUNDARY_EVENTS),
-            )
-        )
-        return result.scalar_one_or_none()
-
-    async def state_before(self, subscription_id: str, at: datetime) -> tuple[str, str] | None:
-        """(plan id, status) of the subscription just before `at`, from its history."""
-        result = await self.session.execute(
-            select(SubscriptionEvent.to_plan_id, SubscriptionEvent.to_status)
-            .where(SubscriptionEvent.subscription_id == subscription_id, SubscriptionEvent.at < at)
-            .order_by(SubscriptionEvent.at.desc(), SubscriptionEvent.id.desc())
-            .limit(1)
-        )
-        row = result.first()
-        return None if row is None else (row[0], row[1])
-
-    async def previous_usage_invoice(
-        self, subscription_id: str, before: datetime, exclude_id: str | None
-    ) -> Invoice | None:
-        """The latest cycle/final invoice of the subscription whose period ended by `before`."""
-        query = (
-            select(Invoice)
-            .where(
-                Invoice.subscription_id == subscription_id,
-                Invoice.billing_reason.in_(("subscription_cycle", "subscription_final")),
-                Invoice.period_end <= before,
-                Invoice.status != "void",
-            )
-            .order_by(Invoice.period_end.desc())
-            .limit(1)
-        )
-        if exclude_id is not None:
-            query = query.where(Invoice.id != exclude_id)
-        return (await self.session.execute(query)).scalar_one_or_none()
 
     async def invoiced_usage_minor(
         self, subscription_id: str, period_start: datetime, kinds: Sequence[str], exclude_id: str

@@ -30,8 +30,9 @@ from aihub_billing.invoices.errors import (
     InvoiceNotFound,
     NoUpcomingInvoice,
 )
+from aihub_billing.invoices.history import History
 from aihub_billing.invoices.repository import InvoiceRepository
-from aihub_billing.jobs.queue import enqueue
+from aihub_billing.jobs.queue import deferred_enqueues, enqueue
 from aihub_billing.kit.context import Context
 from aihub_billing.kit.ids import new_id
 from aihub_billing.kit.money import minor_to_decimal
@@ -41,6 +42,7 @@ from aihub_billing.models import Invoice, InvoiceItem, InvoiceLine, Plan, PlanPr
 from aihub_billing.plans.service import plans
 from aihub_billing.subscriptions.service import subscriptions
 from aihub_billing.testclocks.service import test_clocks
+from aihub_billing.usage.billing import BilledUsage, PeriodKey, billed_usage
 from aihub_billing.usage.service import usage
 
 log = structlog.get_logger("aihub_billing.invoices")
@@ -51,7 +53,7 @@ FINALIZE_JOB = "invoices.finalize"
 COLLECT_JOB = "invoices.collect"
 
 Reason = Literal["subscription_create", "subscription_cycle", "subscription_final"]
-USAGE_REASONS = ("subscription_cycle", "subscription_final")
+USAGE_REASONS: tuple[Reason, ...] = ("subscription_cycle", "subscription_final")
 _USAGE_AND_ADJUSTMENT = (*calc.USAGE_KINDS, "adjustment")
 # Which statuses each action leaves from. A draft is never voided or deleted: finalize it
 # (POST /finalize) and void the open invoice, so every number that exists stays accounted for.
@@ -169,6 +171,22 @@ class _Draft:
     clock_id: str | None
 
 
+@dataclass(slots=True)
+class _Batch:
+    """What a period close of a batch of subscriptions loads once and shares: the locked
+    subscriptions, the accounts' contexts (their test clocks), prefetched usage, and the
+    drafts finalized together at the end."""
+
+    subs: list[Subscription]
+    clocks: dict[str, tuple[Context, str | None]]
+    usage: dict[PeriodKey, BilledUsage] = field(default_factory=dict)
+    histories: dict[str, History] = field(default_factory=dict)
+    drafts: list[_Draft] = field(default_factory=list)
+    # Accounts, plans and prices loaded for the batch: held, so that the session's identity
+    # map (weak references) answers every later get() of them without a query.
+    held: list[object] = field(default_factory=list)
+
+
 def _dates(period: Period) -> str:
     return f"{period.start:%Y-%m-%d} to {period.end:%Y-%m-%d}"
 
@@ -210,32 +228,32 @@ class InvoiceService:
         reason: Reason,
         period: Period,
         price_id: str | None,
-        clocked: tuple[Context, str | None] | None = None,
-        drafts: list[_Draft] | None = None,
+        batch: _Batch | None = None,
     ) -> Generated:
-        """`clocked`: the account's context and test clock, when the caller (period close)
-        already holds the account's lock and knows them; `drafts`: where a period close
-        collects the invoices it finalizes together at the end of its batch."""
+        """`batch`: a period close that holds the account's lock, knows that this invoice
+        does not exist yet, and finalizes its drafts together at the end."""
         await session.flush()  # the session does not autoflush: the queries below must see it all
         repo = InvoiceRepository(session)
         sub = await repo.subscription(subscription_id)
         if sub is None:
             return Generated(None, "empty")
-        if clocked is None:
+        if batch is None:
             await repo.lock_account(sub.account_id)
-        existing = await repo.by_key(sub.id, reason, period.start)
-        if existing is not None:
-            return Generated(existing, "existing")
-        if clocked is None:
-            clocked = await test_clocks.context_for(session, ctx, sub.account_id)
-        ctx, clock_id = clocked
+            existing = await repo.by_key(sub.id, reason, period.start)
+            if existing is not None:
+                return Generated(existing, "existing")
+            ctx, clock_id = await test_clocks.context_for(session, ctx, sub.account_id)
+            history = (await repo.histories([sub.id]))[sub.id]
+            known: dict[PeriodKey, BilledUsage] = {}
+        else:
+            ctx, clock_id = batch.clocks[sub.account_id]
+            history, known = batch.histories[sub.id], batch.usage
         boundary = period.start if reason == "subscription_create" else period.end
-        until = await repo.close_time(sub.id, boundary) or boundary
-        items = await repo.pending_items(sub.id, until)
+        items = history.pending_items(history.close_time(boundary) or boundary)
         lines = [_item_line(item) for item in items]
         if reason in USAGE_REASONS:
-            lines += await self._usage_lines(session, sub, period, price_id)
-            lines += await self._adjustment_lines(session, sub, period, exclude_id="")
+            lines += await self._usage_lines(session, sub, period, price_id, history, known)
+            lines += await self._adjustment_lines(session, sub, period, "", history, known)
         if not lines:
             return Generated(None, "empty")
         account = await repo.account(sub.account_id)
@@ -309,8 +327,8 @@ class InvoiceService:
         finalized = False
         if self.finalize_after <= timedelta(0):
             # Finalized in this transaction: its usage lines are as fresh as can be.
-            if drafts is not None:
-                drafts.append(_Draft(invoice, rows, ctx, clock_id))
+            if batch is not None:
+                batch.drafts.append(_Draft(invoice, rows, ctx, clock_id))
             else:
                 await self._finalize(session, ctx, invoice, clock_id, rows=rows)
             finalized = True
@@ -328,10 +346,15 @@ class InvoiceService:
         return Generated(invoice, "created", finalized)
 
     async def _in_force(
-        self, session: AsyncSession, sub: Subscription, at: datetime, price_id: str | None
+        self,
+        session: AsyncSession,
+        sub: Subscription,
+        at: datetime,
+        price_id: str | None,
+        history: History,
     ) -> tuple[Plan, PlanPrice | None, str] | None:
         """The plan version, price and status the subscription had just before `at`."""
-        state = await InvoiceRepository(session).state_before(sub.id, at)
+        state = history.state_before(at)
         plan_id, status = state if state is not None else (sub.plan_id, sub.status)
         plan = await self._plan(session, plan_id)
         if price_id is not None:
@@ -345,12 +368,19 @@ class InvoiceService:
         return plan, price, status
 
     async def _usage_lines(
-        self, session: AsyncSession, sub: Subscription, period: Period, price_id: str | None
+        self,
+        session: AsyncSession,
+        sub: Subscription,
+        period: Period,
+        price_id: str | None,
+        history: History,
+        known: dict[PeriodKey, BilledUsage],
     ) -> list[calc.DraftLine]:
-        """Overage in arrears for a closed period, from the plan and price in force then."""
+        """Overage in arrears for a closed period, from the plan and price in force then
+        (`known`: usage of periods that a period close fetched for its whole batch)."""
         if sub.trial_end is not None and period.start < sub.trial_end:
             return []  # trial usage is not billed
-        found = await self._in_force(session, sub, period.end, price_id)
+        found = await self._in_force(session, sub, period.end, price_id, history)
         if found is None:
             return []
         plan, price, status = found
@@ -365,22 +395,11 @@ class InvoiceService:
         storage_billed = storage_billed and terms.included_storage_gb is not None
         if not (calls_billed or tokens_billed or storage_billed):
             return []
-        calls = tokens = 0
-        by_model: dict[str, int] = {}
-        if calls_billed or tokens_billed:
-            used = await usage.used_in_period(session, sub.account_id, period.start, period.end)
-            calls, tokens = used.calls, used.tokens
-            if (
-                tokens_billed
-                and terms.included_tokens is not None
-                and tokens > terms.included_tokens
-            ):
-                for row in await usage.usage_by_model(
-                    session, sub.account_id, period.start, period.end
-                ):
-                    by_model[row.model] = (
-                        by_model.get(row.model, 0) + row.input_tokens + row.output_tokens
-                    )
+        key = (sub.account_id, period.start, period.end)
+        used = known.get(key) or BilledUsage()
+        if key not in known and (calls_billed or tokens_billed):
+            used = (await billed_usage(session, [key]))[key]
+        calls, tokens, by_model = used.calls, used.tokens, used.tokens_by_model
         gb_months = Decimal(0)
         if storage_billed:
             gb_months = await usage.storage_gb_months(
@@ -390,18 +409,23 @@ class InvoiceService:
         return calc.overage_lines(terms, use, sub.currency, period.start, period.end)
 
     async def _adjustment_lines(
-        self, session: AsyncSession, sub: Subscription, period: Period, *, exclude_id: str
+        self,
+        session: AsyncSession,
+        sub: Subscription,
+        period: Period,
+        exclude_id: str,
+        history: History,
+        known: dict[PeriodKey, BilledUsage],
     ) -> list[calc.DraftLine]:
         """Usage that reached the previous period after its invoice was finalized: the
         recomputed overage minus what was invoiced for that period, as one line."""
         repo = InvoiceRepository(session)
-        previous = await repo.previous_usage_invoice(sub.id, period.start, exclude_id or None)
+        previous = history.previous_usage_invoice(period.start, exclude_id)
         if previous is None or previous.status == "draft":
             return []  # a draft refreshes its own usage lines when it is finalized
         closed = Period(previous.period_start, previous.period_end)
-        expected = sum(
-            (x.amount_minor for x in await self._usage_lines(session, sub, closed, None)), 0
-        )
+        recomputed = await self._usage_lines(session, sub, closed, None, history, known)
+        expected = sum((x.amount_minor for x in recomputed), 0)
         invoiced = await repo.invoiced_usage_minor(
             sub.id, closed.start, _USAGE_AND_ADJUSTMENT, exclude_id
         )
@@ -447,76 +471,123 @@ class InvoiceService:
             ):
                 raise AccountNotFound(f"no account {account_id!r}")
             subscription_ids = await self.closable(session, account_id)
-        outcome = CloseOutcome()
-        drafts: list[_Draft] = []
-        for subscription_id in subscription_ids:
-            outcome.add(await self._close_one(session, ctx, subscription_id, at, drafts))
-        await self._finalize_many(session, drafts)
+        outcome = CloseOutcome(subscriptions=len(subscription_ids))
+        async with deferred_enqueues(session):
+            batch = await self._load_batch(session, ctx, subscription_ids)
+            # The first paid period's invoice comes first, so its items stay on it.
+            firsts = [(sub, await self._first_period(session, sub)) for sub in batch.subs]
+            created = [(sub, period) for sub, period in firsts if period is not None]
+            await self._generate_missing(
+                session, ctx, batch, "subscription_create", created, outcome
+            )
+            for sub in batch.subs:
+                await self._renew_due(session, batch, sub, at, outcome)
+            closed = [(sub, await self._closed_period(session, sub)) for sub in batch.subs]
+            for reason in USAGE_REASONS:
+                due = [(sub, c[1]) for sub, c in closed if c is not None and c[0] == reason]
+                await self._generate_missing(session, ctx, batch, reason, due, outcome)
+            await self._finalize_many(session, batch.drafts)
         return outcome
 
-    async def _close_one(
+    async def _load_batch(
+        self, session: AsyncSession, ctx: Context, subscription_ids: list[str]
+    ) -> _Batch:
+        """Locks the subscriptions' accounts (for invoicing) and the subscriptions, and loads
+        what their close reads: accounts, test clocks, plans and prices."""
+        repo = InvoiceRepository(session)
+        subs = await repo.lock_for_close(subscription_ids)
+        account_ids = sorted({sub.account_id for sub in subs})
+        batch = _Batch(subs, await test_clocks.contexts_for(session, ctx, account_ids))
+        batch.held += await repo.accounts(account_ids)
+        batch.held += await plans.preload(session, sorted({sub.plan_id for sub in subs}))
+        return batch
+
+    async def _first_period(self, session: AsyncSession, sub: Subscription) -> Period | None:
+        if sub.billed_through is None:
+            return None
+        first = sub.trial_end or sub.created_at
+        interval = _interval(await self._price(session, sub.price_id))
+        return Period(first, interval.shift(first, 1))
+
+    async def _renew_due(
         self,
         session: AsyncSession,
-        ctx: Context,
-        subscription_id: str,
+        batch: _Batch,
+        sub: Subscription,
         at: datetime | None,
-        drafts: list[_Draft],
-    ) -> CloseOutcome:
-        out = CloseOutcome(subscriptions=1)
-        repo = InvoiceRepository(session)
-        sub = await repo.subscription(subscription_id)
-        if sub is None:
-            return out
-        await repo.lock_account(sub.account_id)
-        clocked, clock_id = await test_clocks.context_for(session, ctx, sub.account_id)
+        outcome: CloseOutcome,
+    ) -> None:
+        """Runs the renewals due by `at` (or now); their invoices are generated next."""
+        clocked, clock_id = batch.clocks[sub.account_id]
         cutoff = clocked.clock.now() if at is None else min(at, clocked.clock.now())
-        interval = _interval(await self._price(session, sub.price_id))
-        due: list[tuple[Reason, Period]] = []
-        if sub.billed_through is not None:
-            # The first paid period's invoice comes first, so its items stay on it.
-            first = sub.trial_end or sub.created_at
-            due.append(("subscription_create", Period(first, interval.shift(first, 1))))
-        await self._generate_all(session, ctx, (clocked, clock_id), sub.id, due, out, drafts)
-        due = []
         for _ in range(_MAX_RENEWALS):
             if sub.status not in ("active", "past_due", "paused"):
                 break
             if sub.current_period_end > cutoff:
                 break
-            await subscriptions.renew(session, clocked, sub.id, sub.current_period_end)
-            out.renewed += 1
-        interval = _interval(await self._price(session, sub.price_id))
+            await subscriptions.renew(
+                session,
+                clocked,
+                sub.id,
+                sub.current_period_end,
+                locked=sub,
+                clock_id=clock_id,
+                enqueue_invoice=False,
+            )
+            outcome.renewed += 1
+
+    async def _closed_period(
+        self, session: AsyncSession, sub: Subscription
+    ) -> tuple[Reason, Period] | None:
+        """The subscription's last closed period that has an invoice to generate, if any."""
         start = sub.current_period_start
         if sub.status == "canceled":
             if sub.ended_at is not None and sub.ended_at > start:
-                due.append(("subscription_final", Period(start, sub.ended_at)))
+                return "subscription_final", Period(start, sub.ended_at)
         elif sub.status != "trialing" and start > sub.billing_anchor:
-            previous = nth_period(
-                sub.billing_anchor, interval, period_index(sub.billing_anchor, interval, start) - 1
-            )
+            interval = _interval(await self._price(session, sub.price_id))
+            index = period_index(sub.billing_anchor, interval, start)
+            previous = nth_period(sub.billing_anchor, interval, index - 1)
             if previous.end == start:
-                due.append(("subscription_cycle", previous))
-        await self._generate_all(session, ctx, (clocked, clock_id), sub.id, due, out, drafts)
-        return out
+                return "subscription_cycle", previous
+        return None
 
-    async def _generate_all(
+    async def _generate_missing(
         self,
         session: AsyncSession,
         ctx: Context,
-        clocked: tuple[Context, str | None],
-        subscription_id: str,
-        due: list[tuple[Reason, Period]],
+        batch: _Batch,
+        reason: Reason,
+        wanted: list[tuple[Subscription, Period]],
         out: CloseOutcome,
-        drafts: list[_Draft],
     ) -> None:
-        for reason, period in due:
-            made = await self._generate(
-                session, ctx, subscription_id, reason, period, None, clocked, drafts
-            )
+        """The batch's invoices of `reason` that do not exist yet (one query finds those that
+        do), with their usage fetched in one go."""
+        if not wanted:
+            return
+        repo = InvoiceRepository(session)
+        await session.flush()
+        existing = await repo.by_keys(reason, [(sub.id, period.start) for sub, period in wanted])
+        missing = []
+        for sub, period in wanted:
+            found = existing.get((sub.id, period.start))
+            if found is None:
+                missing.append((sub, period))
+            else:
+                out.existing += 1
+                out.invoice_ids.append(found)
+        batch.histories = await repo.histories([sub.id for sub, _ in missing])
+        if reason in USAGE_REASONS:
+            keys = [(sub.account_id, period.start, period.end) for sub, period in missing]
+            for sub, period in missing:  # and the periods that late usage may adjust
+                previous = batch.histories[sub.id].previous_usage_invoice(period.start, "")
+                if previous is not None and previous.status != "draft":
+                    keys.append((sub.account_id, previous.period_start, previous.period_end))
+            batch.usage.update(await billed_usage(session, keys))
+        for sub, period in missing:
+            made = await self._generate(session, ctx, sub.id, reason, period, None, batch)
             if made.outcome == "created":
                 out.created += 1
-            elif made.outcome == "existing":
-                out.existing += 1
             else:
                 out.empty += 1
             out.finalized += made.finalized
@@ -575,12 +646,19 @@ class InvoiceService:
             return
         repo = InvoiceRepository(session)
         befores = [self._render(d.invoice, d.rows) for d in drafts]
+        await session.flush()  # the balance rows reference the invoices
+        # One query tells which accounts have credit at all; only those take the balance's
+        # lock to consume it. (Credit that arrives after this read stays on the balance for
+        # the next invoice, as if it had arrived after the finalization.)
+        credit = await balance.balances_of(session, [d.invoice.account_id for d in drafts])
         applied: list[int | None] = []
         for d in drafts:  # a negative total carries credit (with its number) after numbering
-            consumes = d.invoice.total_minor >= 0
-            applied.append(
-                await self._apply_balance(session, d.ctx, d.invoice) if consumes else None
-            )
+            if d.invoice.total_minor < 0:
+                applied.append(None)
+            elif credit.get((d.invoice.account_id, d.invoice.currency), 0) > 0:
+                applied.append(await self._apply_balance(session, d.ctx, d.invoice))
+            else:
+                applied.append(0)
         by_series: dict[str, list[_Draft]] = {}
         for d in drafts:
             by_series.setdefault(_series(d.ctx.clock.now()), []).append(d)
@@ -680,8 +758,9 @@ class InvoiceService:
         kept = [x for x in lines if x.kind not in _USAGE_AND_ADJUSTMENT]
         old = [x for x in lines if x.kind in _USAGE_AND_ADJUSTMENT]
         period = Period(invoice.period_start, invoice.period_end)
-        fresh = await self._usage_lines(session, sub, period, None)
-        fresh += await self._adjustment_lines(session, sub, period, exclude_id=invoice.id)
+        history = (await repo.histories([sub.id]))[sub.id]
+        fresh = await self._usage_lines(session, sub, period, None, history, {})
+        fresh += await self._adjustment_lines(session, sub, period, invoice.id, history, {})
         account = await repo.account(invoice.account_id)
         assert account is not None
         rate = calc.tax_rate_for(account.tax_exempt, account.tax_rate, self.default_tax_rate)
@@ -910,12 +989,13 @@ class InvoiceService:
         clocked, _ = await test_clocks.context_for(session, ctx, account_id)
         now = clocked.clock.now()
         period = Period(sub.current_period_start, sub.current_period_end)
-        lines = [_item_line(i) for i in await repo.pending_items(sub.id, now)]
+        history = (await repo.histories([sub.id]))[sub.id]
+        lines = [_item_line(i) for i in history.pending_items(now)]
         if sub.status not in ("trialing", "paused"):
             so_far = Period(period.start, max(min(now, period.end), period.start + _US))
-            use_lines = await self._usage_lines(session, sub, so_far, sub.price_id)
+            use_lines = await self._usage_lines(session, sub, so_far, sub.price_id, history, {})
             lines += [replace(x, period_end=period.end) for x in use_lines]
-            lines += await self._adjustment_lines(session, sub, period, exclude_id="")
+            lines += await self._adjustment_lines(session, sub, period, "", history, {})
         rate = calc.tax_rate_for(account.tax_exempt, account.tax_rate, self.default_tax_rate)
         lines = calc.with_tax(lines, rate, sub.currency)
         figures = calc.totals(lines)

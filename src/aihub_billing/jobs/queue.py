@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
 
@@ -58,4 +60,28 @@ async def enqueue(
         repo.add(job)
         await session.flush()
         return job
+    deferred = session.info.get(_DEFERRED_KEY)
+    if deferred is not None:
+        deferred.append(job)
+        return job
     return job if await repo.add_once(job) else None
+
+
+_DEFERRED_KEY = "jobs.deferred"
+
+
+@asynccontextmanager
+async def deferred_enqueues(session: AsyncSession) -> AsyncIterator[None]:
+    """Within it, jobs with a dedupe key are inserted together when it ends (one statement,
+    duplicates skipped) instead of one statement each: for batch work such as period close.
+    They are still part of the caller's transaction; `enqueue` returns the job either way."""
+    if session.info.get(_DEFERRED_KEY) is not None:
+        yield  # already deferring: the outermost block inserts them
+        return
+    jobs: list[Job] = []
+    session.info[_DEFERRED_KEY] = jobs
+    try:
+        yield
+    finally:
+        session.info.pop(_DEFERRED_KEY, None)
+    await JobRepository(session).add_many_once(jobs)

@@ -28,6 +28,26 @@ class JobRepository:
         result = await self.session.execute(stmt)
         return bool(getattr(result, "rowcount", 0))
 
+    async def add_many_once(self, jobs: list[Job]) -> int:
+        """`add_once` for many jobs in one statement; returns how many were inserted."""
+        first: dict[str | None, Job] = {}
+        for job in jobs:  # the first of a key wins, as it would one statement at a time
+            first.setdefault(job.dedupe_key, job)
+        jobs = list(first.values())
+        if not jobs:
+            return 0
+        columns = [c.key for c in Job.__table__.columns]
+        dialect = self.session.bind.dialect.name if self.session.bind else "sqlite"
+        insert = pg_insert if dialect == "postgresql" else sqlite_insert
+        total = 0
+        # Within the drivers' bind-parameter limits (SQLite allows 32,766 per statement).
+        for start in range(0, len(jobs), 1000):
+            values = [{c: getattr(job, c) for c in columns} for job in jobs[start : start + 1000]]
+            stmt = insert(Job).values(values).on_conflict_do_nothing(index_elements=["dedupe_key"])
+            result = await self.session.execute(stmt)
+            total += int(getattr(result, "rowcount", 0) or 0)
+        return total
+
     async def claim(
         self, *, worker_id: str, now: datetime, lease_until: datetime, limit: int
     ) -> list[Job]:

@@ -9,6 +9,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from aihub_billing.models import Plan, PlanPrice
 
+_LATEST_KEY = "plans.latest_version"
+
 
 class PlanRepository:
     def __init__(self, session: AsyncSession) -> None:
@@ -30,13 +32,36 @@ class PlanRepository:
         return list((await self.session.execute(query)).scalars())
 
     async def latest_version(self, code: str) -> Plan | None:
+        # Remembered for the transaction (a renewal per subscription asks again and again);
+        # adding a plan version through this repository forgets it.
+        memo = self._latest_memo()
+        if code in memo:
+            return memo[code]
         result = await self.session.execute(
             select(Plan).where(Plan.code == code).order_by(Plan.version.desc()).limit(1)
         )
-        return result.scalar_one_or_none()
+        plan = result.scalar_one_or_none()
+        if plan is not None:
+            memo[code] = plan
+        return plan
+
+    def _latest_memo(self) -> dict[str, Plan]:
+        # Only for the current transaction: a later one may see newer versions.
+        transaction = self.session.sync_session.get_transaction()
+        held = self.session.info.get(_LATEST_KEY)
+        if held is None or held[0] is not transaction:
+            held = self.session.info[_LATEST_KEY] = (transaction, {})
+        memo: dict[str, Plan] = held[1]
+        return memo
 
     async def get(self, plan_id: str) -> Plan | None:
         return await self.session.get(Plan, plan_id)
+
+    async def versions(self, plan_ids: list[str]) -> list[Plan]:
+        if not plan_ids:
+            return []
+        result = await self.session.execute(select(Plan).where(Plan.id.in_(plan_ids)))
+        return list(result.scalars())
 
     async def price(self, price_id: str) -> PlanPrice | None:
         return await self.session.get(PlanPrice, price_id)
@@ -53,4 +78,5 @@ class PlanRepository:
         return grouped
 
     def add(self, obj: Plan | PlanPrice) -> None:
+        self.session.info.pop(_LATEST_KEY, None)
         self.session.add(obj)

@@ -196,6 +196,15 @@ class PlanService:
             raise PlanNotFound(f"no plan version {plan_id!r}")
         return plan
 
+    async def preload(self, session: AsyncSession, plan_ids: list[str]) -> list[Plan | PlanPrice]:
+        """Loads plan versions and their prices in two queries (for batch work); the caller
+        holds the returned objects so that later lookups by id need no query."""
+        repo = PlanRepository(session)
+        loaded: list[Plan | PlanPrice] = list(await repo.versions(plan_ids))
+        for prices in (await repo.prices_for(plan_ids)).values():
+            loaded += prices
+        return loaded
+
     async def price(self, session: AsyncSession, price_id: str) -> PlanPrice:
         price = await PlanRepository(session).price(price_id)
         if price is None:

@@ -786,11 +786,25 @@ class SubscriptionService:
     # Jobs (the handlers in tasks.py call these, with the job's context).
 
     async def renew(
-        self, session: AsyncSession, ctx: Context, subscription_id: str, period_end: datetime
+        self,
+        session: AsyncSession,
+        ctx: Context,
+        subscription_id: str,
+        period_end: datetime,
+        *,
+        locked: Subscription | None = None,
+        clock_id: str | None = None,
+        enqueue_invoice: bool = True,
     ) -> None:
         """At a period's end: cancel if scheduled, else apply a scheduled change or move to
-        the plan's latest version, start the next period and bill it (unless paused)."""
-        sub = await SubscriptionRepository(session).get(subscription_id, lock=True)
+        the plan's latest version, start the next period and bill it (unless paused).
+
+        Period close passes the subscription it already locked (with the account's test clock)
+        and generates the closed period's invoice itself (`enqueue_invoice=False`)."""
+        if locked is not None:
+            sub: Subscription | None = locked
+        else:
+            sub = await SubscriptionRepository(session).get(subscription_id, lock=True)
         if sub is None or sub.status in ("canceled", "trialing", "incomplete"):
             return
         if sub.current_period_end != period_end:
@@ -833,13 +847,15 @@ class SubscriptionService:
             items = await self._bill_period(session, ctx, sub, plan, price, period)
         data = {"plan_code": plan.code, "plan_version": plan.version, "items": _ids(items)}
         await self._log(session, ctx, sub, "renewed", before, from_status, from_plan, data)
-        _, clock_id = await test_clocks.context_for(session, ctx, sub.account_id)
+        if locked is None:
+            _, clock_id = await test_clocks.context_for(session, ctx, sub.account_id)
         await self._schedule(session, ctx, sub, clock_id)
-        # The closed period's invoice: the items recorded so far (this renewal's fee too) and
-        # its overage at the price that was in force.
-        await self._invoice(
-            session, ctx, sub, "subscription_cycle", closed, clock_id, current_price.id
-        )
+        if enqueue_invoice:
+            # The closed period's invoice: the items recorded so far (this renewal's fee too)
+            # and its overage at the price that was in force.
+            await self._invoice(
+                session, ctx, sub, "subscription_cycle", closed, clock_id, current_price.id
+            )
         if plan.id != from_plan:
             _plan_changed(session, sub.account_id)
 

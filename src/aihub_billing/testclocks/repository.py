@@ -39,6 +39,16 @@ class TestClockRepository:
         )
         return result.scalar_one_or_none()
 
+    async def clocks_of_accounts(self, account_ids: list[str]) -> dict[str, TestClock]:
+        if not account_ids:
+            return {}
+        result = await self.session.execute(
+            select(TestClockAccount.account_id, TestClock)
+            .join(TestClock, TestClockAccount.test_clock_id == TestClock.id)
+            .where(TestClockAccount.account_id.in_(account_ids))
+        )
+        return {account_id: clock for account_id, clock in result}
+
     async def has_open_subscription(self, account_id: str) -> bool:
         result = await self.session.execute(
             select(Subscription.id)

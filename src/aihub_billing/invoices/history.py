@@ -1,0 +1,64 @@
+"""What invoice generation reads of a subscription's past, loaded once (for one subscription or
+a whole period-close batch) and asked in memory: when a period boundary was processed, the
+plan and status in force at a time, the previous usage invoice, the items not invoiced yet."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from aihub_billing.models import InvoiceItem
+
+# Subscription history events that close or open a billed period (their time is the moment
+# the period's items were recorded, so it bounds what an invoice collects).
+BOUNDARY_EVENTS = ("created", "trial_ended", "renewed", "canceled")
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    at: datetime
+    id: str
+    type: str
+    to_plan_id: str
+    to_status: str
+
+
+@dataclass(frozen=True, slots=True)
+class UsageInvoice:
+    """A cycle or final invoice (not void): what late usage is adjusted against."""
+
+    id: str
+    status: str
+    period_start: datetime
+    period_end: datetime
+
+
+@dataclass(slots=True)
+class History:
+    events: list[Event] = field(default_factory=list)
+    usage_invoices: list[UsageInvoice] = field(default_factory=list)
+    pending: list[InvoiceItem] = field(default_factory=list)
+
+    def close_time(self, boundary: datetime) -> datetime | None:
+        """When the boundary was processed: the first renewal/creation/cancellation event at
+        or after it."""
+        times = [e.at for e in self.events if e.at >= boundary and e.type in BOUNDARY_EVENTS]
+        return min(times, default=None)
+
+    def state_before(self, at: datetime) -> tuple[str, str] | None:
+        """(plan id, status) just before `at`: the latest earlier event's."""
+        earlier = [e for e in self.events if e.at < at]
+        if not earlier:
+            return None
+        last = max(earlier, key=lambda e: (e.at, e.id))
+        return last.to_plan_id, last.to_status
+
+    def previous_usage_invoice(self, before: datetime, exclude_id: str) -> UsageInvoice | None:
+        """The latest usage invoice whose period ended by `before`."""
+        found = [x for x in self.usage_invoices if x.period_end <= before and x.id != exclude_id]
+        return max(found, key=lambda x: (x.period_end, x.id), default=None)
+
+    def pending_items(self, until: datetime) -> list[InvoiceItem]:
+        """Items not on an invoice yet, recorded up to `until`, in recording order."""
+        due = [i for i in self.pending if i.invoice_id is None and i.created_at <= until]
+        return sorted(due, key=lambda i: (i.created_at, i.id))
