@@ -7,7 +7,6 @@ parameter; on SQLite one insert and a read-modify-write of the rollups.
 from __future__ import annotations
 
 import itertools
-import json
 import random
 from collections import defaultdict
 from collections.abc import Sequence
@@ -65,7 +64,7 @@ class RollupDelta:
 
 
 # Columns of an event record (a tuple, in this order) as the tracker hands them over;
-# `cost` is the exact Decimal as text (str) and `metadata` JSON text.
+# `cost` is the exact Decimal as text (str) and `metadata` the event's dict (or None).
 EVENT_COLUMNS: tuple[str, ...] = (
     "account_id",
     "event_id",
@@ -163,10 +162,13 @@ _PG_TYPES = {
     "status_code": "smallint",
     "latency_ms": "integer",
     "storage_gb": "numeric",
-    "metadata": "jsonb",
 }
 _PG_UNPACKED = ", ".join(
-    f"CAST(e->>{n} AS {_PG_TYPES.get(column, 'text')}) AS {column}"
+    # metadata travels nested in the batch's JSON (no string inside a string); a JSON null
+    # there is no metadata (SQL NULL).
+    f"NULLIF(e->{n}, 'null'::jsonb) AS {column}"
+    if column == "metadata"
+    else f"CAST(e->>{n} AS {_PG_TYPES.get(column, 'text')}) AS {column}"
     for n, column in enumerate(EVENT_COLUMNS)
 )
 _PG_INSERT_EVENTS = text(
@@ -517,10 +519,9 @@ def _rollup_key(row: UsageDaily) -> RollupKey:
 
 
 def _orm_keys(row: dict[str, Any]) -> dict[str, Any]:
-    # The ORM attribute of the `metadata` column is event_metadata; records carry JSON text,
-    # and the cost as text.
+    # The ORM attribute of the `metadata` column is event_metadata; records carry the cost
+    # as text.
     out = dict(row)
     out["cost"] = None if out["cost"] is None else Decimal(out["cost"])
-    metadata = out.pop("metadata")
-    out["event_metadata"] = None if metadata is None else json.loads(metadata)
+    out["event_metadata"] = out.pop("metadata")
     return out
