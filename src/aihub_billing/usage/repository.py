@@ -19,6 +19,7 @@ from typing import Any
 from pydantic_core import to_json
 from sqlalchemy import ColumnElement, and_, bindparam, case, func, select, text
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from aihub_billing.models import ModelPrice, UsageDaily, UsageEvent
@@ -175,6 +176,17 @@ _PG_INSERT_EVENTS = text(
     f"WITH staged AS (SELECT {_PG_UNPACKED} FROM jsonb_array_elements(CAST(:rows AS jsonb)) AS e),"
     f"{_PG_INSERT_TAIL}"
 )
+_NO_CONFLICT_CLAUSE = " ON CONFLICT (account_id, event_id) DO NOTHING"
+assert _NO_CONFLICT_CLAUSE in _PG_INSERT_TAIL
+# The same without ON CONFLICT: fails as a whole on any id already stored (see _insert_staged).
+_PG_INSERT_NEW_EVENTS = text(
+    f"WITH staged AS (SELECT {_PG_UNPACKED} FROM jsonb_array_elements(CAST(:rows AS jsonb)) AS e),"
+    + _PG_INSERT_TAIL.replace(_NO_CONFLICT_CLAUSE, "")
+)
+# Below this many events the savepoint's two round trips cost more than ON CONFLICT saves
+# (/usage/track sends one).
+OPTIMISTIC_INSERT_MIN = 64
+_UNIQUE_VIOLATION = "23505"
 
 
 # SQLite's default limit is 32,766 variables per statement; 19 columns x 500 rows stays below.
@@ -310,10 +322,22 @@ class UsageRepository:
 
     async def _insert_staged(self, records: Sequence[EventRecord]) -> set[str]:
         # The new ids come back as one array: one row to fetch, not one per event.
-        result = await self.session.execute(
-            _PG_INSERT_EVENTS,
-            {"rows": to_json(records).decode(), "shard": next(_shards)},
-        )
+        params = {"rows": to_json(records).decode(), "shard": next(_shards)}
+        if len(records) >= OPTIMISTIC_INSERT_MIN:
+            # Most batches hold new events only: a plain INSERT, in a savepoint, skips the
+            # speculative insertion of ON CONFLICT (a fifth of the statement). The primary key
+            # still decides: any id already stored (or being stored by a concurrent
+            # transaction, once that commits) fails it, and the batch is inserted again with
+            # ON CONFLICT DO NOTHING.
+            await self.session.flush()  # pending ORM writes fail on their own, not below
+            try:
+                async with self.session.begin_nested():
+                    result = await self.session.execute(_PG_INSERT_NEW_EVENTS, params)
+                    return set(result.scalar_one() or ())
+            except IntegrityError as exc:
+                if getattr(exc.orig, "sqlstate", None) != _UNIQUE_VIOLATION:
+                    raise
+        result = await self.session.execute(_PG_INSERT_EVENTS, params)
         return set(result.scalar_one() or ())
 
     async def add_to_rollups(self, account_id: str, deltas: dict[RollupKey, RollupDelta]) -> None:
