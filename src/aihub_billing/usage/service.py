@@ -29,7 +29,8 @@ from aihub_billing.usage.errors import (
     UsageNeedsAccountKey,
 )
 from aihub_billing.usage.repository import (
-    EventRecord,
+    EventBatch,
+    EventRow,
     ModelPriceRepository,
     PriceRow,
     UsageRepository,
@@ -273,7 +274,7 @@ class UsageTracker:
                 {e.model for _, e in batch.events if e.model and e.usage_type == "api_call"}
             )
         )
-        records: list[EventRecord] = []
+        rows: list[EventRow] = []
         fresh: dict[str, dict[str, Any]] = {}  # event id -> its result, while it may be new
         calls: list[tuple[str, schemas.UsageEventIn, datetime]] = []
         duplicates = 0
@@ -286,7 +287,7 @@ class UsageTracker:
             if occurred_at > latest:
                 results[index] = _rejected_by(index, event.event_id, TimestampInFuture())
                 continue
-            cost = currency = price_id = None
+            cost = currency = price_ref = None
             api_call = event.usage_type == "api_call"
             if api_call:
                 assert event.model is not None
@@ -298,21 +299,18 @@ class UsageTracker:
                 cost = price.scaled.cost_text(
                     event.input_tokens, event.cached_input_tokens, event.output_tokens
                 )
-                currency, price_id = price.currency, price.id
+                currency, price_ref = price.currency, price.ref
             event_id = event.event_id or new_id("evt", now)
             if event_id in fresh:  # the same id twice in one batch counts once
                 results[index] = _duplicate(index, event_id)
                 duplicates += 1
                 continue
-            records.append(
+            rows.append(
                 (
-                    account_id,
                     event_id,
                     event.usage_type,
                     event.model,
                     occurred_at,
-                    now,
-                    member_id,
                     event.user_id,
                     event.cost_center,
                     event.input_tokens,
@@ -322,8 +320,7 @@ class UsageTracker:
                     event.latency_ms,
                     event.storage_gb,
                     cost,
-                    currency,
-                    price_id,
+                    price_ref,
                     event.reservation_id,
                     event.metadata,
                 )
@@ -341,7 +338,9 @@ class UsageTracker:
             if api_call:
                 calls.append((event_id, event, occurred_at))
 
-        inserted = await UsageRepository(session).insert_events(records)
+        inserted = await UsageRepository(session).insert_events(
+            EventBatch(account_id, member_id, now, prices.used, rows)
+        )
         if len(inserted) < len(fresh):  # already stored: a duplicate, priced nothing
             for event_id, result in fresh.items():
                 if event_id not in inserted:
@@ -487,6 +486,7 @@ class _Price:
     start: datetime
     end: datetime | None
     scaled: ScaledPrices
+    ref: int  # 1-based position in _BatchPrices.used (EventBatch.prices)
 
 
 class _BatchPrices:
@@ -496,6 +496,8 @@ class _BatchPrices:
     def __init__(self, timelines: Mapping[str, Sequence[PriceRow]]) -> None:
         self._timelines = timelines
         self._last: dict[str, _Price] = {}
+        self._by_id: dict[str, _Price] = {}
+        self.used: list[tuple[str, str]] = []  # (price id, currency) of each price found
 
     def at(self, model: str, at: datetime) -> _Price | None:
         last = self._last.get(model)
@@ -504,13 +506,17 @@ class _BatchPrices:
         price = _price_at(self._timelines.get(model, ()), at)
         if price is None:
             return None
-        found = _Price(
-            price.id,
-            price.currency,
-            price.effective_from,
-            price.effective_to,
-            ScaledPrices(price.input_per_1m, price.output_per_1m, price.cached_input_per_1m),
-        )
+        found = self._by_id.get(price.id)
+        if found is None:
+            self.used.append((price.id, price.currency))
+            found = self._by_id[price.id] = _Price(
+                price.id,
+                price.currency,
+                price.effective_from,
+                price.effective_to,
+                ScaledPrices(price.input_per_1m, price.output_per_1m, price.cached_input_per_1m),
+                len(self.used),
+            )
         self._last[model] = found
         return found
 
