@@ -276,7 +276,7 @@ class UsageTracker:
         )
         rows: list[EventRow] = []
         fresh: dict[str, dict[str, Any]] = {}  # event id -> its result, while it may be new
-        calls: list[tuple[str, schemas.UsageEventIn, datetime]] = []
+        calls: list[CountedEvent] = []
         duplicates = 0
         price_at = prices.at
         # The hot loop: a tuple and a dict per event, the cost as exact decimal text (stored
@@ -336,7 +336,17 @@ class UsageTracker:
                 "errors": None,
             }
             if api_call:
-                calls.append((event_id, event, occurred_at))
+                calls.append(
+                    CountedEvent(
+                        event_id,
+                        event.reservation_id,
+                        event.model,
+                        member_id,
+                        occurred_at,
+                        event.input_tokens,
+                        event.output_tokens,
+                    )
+                )
 
         inserted = await UsageRepository(session).insert_events(
             EventBatch(account_id, member_id, now, prices.used, rows)
@@ -346,21 +356,9 @@ class UsageTracker:
                 if event_id not in inserted:
                     result.update(status="duplicate", cost=None, currency=None)
                     duplicates += 1
-            calls = [call for call in calls if call[0] in inserted]
+            calls = [call for call in calls if call.event_id in inserted]
         if calls and counter is not None:
-            counted = [
-                CountedEvent(
-                    event_id,
-                    event.reservation_id,
-                    event.model,
-                    member_id,
-                    occurred_at,
-                    event.input_tokens,
-                    event.output_tokens,
-                )
-                for event_id, event, occurred_at in calls
-            ]
-            await counter.counted(session, ctx, account_id, counted)
+            await counter.counted(session, ctx, account_id, calls)
         assert None not in results, "every event has its result"
         final: list[dict[str, Any]] = results  # type: ignore[assignment]
         rejected = len(final) - len(inserted) - duplicates
