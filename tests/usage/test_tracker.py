@@ -374,3 +374,32 @@ async def test_optimistic_insert_falls_back_per_batch_and_keeps_rollups_exact(
     rollups, recomputed = await _rollups_and_recomputation(billing, account_id)
     assert rollups == recomputed
     assert sum(r[0] for r in rollups.values()) == 14
+
+
+async def test_batch_auth_errors_are_problems_with_and_without_an_idempotency_key(
+    client: httpx.AsyncClient, admin_key: str, billing: BillingService
+) -> None:
+    # Without an Idempotency-Key the batch skips FastAPI's dependency solving (LeanBatchRoute):
+    # the same authentication, problems and rollback as the regular path.
+    body = {"events": [{"model": "gpt-4o", "input_tokens": 3, "event_id": "auth-1"}]}
+    for extra in ({}, {"Idempotency-Key": "auth-batch"}):
+        missing = await client.post(BATCH, json=body, headers=extra)
+        assert missing.status_code == 401, missing.text
+        assert missing.headers["content-type"] == "application/problem+json"
+        wrong = await client.post(BATCH, json=body, headers=auth("nope", **extra))
+        assert wrong.status_code == 401, wrong.text
+        operator = await client.post(BATCH, json=body, headers=auth(admin_key, **extra))
+        assert (operator.status_code, operator.json()["code"]) == (
+            403,
+            "usage_needs_account_key",
+        )
+        empty = await client.post(BATCH, json={"events": []}, headers=auth(admin_key, **extra))
+        assert (empty.status_code, empty.json()["code"]) == (422, "validation_error")
+    account = await create_account(client, admin_key)
+    key = await issue_key(client, admin_key, account["id"])
+    ok = await client.post(BATCH, json=body, headers=auth(key))
+    assert ok.status_code == 200 and ok.json()["accepted"] == 1, ok.text
+    async with billing.db.sessions() as session:
+        assert [e.event_id for e in await UsageRepository(session).events(account["id"])] == [
+            "auth-1"
+        ]
