@@ -49,7 +49,8 @@ _BARE_COLUMNS = (
 )  # fmt: skip
 BASELINE = (
     "bare FastAPI route: json.loads, a tuple per event, asyncpg COPY (autocommit) into a "
-    "table with usage_events' columns and primary key, no other index"
+    "table with usage_events' columns and primary key, no other index; answers a count only "
+    "(no per-event results for the client to read)"
 )
 
 

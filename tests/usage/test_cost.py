@@ -76,7 +76,45 @@ def test_scaled_prices_equal_token_cost_in_canonical_form(
     assert (got, str(got)) == (expected, str(expected))
 
 
+@given(
+    tokens=st.tuples(st.integers(0, 10**12), st.integers(0, 10**12), st.integers(0, 10**12)),
+    prices=st.tuples(prices_12, prices_12, st.none() | prices_12),
+)
+def test_cost_text_is_the_exact_cost_in_plain_notation(
+    tokens: tuple[int, int, int], prices: tuple[Decimal, Decimal, Decimal | None]
+) -> None:
+    input_tokens, cached, output = max(tokens[0], tokens[1]), min(tokens[0], tokens[1]), tokens[2]
+    scaled = ScaledPrices(*prices)
+    text = scaled.cost_text(input_tokens, cached, output)
+    assert text == format(scaled.cost(input_tokens, cached, output), "f")
+    assert Decimal(text) == token_cost(
+        input_tokens=input_tokens,
+        cached_input_tokens=cached,
+        output_tokens=output,
+        input_per_1m=prices[0],
+        output_per_1m=prices[1],
+        cached_input_per_1m=prices[2],
+    )
+
+
+@pytest.mark.parametrize(
+    ("tokens", "expected"),
+    [
+        ((0, 0, 0), "0"),
+        ((1, 0, 0), "0.0000025"),  # below 1e-6: str() would say 2.5E-6
+        ((400_000, 0, 0), "1"),
+        ((1_000_000, 0, 100_000), "3.5"),
+        ((10**12, 10**12, 10**12), "11250000"),
+    ],
+)
+def test_cost_text_examples(tokens: tuple[int, int, int], expected: str) -> None:
+    scaled = ScaledPrices(Decimal("2.50"), Decimal("10.00"), Decimal("1.25"))
+    assert scaled.cost_text(*tokens) == expected
+
+
 def test_scaled_prices_refuse_what_token_cost_refuses() -> None:
+    with pytest.raises(ValueError):
+        ScaledPrices(Decimal(1), Decimal(1), None).cost_text(1, 2, 0)
     with pytest.raises(ValueError):
         ScaledPrices(Decimal(1), Decimal(1), None).cost(1, 2, 0)
     with pytest.raises(ValueError):

@@ -11,6 +11,7 @@ from decimal import Decimal
 from typing import Any
 
 import httpx
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -19,11 +20,13 @@ from aihub_billing.kit.context import Actor, Context, Role
 from aihub_billing.kit.ids import new_id
 from aihub_billing.service import BillingService
 from aihub_billing.usage import histogram
+from aihub_billing.usage import repository as usage_repository
 from aihub_billing.usage.repository import UsageRepository
 from aihub_billing.usage.service import SEED_PRICES, UsageTracker, model_prices, usage
 from tests.api.helpers import API, auth, create_account, issue_key
 
 MODELS = [m for m, *_ in SEED_PRICES]
+BATCH = f"{API}/usage/batch"
 
 
 @st.composite
@@ -268,3 +271,135 @@ async def test_two_batches_in_one_transaction_each_count_their_own_events(
     rollups, recomputed = await _rollups_and_recomputation(billing, account_id)
     assert rollups == recomputed
     assert sum(r[0] for r in rollups.values()) == 6
+
+
+def _event(n: int, **fields: Any) -> dict[str, Any]:
+    return {
+        "model": MODELS[n % len(MODELS)],
+        "input_tokens": 1000 + n,
+        "cached_input_tokens": n % 7,
+        "output_tokens": 10 + n % 13,
+        "status_code": 500 if n % 11 == 0 else 200,
+        "event_id": f"big-{n}",
+        "user_id": f"u{n % 4}",
+        "latency_ms": 37 * n,
+        "metadata": {"n": n, "tags": ["a", "b"]},
+        **fields,
+    }
+
+
+async def test_large_batches_dedupe_within_and_against_stored_events_and_reject_alone(
+    client: httpx.AsyncClient, admin_key: str, billing: BillingService, clock: FrozenClock
+) -> None:
+    # 100-event batches take the optimistic plain INSERT on PostgreSQL; the second batch
+    # repeats stored ids, so there the primary key refuses it and ON CONFLICT decides.
+    account = await create_account(client, admin_key)
+    key = await issue_key(client, admin_key, account["id"])
+    future = (clock.now() + timedelta(minutes=6)).isoformat()
+    first: list[Any] = [_event(n) for n in range(80)]
+    first += [_event(n, input_tokens=n + 1) for n in range(10)]  # repeated ids, other counts
+    first += [
+        _event(900, status_code=42),
+        _event(901, model="no-such-model"),
+        _event(902, timestamp=future),
+        _event(903, cached_input_tokens=5000),
+        "not an object",
+    ]
+    first += [_event(n) for n in range(80, 85)]
+    response = await client.post(BATCH, json={"events": first}, headers=auth(key))
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert (body["accepted"], body["duplicates"], body["rejected"]) == (85, 10, 5)
+    statuses = [r["status"] for r in body["results"]]
+    assert statuses == ["accepted"] * 80 + ["duplicate"] * 10 + ["rejected"] * 5 + ["accepted"] * 5
+    assert [r["code"] for r in body["results"][90:95]] == [
+        "validation_error", "unknown_model", "timestamp_in_future", "validation_error",
+        "validation_error",
+    ]  # fmt: skip
+    prices = {
+        p["model"]: p for p in (await client.get(f"{API}/model-prices", headers=auth(key))).json()
+    }
+    for result, event in zip(body["results"][:80], first[:80], strict=True):
+        price = prices[event["model"]]
+        cached = price["cached_input_per_1m"] or price["input_per_1m"]
+        expected = (
+            (event["input_tokens"] - event["cached_input_tokens"]) * Decimal(price["input_per_1m"])
+            + event["cached_input_tokens"] * Decimal(cached)
+            + event["output_tokens"] * Decimal(price["output_per_1m"])
+        ) / 1_000_000
+        # Exact and plain: the text is the canonical Decimal, never an exponent form.
+        assert Decimal(result["cost"]) == expected and "E" not in result["cost"]
+        assert result["cost"] == f"{Decimal(result['cost']).normalize():f}"
+        assert result["currency"] == "USD" and result["event_id"] == event["event_id"]
+
+    second = [_event(n) for n in range(50, 150)]  # 35 stored (50..84), 65 new
+    response = await client.post(BATCH, json={"events": second}, headers=auth(key))
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert (body["accepted"], body["duplicates"], body["rejected"]) == (65, 35, 0)
+    assert [r["status"] for r in body["results"]] == ["duplicate"] * 35 + ["accepted"] * 65
+    assert all(r["cost"] is None for r in body["results"][:35])
+
+    rollups, recomputed = await _rollups_and_recomputation(billing, account["id"])
+    assert rollups == recomputed
+    assert sum(r[0] for r in rollups.values()) == 150
+    async with billing.db.sessions() as session:
+        stored = await UsageRepository(session).events(account["id"])
+    assert sorted(e.event_id for e in stored) == sorted(f"big-{n}" for n in range(150))
+    by_id = {e.event_id: e for e in stored}
+    # The first write of an id wins; its stored cost is the one answered.
+    assert by_id["big-3"].input_tokens == 1003
+    assert by_id["big-3"].event_metadata == {"n": 3, "tags": ["a", "b"]}
+    assert by_id["big-3"].received_at == clock.now() and by_id["big-3"].member_id is None
+
+
+async def test_optimistic_insert_falls_back_per_batch_and_keeps_rollups_exact(
+    billing: BillingService, clock: FrozenClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every batch tries the plain INSERT first (no size threshold): repeats across batches
+    # and in one transaction fall back to ON CONFLICT, new batches do not.
+    monkeypatch.setattr(usage_repository, "OPTIMISTIC_INSERT_MIN", 1)
+    account_id = new_id("acct", clock.now())
+    ctx = Context(actor=Actor(role=Role.OWNER, account_id=account_id), clock=clock)
+    async with billing.transaction() as session:
+        await model_prices.seed_defaults(session, billing.context())
+    outcomes = []
+    async with billing.transaction() as session:
+        outcomes.append(await usage.record(session, ctx, [_event(n) for n in range(5)]))
+        outcomes.append(await usage.record(session, ctx, [_event(n) for n in range(3, 8)]))
+    async with billing.transaction() as session:
+        outcomes.append(await usage.record(session, ctx, [_event(n) for n in range(6, 12)]))
+        outcomes.append(await usage.record(session, ctx, [_event(n) for n in range(12, 14)]))
+    assert [(o.accepted, o.duplicates) for o in outcomes] == [(5, 0), (3, 2), (4, 2), (2, 0)]
+    rollups, recomputed = await _rollups_and_recomputation(billing, account_id)
+    assert rollups == recomputed
+    assert sum(r[0] for r in rollups.values()) == 14
+
+
+async def test_batch_auth_errors_are_problems_with_and_without_an_idempotency_key(
+    client: httpx.AsyncClient, admin_key: str, billing: BillingService
+) -> None:
+    # Without an Idempotency-Key the batch skips FastAPI's dependency solving (LeanBatchRoute):
+    # the same authentication, problems and rollback as the regular path.
+    body = {"events": [{"model": "gpt-4o", "input_tokens": 3, "event_id": "auth-1"}]}
+    for extra in ({}, {"Idempotency-Key": "auth-batch"}):
+        missing = await client.post(BATCH, json=body, headers=extra)
+        assert missing.status_code == 401, missing.text
+        assert missing.headers["content-type"] == "application/problem+json"
+        wrong = await client.post(BATCH, json=body, headers=auth("nope", **extra))
+        assert wrong.status_code == 401, wrong.text
+        operator = await client.post(BATCH, json=body, headers=auth(admin_key, **extra))
+        assert (operator.status_code, operator.json()["code"]) == (
+            403,
+            "usage_needs_account_key",
+        )
+        empty = await client.post(BATCH, json={"events": []}, headers=auth(admin_key, **extra))
+        assert (empty.status_code, empty.json()["code"]) == (422, "validation_error")
+    account = await create_account(client, admin_key)
+    key = await issue_key(client, admin_key, account["id"])
+    ok = await client.post(BATCH, json=body, headers=auth(key))
+    assert ok.status_code == 200 and ok.json()["accepted"] == 1, ok.text
+    async with billing.db.sessions() as session:
+        assert [e.event_id for e in await UsageRepository(session).events(account["id"])] == [
+            "auth-1"
+        ]

@@ -69,6 +69,23 @@ class ScaledPrices:
             places -= 1
         return Decimal(f"{total}E-{places}")  # construction from a string is exact
 
+    def cost_text(self, input_tokens: int, cached_input_tokens: int, output_tokens: int) -> str:
+        """The same exact value as plain decimal text, `format(cost(...), "f")`: what the
+        batch path stores (NUMERIC parses it exactly) and answers, with no Decimal per event."""
+        if not 0 <= cached_input_tokens <= input_tokens or output_tokens < 0:
+            raise ValueError("token counts must be >= 0 and cached <= input")
+        total = (
+            (input_tokens - cached_input_tokens) * self._input
+            + cached_input_tokens * self._cached
+            + output_tokens * self._output
+        )
+        places = self._places
+        digits = str(total)
+        if len(digits) <= places:
+            digits = "0" * (places - len(digits) + 1) + digits
+        # Digits and point placed by hand; trailing zeros (and a bare point) dropped.
+        return f"{digits[:-places]}.{digits[-places:]}".rstrip("0").rstrip(".")
+
 
 _ZERO = Decimal(0)
 _EXACT = Context(prec=200)

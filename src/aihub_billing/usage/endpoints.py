@@ -11,6 +11,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from aihub_billing.accounts.errors import AccountNotFound
 from aihub_billing.api.deps import (
@@ -94,6 +95,46 @@ class LeanTrackRoute(TransactionalRoute):
         return handler
 
 
+class LeanBatchRoute(TransactionalRoute):
+    """/usage/batch without FastAPI's per-request dependency solving (as LeanTrackRoute):
+    same parsing, auth, transaction, errors and response. Requests with an Idempotency-Key
+    take the regular path, which stores and replays the response."""
+
+    def endpoint_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        regular = super().endpoint_handler()
+
+        async def handler(request: Request) -> Response:
+            if "idempotency-key" in request.headers:
+                return await regular(request)
+            billing: BillingService = request.app.state.billing
+            session = request.state.session  # the transaction's (TransactionalRoute)
+            actor = await auth.authenticate(session, request.headers.get("authorization"))
+            ctx = Context(
+                actor=actor,
+                clock=billing.clock,
+                request_id=getattr(request.state, "request_id", None),
+            )
+            return await _record_batch(request, session, ctx, billing)
+
+        return handler
+
+
+async def _record_batch(
+    request: Request, session: AsyncSession, ctx: Context, billing: BillingService
+) -> Response:
+    try:
+        batch = parse_batch(await request.body())
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False, include_input=False)
+        raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in errors]) from None
+    outcome = await usage.record_parsed(session, ctx, batch, billing.quota)
+    # Serialized once from plain dicts; returning a Response skips FastAPI's own pass.
+    return Response(
+        schemas.BATCH_RESULT_JSON.dump_json(outcome.as_dict()),  # type: ignore[arg-type]
+        media_type="application/json",
+    )
+
+
 async def track_usage(
     event: schemas.UsageEventIn,
     session: SessionDep,
@@ -122,8 +163,20 @@ router.add_api_route(
 )
 
 
-@router.post(
+async def track_usage_batch(
+    request: Request, session: SessionDep, ctx: ContextDep, billing: BillingDep
+) -> Response:
+    """Record up to 1,000 events; each is accepted, a duplicate, or rejected on its own.
+
+    The answer comes after the commit: every `accepted` event is durable.
+    """
+    return await _record_batch(request, session, ctx, billing)
+
+
+router.add_api_route(
     "/batch",
+    track_usage_batch,
+    methods=["POST"],
     dependencies=[Idempotent],
     response_model=schemas.UsageBatchResult,
     responses=responses(UsageNeedsAccountKey),
@@ -134,25 +187,8 @@ router.add_api_route(
             "content": {"application/json": {"schema": _BATCH_IN_SCHEMA}},
         }
     },
+    route_class_override=LeanBatchRoute,
 )
-async def track_usage_batch(
-    request: Request, session: SessionDep, ctx: ContextDep, billing: BillingDep
-) -> Response:
-    """Record up to 1,000 events; each is accepted, a duplicate, or rejected on its own.
-
-    The answer comes after the commit: every `accepted` event is durable.
-    """
-    try:
-        batch = parse_batch(await request.body())
-    except ValidationError as exc:
-        errors = exc.errors(include_url=False, include_input=False)
-        raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in errors]) from None
-    outcome = await usage.record_parsed(session, ctx, batch, billing.quota)
-    # Serialized once from plain dicts; returning a Response skips FastAPI's own pass.
-    return Response(
-        schemas.BATCH_RESULT_JSON.dump_json(outcome.as_dict()),  # type: ignore[arg-type]
-        media_type="application/json",
-    )
 
 
 @router.get(

@@ -116,7 +116,7 @@ class _EventResultJSON(TypedDict):
     index: int
     status: str
     event_id: str | None
-    cost: JsonDecimal | None
+    cost: str | None  # exact plain decimal text already (ScaledPrices.cost_text)
     currency: str | None
     code: str | None
     detail: str | None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
@@ -10,7 +9,6 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, NamedTuple, Protocol
 
 from pydantic import TypeAdapter, ValidationError
-from pydantic_core import to_json
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from aihub_billing.accounts.service import accounts
@@ -31,7 +29,8 @@ from aihub_billing.usage.errors import (
     UsageNeedsAccountKey,
 )
 from aihub_billing.usage.repository import (
-    EventRecord,
+    EventBatch,
+    EventRow,
     ModelPriceRepository,
     PriceRow,
     UsageRepository,
@@ -59,9 +58,11 @@ SEED_PRICES: tuple[tuple[str, str, str, str | None], ...] = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class CountedEvent:
-    """A newly stored API call, as handed to the usage counter (the quota manager)."""
+class CountedEvent(NamedTuple):
+    """A newly stored API call, as handed to the usage counter (the quota manager).
+
+    A NamedTuple: a batch builds up to 1,000 of them, and a frozen dataclass's __init__
+    (object.__setattr__ per field) cost a tenth of the batch's Python time."""
 
     event_id: str
     reservation_id: str | None
@@ -119,7 +120,8 @@ class ParsedBatch:
 
 @dataclass(frozen=True, slots=True)
 class BatchOutcome:
-    """A recorded batch: counts and one result dict per event (schemas.EventResult fields)."""
+    """A recorded batch: counts and one result dict per event (schemas.EventResult fields,
+    the cost as exact decimal text)."""
 
     accepted: int
     duplicates: int
@@ -272,53 +274,58 @@ class UsageTracker:
                 {e.model for _, e in batch.events if e.model and e.usage_type == "api_call"}
             )
         )
-        records: dict[str, EventRecord] = {}
-        new: dict[str, dict[str, Any]] = {}  # event id -> its result, while it may be new
-        calls: list[tuple[str, schemas.UsageEventIn, datetime]] = []
+        rows: list[EventRow] = []
+        fresh: dict[str, dict[str, Any]] = {}  # event id -> its result, while it may be new
+        calls: list[CountedEvent] = []
+        duplicates = 0
+        price_at = prices.at
+        # The hot loop: a tuple and a dict per event, the cost as exact decimal text (stored
+        # as NUMERIC and answered as is), no Decimal or model instance per event.
         for index, event in batch.events:
-            occurred_at = event.timestamp.astimezone(UTC) if event.timestamp else now
-            event_id = event.event_id or new_id("evt", now)
+            stamp = event.timestamp
+            occurred_at = now if stamp is None else stamp.astimezone(UTC)
             if occurred_at > latest:
                 results[index] = _rejected_by(index, event.event_id, TimestampInFuture())
                 continue
-            cost = currency = price_id = None
-            if event.usage_type == "api_call":
+            cost = currency = price_ref = None
+            api_call = event.usage_type == "api_call"
+            if api_call:
                 assert event.model is not None
-                price = prices.at(event.model, occurred_at)
+                price = price_at(event.model, occurred_at)
                 if price is None:
                     error = UnknownModel(f"no price for {event.model!r} at {occurred_at}")
                     results[index] = _rejected_by(index, event.event_id, error)
                     continue
-                cost = price.scaled.cost(
+                cost = price.scaled.cost_text(
                     event.input_tokens, event.cached_input_tokens, event.output_tokens
                 )
-                currency, price_id = price.currency, price.id
-            if event_id in records:  # the same id twice in one batch counts once
+                currency, price_ref = price.currency, price.ref
+            event_id = event.event_id or new_id("evt", now)
+            if event_id in fresh:  # the same id twice in one batch counts once
                 results[index] = _duplicate(index, event_id)
+                duplicates += 1
                 continue
-            records[event_id] = (
-                account_id,
-                event_id,
-                event.usage_type,
-                event.model,
-                occurred_at,
-                now,
-                member_id,
-                event.user_id,
-                event.cost_center,
-                event.input_tokens,
-                event.cached_input_tokens,
-                event.output_tokens,
-                event.status_code,
-                event.latency_ms,
-                event.storage_gb,
-                None if cost is None else str(cost),
-                currency,
-                price_id,
-                event.reservation_id,
-                None if event.metadata is None else to_json(event.metadata).decode(),
+            rows.append(
+                (
+                    event_id,
+                    event.usage_type,
+                    event.model,
+                    occurred_at,
+                    event.user_id,
+                    event.cost_center,
+                    event.input_tokens,
+                    event.cached_input_tokens,
+                    event.output_tokens,
+                    event.status_code,
+                    event.latency_ms,
+                    event.storage_gb,
+                    cost,
+                    price_ref,
+                    event.reservation_id,
+                    event.metadata,
+                )
             )
-            new[event_id] = results[index] = {
+            fresh[event_id] = results[index] = {
                 "index": index,
                 "status": "accepted",
                 "event_id": event_id,
@@ -328,32 +335,34 @@ class UsageTracker:
                 "detail": None,
                 "errors": None,
             }
-            if event.usage_type == "api_call":
-                calls.append((event_id, event, occurred_at))
+            if api_call:
+                calls.append(
+                    CountedEvent(
+                        event_id,
+                        event.reservation_id,
+                        event.model,
+                        member_id,
+                        occurred_at,
+                        event.input_tokens,
+                        event.output_tokens,
+                    )
+                )
 
-        inserted = await UsageRepository(session).insert_events(list(records.values()))
-        for event_id, result in new.items():
-            if event_id not in inserted:
-                result.update(status="duplicate", cost=None, currency=None)
-        counted = [
-            CountedEvent(
-                event_id=event_id,
-                reservation_id=event.reservation_id,
-                model=event.model,
-                member_id=member_id,
-                occurred_at=occurred_at,
-                input_tokens=event.input_tokens,
-                output_tokens=event.output_tokens,
-            )
-            for event_id, event, occurred_at in calls
-            if event_id in inserted
-        ]
-        if counted and counter is not None:
-            await counter.counted(session, ctx, account_id, counted)
-        final = [r for r in results if r is not None]
-        assert len(final) == len(results)
-        counts = Counter(r["status"] for r in final)
-        return BatchOutcome(counts["accepted"], counts["duplicate"], counts["rejected"], final)
+        inserted = await UsageRepository(session).insert_events(
+            EventBatch(account_id, member_id, now, prices.used, rows)
+        )
+        if len(inserted) < len(fresh):  # already stored: a duplicate, priced nothing
+            for event_id, result in fresh.items():
+                if event_id not in inserted:
+                    result.update(status="duplicate", cost=None, currency=None)
+                    duplicates += 1
+            calls = [call for call in calls if call.event_id in inserted]
+        if calls and counter is not None:
+            await counter.counted(session, ctx, account_id, calls)
+        assert None not in results, "every event has its result"
+        final: list[dict[str, Any]] = results  # type: ignore[assignment]
+        rejected = len(final) - len(inserted) - duplicates
+        return BatchOutcome(len(inserted), duplicates, rejected, final)
 
     async def stats(
         self,
@@ -475,6 +484,7 @@ class _Price:
     start: datetime
     end: datetime | None
     scaled: ScaledPrices
+    ref: int  # 1-based position in _BatchPrices.used (EventBatch.prices)
 
 
 class _BatchPrices:
@@ -484,6 +494,8 @@ class _BatchPrices:
     def __init__(self, timelines: Mapping[str, Sequence[PriceRow]]) -> None:
         self._timelines = timelines
         self._last: dict[str, _Price] = {}
+        self._by_id: dict[str, _Price] = {}
+        self.used: list[tuple[str, str]] = []  # (price id, currency) of each price found
 
     def at(self, model: str, at: datetime) -> _Price | None:
         last = self._last.get(model)
@@ -492,13 +504,17 @@ class _BatchPrices:
         price = _price_at(self._timelines.get(model, ()), at)
         if price is None:
             return None
-        found = _Price(
-            price.id,
-            price.currency,
-            price.effective_from,
-            price.effective_to,
-            ScaledPrices(price.input_per_1m, price.output_per_1m, price.cached_input_per_1m),
-        )
+        found = self._by_id.get(price.id)
+        if found is None:
+            self.used.append((price.id, price.currency))
+            found = self._by_id[price.id] = _Price(
+                price.id,
+                price.currency,
+                price.effective_from,
+                price.effective_to,
+                ScaledPrices(price.input_per_1m, price.output_per_1m, price.cached_input_per_1m),
+                len(self.used),
+            )
         self._last[model] = found
         return found
 
