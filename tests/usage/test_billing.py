@@ -9,8 +9,9 @@ from datetime import UTC, datetime, timedelta
 from aihub_billing.kit.clock import FrozenClock
 from aihub_billing.kit.context import Actor, Context, Role
 from aihub_billing.kit.ids import new_id
+from aihub_billing.kit.periods import day_split
 from aihub_billing.service import BillingService
-from aihub_billing.usage.billing import BilledUsage, billed_usage, day_split
+from aihub_billing.usage.billing import BilledUsage, billed_usage
 from aihub_billing.usage.repository import UsageRepository
 from aihub_billing.usage.service import SEED_PRICES, model_prices, usage
 

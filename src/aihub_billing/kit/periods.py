@@ -8,12 +8,20 @@ from __future__ import annotations
 
 import calendar
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Literal
 
 from aihub_billing.kit.clock import ensure_utc
 
-__all__ = ["Interval", "Period", "add_months", "nth_period", "period_at", "period_index"]
+__all__ = [
+    "Interval",
+    "Period",
+    "add_months",
+    "day_split",
+    "nth_period",
+    "period_at",
+    "period_index",
+]
 
 IntervalUnit = Literal["day", "month"]
 
@@ -119,3 +127,23 @@ def nth_period(anchor: datetime, interval: Interval, n: int) -> Period:
 def period_at(anchor: datetime, interval: Interval, at: datetime) -> Period:
     """The period that contains `at`, computed from the anchor."""
     return nth_period(anchor, interval, period_index(anchor, interval, at))
+
+
+_DAY = timedelta(days=1)
+
+
+def day_split(start: datetime, end: datetime) -> tuple[date, date, list[tuple[datetime, datetime]]]:
+    """[start, end) as whole UTC days [first_day, last_day) plus the partial edges (what daily
+    rollups answer and what raw events must); when no whole day fits, first_day >= last_day
+    and the one edge is the whole range."""
+    start, end = start.astimezone(UTC), end.astimezone(UTC)
+    first_day = start.date() if start.timetz() == time(0, tzinfo=UTC) else start.date() + _DAY
+    last_day = end.date()  # exclusive
+    if first_day >= last_day:
+        return first_day, last_day, [(start, end)] if start < end else []
+    edges = [(start, _midnight(first_day)), (_midnight(last_day), end)]
+    return first_day, last_day, [(s, e) for s, e in edges if s < e]
+
+
+def _midnight(day: date) -> datetime:
+    return datetime.combine(day, time(0), tzinfo=UTC)

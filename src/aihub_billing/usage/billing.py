@@ -10,16 +10,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import datetime
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from aihub_billing.kit.periods import day_split
 from aihub_billing.usage.service import usage
 
 PeriodKey = tuple[str, datetime, datetime]  # (account id, start, end): [start, end)
-
-_DAY = timedelta(days=1)
 
 
 @dataclass(slots=True)
@@ -34,22 +33,6 @@ class BilledUsage:
         self.calls += calls
         self.tokens += tokens
         self.tokens_by_model[model] = self.tokens_by_model.get(model, 0) + tokens
-
-
-def day_split(start: datetime, end: datetime) -> tuple[date, date, list[tuple[datetime, datetime]]]:
-    """[start, end) as whole UTC days [first_day, last_day) plus the partial edges; when no
-    whole day fits, first_day >= last_day and the one edge is the whole range."""
-    start, end = start.astimezone(UTC), end.astimezone(UTC)
-    first_day = start.date() if start.timetz() == time(0, tzinfo=UTC) else start.date() + _DAY
-    last_day = end.date()  # exclusive
-    if first_day >= last_day:
-        return first_day, last_day, [(start, end)] if start < end else []
-    edges = [(start, _midnight(first_day)), (_midnight(last_day), end)]
-    return first_day, last_day, [(s, e) for s, e in edges if s < e]
-
-
-def _midnight(day: date) -> datetime:
-    return datetime.combine(day, time(0), tzinfo=UTC)
 
 
 _ROLLUPS = text(

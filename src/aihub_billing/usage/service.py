@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, NamedTuple, Protocol
 
@@ -16,6 +16,7 @@ from aihub_billing.audit.service import audit
 from aihub_billing.errors import BillingError, Forbidden, ValidationFailed
 from aihub_billing.kit.context import Context
 from aihub_billing.kit.ids import new_id
+from aihub_billing.kit.periods import day_split
 from aihub_billing.models import ModelPrice
 from aihub_billing.models.types import canonical_decimal
 from aihub_billing.usage import histogram, schemas
@@ -445,29 +446,14 @@ async def _period_groups(
     by_member: bool = False,
 ) -> list[dict[str, Any]]:
     """Rollup sums for the whole UTC days inside [start, end), raw sums for the edges."""
-    start, end = start.astimezone(UTC), end.astimezone(UTC)
-    if end <= start:
-        return []
     repo = UsageRepository(session)
-    first_day = start.date() if start.timetz() == time(0, tzinfo=UTC) else start.date() + _DAY
-    last_day = end.date()  # exclusive
-    if first_day >= last_day:
-        return await repo.raw_groups(account_id, start, end, group, by_member=by_member)
-    out = await repo.rollup_groups(account_id, first_day, last_day, group, by_member=by_member)
-    edges = ((start, _midnight(first_day)), (_midnight(last_day), end))
+    first_day, last_day, edges = day_split(start, end)
+    out = []
+    if first_day < last_day:
+        out = await repo.rollup_groups(account_id, first_day, last_day, group, by_member=by_member)
     for edge_start, edge_end in edges:
-        if edge_start < edge_end:
-            out += await repo.raw_groups(
-                account_id, edge_start, edge_end, group, by_member=by_member
-            )
+        out += await repo.raw_groups(account_id, edge_start, edge_end, group, by_member=by_member)
     return out
-
-
-_DAY = timedelta(days=1)
-
-
-def _midnight(day: date) -> datetime:
-    return datetime.combine(day, time(0), tzinfo=UTC)
 
 
 def _price_at(timeline: Sequence[PriceRow], at: datetime) -> PriceRow | None:
