@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
+import pytest
 from sqlalchemy import select
 
 from aihub_billing.accounts.schemas import AccountCreate
 from aihub_billing.kit.periods import Period
 from aihub_billing.models import Job, QuotaViolation
+from aihub_billing.quota.schemas import QuotaCheckResult
 from aihub_billing.quota.service import UsageTotals
 from aihub_billing.service import BillingService
 
@@ -52,3 +56,32 @@ async def test_start_up_rebuilds_accounts_without_counters(billing: BillingServi
         for account in (first, second):
             status = await billing.quota.status(session, ctx, account.id)
             assert (status.used_calls, status.used_tokens) == (12, 300)
+
+
+@pytest.mark.parametrize("overage", [(False, False), (True, False), (False, True)])
+@pytest.mark.parametrize("remaining", [(None, None), (0, 7)])
+def test_a_trusted_check_result_is_the_validated_one(
+    overage: tuple[bool, bool], remaining: tuple[int | None, int | None]
+) -> None:
+    """The hot path builds its result without validation: it must be the same model."""
+    reset_at = datetime(2026, 2, 1, tzinfo=UTC)
+    expires_at = datetime(2026, 1, 31, 12, 5, tzinfo=UTC)
+    values = {
+        "reservation_id": "rsv_1",
+        "account_id": "acct_1",
+        "calls_overage": overage[0],
+        "tokens_overage": overage[1],
+        "reserved_tokens": 100,
+        "remaining_calls": remaining[0],
+        "remaining_tokens": remaining[1],
+        "reset_at": reset_at,
+        "expires_at": expires_at,
+    }
+    trusted = QuotaCheckResult.trusted(*values.values())
+    validated = QuotaCheckResult(**values, overage=overage[0] or overage[1])
+    constructed = QuotaCheckResult.model_construct(**values, overage=overage[0] or overage[1])
+    assert trusted == validated
+    assert trusted.model_dump_json() == validated.model_dump_json()
+    assert trusted.model_fields_set == constructed.model_fields_set
+    trusted.degraded = True  # a fields set of its own
+    assert "degraded" not in QuotaCheckResult.trusted(*values.values()).model_fields_set

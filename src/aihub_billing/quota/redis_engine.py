@@ -587,16 +587,21 @@ class RedisQuotaEngine:
         verdict = result[0]
         if verdict == b"0":
             _, c, t, oc, ot, wc, wt, live, reset = result
+            # Positional: the hot path's one outcome per check.
             return CheckOutcome(
                 Verdict.ADMITTED,
-                calls_used=int(c),
-                tokens_used=int(t),
-                calls_overage=oc == b"1",
-                tokens_overage=ot == b"1",
-                rpm_used=int(wc),
-                tpm_used=int(wt),
-                concurrent=int(live),
-                window_reset_ms=int(reset),
+                None,
+                None,
+                None,
+                0,
+                int(c),
+                int(t),
+                oc == b"1",
+                ot == b"1",
+                int(wc),
+                int(wt),
+                int(live),
+                int(reset),
             )
         if verdict == b"1":
             return CheckOutcome(Verdict.NOT_LOADED)
