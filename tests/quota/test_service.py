@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlalchemy import select
 
 from aihub_billing.accounts.schemas import AccountCreate
+from aihub_billing.kit.clock import FrozenClock
+from aihub_billing.kit.context import Context
 from aihub_billing.kit.periods import Period
 from aihub_billing.models import Job, QuotaViolation
+from aihub_billing.plans.schemas import PlanLimits
+from aihub_billing.quota.engine import Limits
+from aihub_billing.quota.memory_engine import MemoryQuotaEngine
 from aihub_billing.quota.schemas import QuotaCheckResult
-from aihub_billing.quota.service import UsageTotals
+from aihub_billing.quota.service import QuotaManager, UsageTotals, resolve_limits
 from aihub_billing.service import BillingService
 
 
@@ -85,3 +93,40 @@ def test_a_trusted_check_result_is_the_validated_one(
     assert trusted.model_fields_set == constructed.model_fields_set
     trusted.degraded = True  # a fields set of its own
     assert "degraded" not in QuotaCheckResult.trusted(*values.values()).model_fields_set
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    limit=st.integers(min_value=1, max_value=10**6),
+    policy=st.sampled_from(["block", "bill"]),
+    thresholds=st.lists(st.integers(min_value=1, max_value=150), max_size=4, unique=True),
+    step=st.integers(min_value=1, max_value=1000),
+    data=st.data(),
+)
+def test_below_the_watch_mark_a_check_has_nothing_to_report(
+    limit: int, policy: str, thresholds: list[int], step: int, data: st.DataObject
+) -> None:
+    """The hot path skips `_crossed` below the watch mark: that must never hide a threshold
+    or a billed overage, and the mark itself must report one (so it is no blanket skip)."""
+    limits = Limits(calls=limit, calls_policy=policy)
+    resolved = resolve_limits(
+        "acct_1",
+        "pro",
+        PlanLimits(included_api_calls=limit, calls_policy=policy),
+        Period(datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 2, 1, tzinfo=UTC)),
+        None,
+        tuple(sorted(thresholds)),
+    )
+    assert resolved.limits == limits
+    manager = QuotaManager(MemoryQuotaEngine())
+    ctx = Context(clock=FrozenClock(datetime(2026, 1, 15, tzinfo=UTC)))
+    watch = resolved.calls_watch
+    if watch == math.inf:
+        assert not thresholds and policy == "block"
+        return
+    assert isinstance(watch, int)
+    below = data.draw(st.integers(min_value=0, max_value=watch - 1))
+    manager._crossed(ctx, resolved, None, None, "calls", max(below - step, 0), below)
+    assert manager.pending == 0
+    manager._crossed(ctx, resolved, None, None, "calls", watch - 1, watch)
+    assert manager.pending > 0
