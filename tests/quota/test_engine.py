@@ -388,3 +388,31 @@ async def test_checks_issued_together_answer_as_one_after_another(
         assert await engine.status(ACCOUNT, PERIOD, later, member) == await alone.status(
             ACCOUNT, PERIOD, later, member
         )
+
+
+async def test_settlements_issued_with_checks_share_a_flush(
+    engine: QuotaEngine, clock: FrozenClock
+) -> None:
+    """Commits, releases and records issued in one loop turn with checks go to Redis in one
+    pipeline: each has its own effect, whatever order the concurrent calls take."""
+    await load(engine, clock, calls=10, tokens=1000)
+    first, second = req(clock, tokens=100, member="m1"), req(clock, tokens=50)
+    assert (await engine.check(first, Limits())).admitted
+    assert (await engine.check(second, Limits())).admitted
+    now = clock.now()
+    committed, released, recorded, unknown, checked = await asyncio.gather(
+        engine.commit(ACCOUNT, PERIOD, first.reservation_id, 80, now),
+        engine.release(ACCOUNT, PERIOD, second.reservation_id, now),
+        engine.record(ACCOUNT, PERIOD, PERIOD_END, now, calls=1, tokens=5, member="m1"),
+        engine.commit(ACCOUNT, PERIOD, "rsv_unknown", 10, now),
+        engine.check(req(clock, tokens=30, member="m1"), Limits(calls=14)),
+    )
+    assert (committed.found, committed.reserved_tokens, committed.difference) == (True, 100, -20)
+    assert (released.found, released.reserved_tokens, released.difference) == (True, 50, 0)
+    assert not unknown.found
+    assert checked.admitted
+    assert recorded[0] in (12, 13)  # before or after the concurrent check
+    status = await engine.status(ACCOUNT, PERIOD, clock.now(), member="m1")
+    # 10 + 2 checked - 1 released + 1 recorded + 1 checked; 1000 + 80 + 5 + 30 tokens.
+    assert (status.calls_used, status.tokens_used, status.concurrent) == (13, 1115, 1)
+    assert (status.member_calls_used, status.member_tokens_used) == (3, 115)

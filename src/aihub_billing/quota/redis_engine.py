@@ -428,6 +428,20 @@ class _Batch:
         ]
 
 
+class _Single:
+    """One command of another operation, sent in the next flush's pipeline."""
+
+    __slots__ = ("arguments", "futures", "keys")
+
+    def __init__(self, keys: list[str], arguments: list[Any], future: asyncio.Future[Any]) -> None:
+        self.keys = keys
+        self.arguments = arguments
+        self.futures = [future]
+
+    def args(self) -> list[Any]:
+        return self.arguments
+
+
 def _expire_at(period_end: datetime, now: datetime) -> int:
     # Relative to the caller's clock (a test clock may be far from Redis's own time).
     delta = period_end + PERIOD_GRACE - now  # integer ms, without a timedelta division
@@ -450,7 +464,8 @@ class RedisQuotaEngine:
         self._period_ends: dict[datetime, int] = {}
         # Checks waiting for the next flush, per (account, period, minute): their keys.
         self._pending: dict[tuple[str, str, int], _Batch] = {}
-        self._full: list[_Batch] = []
+        # Commands ready to go at the next flush, in order: full batches, single commands.
+        self._ready: list[_Batch | _Single] = []
         self._flush_scheduled = False
         self._flushes: set[asyncio.Task[None]] = set()
 
@@ -474,7 +489,7 @@ class RedisQuotaEngine:
     def _open(self, key: tuple[str, str, int], request: CheckRequest, now_ms: int) -> _Batch:
         full = self._pending.get(key)
         if full is not None:  # MAX_BATCH reached: it goes as a command of its own
-            self._full.append(full)
+            self._ready.append(full)
         account_id, period_key, minute = key
         end_ms = self._period_ends.get(request.period_end)
         if end_ms is None:
@@ -485,25 +500,37 @@ class RedisQuotaEngine:
         batch = self._pending[key] = _Batch(
             self.keys(account_id, period_key, minute), now_ms, minute, period_key, end_ms
         )
+        self._schedule()
+        return batch
+
+    def _schedule(self) -> None:
         if not self._flush_scheduled:
             self._flush_scheduled = True
             asyncio.get_running_loop().call_soon(self._start_flush)
-        return batch
+
+    async def _queued(self, keys: list[str], args: list[Any]) -> Any:
+        """Runs one command with whatever else this loop turn sends (one pipeline): the
+        settlements of /usage/track then share the client work, like checks do."""
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._ready.append(_Single(keys, args, future))
+        self._schedule()
+        return await future
 
     def _start_flush(self) -> None:
         self._flush_scheduled = False
-        batches = [*self._full, *self._pending.values()]
-        self._full, self._pending = [], {}
+        batches = [*self._ready, *self._pending.values()]
+        self._ready, self._pending = [], {}
         task = asyncio.ensure_future(self._flush(batches))
         self._flushes.add(task)
         task.add_done_callback(self._flushes.discard)
 
-    async def _flush(self, batches: list[_Batch]) -> None:
+    async def _flush(self, batches: list[_Batch | _Single]) -> None:
         """Checks issued in the same event-loop turn go out together: those of one account as
         ONE `checks` call (each still checked on its own inside the script), the calls of
-        several accounts in one pipeline. The batch only saves the per-command client work
-        (connection checkout, argument encoding, write, wake-up), which under load costs
-        more than the script itself. A lone check goes out at the next loop turn."""
+        several accounts and other queued commands in one pipeline. The batch only saves the
+        per-command client work (connection checkout, argument encoding, write, wake-up),
+        which under load costs more than the script itself. A lone check goes out at the
+        next loop turn."""
         commands = [(b.keys, b.args(), b.futures) for b in batches]
         try:
             if len(commands) == 1:
@@ -533,6 +560,9 @@ class RedisQuotaEngine:
                 error = _translate(result) if isinstance(result, RedisError) else result
                 for future in futures:
                     _fail(future, error)
+            elif args[0] != "checks":
+                if not futures[0].done():
+                    futures[0].set_result(result)
             else:
                 for future, part in zip(futures, result.split(b";"), strict=True):
                     if not future.done():  # the caller may have been cancelled meanwhile
@@ -631,7 +661,7 @@ class RedisQuotaEngine:
         actual: int,
     ) -> Settlement:
         now_ms, minute, _ = window_of(now)
-        result = await self._run(
+        result = await self._queued(
             self.keys(account_id, period_key, minute),
             [op, now_ms, minute, period_key, reservation_id, actual],
         )
@@ -674,7 +704,7 @@ class RedisQuotaEngine:
         member: str | None = None,
     ) -> tuple[int, int]:
         now_ms, minute, _ = window_of(now)
-        calls_used, tokens_used = await self._run(
+        calls_used, tokens_used = await self._queued(
             self.keys(account_id, period_key, minute),
             [
                 "record",
