@@ -265,7 +265,8 @@ if op == 'commit' or op == 'release' then
   sweep(now)
   local rid = ARGV[5]
   local data = redis.call('HGET', RD, rid)
-  if not data then return {0} end
+  -- Replies as one string: far cheaper for the client to parse than an array.
+  if not data then return '0' end
   local p, m, t, mem = parse(data)
   local diff
   if op == 'commit' then diff = tonumber(ARGV[6]) - t else diff = -t end
@@ -293,7 +294,7 @@ if op == 'commit' or op == 'release' then
   redis.call('HDEL', RD, rid)
   redis.call('ZREM', RX, rid)
   if op == 'release' then diff = 0 end
-  return {1, t, diff, used}
+  return string.format('1,%d,%d,%d', t, diff, used)
 end
 
 if op == 'record' then
@@ -307,7 +308,7 @@ if op == 'record' then
   redis.call('PEXPIRE', U, expire_at)
   redis.call('HINCRBY', W, 't', tokens)
   redis.call('PEXPIRE', W, __WINDOW_TTL__)
-  return {c, t}
+  return string.format('%d,%d', c, t)
 end
 
 if op == 'status' then
@@ -665,13 +666,13 @@ class RedisQuotaEngine:
             self.keys(account_id, period_key, minute),
             [op, now_ms, minute, period_key, reservation_id, actual],
         )
-        if int(result[0]) == 0:
+        if result == b"0":
             return Settlement(found=False)
-        used = int(result[3])
+        _, reserved, difference, used = (int(v) for v in result.split(b","))
         return Settlement(
             found=True,
-            reserved_tokens=int(result[1]),
-            difference=int(result[2]),
+            reserved_tokens=reserved,
+            difference=difference,
             tokens_used=None if used < 0 else used,
         )
 
@@ -704,7 +705,7 @@ class RedisQuotaEngine:
         member: str | None = None,
     ) -> tuple[int, int]:
         now_ms, minute, _ = window_of(now)
-        calls_used, tokens_used = await self._queued(
+        reply = await self._queued(
             self.keys(account_id, period_key, minute),
             [
                 "record",
@@ -717,6 +718,7 @@ class RedisQuotaEngine:
                 _expire_at(period_end, now),
             ],
         )
+        calls_used, tokens_used = reply.split(b",")
         return int(calls_used), int(tokens_used)
 
     async def status(
