@@ -450,7 +450,8 @@ def _expire_at(period_end: datetime, now: datetime) -> int:
 
 
 class RedisQuotaEngine:
-    """Counters in Redis; atomic across processes and machines (one script per operation)."""
+    """Counters in Redis; atomic across processes and machines (one script call per operation,
+    or per batch of checks, each check still atomic on its own)."""
 
     def __init__(
         self, client: aioredis.Redis, *, prefix: str = "", owns_client: bool = False
