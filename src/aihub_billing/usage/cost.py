@@ -53,14 +53,18 @@ class ScaledPrices:
         self._input, self._output, self._cached = (int(p.scaleb(places, _EXACT)) for p in prices)
         self._places = places + 6  # and per 1M tokens
 
-    def cost(self, input_tokens: int, cached_input_tokens: int, output_tokens: int) -> Decimal:
+    def _scaled(self, input_tokens: int, cached_input_tokens: int, output_tokens: int) -> int:
+        """The cost times 10**self._places, exactly."""
         if not 0 <= cached_input_tokens <= input_tokens or output_tokens < 0:
             raise ValueError("token counts must be >= 0 and cached <= input")
-        total = (
+        return (
             (input_tokens - cached_input_tokens) * self._input
             + cached_input_tokens * self._cached
             + output_tokens * self._output
         )
+
+    def cost(self, input_tokens: int, cached_input_tokens: int, output_tokens: int) -> Decimal:
+        total = self._scaled(input_tokens, cached_input_tokens, output_tokens)
         if total == 0:
             return _ZERO
         places = self._places
@@ -72,13 +76,7 @@ class ScaledPrices:
     def cost_text(self, input_tokens: int, cached_input_tokens: int, output_tokens: int) -> str:
         """The same exact value as plain decimal text, `format(cost(...), "f")`: what the
         batch path stores (NUMERIC parses it exactly) and answers, with no Decimal per event."""
-        if not 0 <= cached_input_tokens <= input_tokens or output_tokens < 0:
-            raise ValueError("token counts must be >= 0 and cached <= input")
-        total = (
-            (input_tokens - cached_input_tokens) * self._input
-            + cached_input_tokens * self._cached
-            + output_tokens * self._output
-        )
+        total = self._scaled(input_tokens, cached_input_tokens, output_tokens)
         places = self._places
         digits = str(total)
         if len(digits) <= places:

@@ -73,14 +73,7 @@ class LeanTrackRoute(TransactionalRoute):
                 raise RequestValidationError(
                     [{**e, "loc": ("body", *e["loc"])} for e in errors], body=body
                 ) from exc
-            billing: BillingService = request.app.state.billing
-            session = request.state.session  # the transaction's (TransactionalRoute)
-            actor = await auth.authenticate(session, request.headers.get("authorization"))
-            ctx = Context(
-                actor=actor,
-                clock=billing.clock,
-                request_id=getattr(request.state, "request_id", None),
-            )
+            billing, session, ctx = await _lean_context(request)
             recorded = await usage.track(session, ctx, event, billing.quota)
             return Response(
                 recorded.model_dump_json(),
@@ -106,17 +99,22 @@ class LeanBatchRoute(TransactionalRoute):
         async def handler(request: Request) -> Response:
             if "idempotency-key" in request.headers:
                 return await regular(request)
-            billing: BillingService = request.app.state.billing
-            session = request.state.session  # the transaction's (TransactionalRoute)
-            actor = await auth.authenticate(session, request.headers.get("authorization"))
-            ctx = Context(
-                actor=actor,
-                clock=billing.clock,
-                request_id=getattr(request.state, "request_id", None),
-            )
+            billing, session, ctx = await _lean_context(request)
             return await _record_batch(request, session, ctx, billing)
 
         return handler
+
+
+async def _lean_context(request: Request) -> tuple[BillingService, AsyncSession, Context]:
+    """What the dependencies would give a lean route: the service, the transaction's session
+    (TransactionalRoute's) and the authenticated caller's context."""
+    billing: BillingService = request.app.state.billing
+    session: AsyncSession = request.state.session
+    actor = await auth.authenticate(session, request.headers.get("authorization"))
+    ctx = Context(
+        actor=actor, clock=billing.clock, request_id=getattr(request.state, "request_id", None)
+    )
+    return billing, session, ctx
 
 
 async def _record_batch(
