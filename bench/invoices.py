@@ -109,44 +109,12 @@ async def _load(url: str, account_ids: list[str], n_events: int) -> None:
     conn = await asyncpg.connect(dsn)
     try:
         await conn.execute(
-            """
-            INSERT INTO usage_events (account_id, event_id, usage_type, model, occurred_at,
-                received_at, member_id, user_id, cost_center, input_tokens, cached_input_tokens,
-                output_tokens, status_code, latency_ms, cost, currency)
-            SELECT ($1::text[])[1 + i % $3], 'gen-' || i, 'api_call', m.model,
-                   '2026-01-01'::timestamptz + (i % 2678400) * interval '1 second',
-                   '2026-01-01'::timestamptz + (i % 2678400) * interval '1 second',
-                   NULL, 'user-' || (i % 20), 'cc-' || (i % 3), 100 + i % 900, 0, 50 + i % 300,
-                   200, 20 + (i * 7919) % 3000,
-                   ((100 + i % 900) * m.input_per_1m + (50 + i % 300) * m.output_per_1m)
-                       / 1000000,
-                   'USD'
-            FROM generate_series(1::bigint, $2::bigint) AS i
-            JOIN (SELECT row_number() OVER (ORDER BY model) - 1 AS k, model, input_per_1m,
-                         output_per_1m FROM model_prices WHERE effective_to IS NULL) AS m
-              ON m.k = i % 5
-            """,
+            usage_bench.events_sql("($1::text[])[1 + i % $3]", "200"),
             account_ids,
             n_events,
             len(account_ids),
         )
-        await conn.execute(
-            """
-            INSERT INTO usage_daily (account_id, day, model, currency, member_id, user_id,
-                cost_center, status_class, requests, input_tokens, cached_input_tokens,
-                output_tokens, cost, latency_hist)
-            SELECT account_id, (occurred_at AT TIME ZONE 'UTC')::date, model, currency, '',
-                   user_id, cost_center, status_code / 100, count(*), sum(input_tokens),
-                   sum(cached_input_tokens), sum(output_tokens), sum(cost), """
-            + usage_bench._HISTOGRAM_SQL
-            + """
-            FROM (
-                SELECT *, width_bucket(latency_ms - 1, $1::int[]) AS b FROM usage_events
-            ) AS e
-            GROUP BY 1, 2, 3, 4, 6, 7, 8
-            """,
-            list(usage_bench.histogram.BOUNDS_MS),
-        )
+        await conn.execute(usage_bench.rollups_sql("$1"), list(usage_bench.histogram.BOUNDS_MS))
         # As a database that was not bulk-loaded a minute ago: the new rows vacuumed and
         # analyzed, and written out, so that autovacuum and the checkpoint of ten million fresh
         # rows do not run inside the timed close.

@@ -168,6 +168,51 @@ async def _setup(billing: BillingService) -> tuple[str, str]:
     return account.id, secret
 
 
+def events_sql(account: str, status: str) -> str:
+    """INSERT of $2 generated API-call events over January (five models by turns, 20 users, 3
+    cost centers), costed at the current model prices; `account` and `status` are SQL
+    expressions of the series number `i`."""
+    return f"""
+        INSERT INTO usage_events (account_id, event_id, usage_type, model, occurred_at,
+            received_at, member_id, user_id, cost_center, input_tokens, cached_input_tokens,
+            output_tokens, status_code, latency_ms, cost, currency)
+        SELECT {account}, 'gen-' || i, 'api_call', m.model,
+               '2026-01-01'::timestamptz + (i % 2678400) * interval '1 second',
+               '2026-01-01'::timestamptz + (i % 2678400) * interval '1 second',
+               NULL, 'user-' || (i % 20), 'cc-' || (i % 3), 100 + i % 900, 0, 50 + i % 300,
+               {status}, 20 + (i * 7919) % 3000,
+               ((100 + i % 900) * m.input_per_1m + (50 + i % 300) * m.output_per_1m) / 1000000,
+               'USD'
+        FROM generate_series(1::bigint, $2::bigint) AS i
+        JOIN (SELECT row_number() OVER (ORDER BY model) - 1 AS k, model, input_per_1m,
+                     output_per_1m FROM model_prices WHERE effective_to IS NULL) AS m
+          ON m.k = i % 5
+        """
+
+
+def rollups_sql(bounds: str, where: str = "") -> str:
+    """INSERT of the daily rollups of the events `where` selects; `bounds` is the parameter
+    holding histogram.BOUNDS_MS."""
+    return (
+        """
+        INSERT INTO usage_daily (account_id, day, model, currency, member_id, user_id,
+            cost_center, status_class, requests, input_tokens, cached_input_tokens,
+            output_tokens, cost, latency_hist)
+        SELECT account_id, (occurred_at AT TIME ZONE 'UTC')::date, model, currency, '',
+               user_id, cost_center, status_code / 100, count(*), sum(input_tokens),
+               sum(cached_input_tokens), sum(output_tokens), sum(cost), """
+        + _HISTOGRAM_SQL
+        + f"""
+        FROM (
+            -- width_bucket counts the bounds <= latency - 1: histogram.bucket_of in SQL
+            SELECT *, width_bucket(latency_ms - 1, {bounds}::int[]) AS b
+            FROM usage_events {where}
+        ) AS e
+        GROUP BY 1, 2, 3, 4, 6, 7, 8
+        """
+    )
+
+
 async def _generate(url: str, account_id: str, n: int) -> float:
     """n events over January in usage_events, and their rollups, straight in SQL."""
     dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
@@ -175,46 +220,12 @@ async def _generate(url: str, account_id: str, n: int) -> float:
     started = monotonic()
     try:
         await conn.execute(
-            """
-            INSERT INTO usage_events (account_id, event_id, usage_type, model, occurred_at,
-                received_at, member_id, user_id, cost_center, input_tokens, cached_input_tokens,
-                output_tokens, status_code, latency_ms, cost, currency)
-            SELECT $1, 'gen-' || i, 'api_call', m.model,
-                   '2026-01-01'::timestamptz + (i % 2678400) * interval '1 second',
-                   '2026-01-01'::timestamptz + (i % 2678400) * interval '1 second',
-                   NULL, 'user-' || (i % 20), 'cc-' || (i % 3), 100 + i % 900, 0, 50 + i % 300,
-                   CASE WHEN i % 50 = 0 THEN 500 WHEN i % 70 = 0 THEN 429 ELSE 200 END,
-                   20 + (i * 7919) % 3000,
-                   ((100 + i % 900) * m.input_per_1m + (50 + i % 300) * m.output_per_1m)
-                       / 1000000,
-                   'USD'
-            FROM generate_series(1::bigint, $2::bigint) AS i
-            JOIN (SELECT row_number() OVER (ORDER BY model) - 1 AS k, model, input_per_1m,
-                         output_per_1m FROM model_prices WHERE effective_to IS NULL) AS m
-              ON m.k = i % 5
-            """,
+            events_sql("$1", "CASE WHEN i % 50 = 0 THEN 500 WHEN i % 70 = 0 THEN 429 ELSE 200 END"),
             account_id,
             n,
         )
         await conn.execute(
-            """
-            INSERT INTO usage_daily (account_id, day, model, currency, member_id, user_id,
-                cost_center, status_class, requests, input_tokens, cached_input_tokens,
-                output_tokens, cost, latency_hist)
-            SELECT account_id, (occurred_at AT TIME ZONE 'UTC')::date, model, currency, '',
-                   user_id, cost_center, status_code / 100, count(*), sum(input_tokens),
-                   sum(cached_input_tokens), sum(output_tokens), sum(cost), """
-            + _HISTOGRAM_SQL
-            + """
-            FROM (
-                -- width_bucket counts the bounds <= latency - 1: histogram.bucket_of in SQL
-                SELECT *, width_bucket(latency_ms - 1, $2::int[]) AS b
-                FROM usage_events WHERE account_id = $1
-            ) AS e
-            GROUP BY 1, 2, 3, 4, 6, 7, 8
-            """,
-            account_id,
-            list(histogram.BOUNDS_MS),
+            rollups_sql("$2", "WHERE account_id = $1"), account_id, list(histogram.BOUNDS_MS)
         )
         await conn.execute("ANALYZE usage_events; ANALYZE usage_daily")
     finally:

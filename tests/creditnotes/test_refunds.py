@@ -16,6 +16,7 @@ from tests.payments.fakes.paypal_server import PayPalFake
 from tests.payments.fakes.stripe_server import StripeFake
 from tests.payments.support import (  # noqa: F401 (fixtures)
     billing,
+    new_intent,
     paypal_fake,
     paypal_key,
     post,
@@ -34,28 +35,8 @@ async def paid_through(
     amount: int,
 ) -> dict[str, Any]:
     """A payment of the invoice at the provider, confirmed (captured)."""
-    method_id = None
-    if provider == "stripe":
-        token = stripe.add_payment_method()
-        attached = await post(
-            client, key, "/payment-methods", {"provider": "stripe", "token": token}
-        )
-        assert attached.status_code == 201, attached.text
-        method_id = attached.json()["id"]
-    created = await post(
-        client,
-        key,
-        "/payments/intents",
-        {
-            "amount_minor": amount,
-            "currency": "USD",
-            "provider": provider,
-            "payment_method_id": method_id,
-            "invoice_id": invoice_id,
-        },
-    )
-    assert created.status_code == 201, created.text
-    confirmed = await post(client, key, f"/payments/{created.json()['id']}/confirm")
+    created = await new_intent(client, key, provider, stripe, amount, invoice_id=invoice_id)
+    confirmed = await post(client, key, f"/payments/{created['id']}/confirm")
     assert confirmed.status_code == 200 and confirmed.json()["status"] == "succeeded"
     payment: dict[str, Any] = confirmed.json()
     return payment

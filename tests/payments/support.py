@@ -102,6 +102,40 @@ async def post(
     return await client.post(f"{API}{path}", json=body, headers=auth(key, **headers))
 
 
+async def new_intent(
+    client: httpx.AsyncClient,
+    key: str,
+    provider: str,
+    stripe: StripeFake,
+    amount: int = 2500,
+    **body: Any,
+) -> dict[str, Any]:
+    """A USD payment intent at `provider`; on Stripe with a card attached first."""
+    method_id = None
+    if provider == "stripe":
+        token = stripe.add_payment_method()
+        attached = await post(
+            client, key, "/payment-methods", {"provider": "stripe", "token": token}
+        )
+        assert attached.status_code == 201, attached.text
+        method_id = attached.json()["id"]
+    created = await post(
+        client,
+        key,
+        "/payments/intents",
+        {
+            "amount_minor": amount,
+            "currency": "USD",
+            "provider": provider,
+            "payment_method_id": method_id,
+            **body,
+        },
+    )
+    assert created.status_code == 201, created.text
+    intent: dict[str, Any] = created.json()
+    return intent
+
+
 def stripe_signature(payload: bytes, *, age_seconds: int = 0, secret: str = "") -> str:
     """`Stripe-Signature` as Stripe computes it (HMAC-SHA256 of "{t}.{payload}")."""
     timestamp = int(SystemClock().now().timestamp()) - age_seconds

@@ -14,7 +14,7 @@ from aihub_billing.service import BillingService
 from tests.api.helpers import API, auth, issue_key
 from tests.payments.fakes.paypal_server import PayPalFake
 from tests.payments.fakes.stripe_server import StripeFake
-from tests.payments.support import owner_of_new_account, post
+from tests.payments.support import new_intent, owner_of_new_account, post
 
 PROVIDERS = ["stripe", "paypal"]
 
@@ -40,29 +40,7 @@ async def new_payment(
     amount: int = 2500,
     **body: Any,
 ) -> dict[str, Any]:
-    method_id = None
-    if provider == "stripe":
-        token = fakes.stripe.add_payment_method()
-        attached = await post(
-            client, key, "/payment-methods", {"provider": "stripe", "token": token}
-        )
-        assert attached.status_code == 201, attached.text
-        method_id = attached.json()["id"]
-    created = await post(
-        client,
-        key,
-        "/payments/intents",
-        {
-            "amount_minor": amount,
-            "currency": "USD",
-            "provider": provider,
-            "payment_method_id": method_id,
-            **body,
-        },
-    )
-    assert created.status_code == 201, created.text
-    payment: dict[str, Any] = created.json()
-    return payment
+    return await new_intent(client, key, provider, fakes.stripe, amount, **body)
 
 
 async def count(billing: BillingService, model: type) -> int:

@@ -20,7 +20,7 @@ from aihub_billing.auth.service import auth
 from aihub_billing.errors import Forbidden
 from aihub_billing.kit.context import Context, Role
 from aihub_billing.kit.ids import new_id
-from aihub_billing.kit.pagination import clamp_limit, decode_cursor, encode_cursor
+from aihub_billing.kit.pagination import id_page
 from aihub_billing.models import Account, ApiKey, Member
 
 
@@ -72,11 +72,10 @@ class AccountService:
         if not ctx.actor.is_operator:
             account = await self.get(session, ctx, ctx.actor.account_id or "")
             return [account], None
-        size = clamp_limit(limit)
-        after_id = str(decode_cursor(cursor, 1)[0]) if cursor else None
-        rows = await AccountRepository(session).page(limit=size + 1, after_id=after_id)
-        next_cursor = encode_cursor([rows[size - 1].id]) if len(rows) > size else None
-        return rows[:size], next_cursor
+        repo = AccountRepository(session)
+        return await id_page(
+            cursor, limit, lambda after_id, n: repo.page(limit=n, after_id=after_id)
+        )
 
     async def add_member(
         self, session: AsyncSession, ctx: Context, account_id: str, data: schemas.MemberCreate

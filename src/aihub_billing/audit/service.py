@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from aihub_billing.audit.repository import AuditRepository
 from aihub_billing.kit.context import Context
 from aihub_billing.kit.ids import new_id
-from aihub_billing.kit.pagination import clamp_limit, decode_cursor, encode_cursor
+from aihub_billing.kit.pagination import id_page
 from aihub_billing.models import AuditEntry
 
 
@@ -55,17 +55,18 @@ class AuditService:
         object_id: str | None = None,
         action: str | None = None,
     ) -> tuple[list[AuditEntry], str | None]:
-        size = clamp_limit(limit)
-        after_id = str(decode_cursor(cursor, 1)[0]) if cursor else None
-        rows = await AuditRepository(session).page(
-            limit=size + 1,
-            after_id=after_id,
-            account_id=account_id,
-            object_id=object_id,
-            action=action,
+        repo = AuditRepository(session)
+        return await id_page(
+            cursor,
+            limit,
+            lambda after_id, n: repo.page(
+                limit=n,
+                after_id=after_id,
+                account_id=account_id,
+                object_id=object_id,
+                action=action,
+            ),
         )
-        next_cursor = encode_cursor([rows[size - 1].id]) if len(rows) > size else None
-        return rows[:size], next_cursor
 
 
 def _snapshot(value: BaseModel | None) -> dict[str, Any] | None:

@@ -11,7 +11,7 @@ from aihub_billing.coupons.repository import CouponRepository
 from aihub_billing.errors import Forbidden
 from aihub_billing.kit.context import Context
 from aihub_billing.kit.ids import new_id
-from aihub_billing.kit.pagination import clamp_limit, decode_cursor, encode_cursor
+from aihub_billing.kit.pagination import id_page
 from aihub_billing.models import Coupon
 from aihub_billing.pricing.discounts import CouponTerms
 
@@ -80,11 +80,10 @@ class CouponService:
     async def page(
         self, session: AsyncSession, *, cursor: str | None, limit: int | None
     ) -> tuple[list[Coupon], str | None]:
-        size = clamp_limit(limit)
-        after_id = str(decode_cursor(cursor, 1)[0]) if cursor else None
-        rows = await CouponRepository(session).page(limit=size + 1, after_id=after_id)
-        next_cursor = encode_cursor([rows[size - 1].id]) if len(rows) > size else None
-        return rows[:size], next_cursor
+        repo = CouponRepository(session)
+        return await id_page(
+            cursor, limit, lambda after_id, n: repo.page(limit=n, after_id=after_id)
+        )
 
     async def archive(self, session: AsyncSession, ctx: Context, code: str) -> Coupon:
         """No new redemptions; subscriptions that hold it keep their discount."""

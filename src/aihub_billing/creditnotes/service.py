@@ -36,7 +36,7 @@ from aihub_billing.errors import Forbidden
 from aihub_billing.invoices.service import invoices
 from aihub_billing.kit.context import Context, Role
 from aihub_billing.kit.ids import new_id
-from aihub_billing.kit.pagination import clamp_limit, decode_cursor, encode_cursor
+from aihub_billing.kit.pagination import id_page
 from aihub_billing.models import CreditNote, CreditNoteLine, Invoice, InvoiceLine
 from aihub_billing.payments.providers.base import ProcessorLookup
 from aihub_billing.payments.schemas import RefundCreate
@@ -199,14 +199,15 @@ class CreditNoteService:
             if account_id is not None and account_id != ctx.actor.account_id:
                 return [], None
             account_id = ctx.actor.account_id
-        size = clamp_limit(limit)
-        after_id = str(decode_cursor(cursor, 1)[0]) if cursor else None
         repo = CreditNoteRepository(session)
-        rows = await repo.page(
-            limit=size + 1, account_id=account_id, invoice_id=invoice_id, after_id=after_id
+        rows, next_cursor = await id_page(
+            cursor,
+            limit,
+            lambda after_id, n: repo.page(
+                limit=n, account_id=account_id, invoice_id=invoice_id, after_id=after_id
+            ),
         )
-        next_cursor = encode_cursor([rows[size - 1].id]) if len(rows) > size else None
-        return await self._views(repo, rows[:size]), next_cursor
+        return await self._views(repo, rows), next_cursor
 
     async def account_balance(
         self, session: AsyncSession, ctx: Context, account_id: str

@@ -21,6 +21,11 @@ from aihub_billing.models import (
 )
 
 
+def _invoicing_lock(account_id: str) -> str:
+    """The SQL that takes an account's invoicing lock until the transaction ends."""
+    return f"pg_advisory_xact_lock(hashtext({account_id}))"
+
+
 class InvoiceRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
@@ -35,7 +40,7 @@ class InvoiceRepository:
         has one writer at a time anyway)."""
         if self.postgres:
             await self.session.execute(
-                text("SELECT pg_advisory_xact_lock(hashtext(:account_id))"),
+                text(f"SELECT {_invoicing_lock(':account_id')}"),
                 {"account_id": account_id},
             )
 
@@ -48,7 +53,7 @@ class InvoiceRepository:
         if self.postgres:
             await self.session.execute(
                 text(
-                    "SELECT count(pg_advisory_xact_lock(hashtext(account_id))) FROM ("
+                    f"SELECT count({_invoicing_lock('account_id')}) FROM ("
                     " SELECT DISTINCT account_id FROM subscriptions"
                     " WHERE id = ANY(CAST(:ids AS text[])) ORDER BY account_id) AS a"
                 ),

@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from aihub_billing.accounts.errors import AccountNotFound
 from aihub_billing.audit.service import audit
 from aihub_billing.creditnotes import balance
-from aihub_billing.errors import InvalidCursorValue, InvalidRequest
+from aihub_billing.errors import InvalidRequest
 from aihub_billing.invoices import calc, pdf, schemas
 from aihub_billing.invoices.errors import (
     InvalidInvoiceTransition,
@@ -36,7 +36,7 @@ from aihub_billing.jobs.queue import deferred_enqueues, enqueue
 from aihub_billing.kit.context import Context
 from aihub_billing.kit.ids import new_id
 from aihub_billing.kit.money import minor_to_decimal
-from aihub_billing.kit.pagination import InvalidCursor, clamp_limit, decode_cursor, encode_cursor
+from aihub_billing.kit.pagination import id_page
 from aihub_billing.kit.periods import Interval, Period, nth_period, period_index
 from aihub_billing.models import Invoice, InvoiceItem, InvoiceLine, Plan, PlanPrice, Subscription
 from aihub_billing.plans.service import plans
@@ -954,22 +954,21 @@ class InvoiceService:
             if account_id is not None and account_id != ctx.actor.account_id:
                 raise AccountNotFound(f"no account {account_id!r}")
             account_id = ctx.actor.account_id
-        size = clamp_limit(limit)
-        try:
-            before_id = str(decode_cursor(cursor, 1)[0]) if cursor else None
-        except InvalidCursor:
-            raise InvalidCursorValue("invalid cursor") from None
-        rows = await InvoiceRepository(session).page(
-            account_id=account_id,
-            status=status,
-            subscription_id=subscription_id,
-            period_from=period_from,
-            period_to=period_to,
-            before_id=before_id,
-            limit=size + 1,
+        repo = InvoiceRepository(session)
+        rows, next_cursor = await id_page(  # newest first: the cursor is the last id seen
+            cursor,
+            limit,
+            lambda before_id, n: repo.page(
+                account_id=account_id,
+                status=status,
+                subscription_id=subscription_id,
+                period_from=period_from,
+                period_to=period_to,
+                before_id=before_id,
+                limit=n,
+            ),
         )
-        next_cursor = encode_cursor([rows[size - 1].id]) if len(rows) > size else None
-        return [schemas.InvoiceSummary.model_validate(r) for r in rows[:size]], next_cursor
+        return [schemas.InvoiceSummary.model_validate(r) for r in rows], next_cursor
 
     async def upcoming(
         self, session: AsyncSession, ctx: Context, account_id: str | None

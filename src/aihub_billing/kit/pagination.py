@@ -6,12 +6,19 @@ import base64
 import binascii
 import json
 import re
-from collections.abc import Sequence
-from typing import Generic, TypeVar
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Generic, Protocol, TypeVar
 
 from pydantic import BaseModel
 
-__all__ = ["InvalidCursor", "Page", "clamp_limit", "decode_cursor", "encode_cursor"]
+__all__ = [
+    "InvalidCursor",
+    "Page",
+    "clamp_limit",
+    "decode_cursor",
+    "encode_cursor",
+    "id_page",
+]
 
 T = TypeVar("T")
 
@@ -82,3 +89,25 @@ def clamp_limit(limit: int | None, default: int = 50, maximum: int = 200) -> int
     if limit is None:
         return min(default, maximum)
     return max(1, min(limit, maximum))
+
+
+class _HasId(Protocol):
+    @property
+    def id(self) -> str: ...
+
+
+R = TypeVar("R", bound=_HasId)
+
+
+async def id_page(
+    cursor: str | None,
+    limit: int | None,
+    fetch: Callable[[str | None, int], Awaitable[Sequence[R]]],
+) -> tuple[list[R], str | None]:
+    """One page keyed by id: `fetch(boundary_id, n)` returns up to n rows past the boundary
+    (in its own order, ascending or descending); the next cursor is there when more remain."""
+    size = clamp_limit(limit)
+    boundary = str(decode_cursor(cursor, 1)[0]) if cursor else None
+    rows = list(await fetch(boundary, size + 1))
+    next_cursor = encode_cursor([rows[size - 1].id]) if len(rows) > size else None
+    return rows[:size], next_cursor

@@ -17,7 +17,7 @@ from aihub_billing.errors import Forbidden
 from aihub_billing.kit.cards import contains_card_number
 from aihub_billing.kit.context import Context, Role
 from aihub_billing.kit.ids import new_id
-from aihub_billing.kit.pagination import clamp_limit, decode_cursor, encode_cursor
+from aihub_billing.kit.pagination import id_page
 from aihub_billing.models import (
     Account,
     DisputeRecord,
@@ -380,13 +380,12 @@ class PaymentService:
             if account_id is not None and account_id != ctx.actor.account_id:
                 return [], None
             account_id = ctx.actor.account_id
-        size = clamp_limit(limit)
-        after_id = str(decode_cursor(cursor, 1)[0]) if cursor else None
-        rows = await PaymentRepository(session).page(
-            limit=size + 1, account_id=account_id, after_id=after_id
+        repo = PaymentRepository(session)
+        return await id_page(
+            cursor,
+            limit,
+            lambda after_id, n: repo.page(limit=n, account_id=account_id, after_id=after_id),
         )
-        next_cursor = encode_cursor([rows[size - 1].id]) if len(rows) > size else None
-        return rows[:size], next_cursor
 
     async def refund(
         self,

@@ -27,7 +27,7 @@ from aihub_billing.jobs import queue
 from aihub_billing.kit.clock import monotonic
 from aihub_billing.kit.context import Context, Role
 from aihub_billing.kit.ids import new_id, new_token
-from aihub_billing.kit.pagination import clamp_limit, decode_cursor, encode_cursor
+from aihub_billing.kit.pagination import id_page
 from aihub_billing.kit.periods import Period
 from aihub_billing.models import QuotaNotificationTarget, QuotaOverride, QuotaViolation
 from aihub_billing.notifications.service import notifications as outbound
@@ -813,13 +813,12 @@ class QuotaManager:
             account_id = account_for(ctx, account_id)
         elif account_id is not None:
             await accounts.get(session, ctx, account_id)
-        size = clamp_limit(limit)
-        after_id = str(decode_cursor(cursor, 1)[0]) if cursor else None
-        rows = await QuotaRepository(session).violations(
-            account_id, after_id=after_id, limit=size + 1
+        repo = QuotaRepository(session)
+        return await id_page(
+            cursor,
+            limit,
+            lambda after_id, n: repo.violations(account_id, after_id=after_id, limit=n),
         )
-        next_cursor = encode_cursor([rows[size - 1].id]) if len(rows) > size else None
-        return rows[:size], next_cursor
 
     async def get_target(
         self, session: AsyncSession, ctx: Context, account_id: str

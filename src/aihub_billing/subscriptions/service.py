@@ -27,7 +27,7 @@ from aihub_billing.jobs.queue import enqueue
 from aihub_billing.kit.context import Context, Role
 from aihub_billing.kit.ids import new_id
 from aihub_billing.kit.money import minor_to_decimal, round_to_minor
-from aihub_billing.kit.pagination import clamp_limit, decode_cursor, encode_cursor
+from aihub_billing.kit.pagination import id_page
 from aihub_billing.kit.periods import Interval, Period, nth_period, period_at, period_index
 from aihub_billing.models import Coupon, InvoiceItem, Plan, PlanPrice, Subscription
 from aihub_billing.models import SubscriptionEvent as EventRow
@@ -410,13 +410,10 @@ class SubscriptionService:
         limit: int | None,
     ) -> tuple[list[EventRow], str | None]:
         account = await self._account(session, ctx, account_id)
-        size = clamp_limit(limit)
-        after_id = str(decode_cursor(cursor, 1)[0]) if cursor else None
-        rows = await SubscriptionRepository(session).events(
-            account, limit=size + 1, after_id=after_id
+        repo = SubscriptionRepository(session)
+        return await id_page(
+            cursor, limit, lambda after_id, n: repo.events(account, limit=n, after_id=after_id)
         )
-        next_cursor = encode_cursor([rows[size - 1].id]) if len(rows) > size else None
-        return rows[:size], next_cursor
 
     async def invoice_items(
         self, session: AsyncSession, ctx: Context, subscription_id: str
