@@ -17,6 +17,7 @@ from aihub_billing.kit.pagination import (
     clamp_limit,
     decode_cursor,
     encode_cursor,
+    id_page,
 )
 
 
@@ -184,3 +185,29 @@ class TestPage:
 )
 def test_clamp_limit(limit: int | None, kwargs: dict[str, int], expected: int) -> None:
     assert clamp_limit(limit, **kwargs) == expected
+
+
+async def test_id_page_walks_rows_in_pages_and_stops_on_the_last() -> None:
+    class Row:
+        def __init__(self, id: str) -> None:
+            self.id = id
+
+    rows = [Row(f"r{i:02d}") for i in range(5)]
+    asked: list[tuple[str | None, int]] = []
+
+    async def fetch(after: str | None, n: int) -> list[Row]:
+        asked.append((after, n))
+        return [r for r in rows if after is None or r.id > after][:n]
+
+    first, cursor = await id_page(None, 2, fetch)
+    second, cursor2 = await id_page(cursor, 2, fetch)
+    last, end = await id_page(cursor2, 2, fetch)
+    assert [[r.id for r in page] for page in (first, second, last)] == [
+        ["r00", "r01"],
+        ["r02", "r03"],
+        ["r04"],
+    ]
+    assert end is None
+    assert asked == [(None, 3), ("r01", 3), ("r03", 3)]  # one more than the page, to know
+    with pytest.raises(InvalidCursor):
+        await id_page("not a cursor!", 2, fetch)
