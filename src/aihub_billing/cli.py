@@ -134,7 +134,9 @@ def worker(
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         console.print(f"[bold]worker[/] {runner.worker_id} polling (Ctrl-C stops)")
+        rollups = asyncio.create_task(billing.run_usage_rollups(stop))
         await runner.run(stop)
+        await rollups
 
     _run(work)
 

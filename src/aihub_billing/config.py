@@ -202,6 +202,10 @@ class BillingConfig(BaseSettings):
     quota_reservation_ttl_seconds: int = Field(default=300, ge=1, le=86_400)
     quota_key_prefix: str = Field(default="", max_length=64, pattern=r"^[^{}]*$")
     quota_flush_interval_seconds: float = Field(default=1.0, gt=0)
+    # PostgreSQL: how often each API and worker process rolls stored usage up into the
+    # daily rollups (one at a time; readers add what is not rolled up yet, so figures are
+    # exact either way: this bounds how many raw events a statistic has to add).
+    usage_rollup_interval_seconds: float = Field(default=1.0, gt=0)
     # API key -> actor cache per process; a key revoked elsewhere works up to this long.
     auth_cache_seconds: float = Field(default=10.0, ge=0)
     # A generated invoice stays a draft this long (late usage is included), then is

@@ -61,6 +61,7 @@ def create_app(
         if config.run_embedded_worker():
             worker_task = asyncio.create_task(service.worker().run(stop))
         quota_task = asyncio.create_task(service.run_quota_background(stop))
+        rollup_task = asyncio.create_task(service.run_usage_rollups(stop))
         # What exists at start-up lives as long as the app: keeping it out of the cyclic GC's
         # full collections halves the CPU of allocation-heavy requests (/usage/batch).
         gc.freeze()
@@ -74,6 +75,8 @@ def create_app(
                     await worker_task
             with suppress(asyncio.CancelledError):
                 await quota_task
+            with suppress(asyncio.CancelledError):
+                await rollup_task
             if billing is None:
                 await service.close()
 

@@ -51,7 +51,7 @@ from aihub_billing.quota.memory_engine import MemoryQuotaEngine
 from aihub_billing.quota.redis_engine import RedisQuotaEngine
 from aihub_billing.quota.service import QuotaManager, StoredUsageSource
 from aihub_billing.subscriptions import service as subscriptions_service
-from aihub_billing.usage.service import model_prices
+from aihub_billing.usage.service import model_prices, usage
 
 ROOT = Path(__file__).resolve().parents[2]
 log = structlog.get_logger("aihub_billing")
@@ -268,6 +268,24 @@ class BillingService:
                 await self.flush_quota_events()
             except Exception:
                 log.exception("quota.flush_failed")
+
+    async def roll_up_usage(self) -> int | None:
+        """One pass of the usage roller (PostgreSQL); returns the new watermark."""
+        async with self.transaction() as session:
+            return await usage.roll_up(session, self.context())
+
+    async def run_usage_rollups(self, stop: asyncio.Event) -> None:
+        """Rolls stored usage up every `usage_rollup_interval_seconds` until `stop`
+        (PostgreSQL; any number of processes run it, one rolls at a time)."""
+        if self.db.dialect != "postgresql":
+            return
+        while not stop.is_set():
+            try:
+                await self.roll_up_usage()
+            except Exception:
+                log.exception("usage.rollup_failed")
+            with suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.config.usage_rollup_interval_seconds)
 
     def job_settings(self) -> dict[str, Any]:
         """What job handlers get besides the session (JobRun.settings)."""

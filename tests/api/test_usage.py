@@ -115,7 +115,7 @@ async def test_batch_rejects_only_the_invalid_events(
     assert results[1]["errors"][0]["loc"] == ["input_tokens"]
     assert "-1" not in str(results[1]["errors"])  # where and why, not the value
     assert (body["accepted"], body["duplicates"], body["rejected"]) == (3, 0, 6)
-    assert results[7]["cost"] is None and results[7]["currency"] is None
+    assert "cost" not in results[7] and "currency" not in results[7]
 
 
 async def test_batch_limits(client: httpx.AsyncClient, owner: dict[str, Any]) -> None:
@@ -169,6 +169,11 @@ async def test_track_rejections_are_problems(
     assert unknown.json()["code"] == "unknown_model"
     invalid = await client.post(TRACK, json={**SEED, "status_code": 42}, headers=auth(owner["key"]))
     assert (invalid.status_code, invalid.json()["code"]) == (422, "validation_error")
+    # Rules across fields give the same problem as those of one field.
+    for body in ({"usage_type": "storage"}, {**SEED, "cached_input_tokens": 101}):
+        broken = await client.post(TRACK, json=body, headers=auth(owner["key"]))
+        assert (broken.status_code, broken.json()["code"]) == (422, "validation_error"), body
+        assert broken.headers["content-type"] == "application/problem+json"
     operator = await client.post(TRACK, json=SEED, headers=auth(admin_key))
     assert (operator.status_code, operator.json()["code"]) == (403, "usage_needs_account_key")
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections import defaultdict
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -22,7 +22,13 @@ from aihub_billing.service import BillingService
 from aihub_billing.usage import histogram
 from aihub_billing.usage import repository as usage_repository
 from aihub_billing.usage.repository import UsageRepository
-from aihub_billing.usage.service import SEED_PRICES, UsageTracker, model_prices, usage
+from aihub_billing.usage.service import (
+    SEED_PRICES,
+    CountedUsage,
+    UsageTracker,
+    model_prices,
+    usage,
+)
 from tests.api.helpers import API, auth, create_account, issue_key
 
 MODELS = [m for m, *_ in SEED_PRICES]
@@ -77,6 +83,8 @@ def _recompute(events: list[Any]) -> dict[tuple[Any, ...], tuple[Any, ...]]:
 async def _rollups_and_recomputation(
     billing: BillingService, account_id: str
 ) -> tuple[dict[tuple[Any, ...], tuple[Any, ...]], dict[tuple[Any, ...], tuple[Any, ...]]]:
+    """usage_daily once the roller has run (PostgreSQL), and the same from the raw events."""
+    await billing.roll_up_usage()
     async with billing.db.sessions() as session:
         repo = UsageRepository(session)
         # Sum the shards of each key (PostgreSQL spreads concurrent writers over them).
@@ -146,11 +154,17 @@ async def test_rollups_equal_a_recomputation_from_raw_events(
             result = await usage.record(session, Context(actor=actor, clock=clock), events)
         accepted += result.accepted
         assert result.rejected == 0
+    # Period usage (rollups + raw edges) equals the raw count at odd boundaries, before
+    # the roller has run (PostgreSQL: all of it past the watermark) and after.
+    await _period_usage_is_exact(billing, account_id, now)
     rollups, recomputed = await _rollups_and_recomputation(billing, account_id)
     assert rollups == recomputed
     assert sum(r[0] for r in rollups.values()) == accepted
+    await _period_usage_is_exact(billing, account_id, now)
+
+
+async def _period_usage_is_exact(billing: BillingService, account_id: str, now: datetime) -> None:
     async with billing.db.sessions() as session:
-        # Period usage from rollups + raw edges equals the raw count, at odd boundaries.
         start, end = now - timedelta(days=2, hours=5), now - timedelta(hours=7)
         used = await usage.used_in_period(session, account_id, start, end)
         raw = [
@@ -214,11 +228,13 @@ async def test_concurrent_overlapping_batches_neither_deadlock_nor_double_count(
 async def test_the_counter_gets_each_new_api_call_once(
     billing: BillingService, clock: FrozenClock
 ) -> None:
-    settled: list[tuple[str, list[str]]] = []
+    settled: list[tuple[str, CountedUsage]] = []
 
     class Counter:
-        async def counted(self, session: Any, ctx: Context, account_id: str, events: Any) -> None:
-            settled.append((account_id, [f"{e.reservation_id}:{e.input_tokens}" for e in events]))
+        async def counted(
+            self, session: Any, ctx: Context, account_id: str, counted: CountedUsage
+        ) -> None:
+            settled.append((account_id, counted))
 
     tracker = UsageTracker()
     account_id = new_id("acct", clock.now())
@@ -233,7 +249,8 @@ async def test_the_counter_gets_each_new_api_call_once(
     for _ in range(2):  # the second time every event is a duplicate: nothing to settle
         async with billing.transaction() as session:
             await tracker.record(session, ctx, events, Counter())
-    assert settled == [(account_id, ["res_1:10", "None:20"])]
+    # One call without a reservation (b), one settling res_1 (a); c has no price.
+    assert settled == [(account_id, CountedUsage(None, 1, 20, [("res_1", 10)]))]
     async with billing.db.sessions() as session:
         stored = {
             e.event_id: e.reservation_id for e in await UsageRepository(session).events(account_id)
@@ -338,7 +355,7 @@ async def test_large_batches_dedupe_within_and_against_stored_events_and_reject_
     body = response.json()
     assert (body["accepted"], body["duplicates"], body["rejected"]) == (65, 35, 0)
     assert [r["status"] for r in body["results"]] == ["duplicate"] * 35 + ["accepted"] * 65
-    assert all(r["cost"] is None for r in body["results"][:35])
+    assert all("cost" not in r for r in body["results"][:35])
 
     rollups, recomputed = await _rollups_and_recomputation(billing, account["id"])
     assert rollups == recomputed

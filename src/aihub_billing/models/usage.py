@@ -21,7 +21,10 @@ class UsageEvent(Base):
     """
 
     __tablename__ = "usage_events"
-    __table_args__ = (Index("ix_usage_events_account_time", "account_id", "occurred_at"),)
+    __table_args__ = (
+        Index("ix_usage_events_account_time", "account_id", "occurred_at"),
+        Index("ix_usage_events_xact", "xact"),
+    )
 
     account_id: Mapped[str] = mapped_column(String(40), primary_key=True)
     event_id: Mapped[str] = mapped_column(String(100), primary_key=True)
@@ -45,10 +48,18 @@ class UsageEvent(Base):
     price_id: Mapped[str | None] = mapped_column(String(40))
     reservation_id: Mapped[str | None] = mapped_column(String(100))
     event_metadata: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSONType)
+    # PostgreSQL: the id of the transaction that stored the event (pg_current_xact_id()),
+    # which the rollup watermark (UsageRollupState) moves past once the event is in
+    # usage_daily. NULL where the insert's own transaction kept the rollups (SQLite).
+    xact: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class UsageDaily(Base):
-    """API-call usage summed per account, UTC day and dimensions; kept in the insert's transaction.
+    """API-call usage summed per account, UTC day and dimensions.
+
+    SQLite keeps it in the insert's transaction; on PostgreSQL a roller adds events in bulk
+    once their transactions are over (UsageRollupState), and readers add the events past its
+    watermark, so every figure is exact the moment an event is acknowledged.
 
     Absent dimensions are '' (not NULL) so the primary key matches them on upsert.
     """
@@ -64,9 +75,8 @@ class UsageDaily(Base):
     cost_center: Mapped[str] = mapped_column(String(100), primary_key=True)
     # status_code // 100 (2 = 2xx ...); 2 and 3 count as successful.
     status_class: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
-    # Concurrent writers on PostgreSQL spread over a few rows per key instead of queueing on
-    # one row lock until commit (one busy account would serialize all its writes); readers
-    # sum over shards. SQLite serializes writers anyway and uses shard 0.
+    # Rows written before the roller spread concurrent writers over a few shards per key;
+    # readers sum over shards. Everything written now is shard 0.
     shard: Mapped[int] = mapped_column(
         SmallInteger, primary_key=True, default=0, server_default=text("0")
     )
@@ -78,3 +88,14 @@ class UsageDaily(Base):
     # Counts of events per fixed latency bucket (usage/histogram.py); events without a latency
     # are in `requests` only.
     latency_hist: Mapped[list[int]] = mapped_column(JSONType)
+
+
+class UsageRollupState(Base):
+    """The rollup watermark (one row): every event whose `xact` is below `rolled_through` is
+    in usage_daily, and none at or above it."""
+
+    __tablename__ = "usage_rollup_state"
+
+    id: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    rolled_through: Mapped[int] = mapped_column(BigInteger)
+    rolled_at: Mapped[datetime | None]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -51,7 +51,7 @@ from aihub_billing.quota.errors import (
 )
 from aihub_billing.quota.repository import QuotaRepository
 from aihub_billing.subscriptions import service as subscriptions
-from aihub_billing.usage.service import CountedEvent, usage
+from aihub_billing.usage.service import CountedUsage, usage
 
 log = structlog.get_logger("aihub_billing.quota")
 
@@ -462,43 +462,32 @@ class QuotaManager:
         )
 
     async def counted(
-        self,
-        session: AsyncSession,
-        ctx: Context,
-        account_id: str,
-        events: Sequence[CountedEvent],
+        self, session: AsyncSession, ctx: Context, account_id: str, usage: CountedUsage
     ) -> None:
-        """Feeds newly stored usage into the counters (the usage tracker's hook).
+        """Feeds a batch's newly stored API calls into the counters (the usage tracker's hook).
 
-        An event with a live reservation settles it; one whose reservation expired (or is
+        A call with a live reservation settles it; one whose reservation expired (or is
         unknown) adds its tokens, since its call was counted by the check; any other adds a
         call and its tokens. The stored events stay the truth: when the counters cannot be
         reached, the account is rebuilt before its next check instead of failing the write.
         """
-        loose: dict[str | None, list[int]] = {}
+        calls, tokens = usage.calls, usage.tokens
         try:
-            for event in events:
-                tokens = event.input_tokens + event.output_tokens
-                calls = 1
-                if event.reservation_id is not None:
-                    try:
-                        await self.commit(
-                            session, ctx, event.reservation_id, tokens, account_id=account_id
-                        )
-                        continue
-                    except ReservationNotFound:
-                        calls = 0
-                bucket = loose.setdefault(event.member_id, [0, 0])
-                bucket[0] += calls
-                bucket[1] += tokens
-            for member, (calls, tokens) in loose.items():
+            for reservation_id, settled_tokens in usage.settlements:
+                try:
+                    await self.commit(
+                        session, ctx, reservation_id, settled_tokens, account_id=account_id
+                    )
+                except ReservationNotFound:
+                    tokens += settled_tokens
+            if calls or tokens:
                 await self.record(
                     session,
                     ctx,
                     account_id=account_id,
                     calls=calls,
                     tokens=tokens,
-                    member_id=member,
+                    member_id=usage.member_id,
                 )
         except QuotaUnavailable:
             self._stale.add(account_id)

@@ -16,6 +16,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from aihub_billing.kit.periods import day_split
+from aihub_billing.usage.repository import UsageRepository
 from aihub_billing.usage.service import usage
 
 PeriodKey = tuple[str, datetime, datetime]  # (account id, start, end): [start, end)
@@ -35,16 +36,28 @@ class BilledUsage:
         self.tokens_by_model[model] = self.tokens_by_model.get(model, 0) + tokens
 
 
-_ROLLUPS = text(
-    """
+# Whole days: the rollups, and the events past the rollup watermark (see
+# UsageRepository.rollup_groups), in one statement so both come from one snapshot.
+_ROLLUPS = """
+    WITH v AS (
+        SELECT * FROM unnest(CAST(:k AS int[]), CAST(:account AS text[]),
+                             CAST(:first AS date[]), CAST(:last AS date[]))
+          AS v(k, account_id, first_day, last_day)
+    )
     SELECT v.k, d.model, sum(d.requests), sum(d.input_tokens + d.output_tokens)
-    FROM unnest(CAST(:k AS int[]), CAST(:account AS text[]), CAST(:first AS date[]),
-                CAST(:last AS date[])) AS v(k, account_id, first_day, last_day)
-    JOIN usage_daily AS d
+    FROM v JOIN usage_daily AS d
       ON d.account_id = v.account_id AND d.day >= v.first_day AND d.day < v.last_day
     GROUP BY v.k, d.model
-    """
-)
+    UNION ALL
+    SELECT v.k, coalesce(e.model, ''), count(*), sum(e.input_tokens + e.output_tokens)
+    FROM v JOIN usage_events AS e
+      ON e.account_id = v.account_id
+     AND e.occurred_at >= v.first_day::timestamp AT TIME ZONE 'UTC'
+     AND e.occurred_at < v.last_day::timestamp AT TIME ZONE 'UTC'
+    WHERE e.usage_type = 'api_call' AND e.xact >= {watermark}
+      AND e.xact >= coalesce((SELECT rolled_through FROM usage_rollup_state WHERE id = 1), 0)
+    GROUP BY v.k, coalesce(e.model, '')
+"""
 
 _EDGES = text(
     """
@@ -81,7 +94,10 @@ async def billed_usage(
         for edge_start, edge_end in partial:
             for name, value in zip(edges, (k, account_id, edge_start, edge_end), strict=True):
                 edges[name].append(value)
-    for statement, params in ((_ROLLUPS, days), (_EDGES, edges)):
+    # The watermark as a literal shows the planner how few events are past it.
+    watermark = await UsageRepository(session).watermark()
+    rollups = text(_ROLLUPS.format(watermark=int(watermark)))
+    for statement, params in ((rollups, days), (_EDGES, edges)):
         if not params["k"]:
             continue
         for k, model, calls, tokens in await session.execute(statement, params):

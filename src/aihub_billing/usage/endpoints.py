@@ -36,7 +36,7 @@ from aihub_billing.usage.errors import (
     UnknownModel,
     UsageNeedsAccountKey,
 )
-from aihub_billing.usage.service import model_prices, parse_batch, usage
+from aihub_billing.usage.service import model_prices, parse_batch, parse_event, usage
 
 router = APIRouter(prefix="/usage", tags=["usage"], route_class=TransactionalRoute)
 prices_router = APIRouter(
@@ -44,13 +44,14 @@ prices_router = APIRouter(
 )
 
 CSV_TYPE = "text/csv"
-# UsageEventIn is in the components already (/usage/track takes it).
+# Items documented as UsageEventIn, in the components already (/usage/track takes it).
 _BATCH_IN_SCHEMA = {
-    **schemas.UsageBatchEvents.model_json_schema(ref_template="#/components/schemas/{model}"),
+    **schemas.UsageBatchEvents.model_json_schema(),
     "title": "UsageBatchIn",
     "description": schemas.UsageBatchIn.__doc__,
 }
 _BATCH_IN_SCHEMA.pop("$defs", None)
+_BATCH_IN_SCHEMA["properties"]["events"]["items"] = {"$ref": "#/components/schemas/UsageEventIn"}
 
 
 class LeanTrackRoute(TransactionalRoute):
@@ -67,7 +68,7 @@ class LeanTrackRoute(TransactionalRoute):
                 return await regular(request)
             body = await request.body()
             try:
-                event = schemas.UsageEventIn.model_validate_json(body)
+                event = parse_event(body)
             except ValidationError as exc:
                 errors = exc.errors(include_url=False)
                 raise RequestValidationError(

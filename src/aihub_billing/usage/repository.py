@@ -6,8 +6,6 @@ parameter; on SQLite one insert and a read-modify-write of the rollups.
 
 from __future__ import annotations
 
-import itertools
-import random
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -16,12 +14,25 @@ from operator import itemgetter
 from typing import Any
 
 from pydantic_core import to_json
-from sqlalchemy import ColumnElement, and_, bindparam, case, func, select, text
+from sqlalchemy import (
+    ColumnElement,
+    Date,
+    and_,
+    bindparam,
+    case,
+    cast,
+    func,
+    literal,
+    literal_column,
+    select,
+    text,
+    union_all,
+)
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from aihub_billing.models import ModelPrice, UsageDaily, UsageEvent
+from aihub_billing.models import ModelPrice, UsageDaily, UsageEvent, UsageRollupState
 from aihub_billing.usage import histogram
 
 # Rollup dimensions in primary-key order; also the order rollup deltas are upserted in, so
@@ -138,64 +149,10 @@ class EventBatch:
 
 
 _COLUMN_LIST = ", ".join(EVENT_COLUMNS)
-_STAGED_COLUMNS = ", ".join("CAST(cost AS numeric)" if c == "cost" else c for c in EVENT_COLUMNS)
 _ROLLUP_TARGET = "account_id, " + ", ".join(ROLLUP_KEY) + ", shard"
-# Rollup rows per key on PostgreSQL (see UsageDaily.shard).
-ROLLUP_SHARDS = 16
-# Each process takes the shards in turn from a random start: its concurrent transactions
-# (up to 16) never queue on each other's rollup row lock, held until their commit. Random
-# shards collided: a third of the transactions of a busy account waited on another's.
-_shards = itertools.cycle(random.sample(range(ROLLUP_SHARDS), ROLLUP_SHARDS))
 # histogram.bucket_of in SQL: width_bucket counts the bounds <= latency - 1, i.e. < latency.
 _BOUNDS = "ARRAY[" + ", ".join(map(str, histogram.BOUNDS_MS)) + "]::int[]"
-_HISTOGRAM = (
-    "jsonb_build_array("
-    + ", ".join(f"count(*) FILTER (WHERE b = {i})" for i in range(histogram.SIZE))
-    + ")"
-)
-# Element-wise sum of the stored and the new bucket arrays, element by element (no joins).
-_HISTOGRAM_SUM = (
-    "jsonb_build_array("
-    + ", ".join(
-        f"(usage_daily.latency_hist->>{i})::bigint + (EXCLUDED.latency_hist->>{i})::bigint"
-        for i in range(histogram.SIZE)
-    )
-    + ")"
-)
-# Sorting and grouping compare bytes (COLLATE "C"): the database's default collation would
-# go through strcoll() and lose abbreviated sort keys, which cost a quarter of the statement.
-# Any fixed order serves the lock ordering, and equality is byte equality either way.
-_C = 'COLLATE "C"'
-# One statement: unpack the batch (`staged`, see _PG_INSERT_EVENTS), insert the new events
-# in event_id order, and add exactly the
-# inserted api_call events to the rollups, aggregated here and upserted in key order (so
-# concurrent overlapping batches take their locks in one order and cannot deadlock).
-_PG_INSERT_TAIL = (
-    f" ins AS (INSERT INTO usage_events ({_COLUMN_LIST})"
-    f' SELECT {_STAGED_COLUMNS} FROM staged ORDER BY event_id COLLATE "C"'
-    " ON CONFLICT (account_id, event_id) DO NOTHING"
-    " RETURNING account_id, event_id, usage_type, model, occurred_at, member_id, user_id,"
-    " cost_center, input_tokens, cached_input_tokens, output_tokens, status_code,"
-    " latency_ms, cost, currency),"
-    f" roll AS (INSERT INTO usage_daily ({_ROLLUP_TARGET}, requests, input_tokens,"
-    " cached_input_tokens, output_tokens, cost, latency_hist)"
-    f" SELECT account_id {_C}, (occurred_at AT TIME ZONE 'UTC')::date, model {_C}, currency {_C},"
-    f" coalesce(member_id, '') {_C}, coalesce(user_id, '') {_C}, coalesce(cost_center, '') {_C},"
-    " status_code / 100, CAST(:shard AS smallint), count(*), sum(input_tokens),"
-    " sum(cached_input_tokens),"
-    f" sum(output_tokens), sum(cost), {_HISTOGRAM}"
-    f" FROM (SELECT *, width_bucket(latency_ms - 1, {_BOUNDS}) AS b FROM ins"
-    " WHERE usage_type = 'api_call') AS e"
-    " GROUP BY 1, 2, 3, 4, 5, 6, 7, 8 ORDER BY 1, 2, 3, 4, 5, 6, 7, 8"
-    f" ON CONFLICT ({_ROLLUP_TARGET}) DO UPDATE SET"
-    " requests = usage_daily.requests + EXCLUDED.requests,"
-    " input_tokens = usage_daily.input_tokens + EXCLUDED.input_tokens,"
-    " cached_input_tokens = usage_daily.cached_input_tokens + EXCLUDED.cached_input_tokens,"
-    " output_tokens = usage_daily.output_tokens + EXCLUDED.output_tokens,"
-    " cost = usage_daily.cost + EXCLUDED.cost,"
-    f" latency_hist = {_HISTOGRAM_SUM})"
-    " SELECT array_agg(event_id) FROM ins"
-)
+_BUCKET = f"width_bucket(latency_ms - 1, {_BOUNDS})"
 # The batch travels as ONE parameter: a JSON array with one array per event (ROW_COLUMNS
 # order), unpacked by jsonb_array_elements; the batch's account, member, receipt time and
 # prices are parameters of their own (a row names its price by position), which keeps the
@@ -210,6 +167,7 @@ _PG_TYPES = {
     "status_code": "smallint",
     "latency_ms": "integer",
     "storage_gb": "numeric",
+    "cost": "numeric",
     "price": "integer",
 }
 _ROW = {column: n for n, column in enumerate(ROW_COLUMNS)}
@@ -229,23 +187,112 @@ _PG_UNPACKED = ", ".join(
     else f"CAST(e->>{_ROW[column]} AS {_PG_TYPES.get(column, 'text')}) AS {column}"
     for column in EVENT_COLUMNS
 )
-_PG_STAGED = (
-    f"WITH staged AS (SELECT {_PG_UNPACKED} FROM jsonb_array_elements(CAST(:rows AS jsonb)) AS e),"
+# The events in the order of the array, which the caller sorts by event id: concurrent
+# batches with ids in common wait for each other in one order and cannot deadlock. `xact`
+# (the storing transaction, once per statement) is what the rollup watermark goes by.
+_PG_INSERT = (
+    f"INSERT INTO usage_events ({_COLUMN_LIST}, xact)"
+    f" SELECT {_PG_UNPACKED}, (SELECT CAST(CAST(pg_current_xact_id() AS text) AS bigint))"
+    " FROM jsonb_array_elements(CAST(:rows AS jsonb)) AS e"
 )
-_PG_INSERT_EVENTS = text(_PG_STAGED + _PG_INSERT_TAIL)
-_NO_CONFLICT_CLAUSE = " ON CONFLICT (account_id, event_id) DO NOTHING"
-assert _NO_CONFLICT_CLAUSE in _PG_INSERT_TAIL
-# The same without ON CONFLICT: fails as a whole on any id already stored (see _insert_staged).
-_PG_INSERT_NEW_EVENTS = text(_PG_STAGED + _PG_INSERT_TAIL.replace(_NO_CONFLICT_CLAUSE, ""))
+# Fails as a whole on any id already stored (see _insert_staged).
+_PG_INSERT_NEW_EVENTS = text(_PG_INSERT)
+# Skips the ids already stored and names the new ones, as one array (one row to fetch).
+_PG_INSERT_EVENTS = text(
+    f"WITH ins AS ({_PG_INSERT} ON CONFLICT (account_id, event_id) DO NOTHING"
+    " RETURNING event_id) SELECT array_agg(event_id) FROM ins"
+)
 # Below this many events the savepoint's two round trips cost more than ON CONFLICT saves
 # (/usage/track sends one).
 OPTIMISTIC_INSERT_MIN = 64
 _UNIQUE_VIOLATION = "23505"
 
+# The roller (PostgreSQL). Every transaction with an id below the oldest one still running
+# (the snapshot's xmin) is over: its events are all visible, or never will be. Events with
+# `xact` in [watermark, horizon) are therefore final; they are added to usage_daily and the
+# watermark moves to the horizon in one transaction, so a reader sees both or neither.
+_ROLL_STATE = text(
+    "INSERT INTO usage_rollup_state (id, rolled_through) VALUES (1, 0) ON CONFLICT DO NOTHING"
+)
+_ROLL_LOCK = text(
+    "SELECT rolled_through FROM usage_rollup_state WHERE id = 1 FOR UPDATE SKIP LOCKED"
+)
+_WATERMARK_ROW = text("SELECT 1 FROM usage_rollup_state WHERE id = 1")
+_ROLL_HORIZON = text("SELECT CAST(CAST(pg_snapshot_xmin(pg_current_snapshot()) AS text) AS bigint)")
+# Grouping by hash (one pass, no sort of the whole range) is what makes the roller cheap;
+# the upsert goes in key order. Sorting and grouping compare bytes (COLLATE "C").
+_C = 'COLLATE "C"'
+# Events are first counted per key and latency bucket, then the buckets of a key folded into
+# its histogram: 20 FILTER aggregates run per (key, bucket) group instead of per event.
+_HISTOGRAM = (
+    "jsonb_build_array("
+    + ", ".join(f"coalesce(sum(n) FILTER (WHERE b = {i}), 0)" for i in range(histogram.SIZE))
+    + ")"
+)
+# Element-wise sum of the stored and the new bucket arrays, element by element (no joins).
+_HISTOGRAM_SUM = (
+    "jsonb_build_array("
+    + ", ".join(
+        f"(usage_daily.latency_hist->>{i})::bigint + (EXCLUDED.latency_hist->>{i})::bigint"
+        for i in range(histogram.SIZE)
+    )
+    + ")"
+)
+_KEYS = "account_id, day, model, currency, member_id, user_id, cost_center, status_class"
+_ROLL = text(
+    f"INSERT INTO usage_daily ({_ROLLUP_TARGET}, requests, input_tokens,"
+    " cached_input_tokens, output_tokens, cost, latency_hist)"
+    f" SELECT {_KEYS}, 0, sum(n), sum(input_tokens), sum(cached_input_tokens),"
+    f" sum(output_tokens), sum(cost), {_HISTOGRAM}"
+    f" FROM (SELECT account_id {_C}, (occurred_at AT TIME ZONE 'UTC')::date,"
+    f" model {_C}, currency {_C}, coalesce(member_id, '') {_C}, coalesce(user_id, '') {_C},"
+    f" coalesce(cost_center, '') {_C}, status_code / 100, {_BUCKET}, count(*),"
+    " sum(input_tokens), sum(cached_input_tokens), sum(output_tokens), sum(cost)"
+    " FROM usage_events"
+    " WHERE xact >= :since AND xact < :horizon AND usage_type = 'api_call'"
+    " GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9)"
+    f" AS e({_KEYS}, b, n, input_tokens, cached_input_tokens, output_tokens, cost)"
+    f" GROUP BY {_KEYS} ORDER BY {_KEYS}"
+    f" ON CONFLICT ({_ROLLUP_TARGET}) DO UPDATE SET"
+    " requests = usage_daily.requests + EXCLUDED.requests,"
+    " input_tokens = usage_daily.input_tokens + EXCLUDED.input_tokens,"
+    " cached_input_tokens = usage_daily.cached_input_tokens + EXCLUDED.cached_input_tokens,"
+    " output_tokens = usage_daily.output_tokens + EXCLUDED.output_tokens,"
+    " cost = usage_daily.cost + EXCLUDED.cost,"
+    f" latency_hist = {_HISTOGRAM_SUM}"
+)
+_ROLLED = text(
+    "UPDATE usage_rollup_state SET rolled_through = :horizon, rolled_at = :now WHERE id = 1"
+)
+# For this transaction: group by hash, and no JIT (the cost penalty that steers the planner
+# off sorting would otherwise make it compile the statement: half a second per pass).
+_HASH_ONLY = text("SELECT set_config('enable_sort', 'off', true), set_config('jit', 'off', true)")
+# No state row (an emptied database) is watermark 0: nothing rolled up.
+_WATERMARK = text(
+    "SELECT coalesce((SELECT rolled_through FROM usage_rollup_state WHERE id = 1), 0)"
+)
+
 
 # SQLite's default limit is 32,766 variables per statement; 19 columns x 500 rows stays below.
 _SQLITE_CHUNK = 500
 
+
+_EVENT_ID = itemgetter(ROW_COLUMNS.index("event_id"))
+_SIZE = histogram.SIZE
+_SUMMED = (
+    "requests",
+    "successful_requests",
+    "input_tokens",
+    "cached_input_tokens",
+    "output_tokens",
+    "cost",
+)
+# 2xx and 3xx, as usage_daily.status_class 2 and 3.
+_SUCCESSFUL = and_(UsageEvent.status_code >= 200, UsageEvent.status_code < 400)
+_CURRENT_WATERMARK = func.coalesce(
+    select(UsageRollupState.rolled_through).where(UsageRollupState.id == 1).scalar_subquery(),
+    0,
+)
 
 _PRICES = ModelPrice.__table__
 # What a price lookup needs of a ModelPrice (a Core row with these attributes).
@@ -327,8 +374,8 @@ class UsageRepository:
         return self.session.get_bind().dialect.name == "postgresql"
 
     async def insert_events(self, batch: EventBatch) -> set[str]:
-        """Inserts the events, adds the new api_call events to the daily rollups, and
-        returns the event ids that were new."""
+        """Inserts the events and returns the event ids that were new. SQLite adds the new
+        api_call events to the daily rollups here; PostgreSQL leaves them to the roller."""
         if not batch.rows:
             return set()
         if self._postgres:
@@ -369,32 +416,62 @@ class UsageRepository:
         return inserted
 
     async def _insert_staged(self, batch: EventBatch) -> set[str]:
-        # The new ids come back as one array: one row to fetch, not one per event.
+        rows = sorted(batch.rows, key=_EVENT_ID)  # lock order: see _PG_INSERT
         params = {
-            "rows": to_json(batch.rows).decode(),
+            "rows": to_json(rows).decode(),
             "account_id": batch.account_id,
             "member_id": batch.member_id,
             "received_at": batch.received_at,
             "price_ids": [price_id for price_id, _ in batch.prices],
             "currencies": [currency for _, currency in batch.prices],
-            "shard": next(_shards),
         }
-        if len(batch.rows) >= OPTIMISTIC_INSERT_MIN:
+        if len(rows) >= OPTIMISTIC_INSERT_MIN:
             # Most batches hold new events only: a plain INSERT, in a savepoint, skips the
-            # speculative insertion of ON CONFLICT (a fifth of the statement). The primary key
+            # speculative insertion of ON CONFLICT and the returned ids. The primary key
             # still decides: any id already stored (or being stored by a concurrent
             # transaction, once that commits) fails it, and the batch is inserted again with
             # ON CONFLICT DO NOTHING.
             await self.session.flush()  # pending ORM writes fail on their own, not below
             try:
                 async with self.session.begin_nested():
-                    result = await self.session.execute(_PG_INSERT_NEW_EVENTS, params)
-                    return set(result.scalar_one() or ())
+                    await self.session.execute(_PG_INSERT_NEW_EVENTS, params)
+                    return {row[0] for row in rows}
             except IntegrityError as exc:
                 if getattr(exc.orig, "sqlstate", None) != _UNIQUE_VIOLATION:
                     raise
         result = await self.session.execute(_PG_INSERT_EVENTS, params)
         return set(result.scalar_one() or ())
+
+    async def roll_up(self, now: datetime) -> int | None:
+        """PostgreSQL: adds the events whose transactions are over to usage_daily and moves
+        the watermark past them; returns the new watermark, or None when another roller
+        holds the state (it is doing the same). The caller commits."""
+        since = (await self.session.execute(_ROLL_LOCK)).scalar_one_or_none()
+        if since is None:
+            if (await self.session.execute(_WATERMARK_ROW)).first() is not None:
+                return None  # another roller holds it
+            # The migration's row is gone (an emptied database): start again from 0.
+            await self.session.execute(_ROLL_STATE)
+            since = (await self.session.execute(_ROLL_LOCK)).scalar_one_or_none()
+            if since is None:
+                return None
+        horizon = (await self.session.execute(_ROLL_HORIZON)).scalar_one()
+        if horizon <= since:
+            return int(since)
+        await self.session.execute(_HASH_ONLY)
+        await self.session.execute(_ROLL, {"since": since, "horizon": horizon})
+        await self.session.execute(_ROLLED, {"horizon": horizon, "now": now})
+        return int(horizon)
+
+    async def pending(self) -> int:
+        """PostgreSQL: how many events the roller has not added to usage_daily yet."""
+        where = await self._past_watermark()
+        return int((await self.session.execute(select(func.count()).where(*where))).scalar_one())
+
+    async def watermark(self) -> int:
+        """PostgreSQL: the rollup watermark (events with `xact` at or above it are not in
+        usage_daily yet)."""
+        return int((await self.session.execute(_WATERMARK)).scalar_one())
 
     async def add_to_rollups(self, account_id: str, deltas: dict[RollupKey, RollupDelta]) -> None:
         """SQLite: adds the deltas to usage_daily, creating rows as needed, in key order."""
@@ -444,7 +521,8 @@ class UsageRepository:
         by_currency: bool = True,
         by_member: bool = False,
     ) -> list[dict[str, Any]]:
-        """Sums of usage_daily on [start_day, end_day) per group (and currency, member)."""
+        """Sums of usage_daily on [start_day, end_day) per group (and currency, member); on
+        PostgreSQL plus the events past the rollup watermark, in the same snapshot."""
         keys = _group_columns(UsageDaily, group, by_currency, by_member)
         where = and_(
             UsageDaily.account_id == account_id,
@@ -452,18 +530,66 @@ class UsageRepository:
             UsageDaily.day < end_day,
         )
         success = case((UsageDaily.status_class.in_((2, 3)), UsageDaily.requests), else_=0)
-        sums: list[ColumnElement[Any]] = [
-            func.sum(UsageDaily.requests).label("requests"),
-            func.sum(success).label("successful_requests"),
-            func.sum(UsageDaily.input_tokens).label("input_tokens"),
-            func.sum(UsageDaily.cached_input_tokens).label("cached_input_tokens"),
-            func.sum(UsageDaily.output_tokens).label("output_tokens"),
+        if not self._postgres:
+            sums: list[ColumnElement[Any]] = [
+                func.sum(UsageDaily.requests).label("requests"),
+                func.sum(success).label("successful_requests"),
+                func.sum(UsageDaily.input_tokens).label("input_tokens"),
+                func.sum(UsageDaily.cached_input_tokens).label("cached_input_tokens"),
+                func.sum(UsageDaily.output_tokens).label("output_tokens"),
+            ]
+            sums += [
+                func.sum(UsageDaily.latency_hist[i].as_integer()).label(f"h{i}")
+                for i in range(histogram.SIZE)
+            ]
+            return await self._grouped(keys, sums, where, UsageDaily.cost)
+        daily = select(
+            *keys,
+            UsageDaily.requests.label("requests"),
+            success.label("successful_requests"),
+            UsageDaily.input_tokens,
+            UsageDaily.cached_input_tokens,
+            UsageDaily.output_tokens,
+            UsageDaily.cost,
+            *(UsageDaily.latency_hist[i].as_integer().label(f"h{i}") for i in range(_SIZE)),
+        ).where(where)
+        bucket = func.width_bucket(UsageEvent.latency_ms - 1, literal_column(_BOUNDS))
+        tail = select(
+            *_group_columns(UsageEvent, group, by_currency, by_member),
+            literal(1).label("requests"),
+            case((_SUCCESSFUL, 1), else_=0).label("successful_requests"),
+            UsageEvent.input_tokens,
+            UsageEvent.cached_input_tokens,
+            UsageEvent.output_tokens,
+            UsageEvent.cost,
+            *(case((bucket == i, 1), else_=0).label(f"h{i}") for i in range(_SIZE)),
+        ).where(
+            UsageEvent.account_id == account_id,
+            UsageEvent.occurred_at >= _midnight(start_day),
+            UsageEvent.occurred_at < _midnight(end_day),
+            UsageEvent.usage_type == "api_call",
+            *await self._past_watermark(),
+        )
+        both = union_all(daily, tail).subquery()
+        group_by = [both.c[key.name] for key in keys]
+        query = select(
+            *group_by,
+            *(func.sum(both.c[name]).label(name) for name in _SUMMED),
+            *(func.sum(both.c[f"h{i}"]).label(f"h{i}") for i in range(_SIZE)),
+        )
+        if group_by:
+            query = query.group_by(*group_by)
+        return [row._asdict() for row in await self.session.execute(query)]
+
+    async def _past_watermark(self) -> list[ColumnElement[bool]]:
+        """PostgreSQL: the conditions of the events not in usage_daily yet. The watermark as
+        a literal lets the planner see how few they are (the index on `xact`); as read again
+        inside the statement it is the one the rollups of the same snapshot go with."""
+        watermark = await self.watermark()
+        return [
+            UsageEvent.xact >= literal_column(str(watermark)),
+            UsageEvent.xact >= _CURRENT_WATERMARK,
         ]
-        sums += [
-            func.sum(UsageDaily.latency_hist[i].as_integer()).label(f"h{i}")
-            for i in range(histogram.SIZE)
-        ]
-        return await self._grouped(keys, sums, where, UsageDaily.cost)
 
     async def raw_groups(
         self,
@@ -485,7 +611,7 @@ class UsageRepository:
         )
         sums: list[ColumnElement[Any]] = [
             func.count().label("requests"),
-            func.sum(case((UsageEvent.status_code < 400, 1), else_=0)).label("successful_requests"),
+            func.sum(case((_SUCCESSFUL, 1), else_=0)).label("successful_requests"),
             func.sum(UsageEvent.input_tokens).label("input_tokens"),
             func.sum(UsageEvent.cached_input_tokens).label("cached_input_tokens"),
             func.sum(UsageEvent.output_tokens).label("output_tokens"),
@@ -565,8 +691,10 @@ def _group_expression(table: type[UsageDaily] | type[UsageEvent], group: str) ->
         # The caller's end-user id, or the member whose key recorded the event.
         user = func.nullif(func.coalesce(table.user_id, ""), "")
         return func.coalesce(user, table.member_id, "")
-    if group == "day" and table is UsageDaily:
-        return UsageDaily.day
+    if group == "day":
+        if table is UsageDaily:
+            return UsageDaily.day
+        return cast(func.timezone("UTC", UsageEvent.occurred_at), Date)
     raise ValueError(f"cannot group {table.__tablename__} by {group!r}")
 
 
@@ -584,6 +712,10 @@ def _group_columns(
     if by_member:
         keys.append(func.coalesce(table.member_id, "").label("member_id"))
     return keys
+
+
+def _midnight(day: date) -> datetime:
+    return datetime(day.year, day.month, day.day, tzinfo=UTC)
 
 
 def _rollup_key(row: UsageDaily) -> RollupKey:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NotRequired, cast
 
 from pydantic import (
     AwareDatetime,
@@ -44,30 +44,40 @@ class UsageEventIn(BaseModel):
     cost_center: str | None = Field(default=None, min_length=1, max_length=100)
     latency_ms: int | None = Field(default=None, ge=0, le=86_400_000)
     storage_gb: Annotated[Decimal, Field(ge=0, max_digits=20, decimal_places=6)] | None = None
-    metadata: dict[str, Any] | None = None
+    metadata: Annotated[dict[str, Any], Field(max_length=50)] | None = None
     reservation_id: Token | None = Field(
         default=None, description="Quota reservation this call settles"
     )
 
-    @field_validator("metadata")
-    @classmethod
-    def _small_metadata(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
-        if value is not None and len(value) > 50:
-            raise ValueError("at most 50 metadata keys")
-        return value
-
     @model_validator(mode="after")
     def _by_type(self) -> UsageEventIn:
-        if self.usage_type == "api_call":
-            if self.model is None:
-                raise ValueError("api_call events need a model")
-            if self.storage_gb is not None:
-                raise ValueError("storage_gb belongs to storage events")
-            if self.cached_input_tokens > self.input_tokens:
-                raise ValueError("cached_input_tokens cannot exceed input_tokens")
-        elif self.storage_gb is None:
-            raise ValueError("storage events need storage_gb (a snapshot of the GB stored)")
+        problem = event_problem(self.__dict__)
+        if problem is not None:
+            raise ValueError(problem)
         return self
+
+
+def event_problem(event: dict[str, Any]) -> str | None:
+    """What is wrong across the fields of a field-valid event (a UsageEventIn's values)."""
+    if event["usage_type"] == "api_call":
+        if event["model"] is None:
+            return "api_call events need a model"
+        if event["storage_gb"] is not None:
+            return "storage_gb belongs to storage events"
+        if event["cached_input_tokens"] > event["input_tokens"]:
+            return "cached_input_tokens cannot exceed input_tokens"
+    elif event["storage_gb"] is None:
+        return "storage events need storage_gb (a snapshot of the GB stored)"
+    return None
+
+
+# UsageEventIn's fields as a dict (its defaults filled in, the cross-field rules left to
+# event_problem): what the batch path validates, with no model instance per event.
+UsageEventFields: Any = cast(Any, TypedDict)(
+    "UsageEventFields",
+    {n: NotRequired[Annotated[f.annotation, f]] for n, f in UsageEventIn.model_fields.items()},
+)
+UsageEventFields.__pydantic_config__ = ConfigDict(extra="forbid")
 
 
 class UsageBatchIn(BaseModel):
@@ -85,7 +95,7 @@ class UsageBatchIn(BaseModel):
 class UsageBatchEvents(BaseModel):
     """The same body with every event valid: one pydantic-core call checks a clean batch."""
 
-    events: list[UsageEventIn] = Field(min_length=1, max_length=1000)
+    events: list[UsageEventFields] = Field(min_length=1, max_length=1000)
 
 
 class FieldError(BaseModel):
@@ -115,12 +125,12 @@ class UsageBatchResult(BaseModel):
 class _EventResultJSON(TypedDict):
     index: int
     status: str
-    event_id: str | None
-    cost: str | None  # exact plain decimal text already (ScaledPrices.cost_text)
-    currency: str | None
-    code: str | None
-    detail: str | None
-    errors: list[dict[str, Any]] | None
+    event_id: NotRequired[str | None]
+    cost: NotRequired[str]  # exact plain decimal text already (ScaledPrices.cost_text)
+    currency: NotRequired[str]
+    code: NotRequired[str]
+    detail: NotRequired[str]
+    errors: NotRequired[list[dict[str, Any]]]
 
 
 class _BatchResultJSON(TypedDict):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, NamedTuple, Protocol
@@ -30,6 +30,7 @@ from aihub_billing.usage.errors import (
     UsageNeedsAccountKey,
 )
 from aihub_billing.usage.repository import (
+    ROW_COLUMNS,
     EventBatch,
     EventRow,
     ModelPriceRepository,
@@ -40,11 +41,14 @@ from aihub_billing.usage.storage import gb_months
 
 MAX_CLOCK_SKEW = timedelta(minutes=5)
 MAX_STATS_DAYS = 366
-_EVENT = TypeAdapter(schemas.UsageEventIn)
-_EVENTS = TypeAdapter(list[schemas.UsageEventIn])
+_EVENT: TypeAdapter[dict[str, Any]] = TypeAdapter(schemas.UsageEventFields)
+_EVENTS: TypeAdapter[list[dict[str, Any]]] = TypeAdapter(list[schemas.UsageEventFields])
 _BATCH = TypeAdapter(schemas.UsageBatchEvents)
 _BATCH_RAW = TypeAdapter(schemas.UsageBatchIn)
 _RATE_PLACES = Decimal("0.0001")
+_INPUT, _OUTPUT, _RESERVATION = (
+    ROW_COLUMNS.index(c) for c in ("input_tokens", "output_tokens", "reservation_id")
+)
 
 # Public list prices per 1M tokens in USD (OpenAI and Anthropic pricing pages, late 2024),
 # seeded at bootstrap for models that have no price yet; the operator sets their own.
@@ -59,19 +63,16 @@ SEED_PRICES: tuple[tuple[str, str, str, str | None], ...] = (
 )
 
 
-class CountedEvent(NamedTuple):
-    """A newly stored API call, as handed to the usage counter (the quota manager).
+@dataclass(slots=True)
+class CountedUsage:
+    """A batch's newly stored API calls as the usage counter (the quota manager) takes them:
+    the calls and tokens that came without a reservation, in total (a batch is one member's),
+    and (reservation id, tokens) of those that settle one."""
 
-    A NamedTuple: a batch builds up to 1,000 of them, and a frozen dataclass's __init__
-    (object.__setattr__ per field) cost a tenth of the batch's Python time."""
-
-    event_id: str
-    reservation_id: str | None
-    model: str | None
     member_id: str | None
-    occurred_at: datetime
-    input_tokens: int
-    output_tokens: int
+    calls: int = 0
+    tokens: int = 0
+    settlements: list[tuple[str, int]] = field(default_factory=list)
 
 
 class UsageCounter(Protocol):
@@ -79,11 +80,7 @@ class UsageCounter(Protocol):
     recording transaction, once per batch, with the new API calls only (never duplicates)."""
 
     async def counted(
-        self,
-        session: AsyncSession,
-        ctx: Context,
-        account_id: str,
-        events: Sequence[CountedEvent],
+        self, session: AsyncSession, ctx: Context, account_id: str, usage: CountedUsage
     ) -> None: ...
 
 
@@ -115,7 +112,7 @@ class ModelUsage:
 class ParsedBatch:
     """Valid events with their index, and the results so far (rejections, None elsewhere)."""
 
-    events: list[tuple[int, schemas.UsageEventIn]]
+    events: list[tuple[int, dict[str, Any]]]  # UsageEventFields dicts
     results: list[dict[str, Any] | None]
 
 
@@ -225,19 +222,22 @@ class UsageTracker:
         self,
         session: AsyncSession,
         ctx: Context,
-        event: schemas.UsageEventIn,
+        event: schemas.UsageEventIn | dict[str, Any],
         counter: UsageCounter | None = None,
     ) -> schemas.UsageRecorded:
-        """Records one event; a rejection raises its BillingError."""
-        [result] = (await self.record(session, ctx, [event], counter)).results
-        if result.status == "rejected":
-            raise _rejection(result)
-        assert result.event_id is not None
+        """Records one event (a UsageEventIn, or the dict parse_event made of one); a
+        rejection raises its BillingError."""
+        fields = event.model_dump() if isinstance(event, schemas.UsageEventIn) else event
+        batch = ParsedBatch([(0, fields)], [None])
+        [result] = (await self.record_parsed(session, ctx, batch, counter)).results
+        if result["status"] == "rejected":
+            error = _REJECTIONS.get(result["code"], ValidationFailed)
+            raise error(result["detail"])
         return schemas.UsageRecorded(
-            event_id=result.event_id,
-            status=result.status,
-            cost=result.cost,
-            currency=result.currency,
+            event_id=result["event_id"],
+            status=result["status"],
+            cost=result.get("cost"),
+            currency=result.get("currency"),
         )
 
     async def record(
@@ -249,7 +249,8 @@ class UsageTracker:
     ) -> schemas.UsageBatchResult:
         """Validates each event on its own, then records the valid ones (see record_parsed)."""
         results: list[dict[str, Any] | None] = [None] * len(events)
-        parsed = _validate(events, range(len(events)), results)
+        raw = [e.model_dump() if isinstance(e, schemas.UsageEventIn) else e for e in events]
+        parsed = _validate(raw, range(len(raw)), results)
         outcome = await self.record_parsed(session, ctx, ParsedBatch(parsed, results), counter)
         return schemas.UsageBatchResult.model_validate(outcome.as_dict())
 
@@ -272,82 +273,91 @@ class UsageTracker:
         results = batch.results
         prices = _BatchPrices(
             await ModelPriceRepository(session).timelines(
-                {e.model for _, e in batch.events if e.model and e.usage_type == "api_call"}
+                {e["model"] for _, e in batch.events if e["usage_type"] == "api_call"} - {None}
             )
         )
         rows: list[EventRow] = []
         fresh: dict[str, dict[str, Any]] = {}  # event id -> its result, while it may be new
-        calls: list[CountedEvent] = []
-        duplicates = 0
+        counted = CountedUsage(member_id)
+        settlements = counted.settlements
+        calls = tokens = duplicates = 0
         price_at = prices.at
         # The hot loop: a tuple and a dict per event, the cost as exact decimal text (stored
         # as NUMERIC and answered as is), no Decimal or model instance per event.
         for index, event in batch.events:
-            stamp = event.timestamp
+            usage_type = event["usage_type"]
+            model = event["model"]
+            storage_gb = event["storage_gb"]
+            input_tokens = event["input_tokens"]
+            cached = event["cached_input_tokens"]
+            api_call = usage_type == "api_call"
+            if (
+                (model is None or storage_gb is not None or cached > input_tokens)
+                if api_call
+                else storage_gb is None
+            ):
+                results[index] = _broken(index, event)
+                continue
+            stamp = event["timestamp"]
             occurred_at = now if stamp is None else stamp.astimezone(UTC)
             if occurred_at > latest:
-                results[index] = _rejected_by(index, event.event_id, TimestampInFuture())
+                results[index] = _rejected_by(index, event["event_id"], TimestampInFuture())
                 continue
-            cost = currency = price_ref = None
-            api_call = event.usage_type == "api_call"
+            output_tokens = event["output_tokens"]
+            cost: str | None
             if api_call:
-                assert event.model is not None
-                price = price_at(event.model, occurred_at)
+                price = price_at(model, occurred_at)
                 if price is None:
-                    error = UnknownModel(f"no price for {event.model!r} at {occurred_at}")
-                    results[index] = _rejected_by(index, event.event_id, error)
+                    error = UnknownModel(f"no price for {model!r} at {occurred_at}")
+                    results[index] = _rejected_by(index, event["event_id"], error)
                     continue
-                cost = price.scaled.cost_text(
-                    event.input_tokens, event.cached_input_tokens, event.output_tokens
-                )
-                currency, price_ref = price.currency, price.ref
-            event_id = event.event_id or new_id("evt", now)
+                cost = price.scaled.cost_text(input_tokens, cached, output_tokens)
+                result = {
+                    "index": index,
+                    "status": "accepted",
+                    "event_id": None,
+                    "cost": cost,
+                    "currency": price.currency,
+                }
+                price_ref: int | None = price.ref
+            else:
+                cost = price_ref = None
+                result = {"index": index, "status": "accepted", "event_id": None}
+            event_id = event["event_id"] or new_id("evt", now)
             if event_id in fresh:  # the same id twice in one batch counts once
                 results[index] = _duplicate(index, event_id)
                 duplicates += 1
                 continue
+            reservation_id = event["reservation_id"]
             rows.append(
                 (
                     event_id,
-                    event.usage_type,
-                    event.model,
+                    usage_type,
+                    model,
                     occurred_at,
-                    event.user_id,
-                    event.cost_center,
-                    event.input_tokens,
-                    event.cached_input_tokens,
-                    event.output_tokens,
-                    event.status_code,
-                    event.latency_ms,
-                    event.storage_gb,
+                    event["user_id"],
+                    event["cost_center"],
+                    input_tokens,
+                    cached,
+                    output_tokens,
+                    event["status_code"],
+                    event["latency_ms"],
+                    storage_gb,
                     cost,
                     price_ref,
-                    event.reservation_id,
-                    event.metadata,
+                    reservation_id,
+                    event["metadata"],
                 )
             )
-            fresh[event_id] = results[index] = {
-                "index": index,
-                "status": "accepted",
-                "event_id": event_id,
-                "cost": cost,
-                "currency": currency,
-                "code": None,
-                "detail": None,
-                "errors": None,
-            }
+            result["event_id"] = event_id
+            fresh[event_id] = results[index] = result
             if api_call:
-                calls.append(
-                    CountedEvent(
-                        event_id,
-                        event.reservation_id,
-                        event.model,
-                        member_id,
-                        occurred_at,
-                        event.input_tokens,
-                        event.output_tokens,
-                    )
-                )
+                if reservation_id is None:
+                    calls += 1
+                    tokens += input_tokens + output_tokens
+                else:
+                    settlements.append((reservation_id, input_tokens + output_tokens))
+        counted.calls, counted.tokens = calls, tokens
 
         inserted = await UsageRepository(session).insert_events(
             EventBatch(account_id, member_id, now, prices.used, rows)
@@ -355,15 +365,25 @@ class UsageTracker:
         if len(inserted) < len(fresh):  # already stored: a duplicate, priced nothing
             for event_id, result in fresh.items():
                 if event_id not in inserted:
-                    result.update(status="duplicate", cost=None, currency=None)
+                    result.update(status="duplicate")
+                    result.pop("cost", None)
+                    result.pop("currency", None)
                     duplicates += 1
-            calls = [call for call in calls if call.event_id in inserted]
-        if calls and counter is not None:
-            await counter.counted(session, ctx, account_id, calls)
+            counted = _counted_of(member_id, rows, inserted)
+        if counter is not None and (counted.calls or counted.settlements):
+            await counter.counted(session, ctx, account_id, counted)
         assert None not in results, "every event has its result"
         final: list[dict[str, Any]] = results  # type: ignore[assignment]
         rejected = len(final) - len(inserted) - duplicates
         return BatchOutcome(len(inserted), duplicates, rejected, final)
+
+    async def roll_up(self, session: AsyncSession, ctx: Context) -> int | None:
+        """PostgreSQL: adds the stored events whose transactions are over to the daily
+        rollups (see UsageRepository.roll_up); SQLite keeps them in the insert instead."""
+        repo = UsageRepository(session)
+        if session.get_bind().dialect.name != "postgresql":
+            return None
+        return await repo.roll_up(ctx.clock.now())
 
     async def stats(
         self,
@@ -533,6 +553,12 @@ def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 1)
 
 
+def parse_event(body: bytes) -> dict[str, Any]:
+    """A /usage/track body, field-checked in one pydantic-core call (the rules across
+    fields are the tracker's); raises ValidationError."""
+    return _EVENT.validate_json(body)
+
+
 def parse_batch(body: bytes) -> ParsedBatch:
     """A /usage/batch body checked in one pydantic-core call; only the events that fail it
     are validated again, one by one, for their own errors.
@@ -559,11 +585,10 @@ def parse_batch(body: bytes) -> ParsedBatch:
 
 
 def _validate(
-    events: Sequence[schemas.UsageEventIn | Any],
-    indexes: Sequence[int],
-    results: list[dict[str, Any] | None],
-) -> list[tuple[int, schemas.UsageEventIn]]:
-    """Valid events with their index; each invalid one gets its rejection in `results`."""
+    events: Sequence[Any], indexes: Sequence[int], results: list[dict[str, Any] | None]
+) -> list[tuple[int, dict[str, Any]]]:
+    """Field-valid events (UsageEventFields dicts) with their index; each invalid one gets
+    its rejection in `results`."""
     try:
         # Fast path: one call into pydantic-core when they are all valid.
         return list(zip(indexes, _EVENTS.validate_python(events), strict=True))
@@ -574,27 +599,32 @@ def _validate(
         try:
             parsed.append((index, _EVENT.validate_python(raw)))
         except ValidationError as exc:
-            results[index] = _rejected(index, raw, exc)
+            errors = exc.errors(include_url=False, include_input=False)
+            event_id = raw.get("event_id") if isinstance(raw, Mapping) else None
+            results[index] = _rejected(index, event_id, errors)
     return parsed
 
 
-def _rejected(index: int, raw: Any, exc: ValidationError) -> dict[str, Any]:
+def _broken(index: int, event: dict[str, Any]) -> dict[str, Any]:
+    """The rejection of a field-valid event that breaks a cross-field rule, worded as
+    UsageEventIn's validation words it."""
+    problem = schemas.event_problem(event)
+    assert problem is not None
+    error = {"type": "value_error", "loc": (), "msg": f"Value error, {problem}"}
+    return _rejected(index, event["event_id"], [error])
+
+
+def _rejected(index: int, event_id: Any, errors: Sequence[Any]) -> dict[str, Any]:
     # Where and why only, never the submitted values (they may be anything).
-    errors = [
-        {"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]}
-        for e in exc.errors(include_url=False, include_input=False)
-    ]
-    event_id = raw.get("event_id") if isinstance(raw, Mapping) else None
-    detail = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'event'}: {e['msg']}" for e in errors[:5])
+    listed = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in errors]
+    detail = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'event'}: {e['msg']}" for e in listed[:5])
     return {
         "index": index,
         "status": "rejected",
         "event_id": event_id if isinstance(event_id, str) else None,
-        "cost": None,
-        "currency": None,
         "code": ValidationFailed.code,
         "detail": detail,
-        "errors": errors,
+        "errors": listed,
     }
 
 
@@ -603,35 +633,35 @@ def _rejected_by(index: int, event_id: str | None, error: BillingError) -> dict[
         "index": index,
         "status": "rejected",
         "event_id": event_id,
-        "cost": None,
-        "currency": None,
         "code": error.code,
         "detail": error.detail,
-        "errors": None,
     }
 
 
 def _duplicate(index: int, event_id: str) -> dict[str, Any]:
-    return {
-        "index": index,
-        "status": "duplicate",
-        "event_id": event_id,
-        "cost": None,
-        "currency": None,
-        "code": None,
-        "detail": None,
-        "errors": None,
-    }
+    return {"index": index, "status": "duplicate", "event_id": event_id}
+
+
+def _counted_of(member_id: str | None, rows: list[EventRow], inserted: set[str]) -> CountedUsage:
+    """The usage counted of `rows` (ROW_COLUMNS tuples) when only `inserted` were new."""
+    counted = CountedUsage(member_id)
+    for row in rows:
+        event_id, usage_type, *_ = row
+        if event_id not in inserted or usage_type != "api_call":
+            continue
+        tokens = row[_INPUT] + row[_OUTPUT]
+        if row[_RESERVATION] is None:
+            counted.calls += 1
+            counted.tokens += tokens
+        else:
+            counted.settlements.append((row[_RESERVATION], tokens))
+    return counted
 
 
 _REJECTIONS: dict[str, type[BillingError]] = {
     e.code: e for e in (UnknownModel, TimestampInFuture, ValidationFailed)
 }
 
-
-def _rejection(result: schemas.EventResult) -> BillingError:
-    error = _REJECTIONS.get(result.code or "", ValidationFailed)
-    return error(result.detail)
 
 
 model_prices = ModelPriceService()
