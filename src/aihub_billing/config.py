@@ -198,7 +198,7 @@ class BillingConfig(BaseSettings):
     idempotency_ttl_hours: int = Field(default=24, ge=1)
     # Quota: notify at these percentages of a monthly limit; limits cached per process.
     quota_thresholds: list[int] = Field(default_factory=lambda: [80, 100], max_length=10)
-    quota_limits_cache_seconds: float = Field(default=30.0, ge=0)
+    quota_limits_cache_seconds: float = Field(default=300.0, ge=0)
     quota_reservation_ttl_seconds: int = Field(default=300, ge=1, le=86_400)
     quota_key_prefix: str = Field(default="", max_length=64, pattern=r"^[^{}]*$")
     quota_flush_interval_seconds: float = Field(default=1.0, gt=0)

@@ -30,6 +30,7 @@ from aihub_billing.plans.endpoints import router as plans_router
 from aihub_billing.quota.endpoints import router as quota_router
 from aihub_billing.service import BillingService
 from aihub_billing.subscriptions.endpoints import router as subscriptions_router
+from aihub_billing.summary.endpoints import router as summary_router
 from aihub_billing.testclocks.endpoints import router as test_clocks_router
 from aihub_billing.usage.endpoints import prices_router as model_prices_router
 from aihub_billing.usage.endpoints import router as usage_router
@@ -109,6 +110,7 @@ def create_app(
         credit_notes_router,
         account_balance_router,
         invoices_router,
+        summary_router,
     ):
         api.include_router(router)
     app.include_router(api)

@@ -9,7 +9,7 @@ import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -34,13 +34,20 @@ from aihub_billing.accounts.service import accounts
 from aihub_billing.auth.keys import digest
 from aihub_billing.auth.repository import ApiKeyRepository
 from aihub_billing.auth.service import auth
+from aihub_billing.caching import (
+    PLANS_TTL,
+    SUBSCRIPTION_TTL,
+    USAGE_STATS_TTL,
+    read_through,
+)
 from aihub_billing.collection.service import DunningPolicy
 from aihub_billing.config import BillingConfig
 from aihub_billing.invoices.service import CloseOutcome, invoices
 from aihub_billing.jobs.worker import Worker
+from aihub_billing.kit.cache import PLANS_SCOPE, Cache, MemoryCache, RedisCache, account_scope
 from aihub_billing.kit.clock import Clock, SystemClock
 from aihub_billing.kit.context import SYSTEM, Actor, Context
-from aihub_billing.kit.db import Database, open_database
+from aihub_billing.kit.db import CACHE_INFO, Database, open_database
 from aihub_billing.models import Account, ApiKey
 from aihub_billing.payments.providers.base import PaymentProcessor
 from aihub_billing.payments.providers.registry import ProcessorRegistry
@@ -50,7 +57,12 @@ from aihub_billing.quota.engine import QuotaEngine
 from aihub_billing.quota.memory_engine import MemoryQuotaEngine
 from aihub_billing.quota.redis_engine import RedisQuotaEngine
 from aihub_billing.quota.service import QuotaManager, StoredUsageSource
+from aihub_billing.subscriptions import schemas as subscription_schemas
 from aihub_billing.subscriptions import service as subscriptions_service
+from aihub_billing.summary import schemas as summary_schemas
+from aihub_billing.summary.service import summaries
+from aihub_billing.testclocks.service import test_clocks
+from aihub_billing.usage import schemas as usage_schemas
 from aihub_billing.usage.service import model_prices, usage
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -113,6 +125,13 @@ class BillingService:
             reservation_ttl_seconds=config.quota_reservation_ttl_seconds,
             usage_source=StoredUsageSource(self.db.snapshots),
         )
+        # Seed TTLs: plans 24 h, subscriptions 1 h, usage statistics 15 min (caching.py).
+        self.cache: Cache = (
+            RedisCache(self.redis, prefix=config.quota_key_prefix)
+            if self.redis is not None
+            else MemoryCache()
+        )
+        self.db.sessions.configure(info={CACHE_INFO: self.cache})
         auth.cache_seconds = config.auth_cache_seconds
         invoices.finalize_after = timedelta(seconds=config.invoice_finalize_after_seconds)
         invoices.default_tax_rate = config.pricing.tax_rate
@@ -307,6 +326,76 @@ class BillingService:
             max_attempts=self.config.jobs_max_attempts,
             **options,
         )
+
+    # Reads the API serves through the caches (caching.py): the caller's authorization is
+    # checked before the cache is asked, a miss loads through the domain service.
+
+    async def plan_catalog(self, session: AsyncSession) -> list[plan_schemas.Plan]:
+        async def load() -> tuple[Any, float | None]:
+            return [p.model_dump(mode="json") for p in await plans.catalog(session)], None
+
+        value = await read_through(self.cache, PLANS_SCOPE, "catalog", PLANS_TTL, load)
+        return [plan_schemas.Plan.model_validate(p) for p in value]
+
+    async def plan(self, session: AsyncSession, code: str) -> plan_schemas.Plan:
+        async def load() -> tuple[Any, float | None]:
+            return (await plans.get(session, code)).model_dump(mode="json"), None
+
+        value = await read_through(self.cache, PLANS_SCOPE, f"plan:{code}", PLANS_TTL, load)
+        return plan_schemas.Plan.model_validate(value)
+
+    async def current_subscription(
+        self, session: AsyncSession, ctx: Context, account_id: str | None
+    ) -> subscription_schemas.CurrentPlan:
+        account = subscriptions_service.subscriptions.account_in_scope(ctx, account_id)
+
+        async def load() -> tuple[Any, float | None]:
+            current = await subscriptions_service.subscriptions.current(session, ctx, account)
+            # True until the period ends (the test clock's time when the account has one).
+            account_ctx, _ = await test_clocks.context_for(session, ctx, account)
+            left = (current.period_end - account_ctx.clock.now()).total_seconds()
+            return current.model_dump(mode="json"), left
+
+        value = await read_through(
+            self.cache, account_scope(account), "subscription", SUBSCRIPTION_TTL, load
+        )
+        return subscription_schemas.CurrentPlan.model_validate(value)
+
+    async def usage_stats(
+        self,
+        session: AsyncSession,
+        ctx: Context,
+        *,
+        account_id: str | None,
+        start: date | None,
+        end: date | None,
+        group_by: usage_schemas.GroupBy,
+    ) -> usage_schemas.UsageStats:
+        account = account_id or ctx.actor.account_id or ""
+        if not ctx.actor.can_access(account):
+            return await usage.stats(  # raises the domain's not-found
+                session, ctx, account_id=account_id, start=start, end=end, group_by=group_by
+            )
+        # The default range is this month: named by the day it is, not left open.
+        today = ctx.clock.now().date()
+        start = start or today.replace(day=1)
+        end = end or today + timedelta(days=1)
+
+        async def load() -> tuple[Any, float | None]:
+            stats = await usage.stats(
+                session, ctx, account_id=account, start=start, end=end, group_by=group_by
+            )
+            return stats.model_dump(mode="json"), None
+
+        name = f"stats:{start}:{end}:{group_by}"
+        value = await read_through(self.cache, account_scope(account), name, USAGE_STATS_TTL, load)
+        return usage_schemas.UsageStats.model_validate(value)
+
+    async def summary(
+        self, session: AsyncSession, ctx: Context, account_id: str | None
+    ) -> summary_schemas.Summary:
+        """The seed's /summary with a forecast; quota figures are live (never cached)."""
+        return await summaries.summary(session, ctx, account_id, self.quota)
 
     # Operator actions used by the CLI.
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import structlog
 from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import (
@@ -13,6 +14,30 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+
+from aihub_billing.kit.cache import Cache, touched
+
+CACHE_INFO = "cache"
+log = structlog.get_logger("aihub_billing.db")
+
+
+class Session(AsyncSession):
+    """An AsyncSession that, once its commit is through, moves on the generations of the
+    cache scopes its writes touched (kit/cache.py) before the caller goes on."""
+
+    async def commit(self) -> None:
+        await super().commit()
+        scopes = touched(self)
+        cache: Cache | None = self.info.get(CACHE_INFO)
+        if scopes and cache is not None:
+            try:
+                await cache.invalidate(scopes)
+            except Exception:  # the write stands; a cache that cannot be reached is not read
+                log.warning("cache.invalidation_failed", scopes=sorted(scopes), exc_info=True)
+
+    async def rollback(self) -> None:
+        touched(self)
+        await super().rollback()
 
 
 def _sqlite_engine(url: str, echo: bool, *, immediate: bool = True) -> AsyncEngine:
@@ -49,7 +74,7 @@ def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     # expire_on_commit=False: responses are rendered from objects after the commit.
-    return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
+    return async_sessionmaker(engine, class_=Session, expire_on_commit=False, autoflush=False)
 
 
 @dataclass

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, status
 
-from aihub_billing.api.deps import ActorDep, AdminContext, Idempotent, SessionDep
+from aihub_billing.api.deps import ActorDep, AdminContext, BillingDep, Idempotent, SessionDep
 from aihub_billing.api.routing import TransactionalRoute
 from aihub_billing.errors import Forbidden, responses
 from aihub_billing.plans import schemas
@@ -15,14 +15,18 @@ router = APIRouter(prefix="/plans", tags=["plans"], route_class=TransactionalRou
 
 
 @router.get("")
-async def list_plans(session: SessionDep, _actor: ActorDep) -> list[schemas.Plan]:
+async def list_plans(
+    session: SessionDep, _actor: ActorDep, billing: BillingDep
+) -> list[schemas.Plan]:
     """The current version of every active plan."""
-    return await plans.catalog(session)
+    return await billing.plan_catalog(session)
 
 
 @router.get("/{code}", responses=responses(PlanNotFound))
-async def get_plan(code: str, session: SessionDep, _actor: ActorDep) -> schemas.Plan:
-    return await plans.get(session, code)
+async def get_plan(
+    code: str, session: SessionDep, _actor: ActorDep, billing: BillingDep
+) -> schemas.Plan:
+    return await billing.plan(session, code)
 
 
 @router.post(

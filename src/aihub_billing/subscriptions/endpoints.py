@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, status
 
 from aihub_billing.accounts.errors import AccountNotFound
-from aihub_billing.api.deps import ContextDep, Idempotent, SessionDep, require_roles
+from aihub_billing.api.deps import BillingDep, ContextDep, Idempotent, SessionDep, require_roles
 from aihub_billing.api.routing import TransactionalRoute
 from aihub_billing.coupons.errors import CouponNotFound, CouponNotRedeemable
 from aihub_billing.errors import Forbidden, responses
@@ -61,10 +61,10 @@ async def create_subscription(
 
 @router.get("/current", responses=responses(AccountRequired, AccountNotFound))
 async def current_subscription(
-    session: SessionDep, ctx: ContextDep, account_id: str | None = None
+    session: SessionDep, ctx: ContextDep, billing: BillingDep, account_id: str | None = None
 ) -> schemas.CurrentPlan:
     """The plan the account is on now (free without a subscription) and its open subscription."""
-    return await subscriptions.current(session, ctx, account_id)
+    return await billing.current_subscription(session, ctx, account_id)
 
 
 @router.get("/history", responses=responses(AccountRequired, AccountNotFound))

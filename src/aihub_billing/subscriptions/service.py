@@ -993,8 +993,9 @@ class SubscriptionService:
             last = Period(sub.current_period_start, at)
             await self._invoice(session, ctx, sub, "subscription_final", last, clock_id)
 
-    async def _account(self, session: AsyncSession, ctx: Context, account_id: str | None) -> str:
-        """The account to act on: an admin names it, other keys act on their own."""
+    def account_in_scope(self, ctx: Context, account_id: str | None) -> str:
+        """The account to act on, without asking the database: an admin names it, other
+        keys act on their own (another account is not found, so ids don't leak)."""
         if ctx.actor.role in (Role.ADMIN, Role.SYSTEM):
             if account_id is None:
                 raise AccountRequired("pass account_id")
@@ -1002,6 +1003,11 @@ class SubscriptionService:
             account_id = ctx.actor.account_id
         if account_id is None or not ctx.actor.can_access(account_id):
             raise AccountNotFound(f"no account {account_id!r}")
+        return account_id
+
+    async def _account(self, session: AsyncSession, ctx: Context, account_id: str | None) -> str:
+        """account_in_scope, for an account that exists."""
+        account_id = self.account_in_scope(ctx, account_id)
         if await SubscriptionRepository(session).account(account_id) is None:
             raise AccountNotFound(f"no account {account_id!r}")
         return account_id

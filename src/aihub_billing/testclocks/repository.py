@@ -31,6 +31,12 @@ class TestClockRepository:
     async def attachment(self, account_id: str) -> TestClockAccount | None:
         return await self.session.get(TestClockAccount, account_id)
 
+    async def account_ids(self, clock_id: str) -> list[str]:
+        result = await self.session.execute(
+            select(TestClockAccount.account_id).where(TestClockAccount.test_clock_id == clock_id)
+        )
+        return list(result.scalars())
+
     async def clock_of_account(self, account_id: str) -> TestClock | None:
         result = await self.session.execute(
             select(TestClock)

@@ -15,6 +15,7 @@ from aihub_billing.accounts.service import accounts
 from aihub_billing.audit.service import audit
 from aihub_billing.errors import Forbidden
 from aihub_billing.jobs.registry import JobRun, registry
+from aihub_billing.kit.cache import account_scope, touch
 from aihub_billing.kit.clock import FrozenClock
 from aihub_billing.kit.context import SYSTEM, Context
 from aihub_billing.kit.ids import new_id
@@ -153,6 +154,8 @@ class TestClockService:
             ran.append(job)
         clock.frozen_time = target
         await session.flush()
+        # What was cached of its accounts was true at the clock's old time.
+        touch(session, *(account_scope(a) for a in await repo.account_ids(clock.id)))
         await audit.record(
             session,
             ctx,

@@ -201,6 +201,7 @@ async def usage_stats(
     request: Request,
     session: SessionDep,
     ctx: ContextDep,
+    billing: BillingDep,
     start: Annotated[date | None, Query(alias="from", description="First UTC day")] = None,
     end: Annotated[date | None, Query(alias="to", description="UTC day after the last")] = None,
     group_by: schemas.GroupBy = "day",
@@ -208,7 +209,7 @@ async def usage_stats(
     format: Annotated[str | None, Query(pattern="^(json|csv)$")] = None,
 ) -> schemas.UsageStats:
     """Requests, success rate, tokens, cost and latency percentiles per group, from rollups."""
-    stats = await usage.stats(
+    stats = await billing.usage_stats(
         session, ctx, account_id=account_id, start=start, end=end, group_by=group_by
     )
     wants_csv = format == "csv" or (

@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from aihub_billing.accounts.service import accounts
 from aihub_billing.audit.service import audit
 from aihub_billing.errors import BillingError, Forbidden, ValidationFailed
+from aihub_billing.kit.cache import account_scope, touch
 from aihub_billing.kit.context import Context
 from aihub_billing.kit.ids import new_id
 from aihub_billing.kit.periods import day_split
@@ -362,6 +363,8 @@ class UsageTracker:
         inserted = await UsageRepository(session).insert_events(
             EventBatch(account_id, member_id, now, prices.used, rows)
         )
+        if inserted:
+            touch(session, account_scope(account_id))  # cached statistics of the account
         if len(inserted) < len(fresh):  # already stored: a duplicate, priced nothing
             for event_id, result in fresh.items():
                 if event_id not in inserted:
@@ -661,7 +664,6 @@ def _counted_of(member_id: str | None, rows: list[EventRow], inserted: set[str])
 _REJECTIONS: dict[str, type[BillingError]] = {
     e.code: e for e in (UnknownModel, TimestampInFuture, ValidationFailed)
 }
-
 
 
 model_prices = ModelPriceService()
