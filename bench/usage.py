@@ -315,7 +315,7 @@ async def run(*, quick: bool, console: Console) -> list[Result]:
                 for n in range(1 if quick else ROUNDS):
                     ours.append(
                         await _events_per_second(
-                            app, _bodies(batches, f"a{n}"), headers, billing.roll_up_usage
+                            app, _bodies(batches, f"a{n}"), headers, billing.settle_usage_rollups
                         )
                     )
                     bare.append(await _events_per_second(bare_app, _bodies(batches, f"b{n}"), {}))

@@ -21,7 +21,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, inspect, text
 
 from aihub_billing.kit.db import create_engine
-from aihub_billing.models import Base
+from aihub_billing.models import Base, include_in_migrations
 from aihub_billing.service import ROOT, migrate_database
 from tests.backends import throwaway_postgres
 
@@ -62,7 +62,10 @@ def _inspect(url: str, probe: Any) -> Any:
 
 
 def _schema_diff(sync_conn: Connection) -> list[Any]:
-    context = MigrationContext.configure(connection=sync_conn, opts={"compare_type": True})
+    context = MigrationContext.configure(
+        connection=sync_conn,
+        opts={"compare_type": True, "include_object": include_in_migrations},
+    )
     return list(compare_metadata(context, Base.metadata))
 
 

@@ -28,6 +28,7 @@ import aihub_billing.jobs.tasks
 import aihub_billing.notifications.tasks
 import aihub_billing.quota.tasks
 import aihub_billing.subscriptions.tasks
+import aihub_billing.usage.tasks
 import aihub_billing.webhooks.tasks  # noqa: F401
 from aihub_billing.accounts import schemas as account_schemas
 from aihub_billing.accounts.service import accounts
@@ -292,6 +293,17 @@ class BillingService:
         """One pass of the usage roller (PostgreSQL); returns the new watermark."""
         async with self.transaction() as session:
             return await usage.roll_up(session, self.context())
+
+    async def settle_usage_rollups(self) -> None:
+        """Rolls up until every committed event is in the daily rollups (benchmarks, tests,
+        maintenance). The horizon is the oldest transaction running anywhere in the
+        PostgreSQL cluster, so this waits for those too; callers bound it (asyncio.timeout)."""
+        while True:
+            await self.roll_up_usage()
+            async with self.db.sessions() as session:
+                if await usage.pending_rollup(session) == 0:
+                    return
+            await asyncio.sleep(0.02)
 
     async def run_usage_rollups(self, stop: asyncio.Event) -> None:
         """Rolls stored usage up every `usage_rollup_interval_seconds` until `stop`

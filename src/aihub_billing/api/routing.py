@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import Request, Response
 from fastapi.responses import JSONResponse
@@ -21,6 +21,16 @@ from aihub_billing.errors import PROBLEM_CONTENT_TYPE, BillingError
 from aihub_billing.idempotency.service import Replay, idempotency
 
 REPLAY_HEADER = "Idempotent-Replayed"
+_REPLICA = "__replica_read__"
+Endpoint = TypeVar("Endpoint", bound=Callable[..., Any])
+
+
+def replica_read(endpoint: Endpoint) -> Endpoint:
+    """Marks a read-only listing that may run on the read replica when one is configured
+    (`database_replica_url`): it can trail the primary by the replica's replay lag, so only
+    listings and reports take it, never what a write is decided on or read back by id."""
+    setattr(endpoint, _REPLICA, True)
+    return endpoint
 
 
 class IdempotentReplay(Exception):
@@ -38,10 +48,12 @@ class TransactionalRoute(APIRoute):
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = self.endpoint_handler()
+        on_replica = getattr(self.endpoint, _REPLICA, False)
 
         async def transactional(request: Request) -> Response:
             billing = request.app.state.billing
-            async with billing.db.sessions() as session:
+            sessions = billing.db.read_sessions if on_replica else billing.db.sessions
+            async with sessions() as session:
                 request.state.session = session
                 try:
                     response = await handler(request)

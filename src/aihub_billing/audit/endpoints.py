@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from aihub_billing.api.deps import AdminContext, SessionDep
-from aihub_billing.api.routing import TransactionalRoute
+from aihub_billing.api.routing import TransactionalRoute, replica_read
 from aihub_billing.audit import schemas
 from aihub_billing.audit.service import audit
 from aihub_billing.errors import Forbidden, responses
@@ -17,6 +17,7 @@ router = APIRouter(prefix="/audit-log", tags=["audit"], route_class=Transactiona
 
 
 @router.get("", responses=responses(Forbidden))
+@replica_read
 async def list_audit_log(
     session: SessionDep,
     _ctx: AdminContext,

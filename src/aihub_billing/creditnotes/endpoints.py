@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, status
 
 from aihub_billing.api.deps import AdminContext, BillingDep, ContextDep, Idempotent, SessionDep
-from aihub_billing.api.routing import TransactionalRoute
+from aihub_billing.api.routing import TransactionalRoute, replica_read
 from aihub_billing.creditnotes import schemas
 from aihub_billing.creditnotes.errors import (
     AccountNotFound,
@@ -73,6 +73,7 @@ async def create_credit_note(
 
 
 @router.get("/credit-notes", responses=responses(Forbidden))
+@replica_read
 async def list_credit_notes(
     session: SessionDep,
     ctx: ContextDep,

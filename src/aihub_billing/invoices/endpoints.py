@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query, Response
 
 from aihub_billing.accounts.errors import AccountNotFound
 from aihub_billing.api.deps import AdminContext, BillingDep, ContextDep, Idempotent, SessionDep
-from aihub_billing.api.routing import TransactionalRoute
+from aihub_billing.api.routing import TransactionalRoute, replica_read
 from aihub_billing.documents import InvalidLogo, TemplateFailed, UnknownTemplate, UnsupportedLocale
 from aihub_billing.errors import InvalidRequest, responses
 from aihub_billing.invoices import pdf, schemas
@@ -28,6 +28,7 @@ Status = Literal["draft", "open", "paid", "void", "uncollectible"]
 
 
 @router.get("", responses=responses(AccountNotFound))
+@replica_read
 async def list_invoices(
     session: SessionDep,
     ctx: ContextDep,

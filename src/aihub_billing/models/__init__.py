@@ -23,7 +23,14 @@ from aihub_billing.models.plan import Plan, PlanPrice
 from aihub_billing.models.quota import QuotaNotificationTarget, QuotaOverride, QuotaViolation
 from aihub_billing.models.subscription import Subscription, SubscriptionEvent
 from aihub_billing.models.test_clock import TestClock, TestClockAccount
-from aihub_billing.models.usage import UsageDaily, UsageEvent, UsageRollupState
+from aihub_billing.models.usage import (
+    UsageDaily,
+    UsageEvent,
+    UsageEventKey,
+    UsageRollupState,
+    include_in_migrations,
+    is_usage_partition,
+)
 from aihub_billing.models.webhook import WebhookEvent
 
 __all__ = [
@@ -61,6 +68,9 @@ __all__ = [
     "TestClockAccount",
     "UsageDaily",
     "UsageEvent",
+    "UsageEventKey",
     "UsageRollupState",
+    "include_in_migrations",
+    "is_usage_partition",
     "WebhookEvent",
 ]

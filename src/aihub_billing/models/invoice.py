@@ -13,6 +13,7 @@ from sqlalchemy import (
     BigInteger,
     CheckConstraint,
     ForeignKey,
+    Index,
     Integer,
     LargeBinary,
     String,
@@ -51,6 +52,8 @@ class Invoice(Base):
         # Exactly once: one invoice per subscription, reason and period, whatever reruns.
         UniqueConstraint("subscription_id", "billing_reason", "period_start"),
         UniqueConstraint("series", "sequence"),
+        # Listings by account and status, newest first (status alone has its own index).
+        Index("ix_invoices_account_status", "account_id", "status", "id"),
         CheckConstraint("balance_applied_minor >= 0", name="balance_applied"),
         CheckConstraint("amount_paid_minor >= 0", name="amount_paid"),
         CheckConstraint("amount_credited_minor >= 0", name="amount_credited"),

@@ -28,6 +28,8 @@ class Subscription(Base):
             sqlite_where=text("status != 'canceled'"),
             postgresql_where=text("status <> 'canceled'"),
         ),
+        # Period close and the scheduler look subscriptions up by status.
+        Index("ix_subscriptions_status", "status"),
     )
 
     id: Mapped[str] = id_column()

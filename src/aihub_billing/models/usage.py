@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
@@ -13,11 +14,44 @@ from aihub_billing.models.base import Base, JSONType
 from aihub_billing.models.types import PreciseDecimal
 
 
+class UsageEventKey(Base):
+    """The (account, event id) of every stored event: its primary key counts an event once,
+    forever. It lives apart from usage_events because a key of a table partitioned by month
+    must include the month, and a retry may carry another timestamp."""
+
+    __tablename__ = "usage_event_keys"
+
+    account_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    event_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+
+
+# On PostgreSQL usage_events is partitioned by month of occurred_at: usage_events_default
+# takes what no month holds, and usage_events_yYYYYmMM the months (usage/partitions.py).
+_PARTITION = re.compile(r"^usage_events_(default|y\d{4}m\d{2})$")
+
+
+def is_usage_partition(table_name: str) -> bool:
+    """A partition of usage_events (made by migrations and the scheduler, not the models)."""
+    return _PARTITION.match(table_name) is not None
+
+
+def include_in_migrations(
+    obj: object, name: str | None, type_: str, reflected: bool, compare_to: object
+) -> bool:
+    """Alembic's include_object: the models describe everything but the partitions (and
+    their indexes, which PostgreSQL makes from the parent's)."""
+    table = getattr(obj, "table", obj)
+    table_name = name if type_ == "table" else getattr(table, "name", None)
+    return not (table_name and is_usage_partition(table_name))
+
+
 class UsageEvent(Base):
-    """A recorded event. The primary key (account_id, event_id) counts an event once, forever.
+    """A recorded event, one per UsageEventKey (the key is written first, in the same
+    statement, and an event only when its key is new).
 
     No foreign keys: the account comes from the authenticated key, and a per-row FK check
-    would cost the hot path on every insert.
+    would cost the hot path on every insert. No primary key in the database either (the
+    key table holds it); the mapper identifies rows by (account_id, event_id).
     """
 
     __tablename__ = "usage_events"
@@ -26,8 +60,8 @@ class UsageEvent(Base):
         Index("ix_usage_events_xact", "xact"),
     )
 
-    account_id: Mapped[str] = mapped_column(String(40), primary_key=True)
-    event_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    account_id: Mapped[str] = mapped_column(String(40))
+    event_id: Mapped[str] = mapped_column(String(100))
     usage_type: Mapped[str] = mapped_column(String(16))
     model: Mapped[str | None] = mapped_column(String(100))
     occurred_at: Mapped[datetime]
@@ -52,6 +86,8 @@ class UsageEvent(Base):
     # which the rollup watermark (UsageRollupState) moves past once the event is in
     # usage_daily. NULL where the insert's own transaction kept the rollups (SQLite).
     xact: Mapped[int | None] = mapped_column(BigInteger)
+
+    __mapper_args__ = {"primary_key": [account_id, event_id]}
 
 
 class UsageDaily(Base):

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, status
 
 from aihub_billing.api.deps import BillingDep, ContextDep, Idempotent, SessionDep
-from aihub_billing.api.routing import TransactionalRoute
+from aihub_billing.api.routing import TransactionalRoute, replica_read
 from aihub_billing.errors import Forbidden, responses
 from aihub_billing.kit.pagination import Page
 from aihub_billing.models import Payment
@@ -106,6 +106,7 @@ async def put_payment_settings(
 
 
 @router.get("", responses=responses(Forbidden))
+@replica_read
 async def list_payments(
     session: SessionDep,
     ctx: ContextDep,

@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from aihub_billing.accounts.errors import AccountNotFound
 from aihub_billing.api.deps import AdminContext, BillingDep, ContextDep, Idempotent, SessionDep
-from aihub_billing.api.routing import TransactionalRoute
+from aihub_billing.api.routing import TransactionalRoute, replica_read
 from aihub_billing.auth.service import auth
 from aihub_billing.errors import Forbidden, InvalidRequest, responses
 from aihub_billing.kit.context import Context
@@ -167,6 +167,7 @@ async def get_override(
 
 
 @router.get("/violations", responses=responses(AccountNotFound))
+@replica_read
 async def list_violations(
     session: SessionDep,
     ctx: ContextDep,

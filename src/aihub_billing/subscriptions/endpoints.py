@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Query, status
 
 from aihub_billing.accounts.errors import AccountNotFound
 from aihub_billing.api.deps import BillingDep, ContextDep, Idempotent, SessionDep, require_roles
-from aihub_billing.api.routing import TransactionalRoute
+from aihub_billing.api.routing import TransactionalRoute, replica_read
 from aihub_billing.coupons.errors import CouponNotFound, CouponNotRedeemable
 from aihub_billing.errors import Forbidden, responses
 from aihub_billing.kit.context import Context, Role
@@ -68,6 +68,7 @@ async def current_subscription(
 
 
 @router.get("/history", responses=responses(AccountRequired, AccountNotFound))
+@replica_read
 async def subscription_history(
     session: SessionDep,
     ctx: ContextDep,

@@ -22,6 +22,7 @@ from sqlalchemy import (
     case,
     cast,
     func,
+    insert,
     literal,
     literal_column,
     select,
@@ -32,7 +33,13 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from aihub_billing.models import ModelPrice, UsageDaily, UsageEvent, UsageRollupState
+from aihub_billing.models import (
+    ModelPrice,
+    UsageDaily,
+    UsageEvent,
+    UsageEventKey,
+    UsageRollupState,
+)
 from aihub_billing.usage import histogram
 
 # Rollup dimensions in primary-key order; also the order rollup deltas are upserted in, so
@@ -188,19 +195,29 @@ _PG_UNPACKED = ", ".join(
     for column in EVENT_COLUMNS
 )
 # The events in the order of the array, which the caller sorts by event id: concurrent
-# batches with ids in common wait for each other in one order and cannot deadlock. `xact`
-# (the storing transaction, once per statement) is what the rollup watermark goes by.
-_PG_INSERT = (
-    f"INSERT INTO usage_events ({_COLUMN_LIST}, xact)"
-    f" SELECT {_PG_UNPACKED}, (SELECT CAST(CAST(pg_current_xact_id() AS text) AS bigint))"
-    " FROM jsonb_array_elements(CAST(:rows AS jsonb)) AS e"
+# batches with ids in common wait for each other on the keys in one order and cannot
+# deadlock. `xact` (the storing transaction, once per statement) is what the rollup
+# watermark goes by. The batch is unpacked once (a CTE read twice is materialized).
+_PG_STAGED = (
+    f"WITH staged AS (SELECT {_PG_UNPACKED},"
+    " (SELECT CAST(CAST(pg_current_xact_id() AS text) AS bigint)) AS xact"
+    " FROM jsonb_array_elements(CAST(:rows AS jsonb)) AS e)"
 )
-# Fails as a whole on any id already stored (see _insert_staged).
-_PG_INSERT_NEW_EVENTS = text(_PG_INSERT)
-# Skips the ids already stored and names the new ones, as one array (one row to fetch).
+_KEYS_INSERT = "INSERT INTO usage_event_keys (account_id, event_id) SELECT account_id, event_id"
+# Fails as a whole on any id already stored (see _insert_staged): every key, every event.
+_PG_INSERT_NEW_EVENTS = text(
+    f"{_PG_STAGED}, keys AS ({_KEYS_INSERT} FROM staged)"
+    f" INSERT INTO usage_events ({_COLUMN_LIST}, xact) SELECT {_COLUMN_LIST}, xact FROM staged"
+)
+# Skips the ids already stored: the events whose keys were new, named as one array (one row
+# to fetch).
 _PG_INSERT_EVENTS = text(
-    f"WITH ins AS ({_PG_INSERT} ON CONFLICT (account_id, event_id) DO NOTHING"
-    " RETURNING event_id) SELECT array_agg(event_id) FROM ins"
+    f"{_PG_STAGED}, new AS ({_KEYS_INSERT} FROM staged"
+    " ON CONFLICT (account_id, event_id) DO NOTHING RETURNING event_id),"
+    f" ins AS (INSERT INTO usage_events ({_COLUMN_LIST}, xact)"
+    f" SELECT {', '.join('s.' + c for c in EVENT_COLUMNS)}, s.xact"
+    " FROM staged AS s JOIN new USING (event_id))"
+    " SELECT array_agg(event_id) FROM new"
 )
 # Below this many events the savepoint's two round trips cost more than ON CONFLICT saves
 # (/usage/track sends one).
@@ -266,6 +283,12 @@ _ROLLED = text(
 )
 # For this transaction: group by hash, and no JIT (the cost penalty that steers the planner
 # off sorting would otherwise make it compile the statement: half a second per pass).
+_PARTITIONED = text(
+    "SELECT EXISTS (SELECT 1 FROM pg_partitioned_table p JOIN pg_class c ON c.oid = p.partrelid"
+    " WHERE c.relname = 'usage_events' AND pg_table_is_visible(c.oid))"
+)
+_TABLE_EXISTS = text("SELECT to_regclass(:name) IS NOT NULL")
+_PARTITION_LOCK = text("SELECT pg_advisory_xact_lock(hashtext('usage_events:partitions'))")
 _HASH_ONLY = text("SELECT set_config('enable_sort', 'off', true), set_config('jit', 'off', true)")
 # No state row (an emptied database) is watermark 0: nothing rolled up.
 _WATERMARK = text(
@@ -382,16 +405,23 @@ class UsageRepository:
             return await self._insert_staged(batch)
         records = batch.records()
         inserted: set[str] = set()
-        ordered = sorted(records, key=itemgetter("event_id"))
-        for start in range(0, len(ordered), _SQLITE_CHUNK):
-            chunk = [_orm_keys(record) for record in ordered[start : start + _SQLITE_CHUNK]]
+        for start in range(0, len(batch.rows), _SQLITE_CHUNK):
+            keys = [
+                {"account_id": batch.account_id, "event_id": row[0]}
+                for row in batch.rows[start : start + _SQLITE_CHUNK]
+            ]
             statement = (
-                sqlite_insert(UsageEvent)
-                .values(chunk)
-                .on_conflict_do_nothing(index_elements=["account_id", "event_id"])
-                .returning(UsageEvent.event_id)
+                sqlite_insert(UsageEventKey)
+                .values(keys)
+                .on_conflict_do_nothing()
+                .returning(UsageEventKey.event_id)
             )
             inserted.update((await self.session.execute(statement)).scalars())
+        new = [_orm_keys(r) for r in records if r["event_id"] in inserted]
+        for start in range(0, len(new), _SQLITE_CHUNK):
+            await self.session.execute(
+                insert(UsageEvent).values(new[start : start + _SQLITE_CHUNK])
+            )
         deltas: dict[RollupKey, RollupDelta] = {}
         for row in records:
             if row["event_id"] not in inserted or row["usage_type"] != "api_call":
@@ -467,6 +497,38 @@ class UsageRepository:
         """PostgreSQL: how many events the roller has not added to usage_daily yet."""
         where = await self._past_watermark()
         return int((await self.session.execute(select(func.count()).where(*where))).scalar_one())
+
+    async def partitioned(self) -> bool:
+        """PostgreSQL: whether usage_events is partitioned (it is once migrated)."""
+        return bool((await self.session.execute(_PARTITIONED)).scalar_one())
+
+    async def add_month_partition(self, month: date) -> bool:
+        """PostgreSQL: the partition of usage_events for `month`, unless it exists; returns
+        whether it was made. Events of that month the default partition took meanwhile move
+        into it, in the same transaction."""
+        name = _partition_name(month)
+        await self.session.execute(_PARTITION_LOCK)  # two schedulers: one after the other
+        if (await self.session.execute(_TABLE_EXISTS, {"name": name})).scalar_one():
+            return False
+        bounds = {"start": _midnight(month), "end": _midnight(_next_month(month))}
+        await self.session.execute(
+            text(f"CREATE TABLE {name} (LIKE usage_events INCLUDING DEFAULTS)")
+        )
+        await self.session.execute(
+            text(
+                f"WITH moved AS (DELETE FROM usage_events_default WHERE occurred_at >= :start"
+                f" AND occurred_at < :end RETURNING *) INSERT INTO {name} SELECT * FROM moved"
+            ),
+            bounds,
+        )
+        start, end = (bounds[k].isoformat() for k in ("start", "end"))
+        await self.session.execute(
+            text(
+                f"ALTER TABLE usage_events ATTACH PARTITION {name}"
+                f" FOR VALUES FROM ('{start}') TO ('{end}')"
+            )
+        )
+        return True
 
     async def watermark(self) -> int:
         """PostgreSQL: the rollup watermark (events with `xact` at or above it are not in
@@ -712,6 +774,14 @@ def _group_columns(
     if by_member:
         keys.append(func.coalesce(table.member_id, "").label("member_id"))
     return keys
+
+
+def _partition_name(month: date) -> str:
+    return f"usage_events_y{month.year:04d}m{month.month:02d}"
+
+
+def _next_month(month: date) -> date:
+    return date(month.year + month.month // 12, month.month % 12 + 1, 1)
 
 
 def _midnight(day: date) -> datetime:

@@ -42,6 +42,8 @@ from aihub_billing.usage.storage import gb_months
 
 MAX_CLOCK_SKEW = timedelta(minutes=5)
 MAX_STATS_DAYS = 366
+# Months of usage_events partitions kept ready ahead of the current one (PostgreSQL).
+PARTITION_MONTHS_AHEAD = 3
 _EVENT: TypeAdapter[dict[str, Any]] = TypeAdapter(schemas.UsageEventFields)
 _EVENTS: TypeAdapter[list[dict[str, Any]]] = TypeAdapter(list[schemas.UsageEventFields])
 _BATCH = TypeAdapter(schemas.UsageBatchEvents)
@@ -387,6 +389,26 @@ class UsageTracker:
         if session.get_bind().dialect.name != "postgresql":
             return None
         return await repo.roll_up(ctx.clock.now())
+
+    async def pending_rollup(self, session: AsyncSession) -> int:
+        """Stored events not in the daily rollups yet (PostgreSQL; 0 on SQLite)."""
+        if session.get_bind().dialect.name != "postgresql":
+            return 0
+        return await UsageRepository(session).pending()
+
+    async def add_partitions(self, session: AsyncSession, ctx: Context) -> list[date]:
+        """PostgreSQL: the monthly partitions of usage_events from this month through
+        PARTITION_MONTHS_AHEAD ahead, where missing; returns the months made."""
+        repo = UsageRepository(session)
+        if session.get_bind().dialect.name != "postgresql" or not await repo.partitioned():
+            return []
+        month = ctx.clock.now().date().replace(day=1)
+        made = []
+        for _ in range(PARTITION_MONTHS_AHEAD + 1):
+            if await repo.add_month_partition(month):
+                made.append(month)
+            month = (month + timedelta(days=32)).replace(day=1)
+        return made
 
     async def stats(
         self,
