@@ -18,7 +18,7 @@ from aihub_billing.models import IdempotencyRecord
 from aihub_billing.service import BillingService
 from tests.jobs.support import all_jobs, get_job, make_job
 
-BUILTIN = ["idempotency.purge", "jobs.prune"]
+BUILTIN = ["idempotency.purge", "jobs.prune", "usage.partitions"]
 S = timedelta(seconds=1)
 
 

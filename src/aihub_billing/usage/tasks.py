@@ -13,7 +13,7 @@ from aihub_billing.usage.service import usage
 log = structlog.get_logger("aihub_billing.usage")
 
 
-@registry.every(timedelta(hours=6), "usage.partitions")
+@registry.every(timedelta(hours=1), "usage.partitions")
 async def add_partitions(session: AsyncSession, run: JobRun) -> None:
     """Keeps the monthly partitions of usage_events made ahead (PostgreSQL)."""
     made = await usage.add_partitions(session, run.ctx)
