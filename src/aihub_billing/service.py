@@ -474,47 +474,55 @@ class BillingService:
         self, groups: Sequence[tuple[str, Sequence[dict[str, Any]]]]
     ) -> list[usage_schemas.UsageBatchResult]:
         """Records each (account id, events) group as POST /usage/batch would for a key of that
-        account (validated one by one, counted once per event id, fed to the quota counters),
-        all groups in one transaction; one result per group."""
-        # In-process counters belong to one process: this one's would die with it unseen, so
-        # only shared (Redis) counters are fed; servers without Redis rebuild at start.
-        counter = self.quota if self.redis is not None else None
+        account (validated one by one, counted once per event id), all groups in one
+        transaction; one result per group.
+
+        The quota counters are not fed here: they add every new call to the current period
+        whatever its timestamp, and imported usage is mostly older. Rebuild the accounts'
+        counters from the stored usage afterwards (rebuild_quota), which counts by period."""
         results = []
         async with self.transaction() as session:
             for account_id, events in groups:
                 ctx = self.context(Actor(role=Role.SYSTEM, account_id=account_id))
-                results.append(await usage.record(session, ctx, events, counter))
+                results.append(await usage.record(session, ctx, events))
         return results
 
     async def rebuild_quota(
         self,
         *,
-        account_id: str | None = None,
+        account_ids: Sequence[str] | None = None,
         on_start: Callable[[int], None] | None = None,
         on_account: Callable[[str, bool], None] | None = None,
     ) -> QuotaRebuild:
-        """Sets the live quota counters of one account or of every active one to the usage
-        stored in their current period (live reservations stay counted). `on_start(total)`
-        comes first, then `on_account(account_id, rebuilt)` after each one."""
+        """Sets the live quota counters of the given accounts (default: every active one) to
+        the usage stored in their current period; live reservations stay counted.
+        `on_start(total)` comes first, then `on_account(account_id, rebuilt)` after each one.
+
+        A call recorded while its account is rebuilt can be missed (counted in the counters
+        before its transaction commits, overwritten by a rebuild that read before the commit):
+        the next rebuild counts it."""
         ctx = self.context()
         async with self.db.sessions() as session:
-            if account_id is not None:
+            if account_ids is None:
+                total = await self.quota.active_accounts(session)
                 if on_start is not None:
-                    on_start(1)
-                rebuilt = await self.quota.rebuild(session, ctx, account_id, force=True)
-                if on_account is not None:
-                    on_account(account_id, rebuilt)
-                return QuotaRebuild(1, int(rebuilt))
-            total = await self.quota.active_accounts(session)
+                    on_start(total)
+                done = 0
+
+                def step(account_id: str, rebuilt: bool) -> None:
+                    nonlocal done
+                    done += 1
+                    if on_account is not None:
+                        on_account(account_id, rebuilt)
+
+                rebuilt = await self.quota.rebuild_accounts(session, ctx, on_account=step)
+                return QuotaRebuild(done, rebuilt)
             if on_start is not None:
-                on_start(total)
-            done = 0
-
-            def step(account: str, rebuilt: bool) -> None:
-                nonlocal done
-                done += 1
+                on_start(len(account_ids))
+            rebuilt = 0
+            for account_id in account_ids:
+                written = await self.quota.rebuild(session, ctx, account_id, force=True)
+                rebuilt += written
                 if on_account is not None:
-                    on_account(account, rebuilt)
-
-            rebuilt_count = await self.quota.rebuild_accounts(session, ctx, on_account=step)
-            return QuotaRebuild(done, rebuilt_count)
+                    on_account(account_id, written)
+            return QuotaRebuild(len(account_ids), rebuilt)

@@ -4,6 +4,7 @@ recent invoices), from BillingService.account_overview."""
 from __future__ import annotations
 
 from collections import defaultdict
+from datetime import timedelta
 from decimal import Decimal
 from typing import Annotated
 
@@ -12,7 +13,7 @@ from rich.table import Table
 
 from aihub_billing.cli.common import console, run
 from aihub_billing.cli.formats import Formats
-from aihub_billing.invoices.schemas import InvoiceSummary
+from aihub_billing.cli.invoices import invoice_table
 from aihub_billing.service import AccountOverview, BillingService
 
 
@@ -89,7 +90,7 @@ def _quota(o: AccountOverview, fmt: Formats, counters: str) -> Table:
         table = _fields("Quota")
         table.add_row("counters", f"unavailable ({o.quota_error})")
         return table
-    table = Table("limit", "used", "limit", "remaining", "policy", title=f"Quota ({counters})")
+    table = Table("counter", "used", "limit", "remaining", "policy", title=f"Quota ({counters})")
     table.title_justify = "left"
     for name, used, limit, remaining, policy in (
         ("calls / period", q.used_calls, q.limit_calls, q.remaining_calls, q.calls_policy),
@@ -123,7 +124,7 @@ def _usage(o: AccountOverview, fmt: Formats) -> Table:
         "cached",
         "output tokens",
         "cost",
-        title=f"Usage this month ({stats.start} to {stats.end}, exclusive; UTC days)",
+        title=f"Usage this month (UTC days {stats.start} – {stats.end - timedelta(days=1)})",
         title_justify="left",
     )
     requests: dict[str, int] = defaultdict(int)
@@ -161,36 +162,4 @@ def _balance(o: AccountOverview, fmt: Formats) -> Table:
         table.add_row(b.currency, fmt.money(b.amount_minor, b.currency))
     if not balances:
         table.add_row("credit", fmt.money(0, o.account.currency))
-    return table
-
-
-def invoice_table(
-    rows: list[InvoiceSummary], fmt: Formats, *, title: str, with_account: bool = True
-) -> Table:
-    """Invoices as `invoices list` and `accounts show` print them."""
-    table = Table(title=title, title_justify="left")
-    # Numbers and ids are what an operator copies: never cut or wrapped.
-    table.add_column("number", no_wrap=True, min_width=15)
-    table.add_column("id", no_wrap=True, min_width=30)
-    if with_account:
-        table.add_column("account", no_wrap=True, min_width=31)
-    table.add_column("status")
-    table.add_column("total", justify="right", no_wrap=True)
-    table.add_column("amount due", justify="right", no_wrap=True)
-    # On a narrow terminal these wrap between their dates rather than lose digits.
-    table.add_column("period", min_width=12)
-    table.add_column("created (UTC)", min_width=10)
-    for inv in rows:
-        table.add_row(
-            inv.number or "(draft)",
-            inv.id or "-",
-            *([inv.account_id] if with_account else []),
-            inv.status,
-            fmt.money(inv.total_minor, inv.currency),
-            fmt.money(inv.amount_due_minor, inv.currency),
-            fmt.period(inv.period_start, inv.period_end),
-            fmt.time(inv.created_at).removesuffix(" UTC"),
-        )
-    if not rows:
-        table.caption = "no invoices"
     return table

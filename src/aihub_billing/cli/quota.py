@@ -31,7 +31,7 @@ def rebuild(
         ) as bar:
             task = bar.add_task("accounts", total=None)
             return await billing.rebuild_quota(
-                account_id=account,
+                account_ids=None if account is None else [account],
                 on_start=lambda total: bar.update(task, total=total),
                 on_account=lambda _id, _rebuilt: bar.advance(task),
             )

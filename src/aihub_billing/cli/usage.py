@@ -17,6 +17,7 @@ from rich.table import Table
 
 from aihub_billing.cli.common import console, fail, progress, run
 from aihub_billing.cli.formats import Formats
+from aihub_billing.errors import BillingError
 from aihub_billing.service import BillingService
 from aihub_billing.usage.files import FileRow, Format, UsageFile, UsageFileError
 
@@ -47,6 +48,9 @@ class ImportOutcome:
     cost: dict[str, Decimal] = field(default_factory=lambda: defaultdict(Decimal))
     rejections: list[Rejection] = field(default_factory=list)  # the first SHOWN_REJECTIONS
     stopped: str | None = None  # why the file could not be read to its end
+    accounts: set[str] = field(default_factory=set)  # those with accepted events
+    counters: str = ""  # what became of their quota counters
+    counters_failed: bool = False
 
     def reject(self, rejection: Rejection) -> None:
         self.rejected += 1
@@ -98,14 +102,38 @@ def import_usage(
             if account is not None:
                 await billing.account(account)  # unknown: the command fails, nothing read
             outcome = await _import(billing, usage_file, account, batch_size)
+            await _rebuild_counters(billing, outcome)
             return outcome, Formats(billing.config.documents.locale)
 
         outcome, formats = run(work)
     _report(outcome, formats)
     if outcome.stopped is not None:
         fail(f"{file}: {outcome.stopped}; the batches before it are committed, re-run when fixed")
-    if outcome.rejected:
+    if outcome.rejected or outcome.counters_failed:
         raise typer.Exit(1)
+
+
+async def _rebuild_counters(billing: BillingService, outcome: ImportOutcome) -> None:
+    """The imported usage reaches the live quota counters by period: a rebuild of each
+    account that got some (BillingService.record_usage says why batches do not feed them)."""
+    if not outcome.accounts:
+        return
+    if billing.config.redis_url is None:
+        outcome.counters = (
+            "quota counters are each server's own (no Redis): a server counts this usage "
+            "from its next start"
+        )
+        return
+    try:
+        done = await billing.rebuild_quota(account_ids=sorted(outcome.accounts))
+    except BillingError as exc:
+        outcome.counters_failed = True
+        outcome.counters = (
+            f"quota counters not rebuilt ({exc.code}: {exc.detail}): "
+            "run `aihub-billing quota rebuild` once the counters are reachable"
+        )
+        return
+    outcome.counters = f"quota counters of {done.accounts:,} account(s) rebuilt from stored usage"
 
 
 async def _import(
@@ -157,7 +185,9 @@ async def _record(
             (acct, [r.event for r in rows if r.event is not None]) for acct, rows in groups.items()
         ]
         results = await billing.record_usage(events)
-        for rows, result in zip(groups.values(), results, strict=True):
+        for (acct, rows), result in zip(groups.items(), results, strict=True):
+            if result.accepted:
+                outcome.accounts.add(acct)
             outcome.accepted += result.accepted
             outcome.duplicates += result.duplicates
             for row, event in zip(rows, result.results, strict=True):
@@ -178,6 +208,8 @@ def _report(outcome: ImportOutcome, fmt: Formats) -> None:
     if outcome.cost:
         costs = ", ".join(fmt.cost(c, cur) for cur, c in sorted(outcome.cost.items()))
         console.print(f"cost of the accepted events: {costs}")
+    if outcome.counters:
+        console.print(outcome.counters)
     if not outcome.rejections:
         return
     table = Table("line", "event id", "code", "detail", title="Rejected rows", title_justify="left")
