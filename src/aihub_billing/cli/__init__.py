@@ -4,7 +4,6 @@ plans, invoices, usage import, quota rebuild."""
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 from datetime import UTC, datetime
 from typing import Annotated
@@ -212,8 +211,3 @@ def plans_list() -> None:
 
 def _limit(value: int | None) -> str:
     return "unlimited" if value is None else f"{value:,}"
-
-
-if __name__ == "__main__":  # pragma: no cover
-    os.environ.setdefault("AIHUB_BILLING_ENVIRONMENT", "development")
-    app()
