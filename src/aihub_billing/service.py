@@ -6,7 +6,7 @@ It owns the runtime parts (config, clock, database, Redis) and composes the doma
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -31,6 +31,7 @@ import aihub_billing.subscriptions.tasks
 import aihub_billing.usage.tasks
 import aihub_billing.webhooks.tasks  # noqa: F401
 from aihub_billing.accounts import schemas as account_schemas
+from aihub_billing.accounts.errors import AccountNotFound
 from aihub_billing.accounts.service import accounts
 from aihub_billing.auth.keys import digest
 from aihub_billing.auth.repository import ApiKeyRepository
@@ -43,18 +44,23 @@ from aihub_billing.caching import (
 )
 from aihub_billing.collection.service import DunningPolicy
 from aihub_billing.config import BillingConfig
+from aihub_billing.creditnotes import schemas as balance_schemas
+from aihub_billing.creditnotes.service import credit_notes
+from aihub_billing.invoices import schemas as invoice_schemas
 from aihub_billing.invoices.service import CloseOutcome, invoices
 from aihub_billing.jobs.worker import Worker
 from aihub_billing.kit.cache import PLANS_SCOPE, Cache, MemoryCache, RedisCache, account_scope
 from aihub_billing.kit.clock import Clock, SystemClock
-from aihub_billing.kit.context import SYSTEM, Actor, Context
+from aihub_billing.kit.context import SYSTEM, Actor, Context, Role
 from aihub_billing.kit.db import CACHE_INFO, Database, open_database
 from aihub_billing.models import Account, ApiKey
 from aihub_billing.payments.providers.base import PaymentProcessor
 from aihub_billing.payments.providers.registry import ProcessorRegistry
 from aihub_billing.plans import schemas as plan_schemas
 from aihub_billing.plans.service import plans
+from aihub_billing.quota import schemas as quota_schemas
 from aihub_billing.quota.engine import QuotaEngine
+from aihub_billing.quota.errors import QuotaUnavailable
 from aihub_billing.quota.memory_engine import MemoryQuotaEngine
 from aihub_billing.quota.redis_engine import RedisQuotaEngine
 from aihub_billing.quota.service import QuotaManager, StoredUsageSource
@@ -98,6 +104,25 @@ class Bootstrap:
     admin_secret: str | None = None
     admin_key_from_env: bool = False
     model_prices_created: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class AccountOverview:
+    """One account as the operator looks at it (`aihub-billing accounts show`)."""
+
+    account: account_schemas.Account
+    plan: subscription_schemas.CurrentPlan
+    quota: quota_schemas.QuotaStatus | None
+    quota_error: str | None  # why `quota` is missing (the counter store is unreachable)
+    usage: usage_schemas.UsageStats  # this month so far, per model
+    balance: balance_schemas.AccountBalance
+    invoices: list[invoice_schemas.InvoiceSummary]  # newest first
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaRebuild:
+    accounts: int
+    rebuilt: int
 
 
 class BillingService:
@@ -460,3 +485,143 @@ class BillingService:
     async def list_plans(self) -> list[plan_schemas.Plan]:
         async with self.db.sessions() as session:
             return await plans.catalog(session)
+
+    async def account(self, account_id: str) -> account_schemas.Account:
+        """The account, or AccountNotFound."""
+        async with self.db.sessions() as session:
+            found = await accounts.get(session, self.context(), account_id)
+            return account_schemas.Account.model_validate(found)
+
+    async def known_accounts(self, account_ids: Iterable[str]) -> set[str]:
+        """Those of `account_ids` that exist."""
+        known = set()
+        async with self.db.sessions() as session:
+            for account_id in set(account_ids):
+                try:
+                    await accounts.get(session, self.context(), account_id)
+                except AccountNotFound:
+                    continue
+                known.add(account_id)
+        return known
+
+    async def account_overview(self, account_id: str, *, recent: int = 5) -> AccountOverview:
+        """The account, its plan and period, quota counters, this month's usage per model,
+        its balance and its `recent` newest invoices, each from its domain's service."""
+        ctx = self.context()
+        async with self.db.sessions() as session:
+            account = await accounts.get(session, ctx, account_id)
+            plan = await subscriptions_service.subscriptions.current(session, ctx, account_id)
+            quota: quota_schemas.QuotaStatus | None = None
+            quota_error = None
+            try:
+                quota = await self.quota.status(session, ctx, account_id)
+            except QuotaUnavailable as exc:  # counters unreachable: show the rest anyway
+                quota_error = f"{exc.code}: {exc.detail}"
+            stats = await usage.stats(
+                session, ctx, account_id=account_id, start=None, end=None, group_by="model"
+            )
+            balance = await credit_notes.account_balance(session, ctx, account_id)
+            latest, _ = await invoices.page(
+                session,
+                ctx,
+                account_id=account_id,
+                status=None,
+                subscription_id=None,
+                period_from=None,
+                period_to=None,
+                cursor=None,
+                limit=recent,
+            )
+        return AccountOverview(
+            account=account_schemas.Account.model_validate(account),
+            plan=plan,
+            quota=quota,
+            quota_error=quota_error,
+            usage=stats,
+            balance=balance,
+            invoices=latest,
+        )
+
+    async def list_invoices(
+        self, *, account_id: str | None = None, status: str | None = None, limit: int = 50
+    ) -> list[invoice_schemas.InvoiceSummary]:
+        """Up to `limit` invoices, newest first, walking the API's keyset pages."""
+        ctx = self.context()
+        found: list[invoice_schemas.InvoiceSummary] = []
+        cursor = None
+        async with self.db.sessions() as session:
+            if account_id is not None:
+                await accounts.get(session, ctx, account_id)  # unknown: AccountNotFound
+            while len(found) < limit:
+                page, cursor = await invoices.page(
+                    session,
+                    ctx,
+                    account_id=account_id,
+                    status=status,
+                    subscription_id=None,
+                    period_from=None,
+                    period_to=None,
+                    cursor=cursor,
+                    limit=limit - len(found),
+                )
+                found += page
+                if cursor is None:
+                    break
+        return found
+
+    async def record_usage(
+        self, groups: Sequence[tuple[str, Sequence[dict[str, Any]]]]
+    ) -> list[usage_schemas.UsageBatchResult]:
+        """Records each (account id, events) group as POST /usage/batch would for a key of that
+        account (validated one by one, counted once per event id), all groups in one
+        transaction; one result per group.
+
+        The quota counters are not fed here: they add every new call to the current period
+        whatever its timestamp, and imported usage is mostly older. Rebuild the accounts'
+        counters from the stored usage afterwards (rebuild_quota), which counts by period."""
+        results = []
+        async with self.transaction() as session:
+            for account_id, events in groups:
+                ctx = self.context(Actor(role=Role.SYSTEM, account_id=account_id))
+                results.append(await usage.record(session, ctx, events))
+        return results
+
+    async def rebuild_quota(
+        self,
+        *,
+        account_ids: Sequence[str] | None = None,
+        on_start: Callable[[int], None] | None = None,
+        on_account: Callable[[str, bool], None] | None = None,
+    ) -> QuotaRebuild:
+        """Sets the live quota counters of the given accounts (default: every active one) to
+        the usage stored in their current period; live reservations stay counted.
+        `on_start(total)` comes first, then `on_account(account_id, rebuilt)` after each one.
+
+        A call recorded while its account is rebuilt can be missed (counted in the counters
+        before its transaction commits, overwritten by a rebuild that read before the commit):
+        the next rebuild counts it."""
+        ctx = self.context()
+        async with self.db.sessions() as session:
+            if account_ids is None:
+                total = await self.quota.active_accounts(session)
+                if on_start is not None:
+                    on_start(total)
+                done = 0
+
+                def step(account_id: str, rebuilt: bool) -> None:
+                    nonlocal done
+                    done += 1
+                    if on_account is not None:
+                        on_account(account_id, rebuilt)
+
+                rebuilt = await self.quota.rebuild_accounts(session, ctx, on_account=step)
+                return QuotaRebuild(done, rebuilt)
+            if on_start is not None:
+                on_start(len(account_ids))
+            rebuilt = 0
+            for account_id in account_ids:
+                written = await self.quota.rebuild(session, ctx, account_id, force=True)
+                rebuilt += written
+                if on_account is not None:
+                    on_account(account_id, written)
+            return QuotaRebuild(len(account_ids), rebuilt)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from aihub_billing.models import Account, QuotaNotificationTarget, QuotaOverride, QuotaViolation
@@ -24,6 +24,12 @@ class QuotaRepository:
     async def account_exists(self, account_id: str) -> bool:
         result = await self.session.execute(select(Account.id).where(Account.id == account_id))
         return result.scalar_one_or_none() is not None
+
+    async def active_accounts(self) -> int:
+        result = await self.session.execute(
+            select(func.count()).select_from(Account).where(Account.status == "active")
+        )
+        return int(result.scalar_one())
 
     async def account_ids(self, *, after_id: str | None, limit: int) -> list[str]:
         query = select(Account.id).where(Account.status == "active").order_by(Account.id)

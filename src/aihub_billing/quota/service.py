@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -598,7 +598,11 @@ class QuotaManager:
     ) -> bool:
         """Loads the period's counters from the usage source; True when it wrote them."""
         resolved = await self.limits(session, ctx, account_id)
-        return await self._rebuild(resolved, ctx.clock.now(), force=force)
+        try:
+            return await self._rebuild(resolved, ctx.clock.now(), force=force)
+        except EngineUnavailable as exc:
+            self._backend_errors.inc()
+            raise QuotaUnavailable(str(exc), headers={"Retry-After": "1"}) from exc
 
     async def _rebuild(self, resolved: ResolvedLimits, now: datetime, force: bool = False) -> bool:
         key = (resolved.account_id, resolved.period_key)
@@ -631,6 +635,24 @@ class QuotaManager:
 
     async def rebuild_missing(self, session: AsyncSession, ctx: Context) -> int:
         """At start-up: rebuilds every active account whose counters are missing."""
+        return await self.rebuild_accounts(session, ctx, missing_only=True)
+
+    async def active_accounts(self, session: AsyncSession) -> int:
+        """How many accounts rebuild_accounts goes through."""
+        return await QuotaRepository(session).active_accounts()
+
+    async def rebuild_accounts(
+        self,
+        session: AsyncSession,
+        ctx: Context,
+        *,
+        missing_only: bool = False,
+        on_account: Callable[[str, bool], None] | None = None,
+    ) -> int:
+        """Loads the current period's counters of every active account from the stored usage
+        (live reservations stay counted); with `missing_only`, only where they are missing,
+        otherwise replacing what they hold. `on_account(account_id, written)` follows each
+        account; returns how many were written."""
         repo = QuotaRepository(session)
         rebuilt, after = 0, None
         while True:
@@ -639,8 +661,22 @@ class QuotaManager:
                 return rebuilt
             for account_id in ids:
                 resolved = await self.limits(session, ctx, account_id)
-                if not await self.engine.is_loaded(account_id, resolved.period_key):
-                    rebuilt += await self._rebuild(resolved, ctx.clock.now())
+                written = False
+                try:
+                    if not (
+                        missing_only
+                        and await self.engine.is_loaded(account_id, resolved.period_key)
+                    ):
+                        written = await self._rebuild(
+                            resolved, ctx.clock.now(), force=not missing_only
+                        )
+                        self._stale.discard(account_id)
+                except EngineUnavailable as exc:
+                    self._backend_errors.inc()
+                    raise QuotaUnavailable(str(exc), headers={"Retry-After": "1"}) from exc
+                rebuilt += written
+                if on_account is not None:
+                    on_account(account_id, written)
             after = ids[-1]
 
     # violations and notifications (buffered; `flush` writes them)

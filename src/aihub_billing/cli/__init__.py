@@ -1,52 +1,43 @@
 """The operator CLI (Typer): serve, migrate, worker, seed, close-period, accounts, api-keys,
-plans."""
+plans, invoices, usage import, quota rebuild."""
 
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Annotated, TypeVar
+from typing import Annotated
 
 import typer
 import uvicorn
-from rich.console import Console
-from rich.progress import Progress
 from rich.table import Table
 
 from aihub_billing.accounts.schemas import AccountCreate
+from aihub_billing.cli import accounts, invoices, quota, usage
+from aihub_billing.cli.common import console, progress, run
 from aihub_billing.config import BillingConfig, redacted_database_url
-from aihub_billing.errors import BillingError
 from aihub_billing.invoices.service import CloseOutcome
-from aihub_billing.kit.logs import configure_logging
 from aihub_billing.service import BillingService, Bootstrap, migrate_database
+
+__all__ = ["app", "console"]
 
 app = typer.Typer(help="aihub-billing: billing and quota for paid AI APIs.", no_args_is_help=True)
 accounts_app = typer.Typer(help="Accounts.", no_args_is_help=True)
 keys_app = typer.Typer(help="API keys.", no_args_is_help=True)
 plans_app = typer.Typer(help="The plan catalog.", no_args_is_help=True)
+invoices_app = typer.Typer(help="Invoices.", no_args_is_help=True)
+usage_app = typer.Typer(help="Usage events.", no_args_is_help=True)
+quota_app = typer.Typer(help="Live quota counters.", no_args_is_help=True)
 app.add_typer(accounts_app, name="accounts")
 app.add_typer(keys_app, name="api-keys")
 app.add_typer(plans_app, name="plans")
-
-# soft_wrap: keys and URLs stay on one line, so they can be copied.
-console = Console(soft_wrap=True)
-T = TypeVar("T")
-
-
-def _run(work: Callable[[BillingService], Awaitable[T]]) -> T:
-    async def main() -> T:
-        config = BillingConfig()
-        configure_logging(config.log_level, json=config.log_json)
-        billing = BillingService(config)
-        try:
-            return await work(billing)
-        finally:
-            await billing.close()
-
-    return asyncio.run(main())
+app.add_typer(invoices_app, name="invoices")
+app.add_typer(usage_app, name="usage")
+app.add_typer(quota_app, name="quota")
+accounts_app.command("show")(accounts.show)
+invoices_app.command("list")(invoices.list_invoices)
+usage_app.command("import")(usage.import_usage)
+quota_app.command("rebuild")(quota.rebuild)
 
 
 def _migrate(config: BillingConfig) -> None:
@@ -87,7 +78,7 @@ def migrate() -> None:
 @app.command()
 def seed() -> None:
     """Seed the default plans and make sure an operator key exists."""
-    _report_bootstrap(_run(lambda b: b.bootstrap()), "127.0.0.1", 8000)
+    _report_bootstrap(run(lambda b: b.bootstrap()), "127.0.0.1", 8000)
 
 
 @app.command()
@@ -99,7 +90,7 @@ def serve(
     """Migrate, seed, and serve the API (with the embedded job worker on SQLite)."""
     config = BillingConfig()
     _migrate(config)
-    _report_bootstrap(_run(lambda b: b.bootstrap()), host, port)
+    _report_bootstrap(run(lambda b: b.bootstrap()), host, port)
     worker_note = "embedded job worker" if config.run_embedded_worker() else "no embedded worker"
     console.print(
         f"[bold]serve[/] http://{host}:{port}  (docs: http://{host}:{port}/docs; "
@@ -138,7 +129,7 @@ def worker(
         await runner.run(stop)
         await rollups
 
-    _run(work)
+    run(work)
 
 
 @app.command("close-period")
@@ -156,21 +147,17 @@ def close_period(
     console.print(f"[bold]close-period[/] {scope}, periods ended by {at or 'now'}")
 
     async def work(billing: BillingService) -> CloseOutcome:
-        with Progress(console=console, transient=True) as progress:
-            task = progress.add_task("subscriptions", total=None)
+        with progress() as bar:
+            task = bar.add_task("subscriptions", total=None)
 
             def step(done: CloseOutcome, total: int) -> None:
-                progress.update(task, total=total, advance=done.subscriptions)
+                bar.update(task, total=total, advance=done.subscriptions)
 
             return await billing.close_period(
                 account_id=account, at=at, batch_size=batch_size, on_batch=step
             )
 
-    try:
-        outcome = _run(work)
-    except BillingError as exc:
-        console.print(f"[red]{exc.code}: {exc.detail or exc.title}[/]")
-        raise typer.Exit(2) from exc
+    outcome = run(work)
     console.print(
         f"subscriptions {outcome.subscriptions}: renewed {outcome.renewed}, "
         f"invoices created {outcome.created}, already there {outcome.existing}, "
@@ -186,7 +173,7 @@ def accounts_create(
 ) -> None:
     """Create an account."""
     data = AccountCreate(name=name, email=email, currency=currency)
-    account = _run(lambda b: b.create_account(data))
+    account = run(lambda b: b.create_account(data))
     console.print(f"account {account.id} ({account.name}, {account.currency})")
 
 
@@ -198,7 +185,7 @@ def api_keys_create(
 ) -> None:
     """Issue an API key; the secret is printed once."""
     try:
-        key, secret = _run(lambda b: b.issue_api_key(account_id=account, role=role, name=name))
+        key, secret = run(lambda b: b.issue_api_key(account_id=account, role=role, name=name))
     except ValueError as exc:
         console.print(f"[red]{exc}[/]")
         raise typer.Exit(2) from exc
@@ -209,7 +196,7 @@ def api_keys_create(
 def plans_list() -> None:
     """The current version of every active plan."""
     table = Table("code", "version", "name", "prices", "api calls / mo", "tokens / mo")
-    for plan in _run(lambda b: b.list_plans()):
+    for plan in run(lambda b: b.list_plans()):
         prices = ", ".join(f"{p.amount} {p.currency}/{p.billing_cycle}" for p in plan.prices)
         table.add_row(
             plan.code,
@@ -224,8 +211,3 @@ def plans_list() -> None:
 
 def _limit(value: int | None) -> str:
     return "unlimited" if value is None else f"{value:,}"
-
-
-if __name__ == "__main__":  # pragma: no cover
-    os.environ.setdefault("AIHUB_BILLING_ENVIRONMENT", "development")
-    app()
