@@ -49,21 +49,61 @@ def _stderr_logger(*_args: Any) -> structlog.PrintLogger:
     return structlog.PrintLogger(sys.stderr)
 
 
+class _StderrHandler(logging.Handler):
+    """The standard library's records (uvicorn, libraries), rendered as ours; sys.stderr is
+    resolved per record, as for structlog's loggers."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            sys.stderr.write(self.format(record) + "\n")
+        except Exception:
+            self.handleError(record)
+
+
+class _NotTheServersCopy(logging.Filter):
+    """Drops the ASGI server's report of an exception that left the app: the app's error
+    handler logged it already (`request.unhandled`), masked and with its request id."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (
+            record.name == "uvicorn.error"
+            and str(record.msg).startswith("Exception in ASGI application")
+        )
+
+
 def configure_logging(level: str = "INFO", *, json: bool = False) -> None:
-    processors: list[Any] = [
+    shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
-        mask_secrets,
-        structlog.processors.format_exc_info,
     ]
+    # Masked after format_exc_info, so an exception's text is masked too.
+    final: list[Any] = [structlog.processors.format_exc_info, mask_secrets]
     renderer: Any = (
         structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
     )
     structlog.configure(
-        processors=[*processors, renderer],
+        processors=[*shared, *final, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
         # Resolve sys.stderr when a logger is made, not once: it may be swapped (tests, daemons).
         logger_factory=_stderr_logger,
         cache_logger_on_first_use=False,
     )
+    # Records of the standard library's loggers that reach the root (their own levels decide
+    # which do) come out in the same format: one JSON object per line with `json`.
+    handler = _StderrHandler()
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                *final,
+                renderer,
+            ],
+        )
+    )
+    handler.addFilter(_NotTheServersCopy())
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if isinstance(h, _StderrHandler)]:
+        root.removeHandler(old)
+    root.addHandler(handler)
