@@ -91,7 +91,7 @@ def create_app(
         generate_unique_id_function=_operation_id,
     )
     # Added last, runs first: the access line is written with the request id still bound.
-    app.add_middleware(AccessMiddleware)
+    app.add_middleware(AccessMiddleware, log_requests=config.access_log)
     app.add_middleware(RequestIdMiddleware)
     problems.install(app)
 

@@ -76,6 +76,17 @@ async def test_each_request_writes_one_access_line_with_its_request_id(
     assert all(line.get("request_id") for line in logged), logged
 
 
+async def test_the_access_line_can_be_left_to_a_proxy(
+    sqlite_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = make_config(sqlite_url, log_json=True, access_log=False)
+    async with serving(BillingService(config)) as client:
+        capsys.readouterr()
+        assert (await client.get(f"{API}/plans")).status_code == 401
+        assert "http.request" not in capsys.readouterr().err
+        assert 'route="/api/v1/billing/plans"' in (await client.get("/metrics")).text
+
+
 async def test_secrets_sent_with_requests_never_reach_the_logs(
     client: httpx.AsyncClient, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -22,8 +22,9 @@ _QUIET = frozenset({"/healthz", "/readyz", "/metrics"})
 
 
 class AccessMiddleware:
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, *, log_requests: bool = True) -> None:
         self.app = app
+        self.log_requests = log_requests
         # id(route) -> (prefix, template). Routes live as long as the app (and so this map).
         self._templates: dict[int, tuple[str, str]] = {}
 
@@ -50,13 +51,14 @@ class AccessMiddleware:
             route = self.template(scope)
             method = scope["method"] if scope["method"] in _METHODS else "OTHER"
             HTTP_REQUEST_DURATION.labels(route, method, f"{status // 100}xx").observe(elapsed)
-            (log.debug if route in _QUIET else log.info)(
-                "http.request",
-                method=method,
-                route=route,
-                status=status,
-                duration_ms=round(elapsed * 1000, 2),
-            )
+            if self.log_requests:
+                (log.debug if route in _QUIET else log.info)(
+                    "http.request",
+                    method=method,
+                    route=route,
+                    status=status,
+                    duration_ms=round(elapsed * 1000, 2),
+                )
 
     def template(self, scope: Scope) -> str:
         """The matched route's full path template, or UNMATCHED."""

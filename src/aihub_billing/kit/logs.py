@@ -6,6 +6,7 @@ import logging
 import re
 import sys
 from collections.abc import MutableMapping
+from functools import lru_cache
 from typing import Any
 
 import structlog
@@ -22,16 +23,22 @@ _SENSITIVE_VALUES = re.compile(
     # Bearer credentials (PayPal access tokens) and Stripe client secrets (pi_…_secret_…).
     r"|(?<=Bearer )[\w.~+/-]+=*|\b\w+_secret_\w+"
 )
+# No match of _SENSITIVE_VALUES is shorter ("whsec_x"): shorter strings need no scan.
+_SHORTEST_MATCH = 7
 MASK = "***"
+
+
+@lru_cache(maxsize=1024)
+def _sensitive_key(key: str) -> bool:
+    # Keys repeat (a handful per event name): one regex search per distinct key.
+    return _SENSITIVE_KEYS.search(key) is not None
 
 
 def _mask_value(value: Any) -> Any:
     if isinstance(value, str):
-        return _SENSITIVE_VALUES.sub(MASK, value)
+        return value if len(value) < _SHORTEST_MATCH else _SENSITIVE_VALUES.sub(MASK, value)
     if isinstance(value, dict):
-        return {
-            k: MASK if _SENSITIVE_KEYS.search(str(k)) else _mask_value(v) for k, v in value.items()
-        }
+        return {k: MASK if _sensitive_key(str(k)) else _mask_value(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_mask_value(v) for v in value]
     return value
@@ -41,7 +48,7 @@ def mask_secrets(
     _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
 ) -> MutableMapping[str, Any]:
     for key, value in list(event_dict.items()):
-        event_dict[key] = MASK if _SENSITIVE_KEYS.search(key) else _mask_value(value)
+        event_dict[key] = MASK if _sensitive_key(key) else _mask_value(value)
     return event_dict
 
 
@@ -72,18 +79,19 @@ class _NotTheServersCopy(logging.Filter):
 
 
 def configure_logging(level: str = "INFO", *, json: bool = False) -> None:
-    shared: list[Any] = [
-        structlog.contextvars.merge_contextvars,
+    # Masked after format_exc_info, so an exception's text is masked too, and before the level
+    # and time are added: they are ours, and scanning them costs every line.
+    final: list[Any] = [
+        structlog.processors.format_exc_info,
+        mask_secrets,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
-    # Masked after format_exc_info, so an exception's text is masked too.
-    final: list[Any] = [structlog.processors.format_exc_info, mask_secrets]
     renderer: Any = (
         structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
     )
     structlog.configure(
-        processors=[*shared, *final, renderer],
+        processors=[structlog.contextvars.merge_contextvars, *final, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
         # Resolve sys.stderr when a logger is made, not once: it may be swapped (tests, daemons).
         logger_factory=_stderr_logger,
@@ -94,7 +102,10 @@ def configure_logging(level: str = "INFO", *, json: bool = False) -> None:
     handler = _StderrHandler()
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
-            foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
+            foreign_pre_chain=[
+                structlog.contextvars.merge_contextvars,
+                structlog.stdlib.add_logger_name,
+            ],
             processors=[
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
                 *final,
