@@ -9,6 +9,7 @@ import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import httpx
 import pytest
 from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.parser import text_string_to_metric_families
@@ -21,6 +22,7 @@ from aihub_billing.kit.metrics import (
     count_on_commit,
     exposition,
     prepare_multiprocess_dir,
+    serve_metrics,
 )
 
 SRC = Path(__file__).resolve().parents[2] / "src"
@@ -146,3 +148,14 @@ def test_one_scrape_adds_up_every_process(monkeypatch: pytest.MonkeyPatch, tmp_p
     assert samples[("aihub_billing_usage_events_total", ())] == 7
     labels = (("method", "GET"), ("route", "/x"), ("status_class", "2xx"))
     assert samples[("aihub_billing_http_request_duration_seconds_count", labels)] == 2
+
+
+def test_a_process_without_the_api_serves_its_metrics_from_a_thread() -> None:
+    server = serve_metrics(0)  # what `aihub-billing worker --metrics-port` starts
+    try:
+        response = httpx.get(f"http://127.0.0.1:{server.server_port}/metrics", timeout=5)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert response.status_code == 200
+    assert "# TYPE aihub_billing_payment_attempts_total counter" in response.text
