@@ -11,10 +11,12 @@ help:
 	@echo "make test   - install and run the whole test suite"
 	@echo "make lint   - ruff, ruff format --check, mypy, import-linter contracts"
 	@echo "make bench  - benchmarks with figures and ratios"
-	@echo "make system-deps - CJK font and libharfbuzz-subset for invoice PDFs (apt-get when root)"
+	@echo "make system-deps - CJK font and libharfbuzz-subset for invoice PDFs, promtool (apt-get when root)"
 
 # Invoice PDFs (WeasyPrint): a CJK font for zh_CN documents and HarfBuzz's subsetter (fonts are
-# subset in C instead of fontTools: ~10x faster). Installed with apt-get when root, else reported.
+# subset in C instead of fontTools: ~10x faster). The alert rules' tests run promtool (Debian
+# package prometheus, which also holds the server: only promtool is used). Installed with
+# apt-get when root, else reported.
 APT_INSTALL = DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends
 system-deps:
 	@if ! fc-list :lang=zh 2>/dev/null | grep -q .; then \
@@ -33,6 +35,15 @@ system-deps:
 	      $(APT_INSTALL) libharfbuzz-subset0 >/dev/null; } || echo "!! installing libharfbuzz-subset0 failed"; \
 	  else \
 	    echo "!! no libharfbuzz-subset: invoice PDFs work but font subsetting is ~10x slower"; \
+	  fi; \
+	fi
+	@if ! command -v promtool >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo ">> no promtool: apt-get install prometheus (checks and tests deploy/prometheus/alerts.yml)"; \
+	    $(APT_INSTALL) prometheus >/dev/null || { apt-get update -q >/dev/null && \
+	      $(APT_INSTALL) prometheus >/dev/null; } || echo "!! installing prometheus failed"; \
+	  else \
+	    echo "!! no promtool: the alert rule tests skip (fail under CI=true); apt-get install prometheus"; \
 	  fi; \
 	fi
 	@ldconfig -p 2>/dev/null | grep -q libpango-1.0.so.0 || \

@@ -193,6 +193,9 @@ class BillingConfig(BaseSettings):
     embedded_worker: bool | None = None
     log_level: str = "INFO"
     log_json: bool = False
+    # One info line per request (method, route template, status, duration, request id); off
+    # when a proxy in front logs requests already. Latency metrics are kept either way.
+    access_log: bool = True
     jobs_poll_interval_seconds: float = Field(default=1.0, gt=0)
     jobs_max_attempts: int = Field(default=8, ge=1)
     idempotency_ttl_hours: int = Field(default=24, ge=1)

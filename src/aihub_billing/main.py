@@ -15,6 +15,8 @@ from fastapi.routing import APIRoute
 from aihub_billing import __version__
 from aihub_billing.accounts.endpoints import router as accounts_router
 from aihub_billing.api import problems
+from aihub_billing.api.access import AccessMiddleware
+from aihub_billing.api.metrics import router as metrics_router
 from aihub_billing.api.middleware import RequestIdMiddleware
 from aihub_billing.audit.endpoints import router as audit_router
 from aihub_billing.config import BillingConfig
@@ -89,6 +91,8 @@ def create_app(
         lifespan=lifespan,
         generate_unique_id_function=_operation_id,
     )
+    # Added last, runs first: the access line is written with the request id still bound.
+    app.add_middleware(AccessMiddleware, log_requests=config.access_log)
     app.add_middleware(RequestIdMiddleware)
     problems.install(app)
 
@@ -115,6 +119,7 @@ def create_app(
         api.include_router(router)
     app.include_router(api)
     app.include_router(_health_router())
+    app.include_router(metrics_router)
     return app
 
 

@@ -50,7 +50,7 @@ from aihub_billing.invoices import schemas as invoice_schemas
 from aihub_billing.invoices.service import CloseOutcome, invoices
 from aihub_billing.jobs.worker import Worker
 from aihub_billing.kit.cache import PLANS_SCOPE, Cache, MemoryCache, RedisCache, account_scope
-from aihub_billing.kit.clock import Clock, SystemClock
+from aihub_billing.kit.clock import Clock, SystemClock, monotonic
 from aihub_billing.kit.context import SYSTEM, Actor, Context, Role
 from aihub_billing.kit.db import CACHE_INFO, Database, open_database
 from aihub_billing.models import Account, ApiKey
@@ -66,6 +66,7 @@ from aihub_billing.quota.redis_engine import RedisQuotaEngine
 from aihub_billing.quota.service import QuotaManager, StoredUsageSource
 from aihub_billing.subscriptions import schemas as subscription_schemas
 from aihub_billing.subscriptions import service as subscriptions_service
+from aihub_billing.subscriptions.service import SubscriptionMetrics, subscriptions
 from aihub_billing.summary import schemas as summary_schemas
 from aihub_billing.summary.service import summaries
 from aihub_billing.testclocks.service import test_clocks
@@ -74,6 +75,10 @@ from aihub_billing.usage.service import model_prices, usage
 
 ROOT = Path(__file__).resolve().parents[2]
 log = structlog.get_logger("aihub_billing")
+# /metrics needs no key: its database figures are read at most this often per process, and
+# a database that does not answer within the timeout leaves them out of that scrape.
+METRICS_TTL_SECONDS = 5.0
+METRICS_QUERY_TIMEOUT_SECONDS = 3.0
 
 
 def migrate_database(url: str, revision: str = "head") -> None:
@@ -163,6 +168,8 @@ class BillingService:
         invoices.default_tax_rate = config.pricing.tax_rate
         invoices.store_pdfs = config.documents.store
         subscriptions_service.on_plan_change.append(self.limits_changed)
+        self._metrics_lock = asyncio.Lock()
+        self._metrics_cache: tuple[float, SubscriptionMetrics] | None = None
 
     def processor(self, name: str | None = None) -> PaymentProcessor:
         """The processor of provider `name` (default: the first enabled one), from config."""
@@ -244,6 +251,25 @@ class BillingService:
             except Exception as exc:
                 checks["redis"] = f"error: {type(exc).__name__}"
         return checks
+
+    async def subscription_metrics(self) -> SubscriptionMetrics | None:
+        """Open subscriptions by status and MRR per currency for /metrics: one query on the
+        replica (or a read-only session), cached for METRICS_TTL_SECONDS; None when the
+        database does not answer."""
+        async with self._metrics_lock:  # concurrent scrapes share one query
+            cached = self._metrics_cache
+            if cached is not None and cached[0] > monotonic():
+                return cached[1]
+            replica = self.db.read_engine is not self.db.engine
+            sessions = self.db.read_sessions if replica else self.db.snapshots
+            try:
+                async with asyncio.timeout(METRICS_QUERY_TIMEOUT_SECONDS), sessions() as session:
+                    figures = await subscriptions.metrics(session)
+            except Exception as exc:
+                log.warning("metrics.database_unavailable", error=type(exc).__name__)
+                return None
+            self._metrics_cache = (monotonic() + METRICS_TTL_SECONDS, figures)
+            return figures
 
     async def flush_quota_events(self) -> int:
         """Writes the quota violations and notifications buffered by checks."""

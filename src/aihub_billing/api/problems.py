@@ -109,10 +109,11 @@ async def _database_unavailable(request: Request, exc: Exception) -> JSONRespons
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-    log.exception("request.unhandled", path=request.url.path)
-    response = problem_response(request, InternalError("an internal error occurred"))
-    # This handler runs outside the request-id middleware, so it sets the header itself.
+    # This handler runs outside the request-id middleware (its id is unbound by now), so it
+    # names the request and sets the header itself.
     request_id = getattr(request.state, "request_id", None)
+    log.exception("request.unhandled", path=request.url.path, request_id=request_id)
+    response = problem_response(request, InternalError("an internal error occurred"))
     if request_id:
         response.headers[REQUEST_ID_HEADER] = request_id
     return response

@@ -4,6 +4,7 @@ plans, invoices, usage import, quota rebuild."""
 from __future__ import annotations
 
 import asyncio
+import shutil
 import signal
 from datetime import UTC, datetime
 from typing import Annotated
@@ -17,6 +18,7 @@ from aihub_billing.cli import accounts, invoices, quota, usage
 from aihub_billing.cli.common import console, progress, run
 from aihub_billing.config import BillingConfig, redacted_database_url
 from aihub_billing.invoices.service import CloseOutcome
+from aihub_billing.kit.metrics import MULTIPROC_ENV, prepare_multiprocess_dir, serve_metrics
 from aihub_billing.service import BillingService, Bootstrap, migrate_database
 
 __all__ = ["app", "console"]
@@ -97,19 +99,39 @@ def serve(
         f"environment {config.environment}; {worker_note}; "
         f"counters {'Redis' if config.redis_url else 'in-process'})"
     )
-    uvicorn.run(
-        "aihub_billing.main:create_app",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        log_level=config.log_level.lower(),
-    )
+    # Several workers count into one directory (set before they start, so they inherit it)
+    # and /metrics adds them up, whichever worker answers the scrape.
+    metrics_dir, made_here = prepare_multiprocess_dir(workers)
+    if metrics_dir is not None:
+        console.print(
+            f"[bold]metrics[/] /metrics adds up the processes of {MULTIPROC_ENV}={metrics_dir}"
+        )
+    try:
+        uvicorn.run(
+            "aihub_billing.main:create_app",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            log_level=config.log_level.lower(),
+            # The app writes one access line per request (route template, request id), and
+            # uvicorn's own lines go through the app's logging (JSON with log_json).
+            access_log=False,
+            log_config=None,
+        )
+    finally:
+        if made_here and metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 @app.command()
 def worker(
     once: Annotated[bool, typer.Option(help="run what is due, then exit")] = False,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(help="serve this worker's Prometheus /metrics on this port (default: off)"),
+    ] = None,
+    metrics_host: Annotated[str, typer.Option(help="address for --metrics-port")] = "127.0.0.1",
 ) -> None:
     """Run the job worker: claims due jobs (any number of workers on PostgreSQL)."""
 
@@ -124,10 +146,19 @@ def worker(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        # Jobs charge payments, apply webhooks and cancel in dunning: their counts are here.
+        metrics = serve_metrics(metrics_port, metrics_host) if metrics_port is not None else None
+        if metrics is not None:
+            console.print(f"[bold]metrics[/] http://{metrics_host}:{metrics_port}/metrics")
         console.print(f"[bold]worker[/] {runner.worker_id} polling (Ctrl-C stops)")
-        rollups = asyncio.create_task(billing.run_usage_rollups(stop))
-        await runner.run(stop)
-        await rollups
+        try:
+            rollups = asyncio.create_task(billing.run_usage_rollups(stop))
+            await runner.run(stop)
+            await rollups
+        finally:
+            if metrics is not None:
+                metrics.shutdown()
+                metrics.server_close()
 
     run(work)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from datetime import datetime
+from itertools import product
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -17,6 +18,7 @@ from aihub_billing.errors import Forbidden
 from aihub_billing.kit.cards import contains_card_number
 from aihub_billing.kit.context import Context, Role
 from aihub_billing.kit.ids import new_id
+from aihub_billing.kit.metrics import PAYMENT_ATTEMPTS, count_on_commit
 from aihub_billing.kit.pagination import id_page
 from aihub_billing.models import (
     Account,
@@ -59,6 +61,12 @@ DefaultingLookup = Callable[[str | None], PaymentProcessor]
 # provider event), once per payment; the collection domain marks the invoice paid here.
 PaymentHook = Callable[[AsyncSession, Context, Payment], Awaitable[None]]
 on_payment_succeeded: list[PaymentHook] = []
+
+# An attempt's final outcome; requires_action and processing end later, by a provider event.
+_OUTCOMES: dict[str, str] = {PaymentStatus.SUCCEEDED: "succeeded", PaymentStatus.FAILED: "failed"}
+# Present from the start at 0: rate() and increase() miss the first increment of a new series.
+for _provider, _outcome in product(("stripe", "paypal"), _OUTCOMES.values()):
+    PAYMENT_ATTEMPTS.labels(_provider, _outcome)
 
 _CONFIRMABLE = {
     PaymentStatus.REQUIRES_PAYMENT_METHOD,
@@ -279,6 +287,7 @@ class PaymentService:
         repo.add(payment)
         await session.flush()
         await self._audit(session, ctx, payment, "payment.created")
+        _count_outcome(session, payment)
         if payment.status == PaymentStatus.SUCCEEDED:  # e.g. replayed after it was confirmed
             await _succeeded(session, ctx, payment)
         log.info(
@@ -340,6 +349,7 @@ class PaymentService:
             payment.updated_at = ctx.clock.now()
             await session.flush()
             await self._audit(session, ctx, payment, "payment.declined", before)
+            _count_outcome(session, payment)
             log.info("payment.declined", payment_id=payment.id, reason=exc.detail, **exc.extra)
             exc.extra["payment_id"] = payment.id
             raise
@@ -352,6 +362,7 @@ class PaymentService:
         payment.updated_at = ctx.clock.now()
         await session.flush()
         await self._audit(session, ctx, payment, "payment.confirmed", before)
+        _count_outcome(session, payment)
         if payment.status == PaymentStatus.SUCCEEDED:
             await _succeeded(session, ctx, payment)
         log.info(
@@ -499,6 +510,7 @@ class PaymentService:
             payment.failure_code = event.failure_code
         await session.flush()
         await self._audit(session, ctx, payment, f"payment.{status}", before)
+        _count_outcome(session, payment)
         if status == PaymentStatus.SUCCEEDED:
             await _succeeded(session, ctx, payment)
         return f"applied: payment {payment.id} {status}"
@@ -694,6 +706,13 @@ class PaymentService:
             before=before,
             after=schemas.Payment.model_validate(payment),
         )
+
+
+def _count_outcome(session: AsyncSession, payment: Payment) -> None:
+    """Counts an attempt that ended (succeeded or failed), once its transaction commits."""
+    outcome = _OUTCOMES.get(payment.status)
+    if outcome is not None:
+        count_on_commit(session, PAYMENT_ATTEMPTS.labels(payment.provider, outcome).inc)
 
 
 async def _succeeded(session: AsyncSession, ctx: Context, payment: Payment) -> None:

@@ -4,10 +4,17 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from aihub_billing.models import Account, InvoiceItem, Plan, Subscription, SubscriptionEvent
+from aihub_billing.models import (
+    Account,
+    InvoiceItem,
+    Plan,
+    PlanPrice,
+    Subscription,
+    SubscriptionEvent,
+)
 
 # Statuses in which the account gets its subscription's plan; others fall back to free.
 ENTITLED = ("trialing", "active", "past_due")
@@ -99,6 +106,30 @@ class SubscriptionRepository:
             .order_by(InvoiceItem.created_at, InvoiceItem.id)
         )
         return list(result.scalars())
+
+    async def open_by_price_terms(self) -> list[tuple[str, str, str, int, int, int]]:
+        """Subscriptions that are not canceled, grouped by (status, currency, interval unit,
+        interval count): how many, and the sum of their prices' amounts. One query, over the
+        open subscriptions only (the rows of the partial unique index), for /metrics."""
+        result = await self.session.execute(
+            select(
+                Subscription.status,
+                PlanPrice.currency,
+                PlanPrice.interval_unit,
+                PlanPrice.interval_count,
+                func.count(),
+                func.coalesce(func.sum(PlanPrice.amount_minor), 0),
+            )
+            .join(PlanPrice, PlanPrice.id == Subscription.price_id)
+            .where(Subscription.status != "canceled")
+            .group_by(
+                Subscription.status,
+                PlanPrice.currency,
+                PlanPrice.interval_unit,
+                PlanPrice.interval_count,
+            )
+        )
+        return [(s, c, u, n, int(count), int(total)) for s, c, u, n, count, total in result]
 
     def add(self, obj: Subscription | SubscriptionEvent | InvoiceItem) -> None:
         self.session.add(obj)

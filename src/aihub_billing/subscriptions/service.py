@@ -10,7 +10,7 @@ import asyncio
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 import structlog
@@ -26,11 +26,13 @@ from aihub_billing.errors import Forbidden
 from aihub_billing.jobs.queue import enqueue
 from aihub_billing.kit.context import Context, Role
 from aihub_billing.kit.ids import new_id
+from aihub_billing.kit.metrics import SUBSCRIPTION_CANCELLATIONS, count_on_commit
 from aihub_billing.kit.money import minor_to_decimal, round_to_minor
 from aihub_billing.kit.pagination import id_page
 from aihub_billing.kit.periods import Interval, Period, nth_period, period_at, period_index
 from aihub_billing.models import Coupon, InvoiceItem, Plan, PlanPrice, Subscription
 from aihub_billing.models import SubscriptionEvent as EventRow
+from aihub_billing.models.subscription import SUBSCRIPTION_STATUSES
 from aihub_billing.plans.service import cycle_of, plans
 from aihub_billing.pricing.discounts import discount_amount
 from aihub_billing.pricing.proration import Line, prorate, tidy
@@ -321,6 +323,31 @@ class ChangeOutcome:
     effective_at: datetime
 
 
+# Counted when decided (a scheduled cancellation when scheduled, not when it takes effect at
+# the period end, where renewals bunch up); present from the start at 0 for rate().
+_CANCELED_AT_PERIOD_END = SUBSCRIPTION_CANCELLATIONS.labels("at_period_end").inc
+_CANCELED_NOW = SUBSCRIPTION_CANCELLATIONS.labels("immediate").inc
+
+# Statuses whose subscriptions count in MRR: paying now (trials, pauses and incomplete do not).
+MRR_STATUSES = frozenset({"active", "past_due"})
+_DAYS_PER_MONTH = Decimal(365) / 12
+
+
+def monthly_minor(amount_minor: int, interval_unit: str, interval_count: int) -> Decimal:
+    """A price per cycle as an unrounded amount per month (a day is 1/(365/12) month)."""
+    per_unit = Decimal(amount_minor) / interval_count
+    return per_unit * _DAYS_PER_MONTH if interval_unit == "day" else per_unit
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriptionMetrics:
+    """What /metrics reads: open subscriptions by status, and MRR in minor units per
+    currency (list prices, rounded half-up once per currency)."""
+
+    by_status: dict[str, int]
+    mrr_minor: dict[str, int]
+
+
 # Provider subscription statuses (Stripe's, PayPal's v1 `state` and v2 `status`) -> ours.
 _PROVIDER_STATUSES = {
     "active": "active",
@@ -337,6 +364,21 @@ _PROVIDER_STATUSES = {
 
 class SubscriptionService:
     # Reading and rendering.
+
+    async def metrics(self, session: AsyncSession) -> SubscriptionMetrics:
+        by_status = {status: 0 for status in SUBSCRIPTION_STATUSES if status != "canceled"}
+        mrr: dict[str, Decimal] = {}
+        rows = await SubscriptionRepository(session).open_by_price_terms()
+        for status, currency, unit, count, how_many, total_minor in rows:
+            by_status[status] = by_status.get(status, 0) + how_many
+            if status in MRR_STATUSES:
+                mrr[currency] = mrr.get(currency, Decimal(0)) + monthly_minor(
+                    total_minor, unit, count
+                )
+        return SubscriptionMetrics(
+            by_status,
+            {c: int(v.to_integral_value(rounding=ROUND_HALF_UP)) for c, v in mrr.items()},
+        )
 
     async def render(self, session: AsyncSession, sub: Subscription) -> schemas.Subscription:
         plan = await plans.version(session, sub.plan_id)
@@ -699,7 +741,10 @@ class SubscriptionService:
             sub.cancel_at_period_end = True
             sub.canceled_at = now
             kind = "cancel_scheduled"
+            count_on_commit(session, _CANCELED_AT_PERIOD_END)
         else:
+            if not sub.cancel_at_period_end:  # else counted when it was scheduled
+                count_on_commit(session, _CANCELED_NOW)
             sub.status = "canceled"
             sub.canceled_at = sub.ended_at = now
             sub.cancel_at_period_end = False
@@ -959,6 +1004,7 @@ class SubscriptionService:
         if target == "paused":
             sub.paused_at = now
         elif target == "canceled":
+            count_on_commit(session, _CANCELED_NOW)
             sub.canceled_at = sub.canceled_at or now
             sub.ended_at = now
             sub.cancel_at_period_end = False

@@ -17,6 +17,7 @@ from aihub_billing.errors import BillingError, Forbidden, ValidationFailed
 from aihub_billing.kit.cache import account_scope, touch
 from aihub_billing.kit.context import Context
 from aihub_billing.kit.ids import new_id
+from aihub_billing.kit.metrics import USAGE_EVENTS, count_on_commit
 from aihub_billing.kit.periods import day_split
 from aihub_billing.models import ModelPrice
 from aihub_billing.models.types import canonical_decimal
@@ -377,6 +378,8 @@ class UsageTracker:
             counted = _counted_of(member_id, rows, inserted)
         if counter is not None and (counted.calls or counted.settlements):
             await counter.counted(session, ctx, account_id, counted)
+        if inserted:  # one increment per batch, never one per event
+            count_on_commit(session, USAGE_EVENTS.inc, len(inserted))
         assert None not in results, "every event has its result"
         final: list[dict[str, Any]] = results  # type: ignore[assignment]
         rejected = len(final) - len(inserted) - duplicates

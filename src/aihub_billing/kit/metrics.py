@@ -1,0 +1,200 @@
+"""The service's Prometheus metrics, counting on commit, and their exposition (one process or
+several: `PROMETHEUS_MULTIPROC_DIR`).
+
+Domain code counts through `count_on_commit`, so a rolled-back transaction (a failed request,
+a job that is retried, a savepoint that failed) counts nothing and a retry never counts twice.
+The quota counters live in `quota/service.py`; gauges that need the database are computed per
+scrape (`subscription_families`), so no Gauge object needs a multiprocess mode.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from pathlib import Path
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import (
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    disable_created_metrics,
+    start_http_server,
+)
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session, SessionTransaction
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+# `_created` series double the series count and no rule or dashboard here reads them.
+disable_created_metrics()  # type: ignore[no-untyped-call]
+
+HTTP_REQUEST_DURATION = Histogram(
+    "aihub_billing_http_request_duration_seconds",
+    "HTTP request latency by route template, method and status class",
+    ["route", "method", "status_class"],
+    # 2 s is a bucket bound: the latency alert's threshold is exact, not interpolated.
+    buckets=(0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0),
+)
+PAYMENT_ATTEMPTS = Counter(
+    "aihub_billing_payment_attempts_total",
+    "Payment attempts by provider and final outcome (succeeded or failed), counted on commit",
+    ["provider", "outcome"],
+)
+USAGE_EVENTS = Counter(
+    "aihub_billing_usage_events_total",
+    "Usage events recorded (new, durable; duplicates and rejections not counted)",
+)
+SUBSCRIPTION_CANCELLATIONS = Counter(
+    "aihub_billing_subscription_cancellations_total",
+    "Subscription cancellations when decided: at_period_end (scheduled) or immediate",
+    ["mode"],
+)
+
+# -- counting on commit ---------------------------------------------------------------------
+
+_PENDING = "aihub_billing.metrics.pending"
+Pending = list[tuple[SessionTransaction | None, Callable[[float], None], float]]
+
+
+def count_on_commit(session: AsyncSession, inc: Callable[[float], None], amount: float = 1) -> None:
+    """Calls `inc(amount)` (a counter's `.inc`) once the session's outermost transaction
+    commits; never if it, or the savepoint that was current, rolls back."""
+    sync = session.sync_session
+    transaction = sync.get_nested_transaction() or sync.get_transaction()
+    if transaction is None:  # nothing to wait for
+        inc(amount)
+        return
+    pending: Pending = sync.info.setdefault(_PENDING, [])
+    pending.append((transaction, inc, amount))
+
+
+# Registered once on the Session class: a commit that counted nothing costs one dict lookup.
+@event.listens_for(Session, "after_commit")
+def _apply(session: Session) -> None:
+    if session.in_nested_transaction():  # a savepoint released: its counts wait for the end
+        return
+    pending: Pending | None = session.info.pop(_PENDING, None)
+    for _, inc, amount in pending or ():
+        inc(amount)
+
+
+@event.listens_for(Session, "after_soft_rollback")
+def _drop_rolled_back(session: Session, previous: SessionTransaction) -> None:
+    pending: Pending | None = session.info.get(_PENDING)
+    if pending:
+        pending[:] = [p for p in pending if not _within(p[0], previous)]
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _forget(session: Session, transaction: SessionTransaction) -> None:
+    # The outermost transaction ended without a commit (closed, or rolled back): drop all.
+    if transaction.parent is None:
+        session.info.pop(_PENDING, None)
+
+
+def _within(transaction: SessionTransaction | None, ended: SessionTransaction) -> bool:
+    while transaction is not None:
+        if transaction is ended:
+            return True
+        transaction = transaction.parent
+    return False
+
+
+# -- gauges computed per scrape -------------------------------------------------------------
+
+
+def subscription_families(
+    by_status: Mapping[str, int], mrr_minor: Mapping[str, int]
+) -> list[Metric]:
+    """Subscriptions by status and MRR per currency, as read from the database at scrape time."""
+    subscriptions = GaugeMetricFamily(
+        "aihub_billing_subscriptions",
+        "Subscriptions that are not canceled, by status",
+        labels=["status"],
+    )
+    for status, count in sorted(by_status.items()):
+        subscriptions.add_metric([status], count)
+    mrr = GaugeMetricFamily(
+        "aihub_billing_mrr_minor_units",
+        "Monthly recurring revenue of active and past-due subscriptions at list price "
+        "(before coupons and tax), in minor units of the currency",
+        labels=["currency"],
+    )
+    for currency, amount in sorted(mrr_minor.items()):
+        mrr.add_metric([currency], amount)
+    return [subscriptions, mrr]
+
+
+# -- exposition -----------------------------------------------------------------------------
+
+
+def multiprocess_dir() -> str | None:
+    return os.environ.get(MULTIPROC_ENV) or None
+
+
+class _Scrape:
+    """What one scrape exports: this process's registry, or every process's files in
+    multiprocess mode, plus families computed for this scrape."""
+
+    def __init__(self, extra: Iterable[Metric]) -> None:
+        self.extra = extra
+
+    def collect(self) -> Iterator[Metric]:
+        path = multiprocess_dir()
+        if path is None:
+            yield from REGISTRY.collect()
+        else:
+            registry = CollectorRegistry()
+            MultiProcessCollector(registry, path=path)  # type: ignore[no-untyped-call]
+            yield from registry.collect()
+        yield from self.extra
+
+
+def exposition(accept: str | None, extra: Iterable[Metric] = ()) -> tuple[bytes, str]:
+    """The scrape body and its content type (Prometheus text, or OpenMetrics if asked)."""
+    encoder, content_type = choose_encoder(accept or "")
+    return encoder(_Scrape(extra)), content_type
+
+
+def serve_metrics(port: int, host: str = "127.0.0.1") -> WSGIServer:
+    """Serves GET /metrics from a thread (for processes without the API: job workers);
+    `shutdown()` and `server_close()` the server to stop it."""
+    registry = CollectorRegistry()
+    registry.register(_Scrape(()))
+    server, _thread = start_http_server(port, host, registry=registry)
+    return server
+
+
+# prometheus_client names its files <type>[_<gauge mode>]_<pid>.db.
+_FILE = re.compile(r"^[a-z_]+_(\d+)\.db$")
+
+
+def prepare_multiprocess_dir(workers: int) -> tuple[str | None, bool]:
+    """For `serve`: the operator's PROMETHEUS_MULTIPROC_DIR, emptied of earlier runs' files,
+    or a new temporary one when several workers need one; and whether it was made here.
+
+    Set in this process's environment before the workers start, so they inherit it."""
+    path = multiprocess_dir()
+    if path is not None:
+        directory = Path(path)
+        directory.mkdir(parents=True, exist_ok=True)
+        # Counts of processes that are gone would be added to the new ones. This process's
+        # own files are open already (it counts too when it serves alone): they stay.
+        for file in directory.iterdir():
+            match = _FILE.match(file.name)
+            if match and int(match.group(1)) != os.getpid():
+                file.unlink(missing_ok=True)
+        return path, False
+    if workers <= 1:
+        return None, False
+    path = tempfile.mkdtemp(prefix="aihub-billing-metrics-")
+    os.environ[MULTIPROC_ENV] = path
+    return path, True
