@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -68,6 +69,19 @@ async def test_usage_without_a_check_counts_its_calls_and_tokens(
     statuses = [r["status"] for r in response.json()["results"]]
     assert statuses == ["accepted", "accepted", "duplicate", "rejected"]
     assert await remaining(client, key) == (FREE_CALLS - 5, FREE_TOKENS - 5 * 150, 0)
+
+
+async def test_late_usage_of_an_earlier_period_is_stored_but_not_counted_now(
+    client: httpx.AsyncClient, admin_key: str, billing: BillingService
+) -> None:
+    _, key = await owner(client, admin_key)  # free plan: the period began at its creation
+    before = (billing.clock.now() - timedelta(days=40)).isoformat()
+    events = [call(event_id="old", timestamp=before), call(event_id="new")]
+    response = await client.post(f"{API}/usage/batch", json={"events": events}, headers=auth(key))
+    assert response.json()["accepted"] == 2
+    assert await remaining(client, key) == (FREE_CALLS - 1, FREE_TOKENS - 150, 0)
+    await lose_counters(billing)  # a rebuild from stored usage agrees
+    assert await remaining(client, key) == (FREE_CALLS - 1, FREE_TOKENS - 150, 0)
 
 
 async def test_a_reservation_that_expired_still_counts_the_real_tokens(

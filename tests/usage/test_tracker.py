@@ -232,6 +232,11 @@ async def test_the_counter_gets_each_new_api_call_once(
     settled: list[tuple[str, CountedUsage]] = []
 
     class Counter:
+        async def counting_period(
+            self, session: Any, ctx: Context, account_id: str
+        ) -> tuple[datetime, datetime]:
+            return ctx.clock.now() - timedelta(days=1), ctx.clock.now() + timedelta(days=1)
+
         async def counted(
             self, session: Any, ctx: Context, account_id: str, counted: CountedUsage
         ) -> None:

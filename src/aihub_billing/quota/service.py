@@ -461,6 +461,13 @@ class QuotaManager:
             difference=settled.difference,
         )
 
+    async def counting_period(
+        self, session: AsyncSession, ctx: Context, account_id: str
+    ) -> tuple[datetime, datetime]:
+        """The current period of the account's counters (its limits are cached)."""
+        period = (await self.limits(session, ctx, account_id)).period
+        return period.start, period.end
+
     async def counted(
         self, session: AsyncSession, ctx: Context, account_id: str, usage: CountedUsage
     ) -> None:

@@ -83,6 +83,13 @@ class UsageCounter(Protocol):
     """What keeps live counters of stored usage (the QuotaManager); called inside the
     recording transaction, once per batch, with the new API calls only (never duplicates)."""
 
+    async def counting_period(
+        self, session: AsyncSession, ctx: Context, account_id: str
+    ) -> tuple[datetime, datetime]:
+        """[start, end) of the period the live counters count: calls stamped outside it
+        (late usage of an earlier period) are stored but not counted."""
+        ...
+
     async def counted(
         self, session: AsyncSession, ctx: Context, account_id: str, usage: CountedUsage
     ) -> None: ...
@@ -280,6 +287,11 @@ class UsageTracker:
                 {e["model"] for _, e in batch.events if e["usage_type"] == "api_call"} - {None}
             )
         )
+        counting_from, counting_to = (
+            await counter.counting_period(session, ctx, account_id)
+            if counter is not None
+            else (now, now)  # nothing is counted without a counter
+        )
         rows: list[EventRow] = []
         fresh: dict[str, dict[str, Any]] = {}  # event id -> its result, while it may be new
         counted = CountedUsage(member_id)
@@ -356,11 +368,11 @@ class UsageTracker:
             result["event_id"] = event_id
             fresh[event_id] = results[index] = result
             if api_call:
-                if reservation_id is None:
+                if reservation_id is not None:  # its call was counted by the check
+                    settlements.append((reservation_id, input_tokens + output_tokens))
+                elif counting_from <= occurred_at < counting_to:
                     calls += 1
                     tokens += input_tokens + output_tokens
-                else:
-                    settlements.append((reservation_id, input_tokens + output_tokens))
         counted.calls, counted.tokens = calls, tokens
 
         inserted = await UsageRepository(session).insert_events(
@@ -375,7 +387,7 @@ class UsageTracker:
                     result.pop("cost", None)
                     result.pop("currency", None)
                     duplicates += 1
-            counted = _counted_of(member_id, rows, inserted)
+            counted = _counted_of(member_id, rows, inserted, counting_from, counting_to)
         if counter is not None and (counted.calls or counted.settlements):
             await counter.counted(session, ctx, account_id, counted)
         if inserted:  # one increment per batch, never one per event
@@ -670,19 +682,25 @@ def _duplicate(index: int, event_id: str) -> dict[str, Any]:
     return {"index": index, "status": "duplicate", "event_id": event_id}
 
 
-def _counted_of(member_id: str | None, rows: list[EventRow], inserted: set[str]) -> CountedUsage:
+def _counted_of(
+    member_id: str | None,
+    rows: list[EventRow],
+    inserted: set[str],
+    counting_from: datetime,
+    counting_to: datetime,
+) -> CountedUsage:
     """The usage counted of `rows` (ROW_COLUMNS tuples) when only `inserted` were new."""
     counted = CountedUsage(member_id)
     for row in rows:
-        event_id, usage_type, *_ = row
+        event_id, usage_type, _, occurred_at, *_ = row
         if event_id not in inserted or usage_type != "api_call":
             continue
         tokens = row[_INPUT] + row[_OUTPUT]
-        if row[_RESERVATION] is None:
+        if row[_RESERVATION] is not None:
+            counted.settlements.append((row[_RESERVATION], tokens))
+        elif counting_from <= occurred_at < counting_to:
             counted.calls += 1
             counted.tokens += tokens
-        else:
-            counted.settlements.append((row[_RESERVATION], tokens))
     return counted
 
 
