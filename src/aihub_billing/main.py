@@ -14,7 +14,7 @@ from fastapi.routing import APIRoute
 
 from aihub_billing import __version__
 from aihub_billing.accounts.endpoints import router as accounts_router
-from aihub_billing.api import problems
+from aihub_billing.api import openapi, problems
 from aihub_billing.api.middleware import RequestIdMiddleware
 from aihub_billing.audit.endpoints import router as audit_router
 from aihub_billing.config import BillingConfig
@@ -113,6 +113,7 @@ def create_app(
         api.include_router(router)
     app.include_router(api)
     app.include_router(_health_router())
+    openapi.install(app)
     return app
 
 

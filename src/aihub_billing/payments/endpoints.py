@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, status
 
+from aihub_billing.accounts.errors import AccountNotFound
 from aihub_billing.api.deps import BillingDep, ContextDep, Idempotent, SessionDep
 from aihub_billing.api.routing import TransactionalRoute
 from aihub_billing.errors import Forbidden, responses
@@ -161,7 +162,7 @@ async def attach_payment_method(
     return schemas.PaymentMethod.model_validate(record)
 
 
-@methods_router.get("", responses=responses(Forbidden, AccountRequired))
+@methods_router.get("", responses=responses(Forbidden, AccountRequired, AccountNotFound))
 async def list_payment_methods(
     session: SessionDep, ctx: ContextDep, account_id: str | None = None
 ) -> list[schemas.PaymentMethod]:

@@ -663,6 +663,5 @@ _REJECTIONS: dict[str, type[BillingError]] = {
 }
 
 
-
 model_prices = ModelPriceService()
 usage = UsageTracker()

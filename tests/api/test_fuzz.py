@@ -1,0 +1,169 @@
+"""Schemathesis over the whole OpenAPI, as the operator and as an account owner.
+
+Each run starts from a seeded database (an account with one object of every kind, see
+world.py) and fails on any 5xx or any response that breaks the declared schema: status
+codes, content types, bodies and headers; invalid input must be refused with a 4xx.
+Generation is deterministic (fixed seed, derandomized) and capped per operation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import schemathesis
+from schemathesis.python import asgi
+
+from aihub_billing.kit.clock import FrozenClock
+from aihub_billing.main import create_app
+from aihub_billing.service import BillingService, migrate_database
+from tests.api.world import Operator, Tenant, make_operator_objects, make_tenant
+from tests.conftest import make_config
+
+MAX_EXAMPLES = 6
+SEED = 20260131
+
+FUZZ_CONFIG = {
+    "seed": SEED,
+    # The coverage phase also sends each path methods it does not document (405 and Allow):
+    # two of them are enough to see that, eight would cost a tenth of the run.
+    "phases": {"coverage": {"unexpected-methods": ["delete", "options"]}},
+    "generation": {"max-examples": MAX_EXAMPLES, "deterministic": True, "database": "none"},
+    "checks": {
+        # Valid input may still be refused (an id that does not exist, a state conflict).
+        "positive_data_acceptance": {"enabled": False},
+    },
+    "operations": [
+        {
+            # Events of a batch are validated one by one: an invalid event is rejected in the
+            # results (200), the others are still recorded. Only the envelope is refused.
+            "include-path": "/api/v1/billing/usage/batch",
+            "checks": {"negative_data_rejection": {"enabled": False}},
+        }
+    ],
+}
+
+
+# The schema is the app's own OpenAPI, read at collection time (no database needed); each
+# test then calls a freshly seeded app.
+schema = schemathesis.openapi.from_dict(
+    create_app(make_config("sqlite+aiosqlite://")).openapi(),
+    config=schemathesis.Config.from_dict(FUZZ_CONFIG),
+)
+
+
+@dataclass
+class World:
+    app: Any
+    admin_key: str
+    tenant: Tenant
+    operator: Operator
+
+
+def _clock() -> FrozenClock:
+    return FrozenClock(datetime(2026, 1, 31, 12, 0, tzinfo=UTC))
+
+
+async def _seed(url: str) -> tuple[str, Tenant, Operator]:
+    billing = BillingService(make_config(url), clock=_clock())
+    try:
+        boot = await billing.bootstrap()
+        assert boot.admin_secret is not None
+        app = create_app(billing=billing)
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+                tenant = await make_tenant(c, billing, boot.admin_secret, "acme")
+                await make_tenant(c, billing, boot.admin_secret, "globex")
+                operator = await make_operator_objects(c, boot.admin_secret)
+        return boot.admin_secret, tenant, operator
+    finally:
+        await billing.close()
+
+
+@dataclass
+class Seeded:
+    path: Path
+    admin_key: str
+    tenant: Tenant
+    operator: Operator
+
+
+@pytest.fixture(scope="module")
+def seeded(tmp_path_factory: pytest.TempPathFactory) -> Seeded:
+    path = tmp_path_factory.mktemp("fuzz") / "seeded.db"
+    migrate_database(f"sqlite+aiosqlite:///{path}")
+    admin_key, tenant, operator = asyncio.run(_seed(f"sqlite+aiosqlite:///{path}"))
+    return Seeded(path, admin_key, tenant, operator)
+
+
+def _world(seeded: Seeded, name: str) -> Iterator[World]:
+    """A copy of the seeded database behind an app of its own (one per role: the operator's
+    run revokes keys and voids invoices the owner's run should still find)."""
+    path = seeded.path.with_name(f"{name}.db")
+    shutil.copyfile(seeded.path, path)
+    # The app runs in schemathesis' event loop thread, with a service made there.
+    app = create_app(make_config(f"sqlite+aiosqlite:///{path}"), clock=_clock())
+    try:
+        yield World(app, seeded.admin_key, seeded.tenant, seeded.operator)
+    finally:
+        asgi.shutdown_lifespans()
+
+
+@pytest.fixture(scope="module")
+def operator_world(seeded: Seeded) -> Iterator[World]:
+    yield from _world(seeded, "operator")
+
+
+@pytest.fixture(scope="module")
+def owner_world(seeded: Seeded) -> Iterator[World]:
+    yield from _world(seeded, "owner")
+
+
+def _real_ids(case: schemathesis.Case, world: World) -> None:
+    """Points the path at the seeded objects, so the request reaches the code past the
+    lookup (a generated id finds nothing and stops at 404)."""
+    tenant, operator = world.tenant, world.operator
+    ids = {
+        "account_id": tenant.account_id,
+        "key_id": tenant.billing_key_id,
+        "subscription_id": tenant.subscription_id,
+        "invoice_id": tenant.invoice_id,
+        "credit_note_id": tenant.credit_note_id,
+        "payment_id": tenant.payment_id,
+        "method_id": tenant.payment_method_id,
+        "reservation_id": tenant.reservation_id,
+        "clock_id": operator.test_clock_id,
+        "code": operator.coupon_code if "/coupons/" in case.path else operator.plan_code,
+    }
+    for name in case.path_parameters or {}:
+        case.path_parameters[name] = ids[name]  # a new kind of id: seed one in world.py
+
+
+_CASES = itertools.count()
+
+
+def _call(case: schemathesis.Case, world: World, key: str, role: str) -> None:
+    try:
+        case.call_and_validate(app=world.app, headers={"Authorization": f"Bearer {key}"})
+    except BaseException as exc:
+        exc.add_note(f"(sent with the {role}'s key)")
+        raise
+
+
+@schema.parametrize()
+def test_fuzz(case: schemathesis.Case, operator_world: World, owner_world: World) -> None:
+    """Each generated request goes to both apps: as the operator, then as the owner; every
+    other one with the path pointing at seeded objects."""
+    if case.path_parameters and next(_CASES) % 2:
+        _real_ids(case, operator_world)
+    _call(case, operator_world, operator_world.admin_key, "operator")
+    _call(case, owner_world, owner_world.tenant.owner_key, "owner")
