@@ -15,6 +15,7 @@ from fastapi.routing import APIRoute
 from aihub_billing import __version__
 from aihub_billing.accounts.endpoints import router as accounts_router
 from aihub_billing.api import openapi, problems
+from aihub_billing.api.body_limit import BodyLimitMiddleware
 from aihub_billing.api.middleware import RequestIdMiddleware
 from aihub_billing.audit.endpoints import router as audit_router
 from aihub_billing.config import BillingConfig
@@ -87,6 +88,12 @@ def create_app(
         summary="Plans, metering, quota, invoices and payments for paid AI APIs.",
         lifespan=lifespan,
         generate_unique_id_function=_operation_id,
+    )
+    # Added first, so it runs inside the request id middleware (its 413 carries the id).
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=config.max_body_bytes,
+        by_path={f"{API_PREFIX}/usage/batch": config.max_batch_body_bytes},
     )
     app.add_middleware(RequestIdMiddleware)
     problems.install(app)

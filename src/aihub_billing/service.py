@@ -32,6 +32,7 @@ import aihub_billing.webhooks.tasks  # noqa: F401
 from aihub_billing.accounts import schemas as account_schemas
 from aihub_billing.accounts.service import accounts
 from aihub_billing.auth.keys import digest
+from aihub_billing.auth.ratelimit import KeyRateLimit
 from aihub_billing.auth.repository import ApiKeyRepository
 from aihub_billing.auth.service import auth
 from aihub_billing.collection.service import DunningPolicy
@@ -113,6 +114,13 @@ class BillingService:
             reservation_ttl_seconds=config.quota_reservation_ttl_seconds,
             usage_source=StoredUsageSource(self.db.snapshots),
         )
+        self.key_limit = KeyRateLimit(
+            per_minute=config.api_rate_limit_per_minute,
+            burst=config.api_rate_limit_burst,
+            operator_per_minute=config.api_rate_limit_operator_per_minute,
+            redis=self.redis,
+            prefix=config.quota_key_prefix,
+        )
         auth.cache_seconds = config.auth_cache_seconds
         invoices.finalize_after = timedelta(seconds=config.invoice_finalize_after_seconds)
         invoices.default_tax_rate = config.pricing.tax_rate
@@ -131,6 +139,7 @@ class BillingService:
             await self.flush_quota_events()
         except Exception:
             log.exception("quota.flush_failed")
+        await self.key_limit.close()
         if self.redis is not None:
             await self.redis.aclose()
         await self.db.dispose()

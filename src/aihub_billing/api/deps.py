@@ -34,6 +34,17 @@ SessionDep = Annotated[AsyncSession, Depends(get_session)]
 BillingDep = Annotated[BillingService, Depends(get_billing)]
 
 
+async def authenticated(
+    request: Request, session: AsyncSession, authorization: str | None
+) -> Actor:
+    """The caller's actor, once its key is known and within its request rate (every
+    authenticated request passes here: the dependency below and the lean routes)."""
+    actor = await auth.authenticate(session, authorization)
+    billing: BillingService = request.app.state.billing
+    await billing.key_limit.check(actor, billing.clock.now())
+    return actor
+
+
 async def get_actor(
     request: Request,
     session: SessionDep,
@@ -41,8 +52,7 @@ async def get_actor(
         str | None, Header(description="Bearer <API key>", include_in_schema=False)
     ] = None,
 ) -> Actor:
-    actor: Actor = await auth.authenticate(session, authorization)
-    return actor
+    return await authenticated(request, session, authorization)
 
 
 ActorDep = Annotated[Actor, Depends(get_actor)]

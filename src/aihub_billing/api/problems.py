@@ -21,6 +21,7 @@ from aihub_billing.errors import (
     InternalError,
     InvalidCurrency,
     InvalidCursorValue,
+    PayloadTooLarge,
     ServiceUnavailable,
     ValidationFailed,
     problem_body,
@@ -83,6 +84,8 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
         return problem_response(
             request, ValidationFailed(f"body: {error['msg']}", extra={"errors": [error]})
         )
+    if exc.status_code == 413:
+        return problem_response(request, PayloadTooLarge(str(exc.detail)))
     headers = getattr(exc, "headers", None)
     if exc.status_code == 405:
         # Starlette's Allow names the first route of the path only (one per method here).
