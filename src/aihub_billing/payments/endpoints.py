@@ -53,6 +53,7 @@ def _render(payment: Payment, remote: PaymentIntent | None = None) -> schemas.Pa
     responses=responses(
         Forbidden,
         AccountRequired,
+        AccountNotFound,
         PaymentMethodNotFound,
         SubscriptionNotFound,
         *_PROVIDER_ERRORS,
@@ -87,7 +88,7 @@ async def confirm_payment(
     return _render(payment, remote)
 
 
-@router.get("/settings", responses=responses(Forbidden, AccountRequired, PaymentNotFound))
+@router.get("/settings", responses=responses(Forbidden, AccountRequired, AccountNotFound))
 async def get_payment_settings(
     session: SessionDep, ctx: ContextDep, account_id: str | None = None
 ) -> schemas.PaymentSettings:
@@ -97,7 +98,7 @@ async def get_payment_settings(
 
 @router.put(
     "/settings",
-    responses=responses(Forbidden, AccountRequired, PaymentNotFound, ProviderNotConfigured),
+    responses=responses(Forbidden, AccountRequired, AccountNotFound, ProviderNotConfigured),
 )
 async def put_payment_settings(
     data: schemas.PaymentSettingsUpdate, session: SessionDep, ctx: ContextDep, billing: BillingDep
@@ -151,7 +152,7 @@ async def refund_payment(
     status_code=status.HTTP_201_CREATED,
     dependencies=[Idempotent],
     responses=responses(
-        Forbidden, AccountRequired, ProviderOperationUnsupported, *_PROVIDER_ERRORS
+        Forbidden, AccountRequired, AccountNotFound, ProviderOperationUnsupported, *_PROVIDER_ERRORS
     ),
 )
 async def attach_payment_method(
