@@ -3,8 +3,8 @@
 Routes list their own errors (`responses=`); what comes from the plumbing is added here, so
 the document stays true as routes are added (the suite fuzzes the API against it):
 validation errors as problem+json (not FastAPI's default body), 401 and 429 behind an API
-key, 403 behind a role check, 413 where a body is taken, 400 from a pagination cursor, and
-400 and 409 from an Idempotency-Key.
+key (and the key as the operation's security), 403 behind a role check, 413 where a body is
+taken, 400 from a pagination cursor, and 400 and 409 from an Idempotency-Key.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from aihub_billing.errors import (
 )
 
 _PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
+SECURITY_SCHEME = "apiKey"
 
 
 def install(app: FastAPI) -> None:
@@ -51,9 +52,13 @@ def install(app: FastAPI) -> None:
 
 
 def declare_common_responses(app: FastAPI, schema: dict[str, Any]) -> None:
-    schema.setdefault("components", {}).setdefault("schemas", {}).setdefault(
-        "Problem", Problem.model_json_schema()
-    )
+    components = schema.setdefault("components", {})
+    components.setdefault("schemas", {}).setdefault("Problem", Problem.model_json_schema())
+    components.setdefault("securitySchemes", {})[SECURITY_SCHEME] = {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "An API key: `Authorization: Bearer ahb_...`",
+    }
     paths = schema.get("paths", {})
     for context in iter_route_contexts(app.routes):
         route = context.original_route
@@ -66,11 +71,12 @@ def declare_common_responses(app: FastAPI, schema: dict[str, Any]) -> None:
                 continue
             _problems_as_problem_json(operation)
             errors: list[type[BillingError]] = []
-            if "parameters" in operation or "requestBody" in operation:
+            if {"parameters", "requestBody"} & operation.keys() or "422" in operation["responses"]:
                 errors.append(ValidationFailed)
             if "requestBody" in operation:
                 errors.append(PayloadTooLarge)
             if get_actor in calls:
+                operation["security"] = [{SECURITY_SCHEME: []}]
                 errors += [Unauthenticated, RateLimited]
             if calls & ROLE_CHECKS:
                 errors.append(Forbidden)
@@ -78,9 +84,8 @@ def declare_common_responses(app: FastAPI, schema: dict[str, Any]) -> None:
                 errors.append(InvalidCursorValue)
             if idempotent in calls:
                 errors += [InvalidIdempotencyKey, IdempotencyKeyReused]
-            declared = operation.setdefault("responses", {})
             for error in errors:
-                _declare(declared, error)
+                _declare(operation["responses"], error)
 
 
 def _problems_as_problem_json(operation: dict[str, Any]) -> None:
