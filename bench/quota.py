@@ -302,6 +302,9 @@ async def _http(seconds: int, console: Console) -> list[Result]:
             "AIHUB_BILLING_REDIS_URL": REDIS_URL,
             "AIHUB_BILLING_QUOTA_KEY_PREFIX": prefix,
             "AIHUB_BILLING_EMBEDDED_WORKER": "false",
+            # One key sends everything: the per-key limit runs (its cost is measured) but
+            # never refuses.
+            "AIHUB_BILLING_API_RATE_LIMIT_PER_MINUTE": "1000000000",
             "AIHUB_BILLING_LOG_LEVEL": "WARNING",
             "BENCH_REDIS_URL": REDIS_URL,
             "BENCH_KEY": f"{prefix}bare",
@@ -412,6 +415,9 @@ async def _gateway(seconds: int, console: Console) -> list[Result]:
             "AIHUB_BILLING_REDIS_URL": REDIS_URL,
             "AIHUB_BILLING_QUOTA_KEY_PREFIX": prefix,
             "AIHUB_BILLING_EMBEDDED_WORKER": "false",
+            # One key sends everything: the per-key limit runs (its cost is measured) but
+            # never refuses.
+            "AIHUB_BILLING_API_RATE_LIMIT_PER_MINUTE": "1000000000",
             "AIHUB_BILLING_LOG_LEVEL": "WARNING",
         }
         headers = {"Authorization": f"Bearer {secret}", "Content-Type": "application/json"}

@@ -55,7 +55,7 @@ def require(service: str, error: str | None) -> None:
     pytest.skip(message)
 
 
-async def _pg_admin(sql: str) -> None:
+async def pg_admin(sql: str) -> None:
     import asyncpg
 
     conn = await asyncpg.connect(PG_ADMIN_URL)
@@ -72,9 +72,9 @@ def throwaway_postgres(prefix: str) -> Iterator[str]:
 
     require("PostgreSQL", PG_ERROR)
     name = f"{prefix}_{uuid.uuid4().hex[:8]}"
-    asyncio.run(_pg_admin(f'CREATE DATABASE "{name}"'))
+    asyncio.run(pg_admin(f'CREATE DATABASE "{name}"'))
     try:
         url = make_url(PG_ADMIN_URL).set(drivername="postgresql+asyncpg", database=name)
         yield url.render_as_string(hide_password=False)
     finally:
-        asyncio.run(_pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        asyncio.run(pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))

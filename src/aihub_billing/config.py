@@ -211,6 +211,16 @@ class BillingConfig(BaseSettings):
     usage_rollup_interval_seconds: float = Field(default=1.0, gt=0)
     # API key -> actor cache per process; a key revoked elsewhere works up to this long.
     auth_cache_seconds: float = Field(default=10.0, ge=0)
+    # Requests per API key (GCRA): `per_minute` on average, up to `burst` at once (0 = a
+    # minute's worth); 0 disables. Operator keys have their own rate, unlimited by default (a
+    # gateway may send every account's traffic with one). In Redis when configured.
+    api_rate_limit_per_minute: int = Field(default=6000, ge=0)
+    api_rate_limit_burst: int = Field(default=0, ge=0)
+    api_rate_limit_operator_per_minute: int = Field(default=0, ge=0)
+    # Request bodies over these sizes are refused with 413 before they are read: /usage/batch
+    # (a 1,000-event batch with ~6 metadata fields per event is about 610 KB), and the rest.
+    max_batch_body_bytes: int = Field(default=2 * 1024 * 1024, ge=1024)
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     # A generated invoice stays a draft this long (late usage is included), then is
     # finalized by a job; 0 = finalized at once.
     invoice_finalize_after_seconds: float = Field(default=3600.0, ge=0)

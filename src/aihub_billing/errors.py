@@ -163,6 +163,41 @@ class InvalidIdempotencyKey(BillingError):
     title = "Idempotency-Key must be 1 to 255 printable ASCII characters"
 
 
+class PayloadTooLarge(BillingError):
+    code = "payload_too_large"
+    status = 413
+    title = "The request body is larger than this endpoint accepts"
+
+
+class RateLimited(BillingError):
+    code = "rate_limited"
+    status = 429
+    title = "Too many requests, tokens or concurrent calls; retry later"
+
+    @classmethod
+    def retry_after(
+        cls,
+        detail: str,
+        *,
+        limit: int,
+        remaining: int,
+        seconds: int,
+        extra: dict[str, Any] | None = None,
+    ) -> RateLimited:
+        """A 429 with `Retry-After` and the `RateLimit-*` headers (whole seconds, >= 1)."""
+        seconds = max(1, seconds)
+        return cls(
+            detail,
+            headers={
+                "Retry-After": str(seconds),
+                "RateLimit-Limit": str(limit),
+                "RateLimit-Remaining": str(max(remaining, 0)),
+                "RateLimit-Reset": str(seconds),
+            },
+            extra={**(extra or {}), "retry_after_seconds": seconds},
+        )
+
+
 class ServiceUnavailable(BillingError):
     code = "service_unavailable"
     status = 503

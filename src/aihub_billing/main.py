@@ -14,8 +14,9 @@ from fastapi.routing import APIRoute
 
 from aihub_billing import __version__
 from aihub_billing.accounts.endpoints import router as accounts_router
-from aihub_billing.api import problems
+from aihub_billing.api import openapi, problems
 from aihub_billing.api.access import AccessMiddleware
+from aihub_billing.api.body_limit import BodyLimitMiddleware
 from aihub_billing.api.metrics import router as metrics_router
 from aihub_billing.api.middleware import RequestIdMiddleware
 from aihub_billing.audit.endpoints import router as audit_router
@@ -91,7 +92,12 @@ def create_app(
         lifespan=lifespan,
         generate_unique_id_function=_operation_id,
     )
-    # Added last, runs first: the access line is written with the request id still bound.
+    # Added first, runs innermost: the request id and access line wrap its 413 too.
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=config.max_body_bytes,
+        by_path={f"{API_PREFIX}/usage/batch": config.max_batch_body_bytes},
+    )
     app.add_middleware(AccessMiddleware, log_requests=config.access_log)
     app.add_middleware(RequestIdMiddleware)
     problems.install(app)
@@ -120,6 +126,7 @@ def create_app(
     app.include_router(api)
     app.include_router(_health_router())
     app.include_router(metrics_router)
+    openapi.install(app)
     return app
 
 

@@ -34,6 +34,7 @@ from aihub_billing.accounts import schemas as account_schemas
 from aihub_billing.accounts.errors import AccountNotFound
 from aihub_billing.accounts.service import accounts
 from aihub_billing.auth.keys import digest
+from aihub_billing.auth.ratelimit import KeyRateLimit
 from aihub_billing.auth.repository import ApiKeyRepository
 from aihub_billing.auth.service import auth
 from aihub_billing.caching import (
@@ -163,6 +164,13 @@ class BillingService:
             else MemoryCache()
         )
         self.db.sessions.configure(info={CACHE_INFO: self.cache})
+        self.key_limit = KeyRateLimit(
+            per_minute=config.api_rate_limit_per_minute,
+            burst=config.api_rate_limit_burst,
+            operator_per_minute=config.api_rate_limit_operator_per_minute,
+            redis=self.redis,
+            prefix=config.quota_key_prefix,
+        )
         auth.cache_seconds = config.auth_cache_seconds
         invoices.finalize_after = timedelta(seconds=config.invoice_finalize_after_seconds)
         invoices.default_tax_rate = config.pricing.tax_rate
@@ -183,6 +191,7 @@ class BillingService:
             await self.flush_quota_events()
         except Exception:
             log.exception("quota.flush_failed")
+        await self.key_limit.close()
         if self.redis is not None:
             await self.redis.aclose()
         await self.db.dispose()

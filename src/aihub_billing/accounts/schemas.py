@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 
 from aihub_billing.kit.money import JsonDecimal, normalize_currency
 
@@ -16,10 +16,11 @@ class AccountCreate(BaseModel):
     name: str = Field(min_length=1, max_length=200)
     email: str | None = Field(default=None, max_length=320, pattern=r"^[^@\s]+@[^@\s]+$")
     currency: str | None = Field(default=None, description="ISO 4217; default from config")
+    # Stored as NUMERIC(9, 6): more places would be refused by the column, not here.
     tax_rate: JsonDecimal | None = Field(
-        default=None, ge=0, lt=1, description="None = default rate"
+        default=None, ge=0, lt=1, decimal_places=6, description="None = default rate"
     )
-    tax_exempt: bool = False
+    tax_exempt: StrictBool = False  # 0 and 1 are not booleans
 
     @field_validator("currency")
     @classmethod

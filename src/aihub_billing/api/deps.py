@@ -34,6 +34,17 @@ SessionDep = Annotated[AsyncSession, Depends(get_session)]
 BillingDep = Annotated[BillingService, Depends(get_billing)]
 
 
+async def authenticated(
+    request: Request, session: AsyncSession, authorization: str | None
+) -> Actor:
+    """The caller's actor, once its key is known and within its request rate (every
+    authenticated request passes here: the dependency below and the lean routes)."""
+    actor = await auth.authenticate(session, authorization)
+    billing: BillingService = request.app.state.billing
+    await billing.key_limit.check(actor, billing.clock.now())
+    return actor
+
+
 async def get_actor(
     request: Request,
     session: SessionDep,
@@ -41,8 +52,7 @@ async def get_actor(
         str | None, Header(description="Bearer <API key>", include_in_schema=False)
     ] = None,
 ) -> Actor:
-    actor: Actor = await auth.authenticate(session, authorization)
-    return actor
+    return await authenticated(request, session, authorization)
 
 
 ActorDep = Annotated[Actor, Depends(get_actor)]
@@ -58,6 +68,10 @@ async def get_context(request: Request, actor: ActorDep) -> Context:
 ContextDep = Annotated[Context, Depends(get_context)]
 
 
+# Every role check made here: the OpenAPI document declares 403 on routes that use one.
+ROLE_CHECKS: set[Callable[..., Awaitable[Context]]] = set()
+
+
 def require_roles(*roles: Role) -> Callable[[Context], Awaitable[Context]]:
     """Admin passes every check; other roles must be listed."""
 
@@ -67,6 +81,7 @@ def require_roles(*roles: Role) -> Callable[[Context], Awaitable[Context]]:
             raise Forbidden(f"this action needs one of the roles: {allowed}")
         return ctx
 
+    ROLE_CHECKS.add(check)
     return check
 
 

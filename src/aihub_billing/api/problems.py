@@ -8,8 +8,10 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import iter_route_contexts
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from aihub_billing.api.middleware import REQUEST_ID_HEADER
 from aihub_billing.errors import (
@@ -19,6 +21,7 @@ from aihub_billing.errors import (
     InternalError,
     InvalidCurrency,
     InvalidCursorValue,
+    PayloadTooLarge,
     ServiceUnavailable,
     ValidationFailed,
     problem_body,
@@ -74,6 +77,19 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 400 and exc.__cause__ is not None:
+        # FastAPI's "error parsing the body" (bytes that are not UTF-8 JSON): the same 422 a
+        # body that is not JSON gets, and the lean routes give.
+        error = {"loc": ["body"], "msg": "the body is not valid UTF-8 JSON", "type": "json_invalid"}
+        return problem_response(
+            request, ValidationFailed(f"body: {error['msg']}", extra={"errors": [error]})
+        )
+    if exc.status_code == 413:
+        return problem_response(request, PayloadTooLarge(str(exc.detail)))
+    headers = getattr(exc, "headers", None)
+    if exc.status_code == 405:
+        # Starlette's Allow names the first route of the path only (one per method here).
+        headers = {**(headers or {}), "Allow": _allowed_methods(request)}
     body = problem_body(
         code=_HTTP_CODES.get(exc.status_code, "http_error"),
         status=exc.status_code,
@@ -83,11 +99,21 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
         request_id=getattr(request.state, "request_id", None),
     )
     return JSONResponse(
-        body,
-        status_code=exc.status_code,
-        headers=getattr(exc, "headers", None),
-        media_type=PROBLEM_CONTENT_TYPE,
+        body, status_code=exc.status_code, headers=headers, media_type=PROBLEM_CONTENT_TYPE
     )
+
+
+def _allowed_methods(request: Request) -> str:
+    """The methods of the path's most specific template (/payments/intents, not
+    /payments/{payment_id}), as OpenAPI resolves a path; every route of it, not the first."""
+    by_template: dict[str, set[str]] = {}
+    for route in iter_route_contexts(request.app.router.routes):
+        if route.path_format and route.matches(request.scope)[0] is not Match.NONE:
+            by_template.setdefault(route.path_format, set()).update(route.methods or ())
+    if not by_template:
+        return ""
+    template = min(by_template, key=lambda t: (t.count("{"), t))
+    return ", ".join(sorted(by_template[template]))
 
 
 async def _invalid_input(request: Request, exc: Exception) -> JSONResponse:

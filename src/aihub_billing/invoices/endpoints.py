@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Response
@@ -20,6 +19,7 @@ from aihub_billing.invoices.errors import (
     NoUpcomingInvoice,
 )
 from aihub_billing.invoices.service import invoices
+from aihub_billing.kit.clock import IsoDatetime
 from aihub_billing.kit.pagination import Page
 
 router = APIRouter(prefix="/invoices", tags=["invoices"], route_class=TransactionalRoute)
@@ -34,9 +34,11 @@ async def list_invoices(
     ctx: ContextDep,
     status: Status | None = None,
     period_from: Annotated[
-        datetime | None, Query(description="periods starting at or after")
+        IsoDatetime | None, Query(description="periods starting at or after")
     ] = None,
-    period_to: Annotated[datetime | None, Query(description="periods ending at or before")] = None,
+    period_to: Annotated[
+        IsoDatetime | None, Query(description="periods ending at or before")
+    ] = None,
     subscription_id: str | None = None,
     account_id: Annotated[str | None, Query(description="admin: one account")] = None,
     cursor: str | None = None,

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
+from typing import Annotated, Any, Protocol
 
-__all__ = ["Clock", "FrozenClock", "SystemClock", "ensure_utc", "monotonic"]
+from pydantic import BeforeValidator
+
+__all__ = ["Clock", "FrozenClock", "IsoDatetime", "SystemClock", "ensure_utc", "monotonic"]
 
 
 def ensure_utc(value: datetime) -> datetime:
@@ -19,6 +21,23 @@ def ensure_utc(value: datetime) -> datetime:
     if value.tzinfo is None or value.utcoffset() is None:
         raise ValueError(f"naive datetime refused: {value.isoformat()} (use aware UTC datetimes)")
     return value.astimezone(UTC)
+
+
+def _iso_only(value: Any) -> Any:
+    # Pydantic reads a number (or a numeric string) as Unix time: `?period_to=0.5` would
+    # silently mean 1970. Timestamps come as ISO 8601 text.
+    if isinstance(value, str):
+        try:
+            float(value)
+        except ValueError:
+            return value
+    elif not isinstance(value, int | float):
+        return value
+    raise ValueError("expected an ISO 8601 date-time, e.g. 2026-01-31T12:00:00Z")
+
+
+IsoDatetime = Annotated[datetime, BeforeValidator(_iso_only)]
+"""A datetime given as ISO 8601 text only (request bodies and query parameters)."""
 
 
 class Clock(Protocol):

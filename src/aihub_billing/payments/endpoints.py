@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, status
 
+from aihub_billing.accounts.errors import AccountNotFound
 from aihub_billing.api.deps import BillingDep, ContextDep, Idempotent, SessionDep
 from aihub_billing.api.routing import TransactionalRoute, replica_read
 from aihub_billing.errors import Forbidden, responses
@@ -52,6 +53,7 @@ def _render(payment: Payment, remote: PaymentIntent | None = None) -> schemas.Pa
     responses=responses(
         Forbidden,
         AccountRequired,
+        AccountNotFound,
         PaymentMethodNotFound,
         SubscriptionNotFound,
         *_PROVIDER_ERRORS,
@@ -86,7 +88,7 @@ async def confirm_payment(
     return _render(payment, remote)
 
 
-@router.get("/settings", responses=responses(Forbidden, AccountRequired, PaymentNotFound))
+@router.get("/settings", responses=responses(Forbidden, AccountRequired, AccountNotFound))
 async def get_payment_settings(
     session: SessionDep, ctx: ContextDep, account_id: str | None = None
 ) -> schemas.PaymentSettings:
@@ -96,7 +98,7 @@ async def get_payment_settings(
 
 @router.put(
     "/settings",
-    responses=responses(Forbidden, AccountRequired, PaymentNotFound, ProviderNotConfigured),
+    responses=responses(Forbidden, AccountRequired, AccountNotFound, ProviderNotConfigured),
 )
 async def put_payment_settings(
     data: schemas.PaymentSettingsUpdate, session: SessionDep, ctx: ContextDep, billing: BillingDep
@@ -151,7 +153,7 @@ async def refund_payment(
     status_code=status.HTTP_201_CREATED,
     dependencies=[Idempotent],
     responses=responses(
-        Forbidden, AccountRequired, ProviderOperationUnsupported, *_PROVIDER_ERRORS
+        Forbidden, AccountRequired, AccountNotFound, ProviderOperationUnsupported, *_PROVIDER_ERRORS
     ),
 )
 async def attach_payment_method(
@@ -162,7 +164,7 @@ async def attach_payment_method(
     return schemas.PaymentMethod.model_validate(record)
 
 
-@methods_router.get("", responses=responses(Forbidden, AccountRequired))
+@methods_router.get("", responses=responses(Forbidden, AccountRequired, AccountNotFound))
 async def list_payment_methods(
     session: SessionDep, ctx: ContextDep, account_id: str | None = None
 ) -> list[schemas.PaymentMethod]:

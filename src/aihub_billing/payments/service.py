@@ -13,6 +13,7 @@ from itertools import product
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from aihub_billing.accounts.errors import AccountNotFound
 from aihub_billing.audit.service import audit
 from aihub_billing.errors import Forbidden
 from aihub_billing.kit.cards import contains_card_number
@@ -631,13 +632,15 @@ class PaymentService:
         self, session: AsyncSession, ctx: Context, account_id: str | None
     ) -> Account:
         _require_billing(ctx)
+        requested = account_id
         if not ctx.actor.is_operator:
             account_id = ctx.actor.account_id if account_id in (None, ctx.actor.account_id) else ""
         if account_id is None:
             raise AccountRequired("operator keys must name the account_id")
         account = await PaymentRepository(session).account(account_id)
         if account is None or not ctx.actor.can_access(account.id):
-            raise PaymentNotFound(f"no account {account_id!r}")
+            # Another account's id answers as an unknown one does, everywhere.
+            raise AccountNotFound(f"no account {requested!r}")
         return account
 
     async def _payment(

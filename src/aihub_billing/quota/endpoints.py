@@ -10,9 +10,15 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
 from aihub_billing.accounts.errors import AccountNotFound
-from aihub_billing.api.deps import AdminContext, BillingDep, ContextDep, Idempotent, SessionDep
+from aihub_billing.api.deps import (
+    AdminContext,
+    BillingDep,
+    ContextDep,
+    Idempotent,
+    SessionDep,
+    authenticated,
+)
 from aihub_billing.api.routing import TransactionalRoute, replica_read
-from aihub_billing.auth.service import auth
 from aihub_billing.errors import Forbidden, InvalidRequest, responses
 from aihub_billing.kit.context import Context
 from aihub_billing.kit.pagination import Page
@@ -65,7 +71,7 @@ class LeanCheckRoute(TransactionalRoute):
             # No connection is taken unless auth or the limits miss their caches.
             session = billing.db.sessions()
             try:
-                actor = await auth.authenticate(session, request.headers.get("authorization"))
+                actor = await authenticated(request, session, request.headers.get("authorization"))
                 ctx = Context(
                     actor=actor,
                     clock=billing.clock,

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
-from aihub_billing.errors import BillingError, NotFound
+from aihub_billing.errors import BillingError, NotFound, RateLimited
+
+__all__ = [
+    "ModelNotAllowed",
+    "QuotaExceeded",
+    "QuotaUnavailable",
+    "RateLimited",
+    "ReservationNotFound",
+]
 
 
 class QuotaExceeded(BillingError):
     code = "quota_exceeded"
     status = 402
     title = "A monthly quota of the account is used up"
-
-
-class RateLimited(BillingError):
-    code = "rate_limited"
-    status = 429
-    title = "Too many requests, tokens or concurrent calls; retry later"
 
 
 class ModelNotAllowed(BillingError):

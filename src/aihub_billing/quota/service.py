@@ -417,16 +417,12 @@ class QuotaManager:
             )
         _RATE_LIMITED.inc()
         used = {"rpm": outcome.rpm_used, "tpm": outcome.tpm_used}.get(name, outcome.concurrent)
-        retry = max(1, math.ceil(outcome.retry_after_ms / 1000))
-        return RateLimited(
+        return RateLimited.retry_after(
             f"the {name} limit of {value} is reached",
-            headers={
-                "Retry-After": str(retry),
-                "RateLimit-Limit": str(value),
-                "RateLimit-Remaining": str(max(value - used, 0)),
-                "RateLimit-Reset": str(retry),
-            },
-            extra={**extra, "retry_after_seconds": retry},
+            limit=value,
+            remaining=value - used,
+            seconds=math.ceil(outcome.retry_after_ms / 1000),
+            extra=extra,
         )
 
     # reservations and usage

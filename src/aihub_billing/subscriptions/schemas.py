@@ -5,7 +5,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    field_validator,
+    model_validator,
+)
 
 from aihub_billing.kit.money import JsonDecimal, normalize_currency
 
@@ -73,7 +80,7 @@ class SubscriptionChange(_Cycle):
     when: When | None = Field(
         default=None, description="Default: upgrades immediately, downgrades at period end"
     )
-    preview: bool = Field(default=False, description="Return the lines; change nothing")
+    preview: StrictBool = Field(default=False, description="Return the lines; change nothing")
     coupon: str | None = Field(default=None, max_length=64)
     payment_provider: Literal["stripe", "paypal"] | None = None
     payment_method_id: str | None = Field(default=None, min_length=1, max_length=255)
@@ -88,7 +95,7 @@ class SubscriptionChange(_Cycle):
 class SubscriptionCancel(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    at_period_end: bool = True
+    at_period_end: StrictBool = True
 
 
 class PlanRef(BaseModel):

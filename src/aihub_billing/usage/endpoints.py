@@ -21,9 +21,9 @@ from aihub_billing.api.deps import (
     ContextDep,
     Idempotent,
     SessionDep,
+    authenticated,
 )
 from aihub_billing.api.routing import TransactionalRoute
-from aihub_billing.auth.service import auth
 from aihub_billing.errors import Forbidden, responses
 from aihub_billing.kit.context import Context
 from aihub_billing.service import BillingService
@@ -111,7 +111,7 @@ async def _lean_context(request: Request) -> tuple[BillingService, AsyncSession,
     (TransactionalRoute's) and the authenticated caller's context."""
     billing: BillingService = request.app.state.billing
     session: AsyncSession = request.state.session
-    actor = await auth.authenticate(session, request.headers.get("authorization"))
+    actor = await authenticated(request, session, request.headers.get("authorization"))
     ctx = Context(
         actor=actor, clock=billing.clock, request_id=getattr(request.state, "request_id", None)
     )
