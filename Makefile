@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help install system-deps run test lint format bench clean
+.PHONY: help install system-deps bench-deps run test lint format bench clean
 
 help:
 	@echo "make run    - install, migrate, seed and serve the API on 127.0.0.1:$${PORT:-8000} (SQLite)"
@@ -80,7 +80,20 @@ format: $(STAMP)
 	@$(BIN)/ruff format .
 	@$(BIN)/ruff check --fix .
 
-bench: system-deps $(STAMP)
+# wrk loads the HTTP benchmarks; without it they fall back to an async httpx driver, which
+# saturates its own core long before the server does.
+bench-deps:
+	@if ! command -v wrk >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo ">> no wrk: apt-get install wrk (the HTTP load generator of the benchmarks)"; \
+	    $(APT_INSTALL) wrk >/dev/null || { apt-get update -q >/dev/null && \
+	      $(APT_INSTALL) wrk >/dev/null; } || echo "!! installing wrk failed"; \
+	  else \
+	    echo "!! no wrk: the HTTP benchmarks use a slower httpx driver (apt-get install wrk)"; \
+	  fi; \
+	fi
+
+bench: system-deps bench-deps $(STAMP)
 	@echo ">> benchmarks"
 	@$(BIN)/python -m bench
 
