@@ -9,7 +9,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from aihub_billing.summary.forecast import projected_amount, projected_count, runs_out_at
+from aihub_billing.summary.forecast import (
+    MIN_RATE_SPAN,
+    projected_amount,
+    projected_count,
+    runs_out_at,
+)
 
 START = datetime(2026, 1, 31, 12, tzinfo=UTC)
 END = datetime(2026, 2, 28, 12, tzinfo=UTC)  # 28 days
@@ -26,7 +31,17 @@ def test_a_week_of_a_four_week_period_is_a_quarter() -> None:
 
 
 def test_edges() -> None:
-    assert projected_count(5, START, START, END) == 5  # nothing elapsed: no rate
+    # Under a day in, the rate is taken over the first day: 20 calls in 5 seconds (or at
+    # the very start) are the day's, not 3.4 million a week.
+    assert timedelta(days=1) == MIN_RATE_SPAN
+    assert projected_count(20, START, START + timedelta(seconds=5), END) == 20 * 28
+    assert projected_count(5, START, START, END) == 5 * 28
+    assert projected_amount(Decimal("0.15"), START, START, END) == Decimal("4.2")
+    assert runs_out_at(5_000, 10_000, START, START + timedelta(minutes=1), END) == START + (
+        timedelta(days=2)
+    )
+    # A period shorter than a day: the rate is over the whole of it.
+    assert projected_count(7, START, START, START + timedelta(hours=1)) == 7
     assert projected_count(0, START, WEEK, END) == 0
     assert projected_count(10, START, END + timedelta(days=3), END) == 10  # held at the end
     assert runs_out_at(0, 100, START, WEEK, END) is None  # no use, no rate
@@ -43,7 +58,7 @@ moments = st.integers(1, 28 * 86_400 * 10**6).map(lambda us: START + timedelta(m
 def test_projections_never_fall_below_what_is_used(used: int, now: datetime) -> None:
     projected = projected_count(used, START, now, END)
     assert used <= projected
-    assert projected <= used * 28 * 86_400 * 10**6  # at most the rate of one microsecond
+    assert projected <= used * 28  # at most the rate of the first day
 
 
 @given(used=st.integers(1, 10**9), limit=st.integers(1, 10**9), now=moments)
@@ -51,7 +66,7 @@ def test_the_run_out_moment_is_where_the_rate_reaches_the_limit(
     used: int, limit: int, now: datetime
 ) -> None:
     at = runs_out_at(used, limit, START, now, END)
-    elapsed = (now - START) // timedelta(microseconds=1)
+    elapsed = max(now - START, MIN_RATE_SPAN) // timedelta(microseconds=1)
     if used >= limit:
         assert at == now
         return

@@ -7,34 +7,34 @@ from datetime import datetime, timedelta
 from decimal import Decimal, localcontext
 
 _US = timedelta(microseconds=1)
+# The rate is taken over at least this much of the period (or all of a shorter one): 20
+# calls in the first minute are that day's, not 29,000 a day.
+MIN_RATE_SPAN = timedelta(days=1)
 
 
 def _spans(start: datetime, now: datetime, end: datetime) -> tuple[int, int]:
-    """(elapsed, whole period) in microseconds; `now` is held inside [start, end]."""
+    """(the span the rate is taken over, the whole period) in microseconds: the time
+    elapsed, `now` held inside [start, end], but not less than MIN_RATE_SPAN."""
     if not start < end:
         raise ValueError("a period ends after it starts")
     now = min(max(now, start), end)
-    return (now - start) // _US, (end - start) // _US
+    whole = (end - start) // _US
+    return max((now - start) // _US, min(MIN_RATE_SPAN // _US, whole)), whole
 
 
 def projected_count(used: int, start: datetime, now: datetime, end: datetime) -> int:
-    """`used` so far, carried on at the same rate to `end` (rounded down). Nothing elapsed
-    yet: no rate to carry, the projection is what is used."""
-    elapsed, whole = _spans(start, now, end)
-    if elapsed == 0:
-        return used
-    return used * whole // elapsed
+    """`used` so far, carried on at the same rate to `end` (rounded down)."""
+    span, whole = _spans(start, now, end)
+    return used * whole // span
 
 
 def projected_amount(amount: Decimal, start: datetime, now: datetime, end: datetime) -> Decimal:
     """An unrounded amount carried on at the same rate to `end` (exact up to 50 digits;
     the caller rounds once, to minor units)."""
-    elapsed, whole = _spans(start, now, end)
-    if elapsed == 0:
-        return amount
+    span, whole = _spans(start, now, end)
     with localcontext() as ctx:
         ctx.prec = 50
-        return amount * whole / elapsed
+        return amount * whole / span
 
 
 def runs_out_at(
@@ -46,10 +46,11 @@ def runs_out_at(
         return None
     if used >= limit:
         return min(max(now, start), end)
-    elapsed, whole = _spans(start, now, end)
-    if used == 0 or elapsed == 0:
+    span, whole = _spans(start, now, end)
+    if used == 0:
         return None
-    # The moment used * (t - start) / elapsed == limit, rounded up to the microsecond
-    # (compared as a count first: far beyond the period it is no date at all).
-    reach = -(-limit * elapsed // used)
+    # The moment used * (t - start) / span == limit, rounded up to the microsecond (after
+    # `now`, since used < limit; compared as a count first: far beyond the period it is no
+    # date at all).
+    reach = -(-limit * span // used)
     return start + _US * reach if reach < whole else None
