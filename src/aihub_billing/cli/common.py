@@ -4,6 +4,7 @@ failures."""
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Awaitable, Callable
 from typing import NoReturn, TypeVar
 
@@ -22,6 +23,10 @@ T = TypeVar("T")
 
 # soft_wrap: keys and URLs stay on one line, so they can be copied.
 console = Console(soft_wrap=True)
+if not console.is_terminal and "COLUMNS" not in os.environ:
+    # Piped or redirected, Rich would fit tables to 80 columns and cut ids short; a file or
+    # a pager takes whole lines.
+    console.width = 200
 # Every command's BillingService reads the time here (tests put a FrozenClock in).
 clock: Clock = SystemClock()
 
