@@ -18,34 +18,20 @@ help:
 # package prometheus, which also holds the server: only promtool is used). Installed with
 # apt-get when root, else reported.
 APT_INSTALL = DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends
+# $(call apt_need,CHECK,PACKAGE,WHAT FOR,WITHOUT IT): installs PACKAGE when CHECK fails.
+apt_need = if ! { $(1); }; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo ">> apt-get install $(2) ($(3))"; \
+	    $(APT_INSTALL) $(2) >/dev/null || { apt-get update -q >/dev/null && \
+	      $(APT_INSTALL) $(2) >/dev/null; } || echo "!! installing $(2) failed"; \
+	  else \
+	    echo "!! no $(2): $(4) (apt-get install $(2))"; \
+	  fi; \
+	fi
 system-deps:
-	@if ! fc-list :lang=zh 2>/dev/null | grep -q .; then \
-	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    echo ">> no CJK font (fc-list :lang=zh is empty): apt-get install fonts-wqy-microhei"; \
-	    $(APT_INSTALL) fonts-wqy-microhei >/dev/null || { apt-get update -q >/dev/null && \
-	      $(APT_INSTALL) fonts-wqy-microhei >/dev/null; } || echo "!! installing fonts-wqy-microhei failed"; \
-	  else \
-	    echo "!! no CJK font: zh_CN invoice PDFs need one (e.g. apt-get install fonts-wqy-microhei)"; \
-	  fi; \
-	fi
-	@if ! ldconfig -p 2>/dev/null | grep -q libharfbuzz-subset.so.0; then \
-	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    echo ">> no libharfbuzz-subset: apt-get install libharfbuzz-subset0 (fast PDF font subsetting)"; \
-	    $(APT_INSTALL) libharfbuzz-subset0 >/dev/null || { apt-get update -q >/dev/null && \
-	      $(APT_INSTALL) libharfbuzz-subset0 >/dev/null; } || echo "!! installing libharfbuzz-subset0 failed"; \
-	  else \
-	    echo "!! no libharfbuzz-subset: invoice PDFs work but font subsetting is ~10x slower"; \
-	  fi; \
-	fi
-	@if ! command -v promtool >/dev/null; then \
-	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    echo ">> no promtool: apt-get install prometheus (checks and tests deploy/prometheus/alerts.yml)"; \
-	    $(APT_INSTALL) prometheus >/dev/null || { apt-get update -q >/dev/null && \
-	      $(APT_INSTALL) prometheus >/dev/null; } || echo "!! installing prometheus failed"; \
-	  else \
-	    echo "!! no promtool: the alert rule tests skip (fail under CI=true); apt-get install prometheus"; \
-	  fi; \
-	fi
+	@$(call apt_need,fc-list :lang=zh 2>/dev/null | grep -q .,fonts-wqy-microhei,a CJK font for zh_CN invoice PDFs,zh_CN invoice PDFs need a CJK font)
+	@$(call apt_need,ldconfig -p 2>/dev/null | grep -q libharfbuzz-subset.so.0,libharfbuzz-subset0,fast PDF font subsetting,invoice PDFs work but font subsetting is ~10x slower)
+	@$(call apt_need,command -v promtool >/dev/null,prometheus,promtool checks and tests deploy/prometheus/alerts.yml,the alert rule tests skip and fail under CI=true)
 	@ldconfig -p 2>/dev/null | grep -q libpango-1.0.so.0 || \
 	  echo "!! no pango (libpango-1.0-0): WeasyPrint cannot render invoice PDFs"
 
@@ -83,15 +69,7 @@ format: $(STAMP)
 # wrk loads the HTTP benchmarks; without it they fall back to an async httpx driver, which
 # saturates its own core long before the server does.
 bench-deps:
-	@if ! command -v wrk >/dev/null; then \
-	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    echo ">> no wrk: apt-get install wrk (the HTTP load generator of the benchmarks)"; \
-	    $(APT_INSTALL) wrk >/dev/null || { apt-get update -q >/dev/null && \
-	      $(APT_INSTALL) wrk >/dev/null; } || echo "!! installing wrk failed"; \
-	  else \
-	    echo "!! no wrk: the HTTP benchmarks use a slower httpx driver (apt-get install wrk)"; \
-	  fi; \
-	fi
+	@$(call apt_need,command -v wrk >/dev/null,wrk,the HTTP load generator of the benchmarks,the HTTP benchmarks use a slower httpx driver)
 
 bench: system-deps bench-deps $(STAMP)
 	@echo ">> benchmarks"
