@@ -82,6 +82,14 @@ METRICS_TTL_SECONDS = 5.0
 METRICS_QUERY_TIMEOUT_SECONDS = 3.0
 
 
+@dataclass(frozen=True)
+class DatabaseMetrics:
+    """What /metrics reads from the database per scrape."""
+
+    subscriptions: SubscriptionMetrics
+    usage_not_rolled_up: int  # events the roller has not added to the daily rollups yet
+
+
 def migrate_database(url: str, revision: str = "head") -> None:
     """Runs the Alembic migrations (synchronously: call it outside an event loop)."""
     ini = ROOT / "alembic.ini"
@@ -177,7 +185,7 @@ class BillingService:
         invoices.store_pdfs = config.documents.store
         subscriptions_service.on_plan_change.append(self.limits_changed)
         self._metrics_lock = asyncio.Lock()
-        self._metrics_cache: tuple[float, SubscriptionMetrics] | None = None
+        self._metrics_cache: tuple[float, DatabaseMetrics] | None = None
 
     def processor(self, name: str | None = None) -> PaymentProcessor:
         """The processor of provider `name` (default: the first enabled one), from config."""
@@ -261,10 +269,10 @@ class BillingService:
                 checks["redis"] = f"error: {type(exc).__name__}"
         return checks
 
-    async def subscription_metrics(self) -> SubscriptionMetrics | None:
-        """Open subscriptions by status and MRR per currency for /metrics: one query on the
-        replica (or a read-only session), cached for METRICS_TTL_SECONDS; None when the
-        database does not answer."""
+    async def database_metrics(self) -> DatabaseMetrics | None:
+        """Open subscriptions by status, MRR per currency and the roller's backlog for
+        /metrics: read on the replica (or a read-only session), cached for
+        METRICS_TTL_SECONDS; None when the database does not answer."""
         async with self._metrics_lock:  # concurrent scrapes share one query
             cached = self._metrics_cache
             if cached is not None and cached[0] > monotonic():
@@ -273,7 +281,10 @@ class BillingService:
             sessions = self.db.read_sessions if replica else self.db.snapshots
             try:
                 async with asyncio.timeout(METRICS_QUERY_TIMEOUT_SECONDS), sessions() as session:
-                    figures = await subscriptions.metrics(session)
+                    figures = DatabaseMetrics(
+                        subscriptions=await subscriptions.metrics(session),
+                        usage_not_rolled_up=await usage.pending_rollup(session),
+                    )
             except Exception as exc:
                 log.warning("metrics.database_unavailable", error=type(exc).__name__)
                 return None

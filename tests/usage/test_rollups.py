@@ -162,3 +162,17 @@ async def test_concurrent_writers_and_rollers_count_every_event_once(
     rollups, recomputed = await _rollups_and_recomputation(billing, account_id)
     assert rollups == recomputed
     assert sum(r[0] for r in rollups.values()) == accepted
+
+
+async def test_the_backlog_is_scraped(pg_billing: BillingService) -> None:
+    billing = pg_billing
+    _, ctx = await _account(billing)
+    async with billing.transaction() as session:
+        await usage.record(session, ctx, _events("m", 7))
+    figures = await billing.database_metrics()
+    assert figures is not None and figures.usage_not_rolled_up == 7
+    async with asyncio.timeout(60):  # other transactions in the cluster hold the horizon
+        await billing.settle_usage_rollups()
+    billing._metrics_cache = None  # read again now, not METRICS_TTL_SECONDS later
+    figures = await billing.database_metrics()
+    assert figures is not None and figures.usage_not_rolled_up == 0

@@ -9,7 +9,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from aihub_billing.kit.metrics import exposition, subscription_families
+from aihub_billing.kit.metrics import exposition, subscription_families, usage_rollup_family
 from aihub_billing.service import BillingService
 
 router = APIRouter()
@@ -18,8 +18,17 @@ router = APIRouter()
 @router.get("/metrics", include_in_schema=False)
 async def metrics(request: Request) -> Response:
     billing: BillingService = request.app.state.billing
-    figures = await billing.subscription_metrics()
-    extra = subscription_families(figures.by_status, figures.mrr_minor) if figures else []
+    figures = await billing.database_metrics()
+    extra = (
+        [
+            *subscription_families(
+                figures.subscriptions.by_status, figures.subscriptions.mrr_minor
+            ),
+            usage_rollup_family(figures.usage_not_rolled_up),
+        ]
+        if figures
+        else []
+    )
     # Rendering reads every series (and, in multiprocess mode, every worker's files): off
     # the event loop, so the requests being measured do not wait for it.
     body, content_type = await run_in_threadpool(exposition, request.headers.get("accept"), extra)

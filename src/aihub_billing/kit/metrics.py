@@ -4,7 +4,8 @@ several: `PROMETHEUS_MULTIPROC_DIR`).
 Domain code counts through `count_on_commit`, so a rolled-back transaction (a failed request,
 a job that is retried, a savepoint that failed) counts nothing and a retry never counts twice.
 The quota counters live in `quota/service.py`; gauges that need the database are computed per
-scrape (`subscription_families`), so no Gauge object needs a multiprocess mode.
+scrape (`subscription_families`, `usage_rollup_family`), so no Gauge object needs a
+multiprocess mode.
 """
 
 from __future__ import annotations
@@ -131,6 +132,16 @@ def subscription_families(
     for currency, amount in sorted(mrr_minor.items()):
         mrr.add_metric([currency], amount)
     return [subscriptions, mrr]
+
+
+def usage_rollup_family(not_rolled_up: int) -> Metric:
+    """The roller's backlog, read from the database at scrape time (always 0 on SQLite,
+    whose inserts roll up their own events)."""
+    return GaugeMetricFamily(
+        "aihub_billing_usage_events_not_rolled_up",
+        "Stored usage events not yet added to the daily rollups (readers add them meanwhile)",
+        value=not_rolled_up,
+    )
 
 
 # -- exposition -----------------------------------------------------------------------------
