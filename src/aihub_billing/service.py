@@ -567,17 +567,7 @@ class BillingService:
                 session, ctx, account_id=account_id, start=None, end=None, group_by="model"
             )
             balance = await credit_notes.account_balance(session, ctx, account_id)
-            latest, _ = await invoices.page(
-                session,
-                ctx,
-                account_id=account_id,
-                status=None,
-                subscription_id=None,
-                period_from=None,
-                period_to=None,
-                cursor=None,
-                limit=recent,
-            )
+            latest, _ = await invoices.page(session, ctx, account_id=account_id, limit=recent)
         return AccountOverview(
             account=account_schemas.Account.model_validate(account),
             plan=plan,
@@ -604,9 +594,6 @@ class BillingService:
                     ctx,
                     account_id=account_id,
                     status=status,
-                    subscription_id=None,
-                    period_from=None,
-                    period_to=None,
                     cursor=cursor,
                     limit=limit - len(found),
                 )
@@ -622,9 +609,9 @@ class BillingService:
         account (validated one by one, counted once per event id), all groups in one
         transaction; one result per group.
 
-        The quota counters are not fed here: they add every new call to the current period
-        whatever its timestamp, and imported usage is mostly older. Rebuild the accounts'
-        counters from the stored usage afterwards (rebuild_quota), which counts by period."""
+        The quota counters are not fed here: without Redis they live in each server's
+        memory, out of this process's reach. With Redis, rebuild the accounts' counters from
+        the stored usage afterwards (rebuild_quota), which counts each call in its period."""
         results = []
         async with self.transaction() as session:
             for account_id, events in groups:

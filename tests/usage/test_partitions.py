@@ -5,10 +5,8 @@ months, and an upgrade that keeps stored events and their keys."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime, timedelta
 
-import pytest
 from alembic import command
 from sqlalchemy import text
 
@@ -18,7 +16,7 @@ from aihub_billing.kit.context import Actor, Context, Role
 from aihub_billing.service import BillingService, migrate_database
 from aihub_billing.usage.service import PARTITION_MONTHS_AHEAD, model_prices, usage
 from tests.backends import throwaway_postgres
-from tests.conftest import make_config, wipe
+from tests.conftest import make_config
 from tests.test_migrations import alembic_config
 
 NOW = SystemClock().now()  # the migration makes months around the wall clock's
@@ -27,19 +25,6 @@ _PARTITIONS = text(
     " WHERE i.inhparent = 'usage_events'::regclass ORDER BY 1"
 )
 _WHERE = text("SELECT tableoid::regclass::text, count(*) FROM usage_events GROUP BY 1 ORDER BY 1")
-
-
-@pytest.fixture
-async def pg_billing(postgres_url: str, clock: FrozenClock) -> AsyncIterator[BillingService]:
-    service = BillingService(make_config(postgres_url), clock=clock)
-    await wipe(service)
-    async with service.transaction() as session:
-        await model_prices.seed_defaults(session, service.context())
-    try:
-        yield service
-    finally:
-        await wipe(service)
-        await service.close()
 
 
 async def _record(billing: BillingService, account: str, events: list[dict[str, object]]) -> int:

@@ -4,36 +4,19 @@ exactly once, and every reader is exact before, during and after a roll."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
-import pytest
 from sqlalchemy import text
 
 from aihub_billing.kit.clock import FrozenClock
 from aihub_billing.kit.context import Actor, Context, Role
 from aihub_billing.service import BillingService
-from aihub_billing.usage.service import SEED_PRICES, model_prices, usage
+from aihub_billing.usage.service import SEED_PRICES, usage
 from tests.conftest import make_config
 from tests.usage.test_tracker import _rollups_and_recomputation
 
 MODELS = [m for m, *_ in SEED_PRICES]
 _OWN_XACT = text("SELECT CAST(CAST(pg_current_xact_id() AS text) AS bigint)")
-
-
-@pytest.fixture
-async def pg_billing(postgres_url: str, clock: FrozenClock) -> AsyncIterator[BillingService]:
-    from tests.conftest import wipe
-
-    service = BillingService(make_config(postgres_url), clock=clock)
-    await wipe(service)
-    async with service.transaction() as session:
-        await model_prices.seed_defaults(session, service.context())
-    try:
-        yield service
-    finally:
-        await wipe(service)
-        await service.close()
 
 
 def _events(prefix: str, n: int) -> list[dict[str, Any]]:

@@ -942,13 +942,13 @@ class InvoiceService:
         session: AsyncSession,
         ctx: Context,
         *,
-        account_id: str | None,
-        status: str | None,
-        subscription_id: str | None,
-        period_from: datetime | None,
-        period_to: datetime | None,
-        cursor: str | None,
-        limit: int | None,
+        account_id: str | None = None,
+        status: str | None = None,
+        subscription_id: str | None = None,
+        period_from: datetime | None = None,
+        period_to: datetime | None = None,
+        cursor: str | None = None,
+        limit: int | None = None,
     ) -> tuple[list[schemas.InvoiceSummary], str | None]:
         if not ctx.actor.is_operator:
             if account_id is not None and account_id != ctx.actor.account_id:

@@ -141,9 +141,15 @@ def day_split(start: datetime, end: datetime) -> tuple[date, date, list[tuple[da
     last_day = end.date()  # exclusive
     if first_day >= last_day:
         return first_day, last_day, [(start, end)] if start < end else []
-    edges = [(start, _midnight(first_day)), (_midnight(last_day), end)]
+    edges = [(start, midnight(first_day)), (midnight(last_day), end)]
     return first_day, last_day, [(s, e) for s, e in edges if s < e]
 
 
-def _midnight(day: date) -> datetime:
+def midnight(day: date) -> datetime:
+    """The UTC instant `day` starts."""
     return datetime.combine(day, time(0), tzinfo=UTC)
+
+
+def next_month(day: date) -> date:
+    """The first day of the month after `day`'s."""
+    return date(day.year + day.month // 12, day.month % 12 + 1, 1)

@@ -370,13 +370,18 @@ class QuotaManager:
             now + self._ttl,
         )
 
+    def _backend_down(self, exc: EngineUnavailable) -> QuotaUnavailable:
+        """The error for a counter store that cannot be reached, counted in the metrics."""
+        self._backend_errors.inc()
+        return QuotaUnavailable(str(exc), headers={"Retry-After": "1"})
+
     def _unavailable(
         self, exc: EngineUnavailable, request: CheckRequest, resolved: ResolvedLimits
     ) -> schemas.QuotaCheckResult:
-        self._backend_errors.inc()
         log.warning("quota.backend_unavailable", error=str(exc), fail_mode=self.fail_mode)
         if self.fail_mode != "fail_open":
-            raise QuotaUnavailable(str(exc), headers={"Retry-After": "1"}) from exc
+            raise self._backend_down(exc) from exc
+        self._backend_errors.inc()
         _DEGRADED.inc()
         return schemas.QuotaCheckResult(
             reservation_id=request.reservation_id,
@@ -443,8 +448,7 @@ class QuotaManager:
                 account_id, resolved.period_key, reservation_id, actual_tokens, now
             )
         except EngineUnavailable as exc:
-            self._backend_errors.inc()
-            raise QuotaUnavailable(str(exc), headers={"Retry-After": "1"}) from exc
+            raise self._backend_down(exc) from exc
         if not settled.found:
             raise ReservationNotFound(f"no live reservation {reservation_id!r}")
         if settled.difference > 0 and settled.tokens_used is not None:
@@ -505,8 +509,7 @@ class QuotaManager:
                 account_id, resolved.period_key, reservation_id, ctx.clock.now()
             )
         except EngineUnavailable as exc:
-            self._backend_errors.inc()
-            raise QuotaUnavailable(str(exc), headers={"Retry-After": "1"}) from exc
+            raise self._backend_down(exc) from exc
         if not settled.found:
             raise ReservationNotFound(f"no live reservation {reservation_id!r}")
         return schemas.Settlement(
@@ -543,8 +546,7 @@ class QuotaManager:
             )
         except EngineUnavailable as exc:
             # The stored usage stays the truth; these counters are short until a rebuild.
-            self._backend_errors.inc()
-            raise QuotaUnavailable(str(exc), headers={"Retry-After": "1"}) from exc
+            raise self._backend_down(exc) from exc
         self._crossed(ctx, resolved, member_id, None, "calls", calls_used - calls, calls_used)
         self._crossed(ctx, resolved, member_id, None, "tokens", tokens_used - tokens, tokens_used)
 
@@ -559,8 +561,7 @@ class QuotaManager:
                 await self._rebuild(resolved, now)
                 current = await self.engine.status(account_id, resolved.period_key, now)
         except EngineUnavailable as exc:
-            self._backend_errors.inc()
-            raise QuotaUnavailable(str(exc), headers={"Retry-After": "1"}) from exc
+            raise self._backend_down(exc) from exc
         limits = resolved.limits
         reset = current.window_reset_ms / 1000
         return schemas.QuotaStatus(
@@ -604,8 +605,7 @@ class QuotaManager:
         try:
             return await self._rebuild(resolved, ctx.clock.now(), force=force)
         except EngineUnavailable as exc:
-            self._backend_errors.inc()
-            raise QuotaUnavailable(str(exc), headers={"Retry-After": "1"}) from exc
+            raise self._backend_down(exc) from exc
 
     async def _rebuild(self, resolved: ResolvedLimits, now: datetime, force: bool = False) -> bool:
         key = (resolved.account_id, resolved.period_key)
@@ -675,8 +675,7 @@ class QuotaManager:
                         )
                         self._stale.discard(account_id)
                 except EngineUnavailable as exc:
-                    self._backend_errors.inc()
-                    raise QuotaUnavailable(str(exc), headers={"Retry-After": "1"}) from exc
+                    raise self._backend_down(exc) from exc
                 rebuilt += written
                 if on_account is not None:
                     on_account(account_id, written)

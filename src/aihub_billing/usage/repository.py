@@ -33,6 +33,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from aihub_billing.kit.periods import midnight, next_month
 from aihub_billing.models import (
     ModelPrice,
     UsageDaily,
@@ -281,19 +282,15 @@ _ROLL = text(
 _ROLLED = text(
     "UPDATE usage_rollup_state SET rolled_through = :horizon, rolled_at = :now WHERE id = 1"
 )
-# For this transaction: group by hash, and no JIT (the cost penalty that steers the planner
-# off sorting would otherwise make it compile the statement: half a second per pass).
 _PARTITIONED = text(
     "SELECT EXISTS (SELECT 1 FROM pg_partitioned_table p JOIN pg_class c ON c.oid = p.partrelid"
     " WHERE c.relname = 'usage_events' AND pg_table_is_visible(c.oid))"
 )
 _TABLE_EXISTS = text("SELECT to_regclass(:name) IS NOT NULL")
 _PARTITION_LOCK = text("SELECT pg_advisory_xact_lock(hashtext('usage_events:partitions'))")
+# For this transaction: group by hash, and no JIT (the cost penalty that steers the planner
+# off sorting would otherwise make it compile the statement: half a second per pass).
 _HASH_ONLY = text("SELECT set_config('enable_sort', 'off', true), set_config('jit', 'off', true)")
-# No state row (an emptied database) is watermark 0: nothing rolled up.
-_WATERMARK = text(
-    "SELECT coalesce((SELECT rolled_through FROM usage_rollup_state WHERE id = 1), 0)"
-)
 
 
 # SQLite's default limit is 32,766 variables per statement; 19 columns x 500 rows stays below.
@@ -312,6 +309,7 @@ _SUMMED = (
 )
 # 2xx and 3xx, as usage_daily.status_class 2 and 3.
 _SUCCESSFUL = and_(UsageEvent.status_code >= 200, UsageEvent.status_code < 400)
+# No state row (an emptied database) is watermark 0: nothing rolled up.
 _CURRENT_WATERMARK = func.coalesce(
     select(UsageRollupState.rolled_through).where(UsageRollupState.id == 1).scalar_subquery(),
     0,
@@ -510,7 +508,7 @@ class UsageRepository:
         await self.session.execute(_PARTITION_LOCK)  # two schedulers: one after the other
         if (await self.session.execute(_TABLE_EXISTS, {"name": name})).scalar_one():
             return False
-        bounds = {"start": _midnight(month), "end": _midnight(_next_month(month))}
+        bounds = {"start": midnight(month), "end": midnight(next_month(month))}
         await self.session.execute(
             text(f"CREATE TABLE {name} (LIKE usage_events INCLUDING DEFAULTS)")
         )
@@ -533,7 +531,7 @@ class UsageRepository:
     async def watermark(self) -> int:
         """PostgreSQL: the rollup watermark (events with `xact` at or above it are not in
         usage_daily yet)."""
-        return int((await self.session.execute(_WATERMARK)).scalar_one())
+        return int((await self.session.execute(select(_CURRENT_WATERMARK))).scalar_one())
 
     async def add_to_rollups(self, account_id: str, deltas: dict[RollupKey, RollupDelta]) -> None:
         """SQLite: adds the deltas to usage_daily, creating rows as needed, in key order."""
@@ -627,8 +625,8 @@ class UsageRepository:
             *(case((bucket == i, 1), else_=0).label(f"h{i}") for i in range(_SIZE)),
         ).where(
             UsageEvent.account_id == account_id,
-            UsageEvent.occurred_at >= _midnight(start_day),
-            UsageEvent.occurred_at < _midnight(end_day),
+            UsageEvent.occurred_at >= midnight(start_day),
+            UsageEvent.occurred_at < midnight(end_day),
             UsageEvent.usage_type == "api_call",
             *await self._past_watermark(),
         )
@@ -778,14 +776,6 @@ def _group_columns(
 
 def _partition_name(month: date) -> str:
     return f"usage_events_y{month.year:04d}m{month.month:02d}"
-
-
-def _next_month(month: date) -> date:
-    return date(month.year + month.month // 12, month.month % 12 + 1, 1)
-
-
-def _midnight(day: date) -> datetime:
-    return datetime(day.year, day.month, day.day, tzinfo=UTC)
 
 
 def _rollup_key(row: UsageDaily) -> RollupKey:

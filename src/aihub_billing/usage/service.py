@@ -18,7 +18,7 @@ from aihub_billing.kit.cache import account_scope, touch
 from aihub_billing.kit.context import Context
 from aihub_billing.kit.ids import new_id
 from aihub_billing.kit.metrics import USAGE_EVENTS, count_on_commit
-from aihub_billing.kit.periods import day_split
+from aihub_billing.kit.periods import day_split, next_month
 from aihub_billing.models import ModelPrice
 from aihub_billing.models.types import canonical_decimal
 from aihub_billing.usage import histogram, schemas
@@ -298,22 +298,20 @@ class UsageTracker:
         settlements = counted.settlements
         calls = tokens = duplicates = 0
         price_at = prices.at
+        event_problem = schemas.event_problem
         # The hot loop: a tuple and a dict per event, the cost as exact decimal text (stored
         # as NUMERIC and answered as is), no Decimal or model instance per event.
         for index, event in batch.events:
+            problem = event_problem(event)
+            if problem is not None:
+                results[index] = _broken(index, event, problem)
+                continue
             usage_type = event["usage_type"]
             model = event["model"]
             storage_gb = event["storage_gb"]
             input_tokens = event["input_tokens"]
             cached = event["cached_input_tokens"]
             api_call = usage_type == "api_call"
-            if (
-                (model is None or storage_gb is not None or cached > input_tokens)
-                if api_call
-                else storage_gb is None
-            ):
-                results[index] = _broken(index, event)
-                continue
             stamp = event["timestamp"]
             occurred_at = now if stamp is None else stamp.astimezone(UTC)
             if occurred_at > latest:
@@ -422,7 +420,7 @@ class UsageTracker:
         for _ in range(PARTITION_MONTHS_AHEAD + 1):
             if await repo.add_month_partition(month):
                 made.append(month)
-            month = (month + timedelta(days=32)).replace(day=1)
+            month = next_month(month)
         return made
 
     async def stats(
@@ -645,11 +643,9 @@ def _validate(
     return parsed
 
 
-def _broken(index: int, event: dict[str, Any]) -> dict[str, Any]:
+def _broken(index: int, event: dict[str, Any], problem: str) -> dict[str, Any]:
     """The rejection of a field-valid event that breaks a cross-field rule, worded as
     UsageEventIn's validation words it."""
-    problem = schemas.event_problem(event)
-    assert problem is not None
     error = {"type": "value_error", "loc": (), "msg": f"Value error, {problem}"}
     return _rejected(index, event["event_id"], [error])
 
