@@ -13,7 +13,21 @@ import pytest
 PG_ADMIN_URL = os.environ.get(
     "AIHUB_BILLING_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
-REDIS_URL = os.environ.get("AIHUB_BILLING_TEST_REDIS", "redis://127.0.0.1:6379/15")
+
+
+def _with_read_timeout(url: str, seconds: int = 30) -> str:
+    """The suite's process builds an app per test, and the cyclic GC collects their garbage
+    in full passes of millions of objects that held the event loop for up to 6 s (measured),
+    past redis-py's default 5 s read timeout: a reply that had arrived during the pause
+    failed the test (a Redis engine test, about one full run in three)."""
+    if "socket_timeout=" in url:
+        return url
+    return f"{url}{'&' if '?' in url else '?'}socket_timeout={seconds}"
+
+
+REDIS_URL = _with_read_timeout(
+    os.environ.get("AIHUB_BILLING_TEST_REDIS", "redis://127.0.0.1:6379/15")
+)
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
 
