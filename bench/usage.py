@@ -347,8 +347,8 @@ async def run(*, quick: bool, console: Console) -> list[Result]:
         ours: list[BatchRun] = []
         bare: list[BatchRun] = []
         same: list[BatchRun] = []
-        # Rounds alternate the two sides: the box is shared, its load drifts within a run.
-        # Both run inside the app's lifespan, which freezes the GC's start-up objects.
+        # Rounds alternate the three sides: the box is shared, its load drifts within a run.
+        # All three run inside the app's lifespan, which freezes the GC's start-up objects.
         try:
             async with app.router.lifespan_context(app):
                 for n in range(1 if quick else ROUNDS):
