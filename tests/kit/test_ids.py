@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from aihub_billing.kit.ids import id_prefix, is_valid_id, new_id, new_token
+from aihub_billing.kit.ids import _Monotonic, id_prefix, is_valid_id, new_id, new_token
 
 CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 ID_RE = re.compile(r"inv_[0-7][0-9A-HJKMNP-TV-Z]{25}")
@@ -196,3 +196,16 @@ def test_a_forked_child_draws_its_own_random_bits() -> None:
     child = os.read(read, 100).decode()
     os.close(read)
     assert child != new_id("aud", at)
+
+
+def test_a_frozen_millisecond_keeps_its_sequence_while_the_wall_clock_moves_on() -> None:
+    # A frozen test clock's millisecond, seen first, stays in use while ids on the wall clock
+    # fill the kept window: it must not be the one dropped (its ids would lose their order).
+    ids = _Monotonic()
+    frozen = 1_000
+    last = ids.next(frozen)
+    for ms in range(2_000, 2_000 + 2 * _Monotonic._KEEP):
+        ids.next(ms)
+        following = ids.next(frozen)
+        assert following == last + 1
+        last = following

@@ -64,9 +64,12 @@ class _Monotonic:
                 value = last + 1
             else:
                 value = (ms << 80) | self._random80()
+            # Re-inserted, so the dict's order is of last use: a frozen clock's millisecond,
+            # first seen long ago but still in use, is not the one dropped.
+            self._last.pop(ms, None)
             self._last[ms] = value
             if len(self._last) > self._KEEP:
-                # dicts keep insertion order: drop the oldest millisecond seen.
+                # dicts keep insertion order: drop the millisecond least recently used.
                 del self._last[next(iter(self._last))]
             return value
 
