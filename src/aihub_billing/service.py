@@ -344,7 +344,10 @@ class BillingService:
             await self._quota_loop(stop)
         finally:
             if listener is not None:
-                await listener
+                # Cancelled, not awaited: it would notice `stop` only at the end of its
+                # 1 s wait for a message, and every shutdown would take that second.
+                listener.cancel()
+                await asyncio.wait([listener])
 
     async def _quota_loop(self, stop: asyncio.Event) -> None:
         try:
