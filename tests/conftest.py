@@ -92,14 +92,16 @@ def make_config(database_url: str, **overrides: object) -> BillingConfig:
 
 
 async def wipe(billing: BillingService) -> None:
-    """Empties every table: tests commit for real (the entrypoint owns the transaction)."""
+    """Empties every table: tests commit for real (the entrypoint owns the transaction).
+
+    DELETE, children first, on PostgreSQL too: a test leaves a few rows, and TRUNCATE of
+    the 36 tables took some 200 ms (new files for every table and partition) against 20 ms,
+    twice for each of the suite's 300-odd PostgreSQL tests.
+    """
     tables = [t.name for t in reversed(Base.metadata.sorted_tables)]
     async with billing.db.engine.begin() as conn:
-        if conn.dialect.name == "postgresql":
-            await conn.execute(text(f"TRUNCATE {', '.join(tables)} CASCADE"))
-        else:
-            for table in tables:
-                await conn.execute(text(f"DELETE FROM {table}"))
+        for table in tables:
+            await conn.execute(text(f"DELETE FROM {table}"))
 
 
 @pytest.fixture
