@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator
 
 import pytest
@@ -67,3 +68,30 @@ def test_bearer_tokens_and_client_secrets_in_values_are_masked(
     )
     line = json.loads(capsys.readouterr().err.strip())
     assert line["note"] == "sent Bearer *** and *** back"
+
+
+class _Writes:
+    """A stderr that keeps each write call apart, as a pipe shared by several processes
+    (uvicorn's workers) does: another process's line may land between two writes."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def write(self, text: str) -> int:
+        self.calls.append(text)
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+
+def test_each_line_is_one_write_with_its_newline(monkeypatch: pytest.MonkeyPatch) -> None:
+    stderr = _Writes()
+    monkeypatch.setattr("sys.stderr", stderr)
+    configure_logging("INFO", json=True)
+    structlog.get_logger("test").warning("ours", amount_minor=1)
+    logging.getLogger("uvicorn.error").warning("the standard library's")
+    assert len(stderr.calls) == 2
+    for call in stderr.calls:
+        assert call.endswith("\n") and call.count("\n") == 1
+        json.loads(call)

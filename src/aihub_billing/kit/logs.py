@@ -52,8 +52,10 @@ def mask_secrets(
     return event_dict
 
 
-def _stderr_logger(*_args: Any) -> structlog.PrintLogger:
-    return structlog.PrintLogger(sys.stderr)
+def _stderr_logger(*_args: Any) -> structlog.WriteLogger:
+    # One write per line (PrintLogger's print() makes two: the line, then its newline), so a
+    # line never goes out without its newline when another thread writes in between.
+    return structlog.WriteLogger(sys.stderr)
 
 
 class _StderrHandler(logging.Handler):
