@@ -95,8 +95,8 @@ async def wipe(billing: BillingService) -> None:
     """Empties every table: tests commit for real (the entrypoint owns the transaction).
 
     DELETE, children first, on PostgreSQL too: a test leaves a few rows, and TRUNCATE of
-    the 36 tables took some 200 ms (new files for every table and partition) against 20 ms,
-    twice for each of the suite's 300-odd PostgreSQL tests.
+    every table took some 200 ms (new files for every table and partition) against 20 ms,
+    twice for each PostgreSQL test.
     """
     tables = [t.name for t in reversed(Base.metadata.sorted_tables)]
     async with billing.db.engine.begin() as conn:

@@ -53,8 +53,8 @@ def mask_secrets(
 
 
 def _stderr_logger(*_args: Any) -> structlog.WriteLogger:
-    # One write per line (PrintLogger's print() makes two: the line, then its newline), so a
-    # line never goes out without its newline when another thread writes in between.
+    # One write per line (PrintLogger's print() makes two: the line, then its newline), so
+    # another process on the same stderr (serve --workers N) cannot land between them.
     return structlog.WriteLogger(sys.stderr)
 
 
