@@ -34,6 +34,7 @@ from aihub_billing.documents.errors import DocumentError
 from aihub_billing.documents.i18n import resolve_locale
 from aihub_billing.documents.invoice import Party
 from aihub_billing.documents.render import TEMPLATE_NAME_PATTERN
+from aihub_billing.kit.db import DEFAULT_POOL_SIZE
 from aihub_billing.kit.money import normalize_currency
 
 ENV_PREFIX = "AIHUB_BILLING_"
@@ -178,6 +179,8 @@ class BillingConfig(BaseSettings):
     environment: Environment = "development"
     database_url: str = "sqlite+aiosqlite:///./var/aihub_billing.db"
     database_replica_url: str | None = None
+    # PostgreSQL connections per process (and per replica), opened as needed and kept.
+    database_pool_size: int = Field(default=DEFAULT_POOL_SIZE, ge=1, le=1_000)
     redis_url: str | None = None
     redis_max_connections: int = Field(default=100, ge=1, le=10_000)
     admin_key: SecretStr | None = None  # bootstrap operator key

@@ -145,7 +145,11 @@ class BillingService:
     ) -> None:
         self.config = config
         self.clock: Clock = clock or SystemClock()
-        self.db = db or open_database(config.database_url, config.database_replica_url)
+        self.db = db or open_database(
+            config.database_url,
+            config.database_replica_url,
+            pool_size=config.database_pool_size,
+        )
         self.redis: aioredis.Redis | None = (
             redis_client(config.redis_url, config.redis_max_connections)
             if config.redis_url

@@ -63,13 +63,25 @@ def _sqlite_engine(url: str, echo: bool, *, immediate: bool = True) -> AsyncEngi
     return engine
 
 
-def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
+# Connections per process and engine, opened as needed and then kept.
+DEFAULT_POOL_SIZE = 30
+
+
+def create_engine(
+    url: str, *, echo: bool = False, pool_size: int = DEFAULT_POOL_SIZE
+) -> AsyncEngine:
     if make_url(url).get_backend_name() == "sqlite":
         return _sqlite_engine(url, echo)
+    # No overflow: the pool closes an overflow connection as soon as it comes back, so any
+    # load above the pool size opened and closed connections by the dozen per second (with
+    # a TLS handshake, a server process and every statement prepared again, each), a
+    # quarter of a core at 50 concurrent /usage/track requests. The same ceiling, all kept.
     # No pre-ping: it costs a round trip on every checkout. A dead connection fails its
     # statement instead (answered 503, retryable) and the pool drops it; recycling keeps
     # connections younger than typical server and proxy idle timeouts.
-    return create_async_engine(url, echo=echo, pool_size=10, max_overflow=20, pool_recycle=1800)
+    return create_async_engine(
+        url, echo=echo, pool_size=pool_size, max_overflow=0, pool_recycle=1800
+    )
 
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
@@ -106,15 +118,23 @@ class Database:
             await self.snapshot_engine.dispose()
 
 
-def open_database(url: str, replica_url: str | None = None, *, echo: bool = False) -> Database:
-    engine = create_engine(url, echo=echo)
-    read_engine = create_engine(replica_url, echo=echo) if replica_url else engine
+def open_database(
+    url: str,
+    replica_url: str | None = None,
+    *,
+    echo: bool = False,
+    pool_size: int = DEFAULT_POOL_SIZE,
+) -> Database:
+    engine = create_engine(url, echo=echo, pool_size=pool_size)
+    read_engine = (
+        create_engine(replica_url, echo=echo, pool_size=pool_size) if replica_url else engine
+    )
     # A pool of its own, so a request holding a primary connection never waits on a pool it
     # exhausts itself (N requests each waiting for a second connection).
     parsed = make_url(url)
     snapshot_engine = engine
     if parsed.get_backend_name() != "sqlite":
-        snapshot_engine = create_async_engine(url, echo=echo, pool_size=2, max_overflow=8)
+        snapshot_engine = create_async_engine(url, echo=echo, pool_size=10, max_overflow=0)
     elif parsed.database not in (None, "", ":memory:"):
         snapshot_engine = _sqlite_engine(url, echo, immediate=False)
     return Database(
