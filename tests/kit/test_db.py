@@ -32,7 +32,7 @@ async def test_a_burst_reuses_the_connections_of_the_last(postgres_url: str) -> 
     finally:
         await db.dispose()
     assert len(first) == BURST
-    # Overflow connections were closed on their return: the second burst opened new ones.
+    # With overflow connections (closed on their return) the second burst would open new ones.
     assert second == first
 
 

@@ -65,6 +65,8 @@ def _sqlite_engine(url: str, echo: bool, *, immediate: bool = True) -> AsyncEngi
 
 # Connections per process and engine, opened as needed and then kept.
 DEFAULT_POOL_SIZE = 30
+# The read-snapshot engine's (see Database.snapshots): reads beside a transaction.
+SNAPSHOT_POOL_SIZE = 10
 
 
 def create_engine(
@@ -134,7 +136,7 @@ def open_database(
     parsed = make_url(url)
     snapshot_engine = engine
     if parsed.get_backend_name() != "sqlite":
-        snapshot_engine = create_async_engine(url, echo=echo, pool_size=10, max_overflow=0)
+        snapshot_engine = create_engine(url, echo=echo, pool_size=SNAPSHOT_POOL_SIZE)
     elif parsed.database not in (None, "", ":memory:"):
         snapshot_engine = _sqlite_engine(url, echo, immediate=False)
     return Database(
