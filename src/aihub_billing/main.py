@@ -102,9 +102,11 @@ def create_app(
     app.add_middleware(RequestIdMiddleware)
     problems.install(app)
 
-    # The quota routes come first and one level up: routes match in order, each nested
-    # router costs a lookup per request, and /quota/check is the hot path.
+    # The quota and usage routes come first and one level up: routes match in order, each
+    # nested router costs a lookup per request, and /quota/check then /usage/track is the
+    # hot path (every model call of the operator's).
     app.include_router(quota_router, prefix=API_PREFIX)
+    app.include_router(usage_router, prefix=API_PREFIX)
     api = APIRouter(prefix=API_PREFIX)
     for router in (plans_router, accounts_router, audit_router):
         api.include_router(router)
@@ -112,7 +114,6 @@ def create_app(
         subscriptions_router,
         coupons_router,
         test_clocks_router,
-        usage_router,
         model_prices_router,
         payments_router,
         payment_methods_router,

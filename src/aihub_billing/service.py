@@ -72,6 +72,7 @@ from aihub_billing.summary import schemas as summary_schemas
 from aihub_billing.summary.service import summaries
 from aihub_billing.testclocks.service import test_clocks
 from aihub_billing.usage import schemas as usage_schemas
+from aihub_billing.usage.grouped import GroupedTracks
 from aihub_billing.usage.service import model_prices, usage
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -188,6 +189,8 @@ class BillingService:
         invoices.default_tax_rate = config.pricing.tax_rate
         invoices.store_pdfs = config.documents.store
         subscriptions_service.on_plan_change.append(self.limits_changed)
+        # /usage/track's events, written a group per transaction (usage/grouped.py).
+        self.tracks = GroupedTracks(self.transaction, self.quota)
         self._metrics_lock = asyncio.Lock()
         self._metrics_cache: tuple[float, DatabaseMetrics] | None = None
 
@@ -199,6 +202,7 @@ class BillingService:
         with suppress(ValueError):
             subscriptions_service.on_plan_change.remove(self.limits_changed)
         await self.processors.aclose()
+        await self.tracks.drain()  # every event a request is waiting for, written
         try:
             await self.flush_quota_events()
         except Exception:

@@ -53,6 +53,11 @@ USAGE_EVENTS = Counter(
     "aihub_billing_usage_events_total",
     "Usage events recorded (new, durable; duplicates and rejections not counted)",
 )
+USAGE_TRACK_GROUPS = Histogram(
+    "aihub_billing_usage_track_group_events",
+    "Events per transaction of /usage/track's group commit (1 when idle, more under load)",
+    buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000),
+)
 SUBSCRIPTION_CANCELLATIONS = Counter(
     "aihub_billing_subscription_cancellations_total",
     "Subscription cancellations when decided: at_period_end (scheduled) or immediate",

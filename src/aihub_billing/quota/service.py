@@ -442,10 +442,19 @@ class QuotaManager:
         account_id: str,
     ) -> schemas.Settlement:
         resolved = await self.limits(session, ctx, account_id)
-        now = ctx.clock.now()
+        return await self._settle(ctx, resolved, account_id, reservation_id, actual_tokens)
+
+    async def _settle(
+        self,
+        ctx: Context,
+        resolved: ResolvedLimits,
+        account_id: str,
+        reservation_id: str,
+        actual_tokens: int,
+    ) -> schemas.Settlement:
         try:
             settled = await self.engine.commit(
-                account_id, resolved.period_key, reservation_id, actual_tokens, now
+                account_id, resolved.period_key, reservation_id, actual_tokens, ctx.clock.now()
             )
         except EngineUnavailable as exc:
             raise self._backend_down(exc) from exc
@@ -480,13 +489,21 @@ class QuotaManager:
         """
         calls, tokens = usage.calls, usage.tokens
         try:
-            for reservation_id, settled_tokens in usage.settlements:
-                try:
-                    await self.commit(
-                        session, ctx, reservation_id, settled_tokens, account_id=account_id
-                    )
-                except ReservationNotFound:
-                    tokens += settled_tokens
+            if usage.settlements:
+                resolved = await self.limits(session, ctx, account_id)
+                # Together: the engine sends the settlements of one loop turn as one batch.
+                settled = await asyncio.gather(
+                    *(
+                        self._settle(ctx, resolved, account_id, reservation_id, settled_tokens)
+                        for reservation_id, settled_tokens in usage.settlements
+                    ),
+                    return_exceptions=True,
+                )
+                for (_, settled_tokens), outcome in zip(usage.settlements, settled, strict=True):
+                    if isinstance(outcome, ReservationNotFound):
+                        tokens += settled_tokens
+                    elif isinstance(outcome, BaseException):
+                        raise outcome
             if calls or tokens:
                 await self.record(
                     session,

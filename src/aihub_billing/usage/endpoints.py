@@ -56,9 +56,10 @@ _BATCH_IN_SCHEMA["properties"]["events"]["items"] = {"$ref": "#/components/schem
 
 class LeanTrackRoute(TransactionalRoute):
     """/usage/track without FastAPI's per-request dependency solving and response pass
-    (they cost about as much CPU as recording the event): same parsing, auth, transaction,
+    (they cost about as much CPU as recording the event), and with the event written in a
+    group commit with those of concurrent requests (usage/grouped.py): same parsing, auth,
     errors and response. Requests with an Idempotency-Key take the regular path, which
-    stores and replays the response."""
+    stores and replays the response in the event's own transaction."""
 
     def endpoint_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         regular = super().endpoint_handler()
@@ -75,7 +76,12 @@ class LeanTrackRoute(TransactionalRoute):
                     [{**e, "loc": ("body", *e["loc"])} for e in errors], body=body
                 ) from exc
             billing, session, ctx = await _lean_context(request)
-            recorded = await usage.track(session, ctx, event, billing.quota)
+            if session.in_transaction():
+                # Authentication read the database: its transaction ends here, so that this
+                # request holds no connection (and on SQLite no write lock) while its
+                # event waits for the group's.
+                await session.commit()
+            recorded = await billing.tracks.track(ctx, event)
             return Response(
                 recorded.model_dump_json(),
                 status_code=(

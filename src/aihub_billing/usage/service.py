@@ -241,15 +241,10 @@ class UsageTracker:
         fields = event.model_dump() if isinstance(event, schemas.UsageEventIn) else event
         batch = ParsedBatch([(0, fields)], [None])
         [result] = (await self.record_parsed(session, ctx, batch, counter)).results
-        if result["status"] == "rejected":
-            error = _REJECTIONS.get(result["code"], ValidationFailed)
-            raise error(result["detail"])
-        return schemas.UsageRecorded(
-            event_id=result["event_id"],
-            status=result["status"],
-            cost=result.get("cost"),
-            currency=result.get("currency"),
-        )
+        recorded = recorded_of(result)
+        if isinstance(recorded, BillingError):
+            raise recorded
+        return recorded
 
     async def record(
         self,
@@ -703,6 +698,19 @@ def _counted_of(
 _REJECTIONS: dict[str, type[BillingError]] = {
     e.code: e for e in (UnknownModel, TimestampInFuture, ValidationFailed)
 }
+
+
+def recorded_of(result: dict[str, Any]) -> schemas.UsageRecorded | BillingError:
+    """A /usage/track answer of one event's batch result: what it recorded, or the error
+    that rejected it."""
+    if result["status"] == "rejected":
+        return _REJECTIONS.get(result["code"], ValidationFailed)(result["detail"])
+    return schemas.UsageRecorded(
+        event_id=result["event_id"],
+        status=result["status"],
+        cost=result.get("cost"),
+        currency=result.get("currency"),
+    )
 
 
 model_prices = ModelPriceService()

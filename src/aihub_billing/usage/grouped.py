@@ -1,0 +1,146 @@
+"""Group commit of single usage events (/usage/track).
+
+The events that concurrent requests of one process track are written together: one
+transaction (BEGIN, per account and member the price lookup, one insert and the counter
+settlements, COMMIT) instead of one transaction each. Every request is answered only once
+that commit is through, so an acknowledged event is as durable as with a transaction of its
+own, and the answers are the ones a transaction each would give (a second event with an id
+already in the group is its duplicate).
+
+Nothing waits for company: an event is written at once while the write slot is free, and
+events gather only while it is busy, that is under load, which is when a shared
+transaction pays. A group that fails is written again an event at a time, so one event's
+trouble reaches its own request only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from aihub_billing.errors import BillingError
+from aihub_billing.kit.context import Context
+from aihub_billing.kit.metrics import USAGE_TRACK_GROUPS
+from aihub_billing.usage import schemas
+from aihub_billing.usage.errors import UsageNeedsAccountKey
+from aihub_billing.usage.service import ParsedBatch, UsageCounter, recorded_of, usage
+
+# Transactions in flight per process. One: the next group gathers while it is written.
+# Two split the load into smaller groups and cost more CPU per event (check + track at 50
+# connections: about 1,750 against 1,900 to 2,200 flows/s, p99 32 against 23 to 29 ms).
+WRITE_SLOTS = 1
+# Events per transaction at most (a /usage/batch's worth).
+MAX_GROUP = 1000
+
+Transaction = Callable[[], AbstractAsyncContextManager[AsyncSession]]
+Outcome = schemas.UsageRecorded | BillingError
+
+
+@dataclass(slots=True)
+class _Waiting:
+    ctx: Context
+    event: dict[str, Any]  # a parse_event dict
+    future: asyncio.Future[schemas.UsageRecorded]
+
+
+class GroupedTracks:
+    def __init__(
+        self,
+        transaction: Transaction,
+        counter: UsageCounter | None,
+        *,
+        slots: int = WRITE_SLOTS,
+        max_group: int = MAX_GROUP,
+    ) -> None:
+        self._transaction = transaction
+        self._counter = counter
+        self._slots = slots
+        self._max_group = max_group
+        self._waiting: list[_Waiting] = []
+        self._writes: set[asyncio.Task[None]] = set()
+        self._scheduled = False
+
+    async def track(self, ctx: Context, event: dict[str, Any]) -> schemas.UsageRecorded:
+        """Records one event (a parse_event dict) as UsageTracker.track does, in a group;
+        a rejection raises its BillingError."""
+        if ctx.actor.account_id is None:
+            raise UsageNeedsAccountKey("send usage with a key of the account that used it")
+        future: asyncio.Future[schemas.UsageRecorded] = asyncio.get_running_loop().create_future()
+        self._waiting.append(_Waiting(ctx, event, future))
+        if not self._scheduled:
+            # At the end of this loop turn: the events of requests handled in the same turn
+            # go together.
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._start)
+        return await future
+
+    async def drain(self) -> None:
+        """Waits until every event handed in so far is written (or has failed)."""
+        while self._waiting or self._writes:
+            self._start()
+            if self._writes:
+                await asyncio.wait(set(self._writes))
+
+    def _start(self) -> None:
+        self._scheduled = False
+        while self._waiting and len(self._writes) < self._slots:
+            group = self._waiting[: self._max_group]
+            del self._waiting[: self._max_group]
+            # A context of its own: the group is no one request's (its log lines, its
+            # request id).
+            task = asyncio.create_task(self._write(group), context=contextvars.Context())
+            self._writes.add(task)
+            task.add_done_callback(self._written)
+
+    def _written(self, task: asyncio.Task[None]) -> None:
+        self._writes.discard(task)
+        self._start()
+
+    async def _write(self, group: list[_Waiting]) -> None:
+        try:
+            outcomes = await self._record(group)
+        except Exception as exc:
+            if len(group) == 1:
+                _answer(group[0].future, exc)
+                return
+            await asyncio.gather(*(self._write([waiting]) for waiting in group))
+            return
+        USAGE_TRACK_GROUPS.observe(len(group))
+        for waiting, outcome in zip(group, outcomes, strict=True):
+            _answer(waiting.future, outcome)
+
+    async def _record(self, group: list[_Waiting]) -> list[Outcome]:
+        by_key: dict[tuple[str, str], list[int]] = {}
+        for n, waiting in enumerate(group):
+            actor = waiting.ctx.actor
+            key = (actor.account_id or "", actor.member_id or "")
+            by_key.setdefault(key, []).append(n)
+        outcomes: list[Outcome | None] = [None] * len(group)
+        async with self._transaction() as session:
+            # Accounts in one order: two groups lock the same keys in the same order.
+            for key in sorted(by_key):
+                indexes = by_key[key]
+                batch = ParsedBatch(
+                    [(i, group[n].event) for i, n in enumerate(indexes)], [None] * len(indexes)
+                )
+                outcome = await usage.record_parsed(
+                    session, group[indexes[0]].ctx, batch, self._counter
+                )
+                for n, result in zip(indexes, outcome.results, strict=True):
+                    outcomes[n] = recorded_of(result)
+        return outcomes  # type: ignore[return-value]  # every index is set above
+
+
+def _answer(future: asyncio.Future[schemas.UsageRecorded], outcome: object) -> None:
+    if future.done():  # the request was cancelled meanwhile
+        return
+    if isinstance(outcome, BaseException):
+        future.set_exception(outcome)
+    else:
+        future.set_result(outcome)  # type: ignore[arg-type]

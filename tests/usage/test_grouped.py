@@ -1,0 +1,145 @@
+"""/usage/track's group commit (usage/grouped.py) on both databases: concurrent requests
+share transactions and each gets the answer a transaction of its own would give; a group
+that fails is written again an event at a time; closing the service writes what waits."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any
+
+import httpx
+
+from aihub_billing.accounts.schemas import AccountCreate
+from aihub_billing.kit.clock import FrozenClock
+from aihub_billing.kit.context import Actor, Context, Role
+from aihub_billing.kit.metrics import USAGE_TRACK_GROUPS
+from aihub_billing.service import BillingService
+from aihub_billing.usage.errors import UnknownModel
+from aihub_billing.usage.grouped import GroupedTracks
+from aihub_billing.usage.repository import UsageRepository
+from aihub_billing.usage.service import model_prices, parse_event
+from tests.api.helpers import API, auth, create_account, issue_key
+
+TRACK = f"{API}/usage/track"
+
+
+def _groups() -> tuple[float, float]:
+    """(transactions, events) written by group commits so far in this process."""
+    samples = {s.name: s.value for s in USAGE_TRACK_GROUPS.collect()[0].samples}
+    return (
+        samples["aihub_billing_usage_track_group_events_count"],
+        samples["aihub_billing_usage_track_group_events_sum"],
+    )
+
+
+async def _stored(billing: BillingService, account_id: str) -> dict[str, Any]:
+    async with billing.db.sessions() as session:
+        return {e.event_id: e for e in await UsageRepository(session).events(account_id)}
+
+
+async def test_concurrent_tracks_share_transactions_and_keep_their_own_answers(
+    client: httpx.AsyncClient, admin_key: str, billing: BillingService, clock: FrozenClock
+) -> None:
+    accounts = [await create_account(client, admin_key, name=f"A{n}") for n in range(3)]
+    keys = [await issue_key(client, admin_key, a["id"]) for a in accounts]
+    late = (clock.now() + timedelta(hours=1)).isoformat()
+    bodies: list[tuple[int, dict[str, Any]]] = []
+    for n in range(150):
+        owner = n % 3
+        body: dict[str, Any] = {
+            "model": "gpt-4o-mini",
+            "input_tokens": 1_000 + n,
+            "output_tokens": 10,
+            "event_id": f"ev-{n}",
+        }
+        if n % 25 == 1:
+            body["model"] = "no-such-model"  # rejected alone: 422 unknown_model
+        elif n % 25 == 2:
+            body["timestamp"] = late  # rejected alone: in the future
+        elif n % 25 == 3:
+            body["event_id"] = "ev-0"  # the same id as an earlier event of account 0 or not
+        bodies.append((owner, body))
+    before = _groups()
+
+    async def post(owner: int, body: dict[str, Any]) -> httpx.Response:
+        return await client.post(TRACK, json=body, headers=auth(keys[owner]))
+
+    responses = await asyncio.gather(*(post(o, b) for o, b in bodies))
+    transactions, events = (a - b for a, b in zip(_groups(), before, strict=True))
+    assert events == len(bodies)
+    assert transactions < len(bodies) / 2, "concurrent tracks went one transaction each"
+
+    expected: dict[int, dict[str, Decimal]] = {0: {}, 1: {}, 2: {}}
+    for (owner, body), response in zip(bodies, responses, strict=True):
+        answer = response.json()
+        if body["model"] == "no-such-model":
+            assert response.status_code == 422, answer
+            assert answer["code"] == UnknownModel.code
+        elif "timestamp" in body:
+            assert response.status_code == 422, answer
+            assert answer["code"] == "timestamp_in_future"
+        elif body["event_id"] in expected[owner]:
+            assert (response.status_code, answer["status"]) == (200, "duplicate"), answer
+        else:
+            assert (response.status_code, answer["status"]) == (201, "accepted"), answer
+            # gpt-4o-mini: 0.15 in and 0.60 out per 1M tokens, unrounded.
+            cost = (body["input_tokens"] * Decimal("0.15") + 10 * Decimal("0.60")) / 10**6
+            assert Decimal(answer["cost"]) == cost
+            expected[owner][body["event_id"]] = cost
+    for owner, account in enumerate(accounts):
+        stored = await _stored(billing, account["id"])
+        assert {i: e.cost for i, e in stored.items()} == expected[owner]
+
+
+async def test_a_failing_group_is_written_again_an_event_at_a_time(
+    billing: BillingService, clock: FrozenClock
+) -> None:
+    async with billing.transaction() as session:
+        await model_prices.seed_defaults(session, billing.context())
+    tracks = GroupedTracks(billing.transaction, None)
+    ctx = Context(actor=Actor(role=Role.OWNER, account_id="acct_grouped"), clock=clock)
+    good = [
+        parse_event(b'{"model": "gpt-4o", "input_tokens": 5, "event_id": "g%d"}' % n)
+        for n in range(4)
+    ]
+    broken = dict(good[0], event_id="b0")
+    del broken["usage_type"]  # not a parse_event dict: recording it raises KeyError
+
+    outcomes = await asyncio.gather(
+        *(tracks.track(ctx, event) for event in [*good[:2], broken, *good[2:]]),
+        return_exceptions=True,
+    )
+    assert isinstance(outcomes[2], KeyError)
+    answers = [o for n, o in enumerate(outcomes) if n != 2]
+    assert [(a.event_id, a.status) for a in answers] == [  # type: ignore[union-attr]
+        (f"g{n}", "accepted") for n in range(4)
+    ]
+    assert set(await _stored(billing, "acct_grouped")) == {"g0", "g1", "g2", "g3"}
+
+
+async def test_closing_the_service_writes_what_waits_and_a_cancelled_wait_is_harmless(
+    billing: BillingService, clock: FrozenClock
+) -> None:
+    await billing.bootstrap()  # the free plan and the model prices
+    account = await billing.create_account(AccountCreate(name="Drain"))
+    ctx = Context(actor=Actor(role=Role.OWNER, account_id=account.id), clock=clock)
+    waiting = [
+        asyncio.create_task(
+            billing.tracks.track(
+                ctx, parse_event(b'{"model": "gpt-4o", "input_tokens": 1, "event_id": "d%d"}' % n)
+            )
+        )
+        for n in range(20)
+    ]
+    await asyncio.sleep(0)  # every task has handed its event in
+    waiting[0].cancel()  # the caller went away; its event is written all the same
+    await billing.tracks.drain()
+    assert all(task.done() for task in waiting)
+    assert waiting[0].cancelled()
+    assert all(task.result().status == "accepted" for task in waiting[1:])
+    # A retry of the cancelled one (same event id) finds it stored, counted once.
+    again = await billing.tracks.track(ctx, parse_event(b'{"model": "gpt-4o", "event_id": "d0"}'))
+    assert again.status == "duplicate"
+    assert len(await _stored(billing, account.id)) == 20
