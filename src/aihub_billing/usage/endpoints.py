@@ -56,17 +56,19 @@ _BATCH_IN_SCHEMA["properties"]["events"]["items"] = {"$ref": "#/components/schem
 
 class LeanTrackRoute(TransactionalRoute):
     """/usage/track without FastAPI's per-request dependency solving and response pass
-    (they cost about as much CPU as recording the event), and with the event written in a
-    group commit with those of concurrent requests (usage/grouped.py): same parsing, auth,
-    errors and response. Requests with an Idempotency-Key take the regular path, which
-    stores and replays the response in the event's own transaction."""
+    (they cost about as much CPU as recording the event) and without a transaction of its
+    own: the event is written in a group commit with those of concurrent requests
+    (usage/grouped.py). Same parsing, auth, errors and response. Requests with an
+    Idempotency-Key take the regular path, which stores and replays the response in the
+    event's own transaction."""
 
-    def endpoint_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        regular = super().endpoint_handler()
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        regular = super().get_route_handler()
 
         async def handler(request: Request) -> Response:
             if "idempotency-key" in request.headers:
                 return await regular(request)
+            billing: BillingService = request.app.state.billing
             body = await request.body()
             try:
                 event = parse_event(body)
@@ -75,12 +77,20 @@ class LeanTrackRoute(TransactionalRoute):
                 raise RequestValidationError(
                     [{**e, "loc": ("body", *e["loc"])} for e in errors], body=body
                 ) from exc
-            billing, session, ctx = await _lean_context(request)
-            if session.in_transaction():
-                # Authentication read the database: its transaction ends here, so that this
-                # request holds no connection (and on SQLite no write lock) while its
-                # event waits for the group's.
-                await session.commit()
+            # No connection is taken unless auth misses its cache, and that read-only
+            # transaction ends before the event waits for its group: a waiting request holds
+            # no connection (and on SQLite no lock).
+            session = billing.db.sessions()
+            try:
+                actor = await authenticated(request, session, request.headers.get("authorization"))
+            finally:
+                if session.in_transaction():
+                    await session.close()
+            ctx = Context(
+                actor=actor,
+                clock=billing.clock,
+                request_id=getattr(request.state, "request_id", None),
+            )
             recorded = await billing.tracks.track(ctx, event)
             return Response(
                 recorded.model_dump_json(),
