@@ -7,7 +7,7 @@ from datetime import timedelta
 from typing import Annotated
 
 from fastapi import Depends, Header, Request
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from aihub_billing.api.routing import IdempotentReplay
 from aihub_billing.auth.service import auth
@@ -35,7 +35,9 @@ BillingDep = Annotated[BillingService, Depends(get_billing)]
 
 
 async def authenticated(
-    request: Request, session: AsyncSession, authorization: str | None
+    request: Request,
+    session: AsyncSession | async_sessionmaker[AsyncSession],
+    authorization: str | None,
 ) -> Actor:
     """The caller's actor, once its key is known and within its request rate (every
     authenticated request passes here: the dependency below and the lean routes)."""

@@ -7,7 +7,7 @@ process keeps accepting the revoked key until its entry expires (at most `cache_
 
 from __future__ import annotations
 
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from aihub_billing.auth.keys import digest
 from aihub_billing.auth.repository import ApiKeyRepository
@@ -25,7 +25,11 @@ class AuthService:
         self._cache: dict[str, tuple[float, Actor]] = {}
         self._refreshing: set[str] = set()
 
-    async def authenticate(self, session: AsyncSession, authorization: str | None) -> Actor:
+    async def authenticate(
+        self, session: AsyncSession | async_sessionmaker[AsyncSession], authorization: str | None
+    ) -> Actor:
+        """The actor of a bearer key. `session` may be a session factory: a session is then
+        opened (and closed) only when the key is not in the cache."""
         if not authorization:
             raise Unauthenticated("send 'Authorization: Bearer <api key>'")
         scheme, _, secret = authorization.partition(" ")
@@ -40,6 +44,9 @@ class AuthService:
             return cached[1]
         self._refreshing.add(key_digest)
         try:
+            if isinstance(session, async_sessionmaker):
+                async with session() as opened:
+                    return await self._lookup(opened, key_digest)
             return await self._lookup(session, key_digest)
         finally:
             self._refreshing.discard(key_digest)

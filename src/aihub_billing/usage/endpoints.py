@@ -77,15 +77,11 @@ class LeanTrackRoute(TransactionalRoute):
                 raise RequestValidationError(
                     [{**e, "loc": ("body", *e["loc"])} for e in errors], body=body
                 ) from exc
-            # No connection is taken unless auth misses its cache, and that read-only
-            # transaction ends before the event waits for its group: a waiting request holds
-            # no connection (and on SQLite no lock).
-            session = billing.db.sessions()
-            try:
-                actor = await authenticated(request, session, request.headers.get("authorization"))
-            finally:
-                if session.in_transaction():
-                    await session.close()
+            # A session only when auth misses its cache, closed before the event waits for
+            # its group: a waiting request holds no connection (and on SQLite no lock).
+            actor = await authenticated(
+                request, billing.db.sessions, request.headers.get("authorization")
+            )
             ctx = Context(
                 actor=actor,
                 clock=billing.clock,
