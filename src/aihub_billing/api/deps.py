@@ -7,13 +7,14 @@ from datetime import timedelta
 from typing import Annotated
 
 from fastapi import Depends, Header, Request
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from aihub_billing.api.routing import IdempotentReplay
 from aihub_billing.auth.service import auth
 from aihub_billing.errors import Forbidden
 from aihub_billing.idempotency.service import Replay, idempotency
 from aihub_billing.kit.context import Actor, Context, Role
+from aihub_billing.kit.db import SessionSource
 from aihub_billing.service import BillingService
 
 # Dependencies are `async def` even when they do not await: FastAPI runs a plain `def`
@@ -36,7 +37,7 @@ BillingDep = Annotated[BillingService, Depends(get_billing)]
 
 async def authenticated(
     request: Request,
-    session: AsyncSession | async_sessionmaker[AsyncSession],
+    session: SessionSource,
     authorization: str | None,
 ) -> Actor:
     """The caller's actor, once its key is known and within its request rate (every

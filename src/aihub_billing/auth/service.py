@@ -7,13 +7,14 @@ process keeps accepting the revoked key until its entry expires (at most `cache_
 
 from __future__ import annotations
 
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from aihub_billing.auth.keys import digest
 from aihub_billing.auth.repository import ApiKeyRepository
 from aihub_billing.errors import Unauthenticated
 from aihub_billing.kit.clock import monotonic
 from aihub_billing.kit.context import KEY_ROLES, Actor, Role
+from aihub_billing.kit.db import SessionSource, session_of
 
 DEFAULT_CACHE_SECONDS = 10.0
 MAX_CACHED = 10_000
@@ -25,11 +26,9 @@ class AuthService:
         self._cache: dict[str, tuple[float, Actor]] = {}
         self._refreshing: set[str] = set()
 
-    async def authenticate(
-        self, session: AsyncSession | async_sessionmaker[AsyncSession], authorization: str | None
-    ) -> Actor:
-        """The actor of a bearer key. `session` may be a session factory: a session is then
-        opened (and closed) only when the key is not in the cache."""
+    async def authenticate(self, session: SessionSource, authorization: str | None) -> Actor:
+        """The actor of a bearer key; the database is read only when the key is not in the
+        cache."""
         if not authorization:
             raise Unauthenticated("send 'Authorization: Bearer <api key>'")
         scheme, _, secret = authorization.partition(" ")
@@ -44,10 +43,8 @@ class AuthService:
             return cached[1]
         self._refreshing.add(key_digest)
         try:
-            if isinstance(session, async_sessionmaker):
-                async with session() as opened:
-                    return await self._lookup(opened, key_digest)
-            return await self._lookup(session, key_digest)
+            async with session_of(session) as opened:
+                return await self._lookup(opened, key_digest)
         finally:
             self._refreshing.discard(key_digest)
 

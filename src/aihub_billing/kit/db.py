@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +21,21 @@ from aihub_billing.kit.cache import Cache, touched
 
 CACHE_INFO = "cache"
 log = structlog.get_logger("aihub_billing.db")
+
+
+# What a hot path hands to a read that happens only on a cache miss: the caller's session,
+# or a factory, so that a hit constructs no session at all.
+SessionSource = AsyncSession | async_sessionmaker[AsyncSession]
+
+
+@asynccontextmanager
+async def session_of(source: SessionSource) -> AsyncIterator[AsyncSession]:
+    """`source` itself, or a new session of the factory, closed afterwards."""
+    if isinstance(source, async_sessionmaker):
+        async with source() as session:
+            yield session
+    else:
+        yield source
 
 
 class Session(AsyncSession):

@@ -21,6 +21,7 @@ from aihub_billing.api.deps import (
 from aihub_billing.api.routing import TransactionalRoute, replica_read
 from aihub_billing.errors import Forbidden, InvalidRequest, responses
 from aihub_billing.kit.context import Context
+from aihub_billing.kit.db import SessionSource
 from aihub_billing.kit.pagination import Page
 from aihub_billing.plans.errors import PlanNotFound
 from aihub_billing.quota import schemas
@@ -41,6 +42,12 @@ async def check_quota(
     data: schemas.QuotaCheck, session: SessionDep, ctx: ContextDep, billing: BillingDep
 ) -> schemas.QuotaCheckResult:
     """Check every limit and reserve the call, its estimated tokens and a concurrency slot."""
+    return await _check(data, session, ctx, billing)
+
+
+async def _check(
+    data: schemas.QuotaCheck, session: SessionSource, ctx: Context, billing: BillingService
+) -> schemas.QuotaCheckResult:
     return await billing.quota.check(
         session,
         ctx,
@@ -68,19 +75,16 @@ class LeanCheckRoute(TransactionalRoute):
                 data = schemas.QuotaCheck.model_validate_json(body)
             except ValidationError as exc:
                 raise RequestValidationError(_body_errors(exc), body=body) from exc
-            # No connection is taken unless auth or the limits miss their caches.
-            session = billing.db.sessions()
-            try:
-                actor = await authenticated(request, session, request.headers.get("authorization"))
-                ctx = Context(
-                    actor=actor,
-                    clock=billing.clock,
-                    request_id=getattr(request.state, "request_id", None),
-                )
-                result = await check_quota(data, session, ctx, billing)
-            finally:
-                if session.in_transaction():
-                    await session.close()
+            # No session is made unless auth or the limits miss their caches (each read then
+            # opens and closes one).
+            sessions = billing.db.sessions
+            actor = await authenticated(request, sessions, request.headers.get("authorization"))
+            ctx = Context(
+                actor=actor,
+                clock=billing.clock,
+                request_id=getattr(request.state, "request_id", None),
+            )
+            result = await _check(data, sessions, ctx, billing)
             return Response(result.model_dump_json(), media_type="application/json")
 
         return handler

@@ -26,6 +26,7 @@ from aihub_billing.errors import Forbidden, InvalidRequest
 from aihub_billing.jobs import queue
 from aihub_billing.kit.clock import monotonic
 from aihub_billing.kit.context import Context, Role
+from aihub_billing.kit.db import SessionSource, session_of
 from aihub_billing.kit.ids import new_id, new_token
 from aihub_billing.kit.pagination import id_page
 from aihub_billing.kit.periods import Period
@@ -267,7 +268,7 @@ class QuotaManager:
             self._cache.pop(account_id, None)
 
     async def limits(
-        self, session: AsyncSession, ctx: Context, account_id: str, now: datetime | None = None
+        self, session: SessionSource, ctx: Context, account_id: str, now: datetime | None = None
     ) -> ResolvedLimits:
         if now is None:
             now = ctx.clock.now()
@@ -281,7 +282,8 @@ class QuotaManager:
                 return cached[1]
         self._refreshing.add(account_id)
         try:
-            return await self._resolve(session, ctx, account_id, now)
+            async with session_of(session) as opened:
+                return await self._resolve(opened, ctx, account_id, now)
         finally:
             self._refreshing.discard(account_id)
 
@@ -302,7 +304,7 @@ class QuotaManager:
 
     async def check(
         self,
-        session: AsyncSession,
+        session: SessionSource,
         ctx: Context,
         *,
         account_id: str,
