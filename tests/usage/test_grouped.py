@@ -5,15 +5,21 @@ that fails is written again an event at a time; closing the service writes what 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
 import httpx
+from sqlalchemy import event
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from aihub_billing.accounts.schemas import AccountCreate
 from aihub_billing.kit.clock import FrozenClock
 from aihub_billing.kit.context import Actor, Context, Role
+from aihub_billing.kit.db import create_engine
 from aihub_billing.kit.metrics import USAGE_TRACK_GROUPS
 from aihub_billing.service import BillingService
 from aihub_billing.usage.errors import UnknownModel
@@ -151,3 +157,38 @@ async def test_closing_the_service_writes_what_waits_and_a_cancelled_wait_is_har
     again = await billing.tracks.track(ctx, parse_event(b'{"model": "gpt-4o", "event_id": "d0"}'))
     assert again.status == "duplicate"
     assert len(await _stored(billing, account.id)) == 20
+
+
+async def test_an_unreachable_database_fails_the_group_at_once(clock: FrozenClock) -> None:
+    # Nothing listens on port 1: every connection attempt is refused, for real.
+    engine = create_engine("postgresql+asyncpg://postgres@127.0.0.1:1/none")
+    attempts = 0
+
+    @event.listens_for(engine.sync_engine, "do_connect")
+    def _count(*_: object) -> None:
+        nonlocal attempts
+        attempts += 1
+
+    sessions = async_sessionmaker(engine)
+
+    @asynccontextmanager
+    async def transaction() -> AsyncIterator[AsyncSession]:
+        async with sessions() as session, session.begin():
+            yield session
+
+    tracks = GroupedTracks(transaction, None)
+    ctx = Context(actor=Actor(role=Role.OWNER, account_id="acct_down"), clock=clock)
+    events = [
+        parse_event(b'{"model": "gpt-4o", "input_tokens": 5, "event_id": "u%d"}' % n)
+        for n in range(10)
+    ]
+    try:
+        first = asyncio.create_task(tracks.track(ctx, events[0]))
+        await asyncio.sleep(0)  # the first goes alone; the other nine gather behind it
+        outcomes = await asyncio.gather(
+            first, *(tracks.track(ctx, e) for e in events[1:]), return_exceptions=True
+        )
+    finally:
+        await engine.dispose()
+    assert all(isinstance(o, OperationalError | OSError) for o in outcomes), outcomes
+    assert attempts == 2, "the failed group of nine was retried an event at a time"

@@ -10,7 +10,7 @@ already in the group is its duplicate).
 Nothing waits for company: an event is written at once while the write slot is free, and
 events gather only while it is busy, that is under load, which is when a shared
 transaction pays. A group that fails is written again an event at a time, so one event's
-trouble reaches its own request only.
+trouble reaches its own request only (an unreachable database fails the group at once).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from aihub_billing.errors import BillingError
@@ -106,8 +107,10 @@ class GroupedTracks:
         try:
             outcomes = await self._record(group)
         except Exception as exc:
-            if len(group) == 1:
-                _answer(group[0].future, exc)
+            if len(group) == 1 or _unavailable(exc):
+                # An unreachable database fails every event alike: no retries one by one.
+                for waiting in group:
+                    _answer(waiting.future, exc)
                 return
             await asyncio.gather(*(self._write([waiting]) for waiting in group))
             return
@@ -135,6 +138,14 @@ class GroupedTracks:
                 for n, result in zip(indexes, outcome.results, strict=True):
                     outcomes[n] = recorded_of(result)
         return outcomes  # type: ignore[return-value]  # every index is set above
+
+
+def _unavailable(exc: Exception) -> bool:
+    """Whether `exc` is the database's trouble rather than an event's (a lost or refused
+    connection, a timeout, a failing server)."""
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    return isinstance(exc, OperationalError | InterfaceError | OSError | TimeoutError)
 
 
 def _answer(future: asyncio.Future[schemas.UsageRecorded], outcome: object) -> None:
