@@ -106,6 +106,10 @@ class GroupedTracks:
     async def _write(self, group: list[_Waiting]) -> None:
         try:
             outcomes = await self._record(group)
+        except asyncio.CancelledError:
+            for waiting in group:  # its requests must not wait forever (loop shutdown)
+                waiting.future.cancel()
+            raise
         except Exception as exc:
             if len(group) == 1 or _unavailable(exc):
                 # An unreachable database fails every event alike: no retries one by one.
