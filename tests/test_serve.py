@@ -8,7 +8,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,15 +16,10 @@ from pathlib import Path
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.conftest import free_port
+
 SRC = Path(__file__).resolve().parents[1] / "src"
 REQUESTS = 12
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _wait_until_up(base: str, process: subprocess.Popen[str]) -> None:
@@ -41,7 +35,7 @@ def _wait_until_up(base: str, process: subprocess.Popen[str]) -> None:
 
 
 def test_several_workers_are_counted_together_and_log_json(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIHUB_BILLING_", "PROM"))}
     env |= {

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import sys
 from pathlib import Path
 
@@ -16,18 +15,11 @@ from aihub_billing.accounts.schemas import AccountCreate
 from aihub_billing.kit.clock import monotonic
 from aihub_billing.service import BillingService
 from aihub_billing.usage.repository import UsageRepository
-from tests.conftest import make_config, wipe
+from tests.conftest import free_port, make_config, wipe
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 CLIENTS = 30
 KILL_AFTER = 300  # acknowledged events
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 async def test_every_acknowledged_event_survives_a_kill_9(
@@ -38,7 +30,7 @@ async def test_every_acknowledged_event_survives_a_kill_9(
     await billing.bootstrap()
     account = await billing.create_account(AccountCreate(name="Crash"))
     _, secret = await billing.issue_api_key(account_id=account.id, role="owner")
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIHUB_BILLING_")}
     env.update(
         PYTHONPATH=str(SRC),

@@ -62,6 +62,18 @@ ActorDep = Annotated[Actor, Depends(get_actor)]
 
 
 async def get_context(request: Request, actor: ActorDep) -> Context:
+    return _context(request, actor)
+
+
+async def lean_context(request: Request, session: SessionSource) -> Context:
+    """What ContextDep gives, for the lean routes that skip dependency solving; `session`
+    may be a factory (a session only when auth misses its cache)."""
+    return _context(
+        request, await authenticated(request, session, request.headers.get("authorization"))
+    )
+
+
+def _context(request: Request, actor: Actor) -> Context:
     billing: BillingService = request.app.state.billing
     return Context(
         actor=actor, clock=billing.clock, request_id=getattr(request.state, "request_id", None)

@@ -16,7 +16,7 @@ from aihub_billing.api.deps import (
     ContextDep,
     Idempotent,
     SessionDep,
-    authenticated,
+    lean_context,
 )
 from aihub_billing.api.routing import TransactionalRoute, replica_read
 from aihub_billing.errors import Forbidden, InvalidRequest, responses
@@ -77,14 +77,8 @@ class LeanCheckRoute(TransactionalRoute):
                 raise RequestValidationError(_body_errors(exc), body=body) from exc
             # No session is made unless auth or the limits miss their caches (each read then
             # opens and closes one).
-            sessions = billing.db.sessions
-            actor = await authenticated(request, sessions, request.headers.get("authorization"))
-            ctx = Context(
-                actor=actor,
-                clock=billing.clock,
-                request_id=getattr(request.state, "request_id", None),
-            )
-            result = await _check(data, sessions, ctx, billing)
+            ctx = await lean_context(request, billing.db.sessions)
+            result = await _check(data, billing.db.sessions, ctx, billing)
             return Response(result.model_dump_json(), media_type="application/json")
 
         return handler

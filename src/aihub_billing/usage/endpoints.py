@@ -21,7 +21,7 @@ from aihub_billing.api.deps import (
     ContextDep,
     Idempotent,
     SessionDep,
-    authenticated,
+    lean_context,
 )
 from aihub_billing.api.routing import TransactionalRoute
 from aihub_billing.errors import Forbidden, responses
@@ -79,14 +79,7 @@ class LeanTrackRoute(TransactionalRoute):
                 ) from exc
             # A session only when auth misses its cache, closed before the event waits for
             # its group: a waiting request holds no connection (and on SQLite no lock).
-            actor = await authenticated(
-                request, billing.db.sessions, request.headers.get("authorization")
-            )
-            ctx = Context(
-                actor=actor,
-                clock=billing.clock,
-                request_id=getattr(request.state, "request_id", None),
-            )
+            ctx = await lean_context(request, billing.db.sessions)
             recorded = await billing.tracks.track(ctx, event)
             return Response(
                 recorded.model_dump_json(),
@@ -112,22 +105,11 @@ class LeanBatchRoute(TransactionalRoute):
         async def handler(request: Request) -> Response:
             if "idempotency-key" in request.headers:
                 return await regular(request)
-            billing, session, ctx = await _lean_context(request)
-            return await _record_batch(request, session, ctx, billing)
+            session: AsyncSession = request.state.session  # TransactionalRoute's
+            ctx = await lean_context(request, session)
+            return await _record_batch(request, session, ctx, request.app.state.billing)
 
         return handler
-
-
-async def _lean_context(request: Request) -> tuple[BillingService, AsyncSession, Context]:
-    """What the dependencies would give a lean route: the service, the transaction's session
-    (TransactionalRoute's) and the authenticated caller's context."""
-    billing: BillingService = request.app.state.billing
-    session: AsyncSession = request.state.session
-    actor = await authenticated(request, session, request.headers.get("authorization"))
-    ctx = Context(
-        actor=actor, clock=billing.clock, request_id=getattr(request.state, "request_id", None)
-    )
-    return billing, session, ctx
 
 
 async def _record_batch(

@@ -72,13 +72,14 @@ class GroupedTracks:
         a rejection raises its BillingError."""
         if ctx.actor.account_id is None:
             raise UsageNeedsAccountKey("send usage with a key of the account that used it")
-        future: asyncio.Future[schemas.UsageRecorded] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[schemas.UsageRecorded] = loop.create_future()
         self._waiting.append(_Waiting(ctx, event, future))
         if not self._scheduled:
             # At the end of this loop turn: the events of requests handled in the same turn
             # go together.
             self._scheduled = True
-            asyncio.get_running_loop().call_soon(self._start)
+            loop.call_soon(self._start)
         return await future
 
     async def drain(self) -> None:
