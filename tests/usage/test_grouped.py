@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -192,3 +192,71 @@ async def test_an_unreachable_database_fails_the_group_at_once(clock: FrozenCloc
         await engine.dispose()
     assert all(isinstance(o, OperationalError | OSError) for o in outcomes), outcomes
     assert attempts == 2, "the failed group of nine was retried an event at a time"
+
+
+async def test_a_failing_group_counts_each_stored_call_once(
+    billing: BillingService, clock: FrozenClock
+) -> None:
+    await billing.bootstrap()  # the free plan and the model prices
+    accounts = sorted(
+        [await billing.create_account(AccountCreate(name=f"Q{n}")) for n in range(2)],
+        key=lambda a: a.id,
+    )
+    ctxs = [Context(actor=Actor(role=Role.OWNER, account_id=a.id), clock=clock) for a in accounts]
+
+    async def used_calls() -> list[int]:
+        async with billing.db.sessions() as session:
+            return [
+                (await billing.quota.status(session, ctx, a.id)).used_calls
+                for a, ctx in zip(accounts, ctxs, strict=True)
+            ]
+
+    assert await used_calls() == [0, 0]  # the counters are loaded (from no usage)
+    events = [
+        parse_event(b'{"model": "gpt-4o-mini", "input_tokens": 5, "event_id": "q%d"}' % n)
+        for n in range(3)
+    ]
+    broken = dict(events[0], event_id="qb")
+    del broken["usage_type"]  # not a parse_event dict: recording it raises KeyError
+    # One group: the first account's two calls are recorded before the second account's
+    # broken event fails the group, and are then written again one by one.
+    outcomes = await asyncio.gather(
+        billing.tracks.track(ctxs[0], events[0]),
+        billing.tracks.track(ctxs[0], events[1]),
+        billing.tracks.track(ctxs[1], events[2]),
+        billing.tracks.track(ctxs[1], broken),
+        return_exceptions=True,
+    )
+    assert isinstance(outcomes[3], KeyError)
+    assert [o.status for o in outcomes[:3]] == ["accepted"] * 3  # type: ignore[union-attr]
+    assert [len(await _stored(billing, a.id)) for a in accounts] == [2, 1]
+    assert await used_calls() == [2, 1], "a call of the failed group was counted twice"
+
+
+async def test_a_group_that_fails_once_counted_is_not_written_again(
+    billing: BillingService, clock: FrozenClock
+) -> None:
+    await billing.bootstrap()
+    account = await billing.create_account(AccountCreate(name="Counted"))
+    ctx = Context(actor=Actor(role=Role.OWNER, account_id=account.id), clock=clock)
+    counted: list[int] = []
+
+    class FailsOnceCounted:
+        """The quota manager, then a failure: as a lost connection right after counting."""
+
+        async def counting_period(self, *args: Any) -> tuple[datetime, datetime]:
+            return await billing.quota.counting_period(*args)
+
+        async def counted(self, session: AsyncSession, *args: Any) -> None:
+            counted.append(args[-1].calls)
+            raise RuntimeError("after counting")
+
+    tracks = GroupedTracks(billing.transaction, FailsOnceCounted())
+    events = [
+        parse_event(b'{"model": "gpt-4o", "input_tokens": 5, "event_id": "c%d"}' % n)
+        for n in range(3)
+    ]
+    outcomes = await asyncio.gather(*(tracks.track(ctx, e) for e in events), return_exceptions=True)
+    assert all(isinstance(o, RuntimeError) for o in outcomes), outcomes
+    assert counted == [3], "the counted group was written again event by event"
+    assert await _stored(billing, account.id) == {}

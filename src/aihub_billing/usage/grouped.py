@@ -11,6 +11,8 @@ Nothing waits for company: an event is written at once while the write slot is f
 events gather only while it is busy, that is under load, which is when a shared
 transaction pays. A group that fails is written again an event at a time, so one event's
 trouble reaches its own request only (an unreachable database fails the group at once).
+The group's calls go to the quota counters once all of its inserts have succeeded, just
+before its commit: a group written again event by event never counts an event twice.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import contextvars
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
@@ -30,7 +33,13 @@ from aihub_billing.kit.context import Context
 from aihub_billing.kit.metrics import USAGE_TRACK_GROUPS
 from aihub_billing.usage import schemas
 from aihub_billing.usage.errors import UsageNeedsAccountKey
-from aihub_billing.usage.service import ParsedBatch, UsageCounter, recorded_of, usage
+from aihub_billing.usage.service import (
+    CountedUsage,
+    ParsedBatch,
+    UsageCounter,
+    recorded_of,
+    usage,
+)
 
 # Transactions in flight per process. One: the next group gathers while it is written.
 # Two split the load into smaller groups and cost more CPU per event (check + track at 50
@@ -112,10 +121,13 @@ class GroupedTracks:
                 waiting.future.cancel()
             raise
         except Exception as exc:
-            if len(group) == 1 or _unavailable(exc):
-                # An unreachable database fails every event alike: no retries one by one.
+            counted = isinstance(exc, _FailedAfterCounting)
+            cause = exc.__cause__ if counted and isinstance(exc.__cause__, Exception) else exc
+            if len(group) == 1 or counted or _unavailable(cause):
+                # An unreachable database fails every event alike, and events already
+                # counted would be counted again: no retries one by one.
                 for waiting in group:
-                    _answer(waiting.future, exc)
+                    _answer(waiting.future, cause)
                 return
             await asyncio.gather(*(self._write([waiting]) for waiting in group))
             return
@@ -130,19 +142,57 @@ class GroupedTracks:
             key = (actor.account_id or "", actor.member_id or "")
             by_key.setdefault(key, []).append(n)
         outcomes: list[Outcome | None] = [None] * len(group)
-        async with self._transaction() as session:
-            # Accounts in one order: two groups lock the same keys in the same order.
-            for key in sorted(by_key):
-                indexes = by_key[key]
-                batch = ParsedBatch(
-                    [(i, group[n].event) for i, n in enumerate(indexes)], [None] * len(indexes)
-                )
-                outcome = await usage.record_parsed(
-                    session, group[indexes[0]].ctx, batch, self._counter
-                )
-                for n, result in zip(indexes, outcome.results, strict=True):
-                    outcomes[n] = recorded_of(result)
+        counts = _CountedLater(self._counter) if self._counter is not None else None
+        counting = False
+        try:
+            async with self._transaction() as session:
+                # Accounts in one order: two groups lock the same keys in the same order.
+                for key in sorted(by_key):
+                    indexes = by_key[key]
+                    batch = ParsedBatch(
+                        [(i, group[n].event) for i, n in enumerate(indexes)],
+                        [None] * len(indexes),
+                    )
+                    outcome = await usage.record_parsed(
+                        session, group[indexes[0]].ctx, batch, counts
+                    )
+                    for n, result in zip(indexes, outcome.results, strict=True):
+                        outcomes[n] = recorded_of(result)
+                if counts is not None:
+                    counting = True
+                    await counts.count(session)
+        except Exception as exc:
+            if counting:
+                raise _FailedAfterCounting from exc
+            raise
         return outcomes  # type: ignore[return-value]  # every index is set above
+
+
+class _CountedLater:
+    """The usage counter as a group's inserts see it: what each insert counts is taken
+    down, and handed to the real counter once every insert of the group has succeeded."""
+
+    def __init__(self, counter: UsageCounter) -> None:
+        self._counter = counter
+        self._pending: list[tuple[Context, str, CountedUsage]] = []
+
+    async def counting_period(
+        self, session: AsyncSession, ctx: Context, account_id: str
+    ) -> tuple[datetime, datetime]:
+        return await self._counter.counting_period(session, ctx, account_id)
+
+    async def counted(
+        self, session: AsyncSession, ctx: Context, account_id: str, usage: CountedUsage
+    ) -> None:
+        self._pending.append((ctx, account_id, usage))
+
+    async def count(self, session: AsyncSession) -> None:
+        for ctx, account_id, counted in self._pending:
+            await self._counter.counted(session, ctx, account_id, counted)
+
+
+class _FailedAfterCounting(Exception):
+    """The group failed after its calls were counted (in the counting or the commit)."""
 
 
 def _unavailable(exc: Exception) -> bool:
