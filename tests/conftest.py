@@ -12,6 +12,7 @@ import httpx
 import pytest
 from sqlalchemy import text
 
+from aihub_billing.accounts.changes import on_limits_change
 from aihub_billing.config import BillingConfig
 from aihub_billing.kit.clock import FrozenClock
 from aihub_billing.main import create_app
@@ -138,3 +139,16 @@ async def admin_key(billing: BillingService) -> str:
     result = await billing.bootstrap()
     assert result.admin_secret is not None
     return result.admin_secret
+
+
+@pytest.fixture
+def limits_changes() -> Iterator[list[str]]:
+    """The account ids the `on_limits_change` hooks are told of during the test, in order."""
+    seen: list[str] = []
+
+    async def hook(account_id: str) -> None:
+        seen.append(account_id)
+
+    on_limits_change.append(hook)
+    yield seen
+    on_limits_change.remove(hook)

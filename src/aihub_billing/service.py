@@ -31,6 +31,7 @@ import aihub_billing.subscriptions.tasks
 import aihub_billing.usage.tasks
 import aihub_billing.webhooks.tasks  # noqa: F401
 from aihub_billing.accounts import schemas as account_schemas
+from aihub_billing.accounts.changes import on_limits_change
 from aihub_billing.accounts.errors import AccountNotFound
 from aihub_billing.accounts.service import accounts
 from aihub_billing.auth.keys import digest
@@ -188,7 +189,7 @@ class BillingService:
         invoices.finalize_after = timedelta(seconds=config.invoice_finalize_after_seconds)
         invoices.default_tax_rate = config.pricing.tax_rate
         invoices.store_pdfs = config.documents.store
-        subscriptions_service.on_plan_change.append(self.limits_changed)
+        on_limits_change.append(self.limits_changed)
         # /usage/track's events, written a group per transaction (usage/grouped.py).
         self.tracks = GroupedTracks(self.transaction, self.quota)
         self._metrics_lock = asyncio.Lock()
@@ -200,7 +201,7 @@ class BillingService:
 
     async def close(self) -> None:
         with suppress(ValueError):
-            subscriptions_service.on_plan_change.remove(self.limits_changed)
+            on_limits_change.remove(self.limits_changed)
         await self.processors.aclose()
         await self.tracks.drain()  # every event a request is waiting for, written
         try:
@@ -470,8 +471,10 @@ class BillingService:
             return await usage.stats(  # raises the domain's not-found
                 session, ctx, account_id=account_id, start=start, end=end, group_by=group_by
             )
-        # The default range is this month: named by the day it is, not left open.
-        today = ctx.clock.now().date()
+        # The default range is this month (on the account's clock): named by the day it is,
+        # not left open.
+        clocked, _ = await test_clocks.context_for(session, ctx, account)
+        today = clocked.clock.now().date()
         start = start or today.replace(day=1)
         end = end or today + timedelta(days=1)
 

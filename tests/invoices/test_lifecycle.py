@@ -11,7 +11,7 @@ from sqlalchemy import select
 from aihub_billing.kit.clock import FrozenClock
 from aihub_billing.models import AuditEntry
 from aihub_billing.service import BillingService
-from tests.api.helpers import auth
+from tests.api.helpers import API, auth
 from tests.invoices.helpers import (
     INVOICES,
     advance,
@@ -222,3 +222,25 @@ async def test_list_filters_and_cursor_pages(client: httpx.AsyncClient, admin_ke
     assert [i["period_start"] for i in feb] == ["2026-02-01T00:00:00Z"]
     bad = await client.get(INVOICES, params={"cursor": "!!"}, headers=auth(key))
     assert bad.status_code == 400
+
+
+async def test_usage_of_an_account_on_a_clock_ahead_is_billed_in_the_clocks_period(
+    client: httpx.AsyncClient, admin_key: str
+) -> None:
+    """Sent with no timestamps while the clock is months ahead of the real date."""
+    await add_plan(client, admin_key, **metered_plan("metered", 5000))
+    clock_id, _, key = await clocked_account(client, admin_key, "2026-06-01T00:00:00Z")
+    await ok(client, key, "/subscriptions", {**SEED_BODY, "plan_type": "metered"})
+    events = [{"model": "gpt-4o-mini", "input_tokens": 100, "output_tokens": 0}] * 13
+    batch = await client.post(f"{API}/usage/batch", json={"events": events}, headers=auth(key))
+    assert batch.json()["accepted"] == 13, batch.text
+    await advance(client, admin_key, clock_id, "2026-07-01T02:00:00Z")
+    [cycle] = [
+        i for i in await list_invoices(client, key) if i["billing_reason"] == "subscription_cycle"
+    ]
+    cycle = await invoice(client, key, cycle["id"])
+    assert (cycle["period_start"], cycle["status"]) == ("2026-06-01T00:00:00Z", "open")
+    # 13 calls, 10 included: 3 at 500 per 1,000 = 1.50; 1,300 tokens, 1,000 included: 300 at
+    # 5,000 per million = 1.50.
+    assert sorted(_usage(cycle)) == [("overage_calls", 150), ("overage_tokens", 150)]
+    check_sums(cycle)

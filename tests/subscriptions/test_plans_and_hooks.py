@@ -9,7 +9,6 @@ import httpx
 
 from aihub_billing.kit.clock import FrozenClock
 from aihub_billing.service import BillingService
-from aihub_billing.subscriptions import service as subscription_service
 from tests.api.helpers import API, auth
 from tests.subscriptions.helpers import (
     SEED_BODY,
@@ -75,32 +74,23 @@ async def test_archived_plans_take_no_new_subscriptions_but_existing_ones_renew(
 
 
 async def test_plan_changes_call_the_hook_after_commit_only(
-    client: httpx.AsyncClient, admin_key: str
+    client: httpx.AsyncClient, admin_key: str, limits_changes: list[str]
 ) -> None:
-    seen: list[str] = []
-
-    async def hook(account_id: str) -> None:
-        seen.append(account_id)
-
-    subscription_service.on_plan_change.append(hook)
-    try:
-        account, key = await owner(client, admin_key)
-        sub = (await subscribe(client, key))["subscription"]
-        await asyncio.sleep(0)
-        assert seen == [account]
-        conflict = await post(client, key, "/subscriptions", SEED_BODY)
-        assert conflict.status_code == 409
-        await ok(client, key, f"/subscriptions/{sub['id']}/change", {"plan_type": "enterprise"})
-        await asyncio.sleep(0)
-        assert seen == [account, account]
-        # A preview changes nothing, so nobody is told.
-        await ok(
-            client,
-            key,
-            f"/subscriptions/{sub['id']}/change",
-            {"plan_type": "pro", "preview": True, "when": "immediate"},
-        )
-        await asyncio.sleep(0)
-        assert seen == [account, account]
-    finally:
-        subscription_service.on_plan_change.remove(hook)
+    account, key = await owner(client, admin_key)
+    sub = (await subscribe(client, key))["subscription"]
+    await asyncio.sleep(0)
+    assert limits_changes == [account]
+    conflict = await post(client, key, "/subscriptions", SEED_BODY)
+    assert conflict.status_code == 409
+    await ok(client, key, f"/subscriptions/{sub['id']}/change", {"plan_type": "enterprise"})
+    await asyncio.sleep(0)
+    assert limits_changes == [account, account]
+    # A preview changes nothing, so nobody is told.
+    await ok(
+        client,
+        key,
+        f"/subscriptions/{sub['id']}/change",
+        {"plan_type": "pro", "preview": True, "when": "immediate"},
+    )
+    await asyncio.sleep(0)
+    assert limits_changes == [account, account]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import httpx
@@ -180,3 +181,61 @@ async def test_clock_rules(client: httpx.AsyncClient, admin_key: str) -> None:
     assert got.json()["frozen_time"] == "2026-01-01T00:00:00Z"
     missing = await client.get(f"{API}/test-clocks/clock_nope", headers=auth(admin_key))
     assert missing.status_code == 404
+
+
+async def test_usage_and_quota_of_an_account_on_a_clock_run_on_its_time(
+    client: httpx.AsyncClient, admin_key: str
+) -> None:
+    """The app's clock is at 2026-01-31; the account's test clock months ahead of it."""
+    clock_id, account, key = await clock_with_account(client, admin_key, "2026-06-01T00:00:00Z")
+    await ok(client, key, "/subscriptions", SEED_BODY)  # pro, [Jun 1, Jul 1) on the clock
+
+    def track(**event: Any) -> Any:
+        body = {"model": "gpt-4o-mini", "input_tokens": 100, "output_tokens": 10, **event}
+        return client.post(f"{API}/usage/track", json=body, headers=auth(key))
+
+    stamped = await track(event_id="e1")  # no timestamp: the clock's time
+    assert stamped.status_code == 201, stamped.text
+    on_time = await track(event_id="e2", timestamp="2026-06-01T00:00:00Z")
+    assert on_time.status_code == 201, on_time.text  # not "in the future"
+    batch = await client.post(
+        f"{API}/usage/batch",
+        json={"events": [{"model": "gpt-4o", "event_id": "e3"}]},
+        headers=auth(key),
+    )
+    assert batch.json()["accepted"] == 1, batch.text
+    stats = await client.get(f"{API}/usage/stats?group_by=day", headers=auth(key))
+    assert [(r["group"], r["requests"]) for r in stats.json()["rows"]] == [("2026-06-01", 3)]
+
+    quota = (await client.get(f"{API}/quota", headers=auth(key))).json()
+    assert (quota["used_calls"], quota["reset_at"]) == (3, "2026-07-01T00:00:00Z")
+    check = await ok(client, key, "/quota/check", {"model": "gpt-4o", "estimated_tokens": 50})
+    assert check["expires_at"].startswith("2026-06-01T00:05:00")
+
+    await advance(client, admin_key, clock_id, "2026-07-01T01:00:00Z")  # renews into July
+    assert (await track(event_id="e4")).status_code == 201
+    quota = (await client.get(f"{API}/quota", headers=auth(key))).json()
+    assert (quota["used_calls"], quota["reset_at"]) == (1, "2026-08-01T00:00:00Z")
+    stats = await client.get(f"{API}/usage/stats?group_by=day", headers=auth(key))
+    assert [(r["group"], r["requests"]) for r in stats.json()["rows"]] == [("2026-07-01", 1)]
+
+
+async def test_attaching_and_advancing_tell_that_the_accounts_limits_changed(
+    client: httpx.AsyncClient, admin_key: str, limits_changes: list[str]
+) -> None:
+    """So every process drops its cached quota limits, which hold the clock's time."""
+    clock_id, account, _ = await clock_with_account(client, admin_key, "2026-03-01T00:00:00Z")
+    await asyncio.sleep(0)
+    assert limits_changes == [account]
+    await advance(client, admin_key, clock_id, "2026-03-02T00:00:00Z")
+    await asyncio.sleep(0)
+    assert limits_changes == [account, account]
+    backwards = await post(
+        client,
+        admin_key,
+        f"/test-clocks/{clock_id}/advance",
+        {"frozen_time": "2026-01-01T00:00:00Z"},
+    )
+    assert backwards.status_code == 409, backwards.text  # refused: nobody is told
+    await asyncio.sleep(0)
+    assert limits_changes == [account, account]

@@ -25,6 +25,7 @@ from aihub_billing.usage.repository import UsageRepository
 from aihub_billing.usage.service import (
     SEED_PRICES,
     CountedUsage,
+    CountingPeriod,
     UsageTracker,
     model_prices,
     usage,
@@ -234,8 +235,9 @@ async def test_the_counter_gets_each_new_api_call_once(
     class Counter:
         async def counting_period(
             self, session: Any, ctx: Context, account_id: str
-        ) -> tuple[datetime, datetime]:
-            return ctx.clock.now() - timedelta(days=1), ctx.clock.now() + timedelta(days=1)
+        ) -> CountingPeriod:
+            now = ctx.clock.now()
+            return CountingPeriod(now, now - timedelta(days=1), now + timedelta(days=1))
 
         async def counted(
             self, session: Any, ctx: Context, account_id: str, counted: CountedUsage

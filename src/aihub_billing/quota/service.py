@@ -19,6 +19,7 @@ import structlog
 from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from aihub_billing.accounts.changes import limits_changed
 from aihub_billing.accounts.errors import AccountNotFound
 from aihub_billing.accounts.service import accounts
 from aihub_billing.audit.service import audit
@@ -52,7 +53,9 @@ from aihub_billing.quota.errors import (
 )
 from aihub_billing.quota.repository import QuotaRepository
 from aihub_billing.subscriptions import service as subscriptions
-from aihub_billing.usage.service import CountedUsage, usage
+from aihub_billing.testclocks.repository import TestClockRepository
+from aihub_billing.testclocks.service import on_clock
+from aihub_billing.usage.service import CountedUsage, CountingPeriod, usage
 
 log = structlog.get_logger("aihub_billing.quota")
 
@@ -159,6 +162,17 @@ class ResolvedLimits:
     # The least calls / tokens used at which a check has a threshold or overage to report.
     calls_watch: float = math.inf
     tokens_watch: float = math.inf
+    # The frozen time of the test clock the account runs on (None: real time). Cached with
+    # the limits: moving the clock drops them like a plan change.
+    clock_time: datetime | None = None
+
+    def now(self, ctx: Context) -> datetime:
+        """The account's time: its test clock's, else the caller's."""
+        return ctx.clock.now() if self.clock_time is None else self.clock_time
+
+    def clocked(self, ctx: Context) -> Context:
+        """`ctx` on the account's time."""
+        return ctx if self.clock_time is None else on_clock(ctx, self.clock_time)
 
     def for_member(self, subject: str | None) -> Limits:
         cap = self.member_caps.get(subject) if subject else None
@@ -267,13 +281,9 @@ class QuotaManager:
         else:
             self._cache.pop(account_id, None)
 
-    async def limits(
-        self, session: SessionSource, ctx: Context, account_id: str, now: datetime | None = None
-    ) -> ResolvedLimits:
-        if now is None:
-            now = ctx.clock.now()
+    async def limits(self, session: SessionSource, ctx: Context, account_id: str) -> ResolvedLimits:
         cached = self._cache.get(account_id)
-        if cached is not None and cached[1].period.end > now:
+        if cached is not None and cached[1].period.end > cached[1].now(ctx):
             if cached[0] > monotonic():
                 return cached[1]
             # Expired under load: one request re-reads, the others keep the old entry
@@ -283,20 +293,25 @@ class QuotaManager:
         self._refreshing.add(account_id)
         try:
             async with session_of(session) as opened:
-                return await self._resolve(opened, ctx, account_id, now)
+                return await self._resolve(opened, ctx, account_id)
         finally:
             self._refreshing.discard(account_id)
 
     async def _resolve(
-        self, session: AsyncSession, ctx: Context, account_id: str, now: datetime
+        self, session: AsyncSession, ctx: Context, account_id: str
     ) -> ResolvedLimits:
         # Existence (account_for already confined non-operators to their own account).
         await accounts.get(session, ctx, account_id)
+        clock = await TestClockRepository(session).clock_of_account(account_id)
+        clock_time = clock.frozen_time if clock is not None else None
+        now = clock_time or ctx.clock.now()
         override = await QuotaRepository(session).override(account_id)
         current = await current_plan(session, account_id, now, override)
         resolved = resolve_limits(
             account_id, current.plan_code, current.limits, current.period, override, self.thresholds
         )
+        if clock_time is not None:
+            resolved = replace(resolved, clock_time=clock_time)
         self._cache[account_id] = (monotonic() + self.limits_ttl, resolved)
         return resolved
 
@@ -315,10 +330,17 @@ class QuotaManager:
         """Checks every limit and consumes/reserves atomically; raises on refusal."""
         now = ctx.clock.now()
         cached = self._cache.get(account_id)
-        if cached is not None and cached[0] > monotonic() and cached[1].period.end > now:
+        if (
+            cached is not None
+            and cached[0] > monotonic()
+            and cached[1].period.end > now
+            and cached[1].clock_time is None
+        ):
             resolved = cached[1]  # the common case, without the call into limits()
         else:
-            resolved = await self.limits(session, ctx, account_id, now)
+            resolved = await self.limits(session, ctx, account_id)
+            if resolved.clock_time is not None:
+                ctx, now = resolved.clocked(ctx), resolved.clock_time
         actor = ctx.actor
         member = member_id or actor.member_id
         subject = member or actor.key_id
@@ -444,7 +466,9 @@ class QuotaManager:
         account_id: str,
     ) -> schemas.Settlement:
         resolved = await self.limits(session, ctx, account_id)
-        return await self._settle(ctx, resolved, account_id, reservation_id, actual_tokens)
+        return await self._settle(
+            resolved.clocked(ctx), resolved, account_id, reservation_id, actual_tokens
+        )
 
     async def _settle(
         self,
@@ -474,10 +498,11 @@ class QuotaManager:
 
     async def counting_period(
         self, session: AsyncSession, ctx: Context, account_id: str
-    ) -> tuple[datetime, datetime]:
-        """The current period of the account's counters (its limits are cached)."""
-        period = (await self.limits(session, ctx, account_id)).period
-        return period.start, period.end
+    ) -> CountingPeriod:
+        """The account's time and the current period of its counters (its limits are
+        cached)."""
+        resolved = await self.limits(session, ctx, account_id)
+        return CountingPeriod(resolved.now(ctx), resolved.period.start, resolved.period.end)
 
     async def counted(
         self, session: AsyncSession, ctx: Context, account_id: str, usage: CountedUsage
@@ -493,10 +518,11 @@ class QuotaManager:
         try:
             if usage.settlements:
                 resolved = await self.limits(session, ctx, account_id)
+                clocked = resolved.clocked(ctx)
                 # Together: the engine sends the settlements of one loop turn as one batch.
                 settled = await asyncio.gather(
                     *(
-                        self._settle(ctx, resolved, account_id, reservation_id, settled_tokens)
+                        self._settle(clocked, resolved, account_id, reservation_id, settled_tokens)
                         for reservation_id, settled_tokens in usage.settlements
                     ),
                     return_exceptions=True,
@@ -525,7 +551,7 @@ class QuotaManager:
         resolved = await self.limits(session, ctx, account_id)
         try:
             settled = await self.engine.release(
-                account_id, resolved.period_key, reservation_id, ctx.clock.now()
+                account_id, resolved.period_key, reservation_id, resolved.now(ctx)
             )
         except EngineUnavailable as exc:
             raise self._backend_down(exc) from exc
@@ -550,6 +576,7 @@ class QuotaManager:
     ) -> None:
         """Counts usage that came without a reservation (the usage tracker calls it)."""
         resolved = await self.limits(session, ctx, account_id)
+        ctx = resolved.clocked(ctx)
         now = ctx.clock.now()
         try:
             if not await self.engine.is_loaded(account_id, resolved.period_key):
@@ -573,7 +600,7 @@ class QuotaManager:
         self, session: AsyncSession, ctx: Context, account_id: str
     ) -> schemas.QuotaStatus:
         resolved = await self.limits(session, ctx, account_id)
-        now = ctx.clock.now()
+        now = resolved.now(ctx)
         try:
             current = await self.engine.status(account_id, resolved.period_key, now)
             if not current.loaded:
@@ -622,7 +649,7 @@ class QuotaManager:
         """Loads the period's counters from the usage source; True when it wrote them."""
         resolved = await self.limits(session, ctx, account_id)
         try:
-            return await self._rebuild(resolved, ctx.clock.now(), force=force)
+            return await self._rebuild(resolved, resolved.now(ctx), force=force)
         except EngineUnavailable as exc:
             raise self._backend_down(exc) from exc
 
@@ -690,7 +717,7 @@ class QuotaManager:
                         and await self.engine.is_loaded(account_id, resolved.period_key)
                     ):
                         written = await self._rebuild(
-                            resolved, ctx.clock.now(), force=not missing_only
+                            resolved, resolved.now(ctx), force=not missing_only
                         )
                         self._stale.discard(account_id)
                 except EngineUnavailable as exc:
@@ -843,7 +870,7 @@ class QuotaManager:
         # This process re-reads at once; others within limits_ttl_seconds.
         self.invalidate(data.account_id)
         # Other processes drop theirs once the change is committed.
-        subscriptions.notify_plan_change(session, data.account_id)
+        limits_changed(session, data.account_id)
         return after
 
     async def violations(

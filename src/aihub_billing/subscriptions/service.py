@@ -6,19 +6,16 @@ every change writes a history row and an audit entry in the same transaction.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 import structlog
-from sqlalchemy import event
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import Session
 
+from aihub_billing.accounts.changes import limits_changed
 from aihub_billing.accounts.errors import AccountNotFound
 from aihub_billing.audit.service import audit
 from aihub_billing.coupons.service import applies_to_plan, coupons, initial_cycles, terms
@@ -69,56 +66,6 @@ def provider_price_ref(price: PlanPrice, provider: str | None) -> str | None:
     if provider == "paypal":
         return price.paypal_plan_id
     return None
-
-
-# Called with the account id after a commit that changed which plan (version) it is on, so
-# cached quota limits can be dropped at once. Register with `on_plan_change.append(fn)`.
-PlanChangeHook = Callable[[str], Coroutine[Any, Any, None]]
-on_plan_change: list[PlanChangeHook] = []
-_PENDING_KEY = "subscriptions.plan_changed"
-_hook_tasks: set[asyncio.Task[None]] = set()
-
-
-async def _run_hook(hook: PlanChangeHook, account_id: str) -> None:
-    try:
-        await hook(account_id)
-    except Exception:  # one failing hook must not hide the change from the others
-        log.exception("subscriptions.plan_change_hook_failed", account_id=account_id)
-
-
-def _fire_hooks(sync_session: Session) -> None:
-    accounts: set[str] = sync_session.info.pop(_PENDING_KEY, set())
-    if not accounts or not on_plan_change:
-        return
-    try:
-        loop = asyncio.get_running_loop()
-    except RuntimeError:  # pragma: no cover - the async session always commits in a loop
-        return
-    for account_id in sorted(accounts):
-        for hook in list(on_plan_change):
-            task = loop.create_task(_run_hook(hook, account_id))
-            _hook_tasks.add(task)
-            task.add_done_callback(_hook_tasks.discard)
-
-
-def _drop_pending(sync_session: Session) -> None:
-    sync_session.info.pop(_PENDING_KEY, None)
-
-
-def _plan_changed(session: AsyncSession, account_id: str) -> None:
-    """Remembers the account; the hooks run once the transaction commits (never on rollback)."""
-    sync = session.sync_session
-    if not sync.info.get("subscriptions.listening"):
-        event.listen(sync, "after_commit", _fire_hooks)
-        event.listen(sync, "after_rollback", _drop_pending)
-        sync.info["subscriptions.listening"] = True
-    sync.info.setdefault(_PENDING_KEY, set()).add(account_id)
-
-
-def notify_plan_change(session: AsyncSession, account_id: str) -> None:
-    """Runs the `on_plan_change` hooks for the account once `session` commits (for changes of
-    what limits apply that are made outside this domain, e.g. quota overrides)."""
-    _plan_changed(session, account_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -560,7 +507,7 @@ class SubscriptionService:
                 dedupe_key=f"{PROVIDER_SUBSCRIBE_JOB}:{sub.id}",
                 test_clock_id=clock_id,
             )
-        _plan_changed(session, account_id)
+        limits_changed(session, account_id)
         return sub, items
 
     async def change(
@@ -713,7 +660,7 @@ class SubscriptionService:
                     if uses_cycle and sub.coupon_cycles_left is not None:
                         sub.coupon_cycles_left -= 1
             if not same_price:
-                _plan_changed(session, sub.account_id)
+                limits_changed(session, sub.account_id)
         data_out = {
             "direction": direction,
             "when": when,
@@ -750,7 +697,7 @@ class SubscriptionService:
             sub.cancel_at_period_end = False
             sub.pending_plan_id = sub.pending_price_id = None
             kind = "canceled"
-            _plan_changed(session, sub.account_id)
+            limits_changed(session, sub.account_id)
         await self._log(session, ctx, sub, kind, before, from_status, sub.plan_id, {})
         # At the provider it ends now either way: no further renewal is charged there, and
         # the period already paid runs to its end here.
@@ -797,7 +744,7 @@ class SubscriptionService:
                     sub.coupon_cycles_left -= 1
                 sub.billed_through = period.end
             kind = "resumed"
-            _plan_changed(session, sub.account_id)
+            limits_changed(session, sub.account_id)
         elif sub.status != "canceled" and sub.cancel_at_period_end:
             if sub.provider_billed and sub.provider_subscription_id is not None:
                 raise ProviderBilled("it was canceled at the provider; subscribe again")
@@ -822,7 +769,7 @@ class SubscriptionService:
         sub.status = "paused"
         sub.paused_at = sub.updated_at = now
         await self._log(session, ctx, sub, "paused", before, "active", sub.plan_id, {})
-        _plan_changed(session, sub.account_id)
+        limits_changed(session, sub.account_id)
         return sub, []
 
     # Jobs (the handlers in tasks.py call these, with the job's context).
@@ -899,7 +846,7 @@ class SubscriptionService:
                 session, ctx, sub, "subscription_cycle", closed, clock_id, current_price.id
             )
         if plan.id != from_plan:
-            _plan_changed(session, sub.account_id)
+            limits_changed(session, sub.account_id)
 
     async def end_trial(
         self, session: AsyncSession, ctx: Context, subscription_id: str, trial_end: datetime
@@ -1014,7 +961,7 @@ class SubscriptionService:
         kind = "canceled" if target == "canceled" else "provider_updated"
         data = {"provider": provider, "event_id": event_id, "provider_status": status}
         await self._log(session, ctx, sub, kind, before, from_status, sub.plan_id, data)
-        _plan_changed(session, sub.account_id)
+        limits_changed(session, sub.account_id)
         return f"applied: subscription {sub.id} {target}"
 
     # Helpers.
@@ -1033,7 +980,7 @@ class SubscriptionService:
         sub.cancel_at_period_end = False
         sub.pending_plan_id = sub.pending_price_id = None
         await self._log(session, ctx, sub, "canceled", before, from_status, sub.plan_id, {})
-        _plan_changed(session, sub.account_id)
+        limits_changed(session, sub.account_id)
         if at > sub.current_period_start:
             _, clock_id = await test_clocks.context_for(session, ctx, sub.account_id)
             last = Period(sub.current_period_start, at)

@@ -11,6 +11,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from aihub_billing.accounts.changes import limits_changed
 from aihub_billing.accounts.service import accounts
 from aihub_billing.audit.service import audit
 from aihub_billing.errors import Forbidden
@@ -84,6 +85,7 @@ class TestClockService:
         )
         repo.add(link)
         await session.flush()
+        limits_changed(session, account_id)  # its quota now runs on the clock's time
         await audit.record(
             session,
             ctx,
@@ -154,8 +156,12 @@ class TestClockService:
             ran.append(job)
         clock.frozen_time = target
         await session.flush()
-        # What was cached of its accounts was true at the clock's old time.
-        touch(session, *(account_scope(a) for a in await repo.account_ids(clock.id)))
+        # What was cached of its accounts (quota limits included) was true at the clock's
+        # old time.
+        attached = await repo.account_ids(clock.id)
+        touch(session, *(account_scope(a) for a in attached))
+        for account_id in attached:
+            limits_changed(session, account_id)
         await audit.record(
             session,
             ctx,
@@ -177,7 +183,12 @@ def _operator(ctx: Context) -> None:
 def _clocked(ctx: Context, clock: TestClock | None) -> tuple[Context, str | None]:
     if clock is None:
         return ctx, None
-    return Context(ctx.actor, FrozenClock(clock.frozen_time), ctx.request_id), clock.id
+    return on_clock(ctx, clock.frozen_time), clock.id
+
+
+def on_clock(ctx: Context, frozen_time: datetime) -> Context:
+    """`ctx` on a test clock's time."""
+    return Context(ctx.actor, FrozenClock(frozen_time), ctx.request_id)
 
 
 test_clocks = TestClockService()

@@ -22,7 +22,6 @@ import contextvars
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
@@ -35,6 +34,7 @@ from aihub_billing.usage import schemas
 from aihub_billing.usage.errors import UsageNeedsAccountKey
 from aihub_billing.usage.service import (
     CountedUsage,
+    CountingPeriod,
     ParsedBatch,
     UsageCounter,
     recorded_of,
@@ -178,7 +178,7 @@ class _CountedLater:
 
     async def counting_period(
         self, session: AsyncSession, ctx: Context, account_id: str
-    ) -> tuple[datetime, datetime]:
+    ) -> CountingPeriod:
         return await self._counter.counting_period(session, ctx, account_id)
 
     async def counted(

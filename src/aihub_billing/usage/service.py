@@ -21,6 +21,7 @@ from aihub_billing.kit.metrics import USAGE_EVENTS, count_on_commit
 from aihub_billing.kit.periods import day_split, next_month
 from aihub_billing.models import ModelPrice
 from aihub_billing.models.types import canonical_decimal
+from aihub_billing.testclocks.service import test_clocks
 from aihub_billing.usage import histogram, schemas
 from aihub_billing.usage.cost import ScaledPrices
 from aihub_billing.usage.errors import (
@@ -79,16 +80,23 @@ class CountedUsage:
     settlements: list[tuple[str, int]] = field(default_factory=list)
 
 
+class CountingPeriod(NamedTuple):
+    """The account's time now (its test clock's when it runs on one) and [start, end) of
+    the period its live counters count: calls stamped outside it (late usage of an earlier
+    period) are stored but not counted."""
+
+    now: datetime
+    start: datetime
+    end: datetime
+
+
 class UsageCounter(Protocol):
     """What keeps live counters of stored usage (the QuotaManager); called inside the
     recording transaction, once per batch, with the new API calls only (never duplicates)."""
 
     async def counting_period(
         self, session: AsyncSession, ctx: Context, account_id: str
-    ) -> tuple[datetime, datetime]:
-        """[start, end) of the period the live counters count: calls stamped outside it
-        (late usage of an earlier period) are stored but not counted."""
-        ...
+    ) -> CountingPeriod: ...
 
     async def counted(
         self, session: AsyncSession, ctx: Context, account_id: str, usage: CountedUsage
@@ -273,19 +281,22 @@ class UsageTracker:
         account_id = ctx.actor.account_id
         if account_id is None:
             raise UsageNeedsAccountKey("send usage with a key of the account that used it")
-        now = ctx.clock.now()
-        latest = now + MAX_CLOCK_SKEW
+        if counter is not None:
+            now, counting_from, counting_to = await counter.counting_period(
+                session, ctx, account_id
+            )
+        else:  # nothing is counted without a counter
+            clocked, _ = await test_clocks.context_for(session, ctx, account_id)
+            now = counting_from = counting_to = clocked.clock.now()
+        # On a test clock (`now` is its time) the usage of the simulated days to come may be
+        # sent ahead, as up to the real time without one.
+        latest = max(now, ctx.clock.now()) + MAX_CLOCK_SKEW
         member_id = ctx.actor.member_id
         results = batch.results
         prices = _BatchPrices(
             await ModelPriceRepository(session).timelines(
                 {e["model"] for _, e in batch.events if e["usage_type"] == "api_call"} - {None}
             )
-        )
-        counting_from, counting_to = (
-            await counter.counting_period(session, ctx, account_id)
-            if counter is not None
-            else (now, now)  # nothing is counted without a counter
         )
         rows: list[EventRow] = []
         fresh: dict[str, dict[str, Any]] = {}  # event id -> its result, while it may be new
@@ -430,7 +441,8 @@ class UsageTracker:
     ) -> schemas.UsageStats:
         """Per-group statistics over whole UTC days [start, end), from the daily rollups only."""
         account = await accounts.get(session, ctx, account_id or ctx.actor.account_id or "")
-        today = ctx.clock.now().date()
+        clocked, _ = await test_clocks.context_for(session, ctx, account.id)
+        today = clocked.clock.now().date()
         start = start or today.replace(day=1)
         end = end or today + timedelta(days=1)
         if not start < end <= start + timedelta(days=MAX_STATS_DAYS):
