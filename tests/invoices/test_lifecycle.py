@@ -34,12 +34,13 @@ def _late_real_clock(clock: FrozenClock) -> None:
 
 
 async def _metered(
-    client: httpx.AsyncClient, admin_key: str, **account: object
+    client: httpx.AsyncClient,
+    admin_key: str,
+    frozen_time: str = "2026-01-01T00:00:00Z",
+    **account: object,
 ) -> tuple[str, str, str, str]:
     await add_plan(client, admin_key, **metered_plan("metered", 5000))
-    clock_id, account_id, key = await clocked_account(
-        client, admin_key, "2026-01-01T00:00:00Z", **account
-    )
+    clock_id, account_id, key = await clocked_account(client, admin_key, frozen_time, **account)
     sub = await ok(client, key, "/subscriptions", {**SEED_BODY, "plan_type": "metered"})
     return clock_id, account_id, key, sub["subscription"]["id"]
 
@@ -228,9 +229,7 @@ async def test_usage_of_an_account_on_a_clock_ahead_is_billed_in_the_clocks_peri
     client: httpx.AsyncClient, admin_key: str
 ) -> None:
     """Sent with no timestamps while the clock is months ahead of the real date."""
-    await add_plan(client, admin_key, **metered_plan("metered", 5000))
-    clock_id, _, key = await clocked_account(client, admin_key, "2026-06-01T00:00:00Z")
-    await ok(client, key, "/subscriptions", {**SEED_BODY, "plan_type": "metered"})
+    clock_id, _, key, _ = await _metered(client, admin_key, "2026-06-01T00:00:00Z")
     events = [{"model": "gpt-4o-mini", "input_tokens": 100, "output_tokens": 0}] * 13
     batch = await client.post(f"{API}/usage/batch", json={"events": events}, headers=auth(key))
     assert batch.json()["accepted"] == 13, batch.text

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import datetime, timedelta
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -25,7 +25,7 @@ from aihub_billing.service import BillingService
 from aihub_billing.usage.errors import UnknownModel
 from aihub_billing.usage.grouped import GroupedTracks
 from aihub_billing.usage.repository import UsageRepository
-from aihub_billing.usage.service import model_prices, parse_event
+from aihub_billing.usage.service import CountingPeriod, model_prices, parse_event
 from tests.api.helpers import API, auth, create_account, issue_key
 
 TRACK = f"{API}/usage/track"
@@ -43,6 +43,24 @@ def _groups() -> tuple[float, float]:
 async def _stored(billing: BillingService, account_id: str) -> dict[str, Any]:
     async with billing.db.sessions() as session:
         return {e.event_id: e for e in await UsageRepository(session).events(account_id)}
+
+
+def _events(prefix: str, n: int, model: str = "gpt-4o") -> list[dict[str, Any]]:
+    """n parse_event dicts of 5 input tokens, event ids prefix0, prefix1, ..."""
+    return [
+        parse_event(
+            b'{"model": "%s", "input_tokens": 5, "event_id": "%s%d"}'
+            % (model.encode(), prefix.encode(), i)
+        )
+        for i in range(n)
+    ]
+
+
+def _broken(event: dict[str, Any], event_id: str) -> dict[str, Any]:
+    """Not a parse_event dict: recording it raises KeyError (and fails its group)."""
+    broken = dict(event, event_id=event_id)
+    del broken["usage_type"]
+    return broken
 
 
 async def test_concurrent_tracks_share_transactions_and_keep_their_own_answers(
@@ -114,12 +132,8 @@ async def test_a_failing_group_is_written_again_an_event_at_a_time(
         await model_prices.seed_defaults(session, billing.context())
     tracks = GroupedTracks(billing.transaction, None)
     ctx = Context(actor=Actor(role=Role.OWNER, account_id="acct_grouped"), clock=clock)
-    good = [
-        parse_event(b'{"model": "gpt-4o", "input_tokens": 5, "event_id": "g%d"}' % n)
-        for n in range(4)
-    ]
-    broken = dict(good[0], event_id="b0")
-    del broken["usage_type"]  # not a parse_event dict: recording it raises KeyError
+    good = _events("g", 4)
+    broken = _broken(good[0], "b0")
 
     outcomes = await asyncio.gather(
         *(tracks.track(ctx, event) for event in [*good[:2], broken, *good[2:]]),
@@ -178,10 +192,7 @@ async def test_an_unreachable_database_fails_the_group_at_once(clock: FrozenCloc
 
     tracks = GroupedTracks(transaction, None)
     ctx = Context(actor=Actor(role=Role.OWNER, account_id="acct_down"), clock=clock)
-    events = [
-        parse_event(b'{"model": "gpt-4o", "input_tokens": 5, "event_id": "u%d"}' % n)
-        for n in range(10)
-    ]
+    events = _events("u", 10)
     try:
         first = asyncio.create_task(tracks.track(ctx, events[0]))
         await asyncio.sleep(0)  # the first goes alone; the other nine gather behind it
@@ -212,12 +223,8 @@ async def test_a_failing_group_counts_each_stored_call_once(
             ]
 
     assert await used_calls() == [0, 0]  # the counters are loaded (from no usage)
-    events = [
-        parse_event(b'{"model": "gpt-4o-mini", "input_tokens": 5, "event_id": "q%d"}' % n)
-        for n in range(3)
-    ]
-    broken = dict(events[0], event_id="qb")
-    del broken["usage_type"]  # not a parse_event dict: recording it raises KeyError
+    events = _events("q", 3, model="gpt-4o-mini")
+    broken = _broken(events[0], "qb")
     # One group: the first account's two calls are recorded before the second account's
     # broken event fails the group, and are then written again one by one.
     outcomes = await asyncio.gather(
@@ -242,9 +249,9 @@ async def test_a_group_that_fails_once_counted_is_not_written_again(
     counted: list[int] = []
 
     class FailsOnceCounted:
-        """The quota manager, then a failure: as a lost connection right after counting."""
+        """The quota manager, then an unexpected error once it has counted."""
 
-        async def counting_period(self, *args: Any) -> tuple[datetime, datetime]:
+        async def counting_period(self, *args: Any) -> CountingPeriod:
             return await billing.quota.counting_period(*args)
 
         async def counted(self, session: AsyncSession, *args: Any) -> None:
@@ -252,10 +259,7 @@ async def test_a_group_that_fails_once_counted_is_not_written_again(
             raise RuntimeError("after counting")
 
     tracks = GroupedTracks(billing.transaction, FailsOnceCounted())
-    events = [
-        parse_event(b'{"model": "gpt-4o", "input_tokens": 5, "event_id": "c%d"}' % n)
-        for n in range(3)
-    ]
+    events = _events("c", 3)
     outcomes = await asyncio.gather(*(tracks.track(ctx, e) for e in events), return_exceptions=True)
     assert all(isinstance(o, RuntimeError) for o in outcomes), outcomes
     assert counted == [3], "the counted group was written again event by event"

@@ -120,14 +120,16 @@ class GroupedTracks:
             for waiting in group:  # its requests must not wait forever (loop shutdown)
                 waiting.future.cancel()
             raise
+        except _FailedAfterCounting as failed:
+            # Written again one by one, its calls would be counted again.
+            for waiting in group:
+                _answer(waiting.future, failed.error)
+            return
         except Exception as exc:
-            counted = isinstance(exc, _FailedAfterCounting)
-            cause = exc.__cause__ if counted and isinstance(exc.__cause__, Exception) else exc
-            if len(group) == 1 or counted or _unavailable(cause):
-                # An unreachable database fails every event alike, and events already
-                # counted would be counted again: no retries one by one.
+            if len(group) == 1 or _unavailable(exc):
+                # An unreachable database fails every event alike: no retries one by one.
                 for waiting in group:
-                    _answer(waiting.future, cause)
+                    _answer(waiting.future, exc)
                 return
             await asyncio.gather(*(self._write([waiting]) for waiting in group))
             return
@@ -163,7 +165,7 @@ class GroupedTracks:
                     await counts.count(session)
         except Exception as exc:
             if counting:
-                raise _FailedAfterCounting from exc
+                raise _FailedAfterCounting(exc) from exc
             raise
         return outcomes  # type: ignore[return-value]  # every index is set above
 
@@ -192,7 +194,12 @@ class _CountedLater:
 
 
 class _FailedAfterCounting(Exception):
-    """The group failed after its calls were counted (in the counting or the commit)."""
+    """The group failed with `error` after its calls were counted (in the counting or the
+    commit)."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(error)
+        self.error = error
 
 
 def _unavailable(exc: Exception) -> bool:

@@ -441,10 +441,11 @@ class UsageTracker:
     ) -> schemas.UsageStats:
         """Per-group statistics over whole UTC days [start, end), from the daily rollups only."""
         account = await accounts.get(session, ctx, account_id or ctx.actor.account_id or "")
-        clocked, _ = await test_clocks.context_for(session, ctx, account.id)
-        today = clocked.clock.now().date()
-        start = start or today.replace(day=1)
-        end = end or today + timedelta(days=1)
+        if start is None or end is None:  # this month, on the account's clock
+            clocked, _ = await test_clocks.context_for(session, ctx, account.id)
+            today = clocked.clock.now().date()
+            start = start or today.replace(day=1)
+            end = end or today + timedelta(days=1)
         if not start < end <= start + timedelta(days=MAX_STATS_DAYS):
             raise InvalidStatsRange(f"from {start} to {end}")
         groups = await UsageRepository(session).rollup_groups(account.id, start, end, group_by)
