@@ -72,6 +72,41 @@ async def test_keys_are_scoped_per_account(
     assert await count(billing, Member) == 2
 
 
+async def test_another_key_of_the_account_never_reads_a_stored_answer(
+    client: httpx.AsyncClient, admin_key: str, billing: BillingService
+) -> None:
+    account = await create_account(client, admin_key)
+    owner = await issue_key(client, admin_key, account["id"], "owner")
+    member = await issue_key(client, admin_key, account["id"], "member")
+    path = f"{API}/accounts/{account['id']}/api-keys"
+    made = await client.post(
+        path, json={"role": "owner"}, headers=auth(owner, **{"Idempotency-Key": "k-123"})
+    )
+    assert made.status_code == 201 and made.json()["secret"]
+    # A member may not create keys: the same Idempotency-Key is no way around that.
+    replayed = await client.post(
+        path, json={"role": "owner"}, headers=auth(member, **{"Idempotency-Key": "k-123"})
+    )
+    assert replayed.status_code == 403, replayed.text
+    assert made.json()["secret"] not in replayed.text
+
+
+async def test_a_new_keys_secret_is_neither_stored_nor_replayed(
+    client: httpx.AsyncClient, admin_key: str, billing: BillingService
+) -> None:
+    account = await create_account(client, admin_key)
+    path = f"{API}/accounts/{account['id']}/api-keys"
+    headers = auth(admin_key, **{"Idempotency-Key": "key-once"})
+    made = await client.post(path, json={"role": "owner"}, headers=headers)
+    secret = made.json()["secret"]
+    async with billing.db.sessions() as session:
+        stored = (await session.execute(select(IdempotencyRecord.response_body))).scalar_one()
+    assert secret not in str(stored)
+    again = await client.post(path, json={"role": "owner"}, headers=headers)
+    assert again.status_code == 409 and again.json()["code"] == "idempotency_key_reused"
+    assert made.json()["id"] in again.json()["detail"] and secret not in again.text
+
+
 async def test_concurrent_duplicates_have_one_effect(
     client: httpx.AsyncClient, admin_key: str, billing: BillingService
 ) -> None:

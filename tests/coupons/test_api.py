@@ -73,6 +73,8 @@ async def test_invalid_coupons_are_422(client: httpx.AsyncClient, admin_key: str
         {"code": "A", "percent_off": "10", "duration": "repeating"},
         {"code": "A", "percent_off": "10", "duration": "once", "duration_cycles": 3},
         {"code": "A", "percent_off": "10", "expires_at": "2026-03-01T00:00:00"},
+        # Above PostgreSQL's INTEGER: refused as input, not a 503 "database unavailable".
+        {"code": "A", "percent_off": "10", "max_redemptions": 2**31},
     ):
         response = await post(client, admin_key, "/coupons", body)
         assert response.status_code in (400, 422), body

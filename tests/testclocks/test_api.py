@@ -239,3 +239,24 @@ async def test_attaching_and_advancing_tell_that_the_accounts_limits_changed(
     assert backwards.status_code == 409, backwards.text  # refused: nobody is told
     await asyncio.sleep(0)
     assert limits_changes == [account, account]
+
+
+async def test_a_clock_stays_where_ids_and_periods_can_follow(
+    client: httpx.AsyncClient, admin_key: str
+) -> None:
+    """Before 1970 no id can carry the time (every subscription call of its accounts failed
+    with a 500); near year 9999 no period end can be computed (nor renewed)."""
+    for early in ("1960-01-01T00:00:00Z", "0001-01-01T00:00:00Z"):
+        refused = await post(client, admin_key, "/test-clocks", {"frozen_time": early})
+        assert refused.status_code == 422, refused.text
+        assert refused.json()["code"] == "validation_error"
+    clock_id, _, key = await clock_with_account(client, admin_key, "1970-01-01T00:00:00Z")
+    await ok(client, key, "/subscriptions", SEED_BODY)
+    far = await post(
+        client,
+        admin_key,
+        f"/test-clocks/{clock_id}/advance",
+        {"frozen_time": "9999-12-20T00:00:00Z"},
+    )
+    assert far.status_code == 422, far.text
+    assert (await current(client, key))["period_start"] == "1970-01-01T00:00:00Z"

@@ -105,6 +105,35 @@ async def test_tampered_expired_and_unsigned_stripe_events_are_refused(
     assert len(await rows(billing, WebhookEvent)) == 1
 
 
+async def test_signed_bodies_that_are_no_stripe_event_are_refused_not_500(
+    client: httpx.AsyncClient, billing: BillingService
+) -> None:
+    async def send(body: bytes) -> httpx.Response:
+        return await client.post(
+            f"{API}/webhooks/stripe",
+            content=body,
+            headers={
+                "Stripe-Signature": stripe_signature(body),
+                "Content-Type": "application/json",
+            },
+        )
+
+    not_events = [
+        b"[1,2]",  # JSON, but no object
+        b"[" * 100_000 + b"]" * 100_000,  # deeper than the JSON parser's recursion limit
+        b'{"id": "evt_s", "type": "t\\ud800", "created": 1}',  # a lone surrogate: no UTF-8
+    ]
+    for body in not_events:
+        response = await send(body)
+        assert response.status_code == 400, (body[:40], response.text)
+        assert response.json()["code"] == "webhook_signature_invalid"
+    # A creation time no datetime holds is no creation time: the event is stored without it.
+    far = json.dumps({"id": "evt_far", "type": "x.y", "created": 10**20}).encode()
+    assert (await send(far)).status_code == 200
+    [stored] = await rows(billing, WebhookEvent)
+    assert stored.event_created_at is None
+
+
 async def test_a_late_failure_never_undoes_a_success(
     client: httpx.AsyncClient, admin_key: str, billing: BillingService, stripe_fake: StripeFake
 ) -> None:

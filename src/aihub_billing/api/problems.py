@@ -127,7 +127,30 @@ async def _integrity_error(request: Request, exc: Exception) -> JSONResponse:
     return problem_response(request, Conflict("the change conflicts with a concurrent change"))
 
 
+def _data_exception(exc: Exception) -> bool:
+    """PostgreSQL's SQLSTATE class 22 (a NUL character in text, a number beyond its column):
+    a value the request validation let through, refused by the database. The input is wrong,
+    not the database; asyncpg's errors reach SQLAlchemy as plain DBAPIErrors."""
+    return str(getattr(getattr(exc, "orig", None), "sqlstate", None) or "").startswith("22")
+
+
+async def _unstorable_value(request: Request, exc: Exception) -> JSONResponse:
+    # Nothing was written: the request's transaction rolls back.
+    log.info("db.data_error", error=str(getattr(exc, "orig", exc))[:500])
+    error = {"loc": ["body"], "msg": "a value the database cannot take", "type": "value_error"}
+    return problem_response(
+        request,
+        ValidationFailed(
+            "a value the database cannot take: text with a NUL character (\\u0000), or a "
+            "number out of range",
+            extra={"errors": [error]},
+        ),
+    )
+
+
 async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    if _data_exception(exc):
+        return await _unstorable_value(request, exc)
     log.warning("db.unavailable", error=str(getattr(exc, "orig", exc))[:500])
     return problem_response(
         request, ServiceUnavailable("the database is unavailable", headers={"Retry-After": "1"})

@@ -7,10 +7,11 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from aihub_billing.kit.clock import ensure_utc
+from aihub_billing.kit.clock import TimeInRange, ensure_utc
 from aihub_billing.kit.money import JsonDecimal, normalize_currency
 
 Duration = Literal["once", "repeating", "forever"]
+MAX_INT32 = 2**31 - 1  # the INTEGER columns' bound on PostgreSQL
 
 
 class CouponCreate(BaseModel):
@@ -19,15 +20,19 @@ class CouponCreate(BaseModel):
     code: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
     name: str | None = Field(default=None, max_length=200)
     percent_off: JsonDecimal | None = Field(default=None, gt=0, le=100, decimal_places=6)
-    amounts_off: dict[str, Annotated[int, Field(gt=0, le=10**15)]] | None = Field(
+    amounts_off: dict[str, Annotated[int, Field(strict=True, gt=0, le=10**15)]] | None = Field(
         default=None, description="Currency -> minor units off each fee line"
     )
     duration: Duration = "once"
     duration_cycles: int | None = Field(
-        default=None, ge=1, le=1200, description="Fee lines discounted, for `repeating`"
+        strict=True,
+        default=None,
+        ge=1,
+        le=1200,
+        description="Fee lines discounted, for `repeating`",
     )
-    max_redemptions: int | None = Field(default=None, ge=1)
-    expires_at: datetime | None = None
+    max_redemptions: int | None = Field(strict=True, default=None, ge=1, le=MAX_INT32)
+    expires_at: TimeInRange | None = None
     plan_codes: list[Annotated[str, Field(min_length=1, max_length=64)]] | None = Field(
         default=None, max_length=100, description="null = every plan"
     )

@@ -19,7 +19,11 @@ class CreditNoteLineCreate(BaseModel):
 
     invoice_line_id: str = Field(min_length=1, max_length=40)
     amount_minor: int | None = Field(
-        default=None, gt=0, le=MAX_MINOR, description="Before tax; default: all that remains"
+        strict=True,
+        default=None,
+        gt=0,
+        le=MAX_MINOR,
+        description="Before tax; default: all that remains",
     )
 
 
@@ -31,7 +35,11 @@ class CreditNoteCreate(BaseModel):
     outcome: Outcome
     lines: list[CreditNoteLineCreate] | None = Field(default=None, min_length=1, max_length=500)
     amount_minor: int | None = Field(
-        default=None, gt=0, le=MAX_MINOR, description="A tax-inclusive amount against the invoice"
+        strict=True,
+        default=None,
+        gt=0,
+        le=MAX_MINOR,
+        description="A tax-inclusive amount against the invoice",
     )
     currency: str | None = Field(default=None, description="If given, must be the invoice's")
 
@@ -109,7 +117,9 @@ class AccountBalance(BaseModel):
 class BalanceAdjustmentCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    amount_minor: int = Field(ge=-MAX_MINOR, le=MAX_MINOR, description="Signed, not zero")
+    amount_minor: int = Field(
+        strict=True, ge=-MAX_MINOR, le=MAX_MINOR, description="Signed, not zero"
+    )
     currency: str
     description: str = Field(min_length=1, max_length=500)
 

@@ -25,6 +25,9 @@ from aihub_billing.models import IdempotencyRecord
 
 _KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 OPERATOR_SCOPE = "operator"
+# A response field that is shown once (a new API key's secret): never stored, so never
+# replayed.
+_SHOWN_ONCE = "secret"
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +60,9 @@ class IdempotencyService:
         """The new record to fill once the endpoint answers, or the replay of the first answer."""
         if not _KEY.match(key):
             raise InvalidIdempotencyKey()
-        scope = ctx.actor.account_id or OPERATOR_SCOPE
+        # Per API key: a replay answers only the credential that made the request (another
+        # key of the account, with another role, must not read its answer).
+        scope = ctx.actor.key_id or ctx.actor.account_id or OPERATOR_SCOPE
         fingerprint = request_fingerprint(method, path, body)
         now = ctx.clock.now()
         repo = IdempotencyRepository(session)
@@ -91,12 +96,21 @@ class IdempotencyService:
             raise IdempotencyKeyReused(
                 "this Idempotency-Key was used for a different request; use a new key"
             )
-        return Replay(existing.status_code, existing.response_body)
+        stored = existing.response_body
+        if isinstance(stored, dict) and _SHOWN_ONCE in stored:
+            raise IdempotencyKeyReused(
+                f"this Idempotency-Key already created {stored.get('id')}, whose secret is shown "
+                "once and not kept: revoke that key and create another with a new "
+                "Idempotency-Key"
+            )
+        return Replay(existing.status_code, stored)
 
     async def complete(
         self, session: AsyncSession, record: IdempotencyRecord, status_code: int, body: Any
     ) -> None:
         record.status_code = status_code
+        if isinstance(body, dict) and _SHOWN_ONCE in body:
+            body = {**body, _SHOWN_ONCE: None}
         record.response_body = body
         await session.flush()
 

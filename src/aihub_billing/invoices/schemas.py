@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
+from aihub_billing.kit.clock import TimeInRange
 from aihub_billing.kit.money import JsonDecimal
 
 
@@ -69,7 +70,7 @@ class GenerateRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     account_id: str | None = Field(default=None, max_length=40)
-    at: AwareDatetime | None = Field(default=None, description="Default: now")
+    at: TimeInRange | None = Field(default=None, description="Default: now")
 
 
 class GenerateResult(BaseModel):

@@ -9,9 +9,19 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Protocol
 
-from pydantic import BeforeValidator
+from pydantic import AfterValidator, AwareDatetime, BeforeValidator, Field
 
-__all__ = ["Clock", "FrozenClock", "IsoDatetime", "SystemClock", "ensure_utc", "monotonic"]
+__all__ = [
+    "EARLIEST",
+    "LATEST",
+    "Clock",
+    "FrozenClock",
+    "IsoDatetime",
+    "SystemClock",
+    "TimeInRange",
+    "ensure_utc",
+    "monotonic",
+]
 
 
 def ensure_utc(value: datetime) -> datetime:
@@ -20,7 +30,10 @@ def ensure_utc(value: datetime) -> datetime:
         raise TypeError(f"expected datetime, not {type(value).__name__}")
     if value.tzinfo is None or value.utcoffset() is None:
         raise ValueError(f"naive datetime refused: {value.isoformat()} (use aware UTC datetimes)")
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00+01:00 has no UTC time
+        raise ValueError(f"out of range in UTC: {value.isoformat()}") from None
 
 
 def _iso_only(value: Any) -> Any:
@@ -36,8 +49,16 @@ def _iso_only(value: Any) -> Any:
     raise ValueError("expected an ISO 8601 date-time, e.g. 2026-01-31T12:00:00Z")
 
 
-IsoDatetime = Annotated[datetime, BeforeValidator(_iso_only)]
-"""A datetime given as ISO 8601 text only (request bodies and query parameters)."""
+IsoDatetime = Annotated[datetime, BeforeValidator(_iso_only), AfterValidator(ensure_utc)]
+"""A datetime given as ISO 8601 text with an offset only (request bodies and query
+parameters), in UTC."""
+
+# Where a time the system keeps may stand: ids carry their time from the Unix epoch on, and
+# periods from it (up to a plan's longest interval, 36,500 months) must end before year 10,000.
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(3000, 1, 1, tzinfo=UTC)
+TimeInRange = Annotated[AwareDatetime, Field(ge=EARLIEST, lt=LATEST)]
+"""An aware datetime in [EARLIEST, LATEST): checked in pydantic-core, no Python call."""
 
 
 class Clock(Protocol):

@@ -17,7 +17,7 @@ Provider = Literal["stripe", "paypal"]
 class PaymentIntentCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    amount_minor: int = Field(gt=0, le=10**12, description="Integer minor units")
+    amount_minor: int = Field(strict=True, gt=0, le=10**12, description="Integer minor units")
     currency: str
     provider: Provider | None = Field(
         default=None,
@@ -56,7 +56,9 @@ class PaymentConfirm(BaseModel):
 class RefundCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    amount_minor: int | None = Field(default=None, gt=0, description="Default: all refundable")
+    amount_minor: int | None = Field(
+        strict=True, default=None, gt=0, le=10**12, description="Default: all refundable"
+    )
     reason: str | None = Field(default=None, max_length=200)
 
 

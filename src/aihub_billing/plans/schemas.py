@@ -18,9 +18,11 @@ class PlanPriceCreate(BaseModel):
 
     currency: str = Field(description="ISO 4217 code")
     interval_unit: Literal["day", "month"] = "month"
-    interval_count: int = Field(default=1, ge=1, le=36500)
-    amount_minor: int = Field(ge=0, le=10**15, description="Price per cycle in minor units")
-    setup_fee_minor: int = Field(default=0, ge=0, le=10**15)
+    interval_count: int = Field(strict=True, default=1, ge=1, le=36500)
+    amount_minor: int = Field(
+        strict=True, ge=0, le=10**15, description="Price per cycle in minor units"
+    )
+    setup_fee_minor: int = Field(strict=True, default=0, ge=0, le=10**15)
     overage_per_1k_calls: NonNegativeDecimal | None = None
     overage_per_1m_tokens: NonNegativeDecimal | None = None
     overage_per_gb_month: NonNegativeDecimal | None = None
@@ -64,12 +66,12 @@ class PlanLimits(BaseModel):
 
     model_config = ConfigDict(extra="forbid", from_attributes=True)
 
-    included_api_calls: int | None = Field(default=None, ge=0, le=10**15)
-    included_tokens: int | None = Field(default=None, ge=0, le=10**18)
+    included_api_calls: int | None = Field(strict=True, default=None, ge=0, le=10**15)
+    included_tokens: int | None = Field(strict=True, default=None, ge=0, le=10**18)
     included_storage_gb: NonNegativeDecimal | None = None
-    rpm_limit: int | None = Field(default=None, ge=1, le=10**9)
-    tpm_limit: int | None = Field(default=None, ge=1, le=10**15)
-    concurrency_limit: int | None = Field(default=None, ge=1, le=10**6)
+    rpm_limit: int | None = Field(strict=True, default=None, ge=1, le=10**9)
+    tpm_limit: int | None = Field(strict=True, default=None, ge=1, le=10**15)
+    concurrency_limit: int | None = Field(strict=True, default=None, ge=1, le=10**6)
     allowed_models: list[Annotated[str, Field(min_length=1, max_length=200)]] | None = Field(
         default=None, max_length=1000, description="null = every model"
     )
@@ -84,7 +86,7 @@ class PlanCreate(BaseModel):
     code: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")
     name: str = Field(min_length=1, max_length=200)
     description: str | None = Field(default=None, max_length=2000)
-    trial_days: int = Field(default=0, ge=0, le=365)
+    trial_days: int = Field(strict=True, default=0, ge=0, le=365)
     limits: PlanLimits = PlanLimits()
     prices: list[PlanPriceCreate] = Field(min_length=1, max_length=100)
 
@@ -104,7 +106,7 @@ class PlanUpdate(BaseModel):
 
     name: str | None = Field(default=None, min_length=1, max_length=200)
     description: str | None = Field(default=None, max_length=2000)
-    trial_days: int | None = Field(default=None, ge=0, le=365)
+    trial_days: int | None = Field(strict=True, default=None, ge=0, le=365)
     limits: PlanLimits | None = None
     prices: list[PlanPriceCreate] | None = Field(default=None, min_length=1, max_length=100)
 

@@ -70,14 +70,15 @@ class LeanCheckRoute(TransactionalRoute):
             if "idempotency-key" in request.headers:
                 return await regular(request)
             billing: BillingService = request.app.state.billing
+            # The key first, as on every route: a request without one learns nothing more.
+            # No session is made unless auth or the limits miss their caches (each read then
+            # opens and closes one).
+            ctx = await lean_context(request, billing.db.sessions)
             body = await request.body()
             try:
                 data = schemas.QuotaCheck.model_validate_json(body)
             except ValidationError as exc:
                 raise RequestValidationError(_body_errors(exc), body=body) from exc
-            # No session is made unless auth or the limits miss their caches (each read then
-            # opens and closes one).
-            ctx = await lean_context(request, billing.db.sessions)
             result = await _check(data, billing.db.sessions, ctx, billing)
             return Response(result.model_dump_json(), media_type="application/json")
 

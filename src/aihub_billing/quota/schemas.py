@@ -15,7 +15,7 @@ class QuotaCheck(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     model: str = Field(min_length=1, max_length=200)
-    estimated_tokens: int = Field(default=0, ge=0, le=10**9)
+    estimated_tokens: int = Field(strict=True, default=0, ge=0, le=10**9)
     member_id: Id | None = Field(default=None, description="whose sub-cap applies")
     user_id: Id | None = Field(default=None, description="alias of member_id (seed name)")
     account_id: Id | None = Field(default=None, description="operator keys only")
@@ -104,7 +104,7 @@ _TRUSTED_FIELDS = frozenset(QuotaCheckResult.model_fields) - {"admitted", "degra
 class ReservationCommit(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    actual_tokens: int = Field(ge=0, le=10**9)
+    actual_tokens: int = Field(strict=True, ge=0, le=10**9)
     account_id: Id | None = Field(default=None, description="operator keys only")
 
 
@@ -141,8 +141,8 @@ class QuotaStatus(BaseModel):
 class MemberCap(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    calls: int | None = Field(default=None, ge=0, le=10**15)
-    tokens: int | None = Field(default=None, ge=0, le=10**18)
+    calls: int | None = Field(strict=True, default=None, ge=0, le=10**15)
+    tokens: int | None = Field(strict=True, default=None, ge=0, le=10**18)
 
 
 class QuotaOverrideUpdate(BaseModel):
@@ -152,23 +152,26 @@ class QuotaOverrideUpdate(BaseModel):
 
     account_id: Id
     plan_code: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")
-    included_api_calls: int | None = Field(default=None, ge=0, le=10**15)
-    included_tokens: int | None = Field(default=None, ge=0, le=10**18)
-    rpm_limit: int | None = Field(default=None, ge=1, le=10**9)
-    tpm_limit: int | None = Field(default=None, ge=1, le=10**15)
-    concurrency_limit: int | None = Field(default=None, ge=1, le=10**6)
+    included_api_calls: int | None = Field(strict=True, default=None, ge=0, le=10**15)
+    included_tokens: int | None = Field(strict=True, default=None, ge=0, le=10**18)
+    rpm_limit: int | None = Field(strict=True, default=None, ge=1, le=10**9)
+    tpm_limit: int | None = Field(strict=True, default=None, ge=1, le=10**15)
+    concurrency_limit: int | None = Field(strict=True, default=None, ge=1, le=10**6)
     calls_policy: Policy | None = None
     tokens_policy: Policy | None = None
     allowed_models: list[Annotated[str, Field(min_length=1, max_length=200)]] | None = Field(
         default=None, max_length=1000
     )
-    member_calls_limit: int | None = Field(default=None, ge=0, le=10**15)
-    member_tokens_limit: int | None = Field(default=None, ge=0, le=10**18)
+    member_calls_limit: int | None = Field(strict=True, default=None, ge=0, le=10**15)
+    member_tokens_limit: int | None = Field(strict=True, default=None, ge=0, le=10**18)
     member_caps: dict[Id, MemberCap] | None = Field(
         default=None, max_length=10_000, description="caps per member id or API key id"
     )
-    thresholds: list[Annotated[int, Field(ge=1, le=1000)]] | None = Field(
-        default=None, max_length=10, description="percent of a monthly limit that notify"
+    thresholds: list[Annotated[int, Field(strict=True, ge=1, le=1000)]] | None = Field(
+        strict=True,
+        default=None,
+        max_length=10,
+        description="percent of a monthly limit that notify",
     )
 
     @field_validator("thresholds")

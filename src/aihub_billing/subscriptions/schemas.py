@@ -25,7 +25,7 @@ class _Cycle(BaseModel):
     interval_unit: Literal["day", "month"] | None = Field(
         default=None, description="With billing_cycle=custom: pick the plan's custom price"
     )
-    interval_count: int | None = Field(default=None, ge=1, le=36500)
+    interval_count: int | None = Field(strict=True, default=None, ge=1, le=36500)
 
     @model_validator(mode="after")
     def _custom(self) -> Any:
@@ -58,7 +58,9 @@ class SubscriptionCreate(_Cycle):
     )
     coupon: str | None = Field(default=None, max_length=64)
     currency: str | None = Field(default=None, description="ISO 4217; default the account's")
-    trial_days: int | None = Field(default=None, ge=0, le=365, description="Admin only")
+    trial_days: int | None = Field(
+        strict=True, default=None, ge=0, le=365, description="Admin only"
+    )
     account_id: str | None = Field(default=None, max_length=40, description="Admin keys")
 
     @field_validator("currency")

@@ -6,7 +6,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from aihub_billing.kit.clock import ensure_utc
+from aihub_billing.kit.clock import TimeInRange, ensure_utc
 
 
 class _Aware(BaseModel):
@@ -20,7 +20,7 @@ class TestClockCreate(_Aware):
     __test__ = False
     model_config = ConfigDict(extra="forbid")
 
-    frozen_time: datetime = Field(description="Aware timestamp the clock starts at")
+    frozen_time: TimeInRange = Field(description="Aware timestamp the clock starts at")
     name: str | None = Field(default=None, max_length=200)
 
 
@@ -28,7 +28,7 @@ class TestClockAdvance(_Aware):
     __test__ = False
     model_config = ConfigDict(extra="forbid")
 
-    frozen_time: datetime = Field(description="Target time; not before the clock's time")
+    frozen_time: TimeInRange = Field(description="Target time; not before the clock's time")
 
 
 class TestClockAttach(BaseModel):

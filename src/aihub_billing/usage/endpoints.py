@@ -69,6 +69,10 @@ class LeanTrackRoute(TransactionalRoute):
             if "idempotency-key" in request.headers:
                 return await regular(request)
             billing: BillingService = request.app.state.billing
+            # The key first, as on every route. A session only when auth misses its cache,
+            # closed before the event waits for its group: a waiting request holds no
+            # connection (and on SQLite no lock).
+            ctx = await lean_context(request, billing.db.sessions)
             body = await request.body()
             try:
                 event = parse_event(body)
@@ -77,9 +81,6 @@ class LeanTrackRoute(TransactionalRoute):
                 raise RequestValidationError(
                     [{**e, "loc": ("body", *e["loc"])} for e in errors], body=body
                 ) from exc
-            # A session only when auth misses its cache, closed before the event waits for
-            # its group: a waiting request holds no connection (and on SQLite no lock).
-            ctx = await lean_context(request, billing.db.sessions)
             recorded = await billing.tracks.track(ctx, event)
             return Response(
                 recorded.model_dump_json(),
@@ -151,7 +152,14 @@ router.add_api_route(
     methods=["POST"],
     status_code=status.HTTP_201_CREATED,
     dependencies=[Idempotent],
-    responses=responses(UsageNeedsAccountKey, UnknownModel, TimestampInFuture),
+    responses={
+        200: {
+            "model": schemas.UsageRecorded,
+            "description": "The event id was already counted (`status: duplicate`): nothing is "
+            "counted again",
+        },
+        **responses(UsageNeedsAccountKey, UnknownModel, TimestampInFuture),
+    },
     route_class_override=LeanTrackRoute,
 )
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,11 @@ Format = Literal["csv", "jsonl"]
 EVENT_FIELDS = tuple(UsageEventIn.model_fields)
 COLUMNS = frozenset({*EVENT_FIELDS, "account_id"})
 ID_PREFIX = "imp_"
+# CSV cells are text; the API takes these fields as JSON integers only.
+_INTEGER_FIELDS = frozenset(
+    n for n, f in UsageEventIn.model_fields.items() if f.annotation in (int, int | None)
+)
+_INTEGER = re.compile(r"^[+-]?[0-9]+$")
 
 
 class UsageFileError(ValueError):
@@ -35,8 +41,8 @@ class UsageFileError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class FileRow:
-    """One row: an event for the tracker (its fields as written, the event id filled in), or
-    why it cannot be one."""
+    """One row: an event for the tracker (its fields as written, CSV integers as numbers, the
+    event id filled in), or why it cannot be one."""
 
     line: int
     account_id: str | None
@@ -128,7 +134,13 @@ class UsageFile:
                 yield FileRow(line, None, None, error)
                 continue
             assert fields is not None
-            yield self._row(line, fields, account_id)
+            row = self._row(line, fields, account_id)
+            if self.format == "csv" and row.event is not None:
+                # After the id is derived: ids stay those of the cells as written.
+                for name in _INTEGER_FIELDS & row.event.keys():
+                    if _INTEGER.match(text := row.event[name]):
+                        row.event[name] = int(text)
+            yield row
 
     def _row(self, line: int, fields: dict[str, Any], default_account: str | None) -> FileRow:
         named = fields.pop("account_id", None)

@@ -7,7 +7,6 @@ from decimal import Decimal
 from typing import Annotated, Any, Literal, NotRequired, cast
 
 from pydantic import (
-    AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
@@ -17,12 +16,13 @@ from pydantic import (
 )
 from typing_extensions import TypedDict
 
+from aihub_billing.kit.clock import TimeInRange
 from aihub_billing.kit.money import JsonDecimal, normalize_currency
 from aihub_billing.models.model_price import PRICE_SCALE
 
 Token = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[\x21-\x7e]+$")]
 PricePer1M = Annotated[JsonDecimal, Field(ge=0, max_digits=38, decimal_places=PRICE_SCALE)]
-TokenCount = Annotated[int, Field(ge=0, le=10**12)]
+TokenCount = Annotated[int, Field(strict=True, ge=0, le=10**12)]
 
 
 class UsageEventIn(BaseModel):
@@ -35,14 +35,14 @@ class UsageEventIn(BaseModel):
     input_tokens: TokenCount = 0
     output_tokens: TokenCount = 0
     cached_input_tokens: TokenCount = Field(
-        default=0, description="Part of input_tokens served from the prompt cache"
+        strict=True, default=0, description="Part of input_tokens served from the prompt cache"
     )
-    status_code: int = Field(default=200, ge=100, le=599)
+    status_code: int = Field(strict=True, default=200, ge=100, le=599)
     event_id: Token | None = None
-    timestamp: AwareDatetime | None = Field(default=None, description="Default: when received")
+    timestamp: TimeInRange | None = Field(default=None, description="Default: when received")
     user_id: str | None = Field(default=None, min_length=1, max_length=200)
     cost_center: str | None = Field(default=None, min_length=1, max_length=100)
-    latency_ms: int | None = Field(default=None, ge=0, le=86_400_000)
+    latency_ms: int | None = Field(strict=True, default=None, ge=0, le=86_400_000)
     storage_gb: Annotated[Decimal, Field(ge=0, max_digits=20, decimal_places=6)] | None = None
     metadata: Annotated[dict[str, Any], Field(max_length=50)] | None = None
     reservation_id: Token | None = Field(
@@ -188,7 +188,7 @@ class ModelPriceCreate(BaseModel):
     input_per_1m: PricePer1M
     output_per_1m: PricePer1M
     cached_input_per_1m: PricePer1M | None = None
-    effective_from: AwareDatetime | None = Field(default=None, description="Default: now")
+    effective_from: TimeInRange | None = Field(default=None, description="Default: now")
 
     @field_validator("currency")
     @classmethod

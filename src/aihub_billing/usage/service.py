@@ -9,6 +9,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, NamedTuple, Protocol
 
 from pydantic import TypeAdapter, ValidationError
+from pydantic_core import InitErrorDetails, PydanticCustomError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from aihub_billing.accounts.service import accounts
@@ -446,7 +447,7 @@ class UsageTracker:
             today = clocked.clock.now().date()
             start = start or today.replace(day=1)
             end = end or today + timedelta(days=1)
-        if not start < end <= start + timedelta(days=MAX_STATS_DAYS):
+        if not start < end or (end - start).days > MAX_STATS_DAYS:
             raise InvalidStatsRange(f"from {start} to {end}")
         groups = await UsageRepository(session).rollup_groups(account.id, start, end, group_by)
         rows = [_stats_row(g) for g in groups]
@@ -599,10 +600,40 @@ def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 1)
 
 
+# JSON writes NUL only as this escape. PostgreSQL stores no NUL in text or jsonb, so an event
+# holding one is refused on every backend; the body is searched first, the event only then.
+_NUL_ESCAPE = b"\\u0000"
+_NUL_ERROR = PydanticCustomError("string_nul", "text cannot hold the NUL character (\\u0000)")
+
+
+def _nul_fields(event: dict[str, Any]) -> list[str]:
+    return [name for name, value in event.items() if _holds_nul(value)]
+
+
+def _holds_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_holds_nul(k) or _holds_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_holds_nul(v) for v in value)
+    return False
+
+
+def _nul_errors(fields: list[str]) -> list[dict[str, Any]]:
+    return [{"type": "string_nul", "loc": (f,), "msg": _NUL_ERROR.message()} for f in fields]
+
+
 def parse_event(body: bytes) -> dict[str, Any]:
     """A /usage/track body, field-checked in one pydantic-core call (the rules across
     fields are the tracker's); raises ValidationError."""
-    return _EVENT.validate_json(body)
+    event = _EVENT.validate_json(body)
+    if _NUL_ESCAPE in body and (fields := _nul_fields(event)):
+        raise ValidationError.from_exception_data(
+            "UsageEventIn",
+            [InitErrorDetails(type=_NUL_ERROR, loc=(f,), input=None) for f in fields],
+        )
+    return event
 
 
 def parse_batch(body: bytes) -> ParsedBatch:
@@ -620,14 +651,28 @@ def parse_batch(body: bytes) -> ParsedBatch:
             if len(e["loc"]) > 1 and e["loc"][0] == "events" and isinstance(e["loc"][1], int)
         }
     else:
-        return ParsedBatch(list(enumerate(events)), [None] * len(events))
+        parsed = list(enumerate(events))
+        return _without_nul(body, ParsedBatch(parsed, [None] * len(events)))
     raw = _BATCH_RAW.validate_json(body).events  # raises when the body itself is wrong
     results: list[dict[str, Any] | None] = [None] * len(raw)
     valid = [i for i in range(len(raw)) if i not in failed]
     parsed = _validate([raw[i] for i in valid], valid, results)
     parsed += _validate([raw[i] for i in sorted(failed)], sorted(failed), results)
     parsed.sort(key=lambda p: p[0])
-    return ParsedBatch(parsed, results)
+    return _without_nul(body, ParsedBatch(parsed, results))
+
+
+def _without_nul(body: bytes, batch: ParsedBatch) -> ParsedBatch:
+    """The batch with each event that holds a NUL character rejected on its own."""
+    if _NUL_ESCAPE not in body:
+        return batch
+    kept = []
+    for index, event in batch.events:
+        if fields := _nul_fields(event):
+            batch.results[index] = _rejected(index, event["event_id"], _nul_errors(fields))
+        else:
+            kept.append((index, event))
+    return ParsedBatch(kept, batch.results)
 
 
 def _validate(

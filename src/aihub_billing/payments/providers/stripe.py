@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, TypeGuard, TypeVar
 
 import stripe
 
@@ -284,18 +284,38 @@ class StripeProcessor:
             raise WebhookSignatureInvalid(
                 "Stripe-Signature is missing, invalid or older than 300 s"
             ) from None
+        except Exception:
+            # A signed body the SDK cannot make an event of (a JSON array, nesting deeper than
+            # the parser's recursion limit) is not an event.
+            raise WebhookSignatureInvalid("the signed body is not a Stripe event") from None
         event_id = getattr(event, "id", None)
         event_type = getattr(event, "type", None)
-        if not isinstance(event_id, str) or not isinstance(event_type, str):
+        if not (_storable(event_id) and _storable(event_type)):
             raise WebhookSignatureInvalid("the signed body is not a Stripe event")
-        created = getattr(event, "created", None)
         return VerifiedWebhook(
-            "stripe",
-            event_id,
-            event_type,
-            datetime.fromtimestamp(created, UTC) if isinstance(created, int) else None,
-            body,
+            "stripe", event_id, event_type, _created(getattr(event, "created", None)), body
         )
+
+
+def _storable(value: object) -> TypeGuard[str]:
+    """Text that UTF-8 can hold (JSON admits lone surrogates: "\\ud800")."""
+    if not isinstance(value, str):
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _created(value: object) -> datetime | None:
+    """The event's creation time, when it is a Unix time a datetime can hold."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        return None
+    try:
+        return datetime.fromtimestamp(value, UTC)
+    except (OverflowError, OSError, ValueError):
+        return None
 
 
 def _header(headers: Mapping[str, str], name: str) -> str | None:
