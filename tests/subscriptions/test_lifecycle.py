@@ -279,6 +279,34 @@ async def test_monthly_to_yearly_starts_a_yearly_cycle_now(
     assert new["current_period_end"] == "2027-02-14T12:00:00Z"
 
 
+async def test_a_change_of_cycle_in_mid_second_is_invoiced_at_once(
+    client: httpx.AsyncClient, admin_key: str, clock: FrozenClock, billing: BillingService
+) -> None:
+    """The month the change cuts short is invoiced when the change is made, with the credit
+    and the new cycle's fee, though the wall clock is not on a whole second."""
+    account, key = await owner(client, admin_key)
+    sub = (await subscribe(client, key))["subscription"]
+    assert await drain(billing) == 0  # the first period's invoice
+    prices = [
+        {"currency": "USD", "amount_minor": 2999},
+        {"currency": "USD", "interval_count": 12, "amount_minor": 29990},
+    ]
+    await client.patch(f"{API}/plans/pro", json={"prices": prices}, headers=auth(admin_key))
+    clock.set(datetime(2026, 2, 14, 12, 0, 0, 250_000, tzinfo=UTC))
+    done = await ok(client, key, f"/subscriptions/{sub['id']}/change", {"billing_cycle": "yearly"})
+    assert done["subscription"]["current_period_start"] == "2026-02-14T12:00:00Z"
+    assert await drain(billing) == 0
+    response = await client.get(f"{API}/invoices", headers=auth(key))
+    periods = {
+        (i["billing_reason"], i["period_start"], i["period_end"]): i["total_minor"]
+        for i in response.json()["items"]
+    }
+    assert periods == {
+        ("subscription_create", "2026-01-31T12:00:00Z", "2026-02-28T12:00:00Z"): 2999,
+        ("subscription_cycle", "2026-01-31T12:00:00Z", "2026-02-14T12:00:00Z"): 29990 - 1500,
+    }
+
+
 async def test_yearly_to_monthly_waits_for_the_year_end(
     client: httpx.AsyncClient, admin_key: str, clock: FrozenClock, billing: BillingService
 ) -> None:

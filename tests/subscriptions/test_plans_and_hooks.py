@@ -94,3 +94,33 @@ async def test_plan_changes_call_the_hook_after_commit_only(
     )
     await asyncio.sleep(0)
     assert limits_changes == [account, account]
+
+
+async def test_the_hook_waits_for_the_outer_commit_not_a_savepoint(
+    billing: BillingService, limits_changes: list[str]
+) -> None:
+    """A savepoint released inside the transaction (an invoice insert, a webhook record) is
+    not the commit: telling then let another process re-read and cache the old limits; a
+    savepoint rolled back must not forget the changes made before it either."""
+    from aihub_billing.accounts.changes import limits_changed
+
+    async with billing.db.sessions() as session:
+        limits_changed(session, "acct_released")
+        async with session.begin_nested():
+            pass
+        await asyncio.sleep(0)
+        assert limits_changes == []
+        limits_changed(session, "acct_kept")
+        try:
+            async with session.begin_nested():
+                raise LookupError("a savepoint rolled back")
+        except LookupError:
+            pass
+        await session.commit()
+    await asyncio.sleep(0)
+    assert sorted(limits_changes) == ["acct_kept", "acct_released"]
+    async with billing.db.sessions() as session:
+        limits_changed(session, "acct_rolled_back")
+        await session.rollback()
+    await asyncio.sleep(0)
+    assert "acct_rolled_back" not in limits_changes

@@ -46,6 +46,10 @@ async def _run_hook(hook: LimitsChangeHook, account_id: str) -> None:
 
 
 def _fire_hooks(sync_session: Session) -> None:
+    # SQLAlchemy sends after_commit on a SAVEPOINT release too: the change is not committed
+    # then (another process would re-read and cache the old limits), so wait for the root.
+    if sync_session.in_nested_transaction():
+        return
     accounts: set[str] = sync_session.info.pop(_PENDING_KEY, set())
     if not accounts or not on_limits_change:
         return
@@ -61,4 +65,8 @@ def _fire_hooks(sync_session: Session) -> None:
 
 
 def _drop_pending(sync_session: Session) -> None:
+    # A SAVEPOINT rolled back (after_rollback is sent for it too) leaves the changes made
+    # before it in the transaction: keep them pending.
+    if sync_session.in_nested_transaction():
+        return
     sync_session.info.pop(_PENDING_KEY, None)

@@ -643,8 +643,12 @@ class SubscriptionService:
             kind = "plan_changed" if not same_price else "coupon_applied"
             if sub.status != "trialing" and not same_price:
                 if interval_changes:
-                    # A new billing cycle starts now, on a new anchor.
-                    credit_items = await self._record(session, ctx, sub, credit_lines)
+                    # A new billing cycle starts now, on a new anchor: the running period
+                    # closes now and is invoiced now, with the credit and the new cycle's fee
+                    # (recorded at `now`, so the invoice closing at `now` collects them) and
+                    # its usage at the old price; its renewal job finds it stale.
+                    closed_start = sub.current_period_start
+                    credit_items = await self._record(session, ctx, sub, credit_lines, at=now)
                     new_period = Period(now, _interval(new_price).shift(now, 1))
                     sub.billing_anchor = now
                     sub.current_period_start, sub.current_period_end = (
@@ -652,9 +656,14 @@ class SubscriptionService:
                         new_period.end,
                     )
                     items = credit_items + await self._bill_period(
-                        session, ctx, sub, new_plan, new_price, new_period
+                        session, ctx, sub, new_plan, new_price, new_period, at=now
                     )
                     await self._schedule(session, ctx, sub, clock_id)
+                    if now > closed_start:
+                        closed = Period(closed_start, now)
+                        await self._invoice(
+                            session, ctx, sub, "subscription_cycle", closed, clock_id, price.id
+                        )
                 else:
                     items = await self._record(session, ctx, sub, lines)
                     if uses_cycle and sub.coupon_cycles_left is not None:
@@ -1022,6 +1031,7 @@ class SubscriptionService:
         plan: Plan,
         price: PlanPrice,
         period: Period,
+        at: datetime | None = None,
     ) -> list[InvoiceItem]:
         if sub.provider_billed:
             sub.billed_through = period.end
@@ -1041,12 +1051,18 @@ class SubscriptionService:
             sub.coupon_cycles_left -= 1
         sub.setup_fee_billed = True
         sub.billed_through = period.end
-        return await self._record(session, ctx, sub, lines)
+        return await self._record(session, ctx, sub, lines, at=at)
 
     async def _record(
-        self, session: AsyncSession, ctx: Context, sub: Subscription, lines: list[Line]
+        self,
+        session: AsyncSession,
+        ctx: Context,
+        sub: Subscription,
+        lines: list[Line],
+        at: datetime | None = None,
     ) -> list[InvoiceItem]:
-        now = ctx.clock.now()
+        """The lines as pending invoice items, stamped `at` (default: now)."""
+        now = ctx.clock.now() if at is None else at
         repo = SubscriptionRepository(session)
         items = []
         for line in lines:
