@@ -298,6 +298,16 @@ class CollectionService:
         remaining = invoice.amount_due_minor - invoice.amount_paid_minor
         if invoice.status not in ("open", "uncollectible") or remaining <= 0:
             return
+        if payment.currency != invoice.currency:
+            # Minor units of another currency are not an amount of this invoice.
+            log.warning(
+                "collection.currency_mismatch",
+                invoice_id=invoice.id,
+                payment_id=payment.id,
+                invoice_currency=invoice.currency,
+                payment_currency=payment.currency,
+            )
+            return
         # A credit note may have lowered what is due since the charge was made.
         amount = min(payment.amount_minor, remaining)
         await invoices.mark_paid(session, ctx, invoice.id, amount, payment_id=payment.id)

@@ -15,6 +15,7 @@ from aihub_billing.models import Payment
 from aihub_billing.payments import schemas
 from aihub_billing.payments.errors import (
     AccountRequired,
+    PaymentCurrencyMismatch,
     PaymentDeclined,
     PaymentMethodNotFound,
     PaymentNotConfirmable,
@@ -55,6 +56,7 @@ def _render(payment: Payment, remote: PaymentIntent | None = None) -> schemas.Pa
         AccountRequired,
         AccountNotFound,
         PaymentMethodNotFound,
+        PaymentCurrencyMismatch,
         SubscriptionNotFound,
         *_PROVIDER_ERRORS,
     ),

@@ -70,6 +70,12 @@ class RefundExceedsPayment(Conflict):
     title = "The refund is larger than what remains refundable"
 
 
+class PaymentCurrencyMismatch(BillingError):
+    code = "currency_mismatch"
+    status = 422
+    title = "The currency differs from the invoice's"
+
+
 class AccountRequired(InvalidRequest):
     code = "account_required"
     title = "An operator key must name the account"

@@ -31,6 +31,7 @@ class EventType(StrEnum):
     PAYMENT_SUCCEEDED = "payment.succeeded"
     PAYMENT_FAILED = "payment.failed"
     REFUND_SUCCEEDED = "refund.succeeded"
+    REFUND_FAILED = "refund.failed"  # failed or canceled at the provider, even after success
     DISPUTE_OPENED = "dispute.opened"
     DISPUTE_CLOSED = "dispute.closed"
     SUBSCRIPTION_UPDATED = "subscription.updated"

@@ -52,6 +52,13 @@ class PaymentRepository:
         )
         return result.scalar_one_or_none()
 
+    async def invoice(self, account_id: str, invoice_id: str) -> Invoice | None:
+        """The account's invoice `invoice_id`."""
+        result = await self.session.execute(
+            select(Invoice).where(Invoice.account_id == account_id, Invoice.id == invoice_id)
+        )
+        return result.scalar_one_or_none()
+
     async def account(self, account_id: str) -> Account | None:
         return await self.session.get(Account, account_id)
 
@@ -132,6 +139,19 @@ class PaymentRepository:
             )
         )
         return result.scalar_one_or_none()
+
+    async def unidentified_refunds(self, payment_id: str) -> list[RefundRecord]:
+        """Succeeded refunds known only from a refunded total (no provider refund id)."""
+        result = await self.session.execute(
+            select(RefundRecord)
+            .where(
+                RefundRecord.payment_id == payment_id,
+                RefundRecord.provider_refund_id.is_(None),
+                RefundRecord.status == "succeeded",
+            )
+            .order_by(RefundRecord.id)
+        )
+        return list(result.scalars())
 
     async def refunds(self, payment_id: str) -> list[RefundRecord]:
         result = await self.session.execute(

@@ -34,6 +34,7 @@ from aihub_billing.models import (
 from aihub_billing.payments import schemas
 from aihub_billing.payments.errors import (
     AccountRequired,
+    PaymentCurrencyMismatch,
     PaymentDeclined,
     PaymentMethodNotFound,
     PaymentNotConfirmable,
@@ -68,6 +69,9 @@ _OUTCOMES: dict[str, str] = {PaymentStatus.SUCCEEDED: "succeeded", PaymentStatus
 # Present from the start at 0: rate() and increase() miss the first increment of a new series.
 for _provider, _outcome in product(("stripe", "paypal"), _OUTCOMES.values()):
     PAYMENT_ATTEMPTS.labels(_provider, _outcome)
+
+# A refund in one of these statuses never changes again.
+_FINAL_REFUND_STATUSES = frozenset({"succeeded", "failed", "canceled"})
 
 _CONFIRMABLE = {
     PaymentStatus.REQUIRES_PAYMENT_METHOD,
@@ -236,6 +240,13 @@ class PaymentService:
         with the same keys and is charged once."""
         account = await self._account(session, ctx, data.account_id)
         repo = PaymentRepository(session)
+        if data.invoice_id is not None:
+            # A payment pays its invoice in minor units: only in the invoice's own currency.
+            invoice = await repo.invoice(account.id, data.invoice_id)
+            if invoice is not None and invoice.currency != data.currency:
+                raise PaymentCurrencyMismatch(
+                    f"invoice {invoice.id} is in {invoice.currency}, not {data.currency}"
+                )
         subscription = await self._subscription_of(session, account.id, data)
         # The provider, in order: the request's, the subscription's, the account's default,
         # the first enabled one. A named provider that is not enabled is refused, never
@@ -479,6 +490,10 @@ class PaymentService:
                 if payment is None:
                     return "ignored: no payment of ours matches"
                 return await self._apply_refund_event(session, ctx, payment, event)
+            case EventType.REFUND_FAILED:
+                if payment is None:
+                    return "ignored: no payment of ours matches"
+                return await self._apply_refund_failed(session, ctx, payment, event)
             case EventType.DISPUTE_OPENED | EventType.DISPUTE_CLOSED:
                 return await self._apply_dispute_event(session, ctx, payment, event)
             case EventType.SUBSCRIPTION_UPDATED | EventType.SUBSCRIPTION_CANCELED:
@@ -521,16 +536,25 @@ class PaymentService:
     ) -> str:
         repo = PaymentRepository(session)
         now = ctx.clock.now()
-        record = (
-            await repo.refund_by_provider_id(event.provider, event.object_id)
-            if event.object_id
-            else None
-        )
+        record = None
+        if event.object_id:
+            record = await repo.refund_by_provider_id(event.provider, event.object_id)
+            if record is None:
+                named = await self._name_counted_refund(session, ctx, payment, event)
+                if named is not None:
+                    return named
         if record is None:
-            remaining = payment.amount_minor - await repo.refunded_or_pending(payment.id)
-            amount = min(event.amount_minor or remaining, remaining)
+            known = await repo.refunded_or_pending(payment.id)
+            remaining = payment.amount_minor - known
+            total = event.extra.get("refunded_total")
+            if isinstance(total, int):
+                # The charge's refunded total covers every refund so far, the ones we know
+                # included: only what it adds beyond them is a new refund.
+                amount = min(total, payment.amount_minor) - known
+            else:
+                amount = min(event.amount_minor or remaining, remaining)
             if amount <= 0:
-                return "unchanged: payment already fully refunded"
+                return "unchanged: the refund is already counted"
             record = RefundRecord(
                 id=new_id("ref", now),
                 payment_id=payment.id,
@@ -545,8 +569,8 @@ class PaymentService:
                 updated_at=now,
             )
             repo.add(record)
-        if record.status == "succeeded":
-            return f"unchanged: refund {record.id} already succeeded"
+        if record.status in _FINAL_REFUND_STATUSES:
+            return f"unchanged: refund {record.id} already {record.status}"
         self._set_refund_status(payment, record, "succeeded", now)
         await session.flush()
         await audit.record(
@@ -559,6 +583,94 @@ class PaymentService:
             after=schemas.Refund.model_validate(record),
         )
         return f"applied: refund {record.id} succeeded"
+
+    async def _apply_refund_failed(
+        self, session: AsyncSession, ctx: Context, payment: Payment, event: InternalEvent
+    ) -> str:
+        """A refund of ours failed or was canceled at the provider: it no longer counts (not in
+        what is refunded, nor in what is being refunded); final, a late success never undoes it."""
+        repo = PaymentRepository(session)
+        record = (
+            await repo.refund_by_provider_id(event.provider, event.object_id)
+            if event.object_id
+            else None
+        )
+        if record is None:
+            return "ignored: no refund of ours matches"
+        if record.status in ("failed", "canceled"):
+            return f"unchanged: refund {record.id} already {record.status}"
+        before = schemas.Refund.model_validate(record)
+        now = ctx.clock.now()
+        if record.status == "succeeded":
+            payment.refunded_minor -= record.amount_minor
+            payment.updated_at = now
+        record.status = "canceled" if event.status == "canceled" else "failed"
+        record.updated_at = now
+        await session.flush()
+        await audit.record(
+            session,
+            ctx,
+            action=f"refund.{record.status}",
+            object_type="refund",
+            object_id=record.id,
+            account_id=payment.account_id,
+            before=before,
+            after=schemas.Refund.model_validate(record),
+        )
+        return f"applied: refund {record.id} {record.status}"
+
+    async def _name_counted_refund(
+        self, session: AsyncSession, ctx: Context, payment: Payment, event: InternalEvent
+    ) -> str | None:
+        """A refund event naming a refund that a refunded total (Stripe's `charge.refunded`)
+        already counted without its id: the counted amount takes the refund's id, and nothing
+        is counted again. None when no such unnamed amount covers it."""
+        amount = event.amount_minor
+        repo = PaymentRepository(session)
+        unnamed = await repo.unidentified_refunds(payment.id)
+        if not amount or sum(r.amount_minor for r in unnamed) < amount:
+            return None
+        now = ctx.clock.now()
+        exact = next((r for r in unnamed if r.amount_minor == amount), None)
+        if exact is not None:
+            record = exact
+        else:
+            left = amount
+            for part in unnamed:
+                taken = min(part.amount_minor, left)
+                part.amount_minor -= taken
+                part.updated_at = now
+                left -= taken
+                if part.amount_minor == 0:
+                    await session.delete(part)
+                if left == 0:
+                    break
+            record = RefundRecord(
+                id=new_id("ref", now),
+                payment_id=payment.id,
+                account_id=payment.account_id,
+                provider=payment.provider,
+                amount_minor=amount,
+                currency=payment.currency,
+                status="succeeded",
+                reason="refunded at the provider",
+                created_at=now,
+                updated_at=now,
+            )
+            repo.add(record)
+        record.provider_refund_id = event.object_id
+        record.updated_at = now
+        await session.flush()
+        await audit.record(
+            session,
+            ctx,
+            action="refund.identified",
+            object_type="refund",
+            object_id=record.id,
+            account_id=payment.account_id,
+            after=schemas.Refund.model_validate(record),
+        )
+        return f"applied: refund {record.id} identified as {event.object_id}"
 
     async def _apply_dispute_event(
         self,

@@ -101,18 +101,26 @@ def _stripe(event_id: str, body: dict[str, Any]) -> InternalEvent | None:
     if kind == EventType.PAYMENT_FAILED:
         error = obj.get("last_payment_error")
         failure = _s(error.get("code")) if isinstance(error, dict) else _s(obj.get("failure_code"))
+    extra: dict[str, Any] = {}
     if kind == EventType.REFUND_SUCCEEDED and object_type == "charge":
-        # charge.refunded: the newest refund in the list, else the refunded total.
+        # charge.refunded: the newest refund in the list (API versions before 2022-11-15),
+        # else only the charge's refunded total, which covers every refund so far.
         refunds = obj.get("refunds")
         items = refunds.get("data") if isinstance(refunds, dict) else None
         latest = (
             items[0] if isinstance(items, list) and items and isinstance(items[0], dict) else {}
         )
         object_id = _s(latest.get("id"))
-        amount = _int(latest.get("amount")) or _int(obj.get("amount_refunded"))
+        amount = _int(latest.get("amount"))
+        if object_id is None or amount is None:
+            object_id, amount = None, _int(obj.get("amount_refunded"))
+            extra["refunded_total"] = amount
         status = "succeeded"
-    if kind == EventType.REFUND_SUCCEEDED and status not in ("succeeded", None):
-        return None  # a pending or failed refund is not a refund.succeeded
+    if kind == EventType.REFUND_SUCCEEDED and status in ("failed", "canceled"):
+        # A refund can fail even after it succeeded (a closed card): the money stayed here.
+        kind = EventType.REFUND_FAILED
+    elif kind == EventType.REFUND_SUCCEEDED and status not in ("succeeded", None):
+        return None  # a pending refund is not a refund.succeeded
     return InternalEvent(
         type=kind,
         provider="stripe",
@@ -127,6 +135,7 @@ def _stripe(event_id: str, body: dict[str, Any]) -> InternalEvent | None:
         status=status,
         reason=_s(obj.get("reason")),
         failure_code=failure,
+        extra=extra,
     )
 
 

@@ -351,7 +351,11 @@ class StripeFake:
             return _missing("payment_intent")
         intent = self.intents[pi]
         amount = int(p.get("amount", intent["amount"]))
-        done = sum(r["amount"] for r in self.refunds.values() if r["payment_intent"] == pi)
+        done = sum(
+            r["amount"]
+            for r in self.refunds.values()
+            if r["payment_intent"] == pi and r["status"] not in ("failed", "canceled")
+        )
         if amount + done > intent["amount_received"]:
             return _error(
                 400,
