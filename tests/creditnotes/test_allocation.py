@@ -5,7 +5,9 @@ goes negative."""
 
 from __future__ import annotations
 
+import math
 from decimal import Decimal
+from fractions import Fraction
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -120,3 +122,30 @@ def test_the_balance_never_goes_negative(steps: list[tuple[str, int]]) -> None:
             assert landing.off_amount_due + landing.rest == amount and landing.rest >= 0
             balance += landing.rest
         assert balance >= 0
+
+
+def test_a_plain_amount_rounds_its_tax_once_from_the_exact_ratio() -> None:
+    # 20% VAT: 2.47 + 0.49 = 2.96. Half of it, 1.48, carries exactly 1.48 x 49 / 296 = 0.245
+    # of tax, half-up 0.25 (not 0.24 from a ratio first rounded to 28 digits).
+    invoice = InvoiceState("USD", 247, 49, 296)
+    assert credit_amount(invoice, 148) == Credit(123, 25)
+    assert credit_amount(InvoiceState("JPY", 1973, 143, 2116), 1058) == Credit(986, 72)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    subtotal=st.integers(1, 10**9),
+    rate=st.decimals(min_value=0, max_value=Decimal("0.3"), places=4, allow_nan=False),
+    share=st.fractions(min_value=0, max_value=1),
+    currency=st.sampled_from(CURRENCIES),
+)
+def test_a_plain_amount_on_a_fresh_invoice_takes_the_exact_tax_share(
+    subtotal: int, rate: Decimal, share: Fraction, currency: str
+) -> None:
+    tax = tax_of(subtotal, rate, currency)
+    total = subtotal + tax
+    amount = max(1, math.floor(total * share))
+    exact = Fraction(amount * tax, total)
+    part = credit_amount(InvoiceState(currency, subtotal, tax, total), amount)
+    assert part.tax_minor == math.floor(exact + Fraction(1, 2))
+    assert part.total == amount

@@ -139,3 +139,31 @@ async def test_a_provider_outage_rolls_the_credit_note_back(
     assert await count(billing, CreditNote) == 0 and await count(billing, RefundRecord) == 0
     again = await credited(client, key, inv, {"outcome": "refund", "amount_minor": 400})
     assert again["number"] == "CN-2026-000001" and len(stripe_fake.refunds) == 1
+
+
+async def test_a_payment_refunded_directly_is_not_credited_again(
+    client: httpx.AsyncClient,
+    admin_key: str,
+    billing: BillingService,  # noqa: F811
+    stripe_fake: StripeFake,  # noqa: F811
+) -> None:
+    account, key = await owner(client, admin_key)
+    inv, _ = await make_invoice(billing, account, [(1000, Decimal("0.2"))])
+    payment = await paid_through(client, key, "stripe", stripe_fake, inv, 1200)
+    # 700 of the 1,200 paid go back through POST /payments/{id}/refund, outside credit notes.
+    refunded = await post(client, key, f"/payments/{payment['id']}/refund", {"amount_minor": 700})
+    assert refunded.status_code in (200, 201), refunded.text
+    # Only what the customer still has paid is creditable: crediting the whole invoice to the
+    # balance would pay the 700 back a second time.
+    over = await credit(client, key, inv, {"outcome": "credit", "amount_minor": 1200})
+    assert over.status_code == 422 and over.json()["code"] == "credit_note_exceeds_creditable"
+    assert await count(billing, CreditNote) == 0
+    note = await credited(client, key, inv, {"outcome": "credit", "amount_minor": 500})
+    assert note["credited_to_balance_minor"] == 500
+    assert (await credit(client, key, inv, {"amount_minor": 1})).status_code == 422
+    # A refund through a credit note is not counted twice: it is the note's own.
+    inv2, _ = await make_invoice(billing, account, [(1000, None)])
+    await paid_through(client, key, "stripe", stripe_fake, inv2, 1000)
+    await credited(client, key, inv2, {"outcome": "refund", "amount_minor": 400})
+    rest = await credited(client, key, inv2, {"outcome": "credit", "amount_minor": 600})
+    assert rest["credited_to_balance_minor"] == 600

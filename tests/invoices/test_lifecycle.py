@@ -153,6 +153,25 @@ async def test_void_an_open_invoice(client: httpx.AsyncClient, admin_key: str) -
     assert await list_invoices(client, key, status="open") == []
 
 
+async def test_a_partly_paid_invoice_is_not_voided(
+    client: httpx.AsyncClient, admin_key: str
+) -> None:
+    """Voiding would drop the payment on the floor: neither refunded nor credited."""
+    clock_id, _, key, _ = await _metered(client, admin_key)
+    await advance(client, admin_key, clock_id, "2026-01-01T02:00:00Z")
+    [inv] = await list_invoices(client, key)
+    await ok(client, admin_key, f"/invoices/{inv['id']}/mark-paid", {"amount_minor": 1000})
+    for path in ("void", "mark-uncollectible", "void"):
+        response = await post(client, admin_key, f"/invoices/{inv['id']}/{path}")
+        if path == "mark-uncollectible":
+            assert response.status_code == 200, response.text
+            continue
+        assert response.status_code == 409, response.text
+        assert response.json()["code"] == "invoice_invalid_transition"
+    kept = await invoice(client, key, inv["id"])
+    assert (kept["status"], kept["amount_paid_minor"]) == ("uncollectible", 1000)
+
+
 async def test_a_fully_discounted_invoice_is_finalized_straight_to_paid(
     client: httpx.AsyncClient, admin_key: str
 ) -> None:
@@ -223,6 +242,13 @@ async def test_list_filters_and_cursor_pages(client: httpx.AsyncClient, admin_ke
     assert [i["period_start"] for i in feb] == ["2026-02-01T00:00:00Z"]
     bad = await client.get(INVOICES, params={"cursor": "!!"}, headers=auth(key))
     assert bad.status_code == 400
+    # A bound without a UTC offset is refused as invalid input, not a 500.
+    for params in ({"period_from": "2026-02-01T00:00:00"}, {"period_to": "2026-03-01"}):
+        naive = await client.get(INVOICES, params=params, headers=auth(key))
+        assert naive.status_code == 422, naive.text
+        assert naive.headers["content-type"].startswith("application/problem+json")
+    offset = await list_invoices(client, key, period_from="2026-02-01T01:00:00+01:00")
+    assert [i["period_start"] for i in offset][-1] == "2026-02-01T00:00:00Z"
 
 
 async def test_usage_of_an_account_on_a_clock_ahead_is_billed_in_the_clocks_period(

@@ -242,3 +242,51 @@ async def test_one_batch_closes_many_accounts_each_as_alone(
     assert numbers == list(range(1, 8))
     again = await ok(client, admin_key, "/invoices/generate", {})
     assert (again["renewed"], again["created"], again["existing"]) == (0, 0, 7)
+
+
+@pytest.mark.parametrize("finalize_now", [False, True])
+async def test_close_period_catching_up_several_renewals_invoices_every_closed_period(
+    client: httpx.AsyncClient,
+    admin_key: str,
+    billing: BillingService,
+    clock: FrozenClock,
+    monkeypatch: pytest.MonkeyPatch,
+    finalize_now: bool,
+) -> None:
+    if finalize_now:
+        monkeypatch.setattr(invoices, "finalize_after", timedelta(0))
+    await add_plan(client, admin_key, **metered_plan("metered", 5000))
+    account, key = await owner(client, admin_key)
+    # The fixture clock: Jan 31 12:00, so periods end Feb 28 12:00 and Mar 31 12:00.
+    await ok(client, key, "/subscriptions", {**SEED_BODY, "plan_type": "metered"})
+    clock.set(datetime(2026, 2, 6, tzinfo=UTC))
+    await track(client, key, "gpt-4o-mini", 1000, "2026-02-05T00:00:00Z", n=2)  # 1,000 over
+    clock.set(datetime(2026, 3, 6, tzinfo=UTC))
+    await track(client, key, "gpt-4o-mini", 1000, "2026-03-05T00:00:00Z", n=3)  # 2,000 over
+    # No worker ran for two periods: both renewals are overdue at the close.
+    clock.set(datetime(2026, 4, 2, tzinfo=UTC))
+    done = await ok(client, admin_key, "/invoices/generate", {"account_id": account})
+    assert (done["renewed"], done["created"]) == (2, 3)
+    found = [
+        await invoice(client, key, i["id"]) for i in reversed(await list_invoices(client, key))
+    ]
+    assert [(i["billing_reason"], i["period_start"][:10], kinds(i)) for i in found] == [
+        ("subscription_create", "2026-01-31", [("subscription_fee", 5000)]),
+        # Each closed period has its own invoice: its overage, and the fee its renewal recorded.
+        ("subscription_cycle", "2026-01-31", [("subscription_fee", 5000), ("overage_tokens", 500)]),
+        (
+            "subscription_cycle",
+            "2026-02-28",
+            [("subscription_fee", 5000), ("overage_tokens", 1000)],
+        ),
+    ]
+    for i in found:
+        check_sums(i)
+    if finalize_now:  # numbered in the order of their periods
+        assert [i["number"] for i in found] == [f"INV-2026-00000{n}" for n in (1, 2, 3)]
+    # The jobs the renewals enqueued, and a rerun, create nothing more.
+    await billing.worker().drain()
+    again = await ok(client, admin_key, "/invoices/generate", {})
+    assert (again["renewed"], again["created"]) == (0, 0)
+    async with billing.db.sessions() as session:
+        assert await session.scalar(select(func.count()).select_from(Invoice)) == 3

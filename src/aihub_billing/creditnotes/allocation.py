@@ -1,7 +1,8 @@
 """The pure arithmetic of a credit note: what remains creditable, the tax a credit carries,
 and how a credit lands on an invoice (amount due first, then the account balance).
 
-Integer minor units throughout; the only rounding is `kit.money.round_to_minor`. No database.
+Integer minor units throughout; each figure is rounded once, half-up (`kit.money.round_to_minor`,
+or exact integer division for a ratio of two amounts). No database.
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ class LineState:
 
 @dataclass(frozen=True, slots=True)
 class InvoiceState:
-    """An invoice's totals and the sums of the credit notes already issued against it."""
+    """An invoice's totals, the sums of the credit notes already issued against it, and what
+    was refunded of its payments outside credit notes."""
 
     currency: str
     subtotal_minor: int
@@ -49,6 +51,8 @@ class InvoiceState:
     total_minor: int
     credited_subtotal_minor: int = 0
     credited_tax_minor: int = 0
+    # Paid and then refunded other than by a credit note: given back already.
+    refunded_minor: int = 0
 
     @property
     def credited_total(self) -> int:
@@ -56,7 +60,7 @@ class InvoiceState:
 
     @property
     def creditable(self) -> int:
-        return max(0, self.total_minor - self.credited_total)
+        return max(0, self.total_minor - self.credited_total - self.refunded_minor)
 
     @property
     def remaining_tax(self) -> int:
@@ -109,11 +113,18 @@ def credit_amount(invoice: InvoiceState, total_minor: int) -> Credit:
     """
     if total_minor <= 0 or total_minor > invoice.creditable:
         raise ExceedsCreditable(f"at most {invoice.creditable} minor units on this invoice")
-    ratio = Decimal(invoice.tax_minor) / Decimal(invoice.total_minor)
-    precise = minor_to_decimal(total_minor, invoice.currency) * ratio
-    tax = min(invoice.remaining_tax, max(0, round_to_minor(precise, invoice.currency)))
+    # Exact: total x tax / invoice total in minor units, rounded once, half away from zero.
+    # (Rounding the ratio to the context's 28 digits first could push an exact half down.)
+    tax = _half_up_quotient(total_minor * invoice.tax_minor, invoice.total_minor)
+    tax = min(invoice.remaining_tax, max(0, tax))
     tax = max(tax, total_minor - invoice.remaining_subtotal)
     return Credit(total_minor - tax, tax)
+
+
+def _half_up_quotient(numerator: int, denominator: int) -> int:
+    """numerator / denominator (denominator > 0) rounded to an integer, halves away from zero."""
+    quotient = (abs(numerator) * 2 + denominator) // (denominator * 2)
+    return quotient if numerator >= 0 else -quotient
 
 
 def check_invoice(invoice: InvoiceState, credits: list[Credit]) -> None:

@@ -70,6 +70,25 @@ class CreditNoteRepository:
         subtotal, tax = result.one()
         return int(subtotal), int(tax)
 
+    async def refunded_outside_notes(self, invoice_id: str) -> int:
+        """What was refunded (or is being refunded) of the invoice's payments other than by
+        its credit notes (POST /payments/{id}/refund, a refund made at the provider)."""
+        refunded = await self.session.execute(
+            select(func.coalesce(func.sum(RefundRecord.amount_minor), 0))
+            .join(Payment, Payment.id == RefundRecord.payment_id)
+            .where(
+                Payment.invoice_id == invoice_id,
+                RefundRecord.status.in_(("pending", "succeeded")),
+            )
+        )
+        # A refund note refunded exactly its total on these payments.
+        by_notes = await self.session.execute(
+            select(func.coalesce(func.sum(CreditNote.total_minor), 0)).where(
+                CreditNote.invoice_id == invoice_id, CreditNote.refund_id.is_not(None)
+            )
+        )
+        return max(0, int(refunded.scalar_one()) - int(by_notes.scalar_one()))
+
     async def succeeded_payments(self, account_id: str, invoice_id: str) -> list[Payment]:
         result = await self.session.execute(
             select(Payment)

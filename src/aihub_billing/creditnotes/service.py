@@ -76,6 +76,7 @@ class CreditNoteService:
             total_minor=invoice.total_minor,
             credited_subtotal_minor=credited_subtotal,
             credited_tax_minor=credited_tax,
+            refunded_minor=await repo.refunded_outside_notes(invoice.id),
         )
         try:
             parts = await self._parts(repo, invoice, state, data)

@@ -517,14 +517,21 @@ class InvoiceService:
         at: datetime | None,
         outcome: CloseOutcome,
     ) -> None:
-        """Runs the renewals due by `at` (or now); their invoices are generated next."""
+        """Runs the renewals due by `at` (or now). The last closed period's invoice is
+        generated next with the batch's; when several renewals were overdue, each earlier
+        closed period's cycle invoice (its overage, the fee its renewal recorded) is generated
+        before the next renewal records more items."""
         clocked, clock_id = batch.clocks[sub.account_id]
         cutoff = clocked.clock.now() if at is None else min(at, clocked.clock.now())
+        closed: tuple[Period, str] | None = None
         for _ in range(_MAX_RENEWALS):
             if sub.status not in ("active", "past_due", "paused"):
                 break
             if sub.current_period_end > cutoff:
                 break
+            if closed is not None:
+                await self._close_renewed(session, clocked, batch, sub, *closed, outcome)
+            closed = Period(sub.current_period_start, sub.current_period_end), sub.price_id
             await subscriptions.renew(
                 session,
                 clocked,
@@ -535,6 +542,36 @@ class InvoiceService:
                 enqueue_invoice=False,
             )
             outcome.renewed += 1
+
+    async def _close_renewed(
+        self,
+        session: AsyncSession,
+        ctx: Context,
+        batch: _Batch,
+        sub: Subscription,
+        period: Period,
+        price_id: str,
+        outcome: CloseOutcome,
+    ) -> None:
+        """The cycle invoice of a period that a catch-up renewal closed, unless it exists."""
+        repo = InvoiceRepository(session)
+        await session.flush()
+        found = await repo.by_key(sub.id, "subscription_cycle", period.start)
+        if found is not None:
+            outcome.existing += 1
+            outcome.invoice_ids.append(found.id)
+            return
+        batch.histories.update(await repo.histories([sub.id]))
+        made = await self._generate(
+            session, ctx, sub.id, "subscription_cycle", period, price_id, batch
+        )
+        if made.outcome == "created":
+            outcome.created += 1
+        else:
+            outcome.empty += 1
+        outcome.finalized += made.finalized
+        if made.invoice is not None:
+            outcome.invoice_ids.append(made.invoice.id)
 
     async def _closed_period(
         self, session: AsyncSession, sub: Subscription
@@ -828,6 +865,12 @@ class InvoiceService:
     async def void(self, session: AsyncSession, ctx: Context, invoice_id: str) -> Invoice:
         invoice = await self._locked(session, ctx, invoice_id)
         self._check("void", invoice)
+        if invoice.amount_paid_minor > 0:
+            # Voiding would drop the payment: neither refunded nor credited to the account.
+            raise InvalidInvoiceTransition(
+                f"{invoice.amount_paid_minor} minor units are paid on it: credit-note the "
+                "invoice (the paid part goes to the account balance) instead of voiding it"
+            )
         ctx = await self._clocked(session, ctx, invoice)
         before = await self.render(session, invoice)
         invoice.status = "void"
