@@ -555,19 +555,7 @@ class PaymentService:
                 amount = min(event.amount_minor or remaining, remaining)
             if amount <= 0:
                 return "unchanged: the refund is already counted"
-            record = RefundRecord(
-                id=new_id("ref", now),
-                payment_id=payment.id,
-                account_id=payment.account_id,
-                provider=payment.provider,
-                provider_refund_id=event.object_id,
-                amount_minor=amount,
-                currency=payment.currency,
-                status="pending",
-                reason="refunded at the provider",
-                created_at=now,
-                updated_at=now,
-            )
+            record = _provider_refund(payment, amount, "pending", now, event.object_id)
             repo.add(record)
         if record.status in _FINAL_REFUND_STATUSES:
             return f"unchanged: refund {record.id} already {record.status}"
@@ -645,18 +633,7 @@ class PaymentService:
                     await session.delete(part)
                 if left == 0:
                     break
-            record = RefundRecord(
-                id=new_id("ref", now),
-                payment_id=payment.id,
-                account_id=payment.account_id,
-                provider=payment.provider,
-                amount_minor=amount,
-                currency=payment.currency,
-                status="succeeded",
-                reason="refunded at the provider",
-                created_at=now,
-                updated_at=now,
-            )
+            record = _provider_refund(payment, amount, "succeeded", now)
             repo.add(record)
         record.provider_refund_id = event.object_id
         record.updated_at = now
@@ -854,6 +831,29 @@ def next_status(
 def _require_billing(ctx: Context) -> None:
     if not (ctx.actor.is_operator or ctx.actor.role in (Role.OWNER, Role.BILLING)):
         raise Forbidden("payments need the owner or billing role")
+
+
+def _provider_refund(
+    payment: Payment,
+    amount: int,
+    status: str,
+    now: datetime,
+    provider_refund_id: str | None = None,
+) -> RefundRecord:
+    """A refund we learned of from the provider (made there, not through us)."""
+    return RefundRecord(
+        id=new_id("ref", now),
+        payment_id=payment.id,
+        account_id=payment.account_id,
+        provider=payment.provider,
+        provider_refund_id=provider_refund_id,
+        amount_minor=amount,
+        currency=payment.currency,
+        status=status,
+        reason="refunded at the provider",
+        created_at=now,
+        updated_at=now,
+    )
 
 
 payments = PaymentService()
