@@ -66,3 +66,11 @@ class CollectionRepository:
             .limit(1)
         )
         return result.scalar_one_or_none()
+
+    async def payment(self, payment_id: str) -> Payment | None:
+        return await self.session.get(Payment, payment_id)
+
+    async def existing_payment_ids(self, payment_ids: list[str]) -> set[str]:
+        """Those of `payment_ids` that name a payment row."""
+        result = await self.session.execute(select(Payment.id).where(Payment.id.in_(payment_ids)))
+        return set(result.scalars())

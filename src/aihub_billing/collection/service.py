@@ -7,6 +7,12 @@ last retry fails the subscription is canceled or moved to the free plan and the 
 marked uncollectible. Each step sends a notification. A payment that succeeds later, by a
 retry or by a provider event, marks the invoice paid and the subscription active again.
 
+A charge the provider accepts as pending (a Stripe PaymentIntent `processing`, a PayPal capture
+`PENDING`) ends the attempt without a result; the provider's event settles it. A success pays
+the invoice; a failure fails the attempt as a decline would (`late_failure`, in a job, since
+the dunning policy is a job setting), once per attempt, and only while the invoice is still
+open, waiting on that payment, with no retry scheduled.
+
 Provider idempotency keys are named by the invoice and attempt number, so a job rerun after a
 crash (its transaction rolled back) sends the same keys and the provider charges once.
 """
@@ -32,7 +38,12 @@ from aihub_billing.payments import schemas as payment_schemas
 from aihub_billing.payments.errors import PaymentDeclined, ProviderNotConfigured
 from aihub_billing.payments.payment_types import PaymentStatus
 from aihub_billing.payments.providers.base import PaymentProcessor
-from aihub_billing.payments.service import DefaultingLookup, on_payment_succeeded, payments
+from aihub_billing.payments.service import (
+    DefaultingLookup,
+    on_payment_failed,
+    on_payment_succeeded,
+    payments,
+)
 from aihub_billing.subscriptions import schemas as subscription_schemas
 from aihub_billing.subscriptions.service import FREE_PLAN_CODE, subscriptions
 from aihub_billing.testclocks.service import test_clocks
@@ -40,6 +51,8 @@ from aihub_billing.testclocks.service import test_clocks
 log = structlog.get_logger("aihub_billing.collection")
 
 COLLECT_JOB = "invoices.collect"
+# An invoice's collection payment failed after its attempt ended (it was pending).
+LATE_FAILURE_JOB = "invoices.collection_failed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,7 +141,7 @@ class CollectionService:
                     description=f"Invoice {invoice.number}",
                 )
                 # The row id goes to the provider (metadata): a rerun must send the same one.
-                payment_id = derived_id("pay", invoice.finalized_at or invoice.created_at, key_base)
+                payment_id = _attempt_payment_id(invoice, invoice.attempt_count)
                 payment, remote = await payments.create_intent(
                     session, ctx, processors, data, key_base=key_base, payment_id=payment_id
                 )
@@ -287,6 +300,81 @@ class CollectionService:
         await subscriptions.cancel(session, ctx, sub.id, at_period_end=False)
         return "canceled"
 
+    async def payment_failed(self, session: AsyncSession, ctx: Context, payment: Payment) -> None:
+        """A provider reported that a payment failed (on_payment_failed): when it is the one
+        the invoice's collection waits on, its attempt fails in a LATE_FAILURE_JOB, which has
+        the dunning policy. One job per attempt, however often the failure is reported."""
+        if payment.invoice_id is None:
+            return
+        invoice = await CollectionRepository(session).invoice(payment.invoice_id)
+        if invoice is None or not await self._waits_on(session, invoice, payment):
+            return
+        attempt = invoice.attempt_count
+        await queue.enqueue(
+            session,
+            ctx,
+            LATE_FAILURE_JOB,
+            {"invoice_id": invoice.id, "payment_id": payment.id, "attempt": attempt},
+            dedupe_key=f"{LATE_FAILURE_JOB}:{invoice.id}:{attempt}",
+        )
+        log.info(
+            "collection.failed_late", invoice_id=invoice.id, payment_id=payment.id, attempt=attempt
+        )
+
+    async def late_failure(
+        self,
+        session: AsyncSession,
+        ctx: Context,
+        policy: DunningPolicy,
+        invoice_id: str,
+        payment_id: str,
+        *,
+        attempt: int,
+    ) -> str:
+        """The attempt whose pending payment failed at the provider fails as a decline does:
+        the next retry from `policy`, past_due, the final action after the last one. Checked
+        again under the invoice's lock: paid since, retried since, or a success reported
+        since change nothing."""
+        repo = CollectionRepository(session)
+        invoice = await repo.invoice(invoice_id, lock=True)
+        if invoice is None or invoice.attempt_count != attempt:
+            return f"skipped: attempt {attempt} is not the invoice's latest"
+        payment = await repo.payment(payment_id)
+        if payment is None or payment.status != PaymentStatus.FAILED:
+            return "skipped: the payment is not failed"
+        if not await self._waits_on(session, invoice, payment):
+            return "skipped: the invoice does not wait on this payment"
+        # The account's time (its test clock's, when it has one): the job itself is not clocked.
+        ctx, _ = await test_clocks.context_for(session, ctx, invoice.account_id)
+        sub = await repo.subscription(invoice.subscription_id) if invoice.subscription_id else None
+        invoice.updated_at = ctx.clock.now()
+        failure = Failure(
+            payment.failure_code or "payment_failed",
+            payment.failure_message or "the provider reported that the payment failed",
+        )
+        await self._failed(session, ctx, policy, invoice, sub, failure)
+        return f"failed: {failure.code}"
+
+    @staticmethod
+    async def _waits_on(session: AsyncSession, invoice: Invoice, payment: Payment) -> bool:
+        """True when the invoice's collection waits on `payment`: the invoice is open with an
+        amount due, attempted, no retry is scheduled, and `payment` is the latest attempt's
+        (made by it, or an earlier attempt's that it confirmed instead of replacing)."""
+        if (
+            invoice.status != "open"
+            or invoice.amount_due_minor - invoice.amount_paid_minor <= 0
+            or invoice.attempt_count < 1
+            or invoice.next_payment_attempt_at is not None
+            or payment.account_id != invoice.account_id
+        ):
+            return False
+        candidates = [_attempt_payment_id(invoice, n) for n in range(invoice.attempt_count, 0, -1)]
+        if payment.id not in candidates:
+            return False  # not a collection payment (e.g. one made through the API)
+        existing = await CollectionRepository(session).existing_payment_ids(candidates)
+        latest = next(pid for pid in candidates if pid in existing)
+        return latest == payment.id
+
     async def paid(self, session: AsyncSession, ctx: Context, payment: Payment) -> None:
         """A payment for an invoice succeeded: the invoice is paid, the subscription active."""
         if payment.invoice_id is None:
@@ -366,5 +454,13 @@ class CollectionService:
         )
 
 
+def _attempt_payment_id(invoice: Invoice, attempt: int) -> str:
+    """The id of the payment collection attempt `attempt` makes for the invoice; derived from
+    the attempt, so a rerun of the attempt makes the same one."""
+    key_base = f"invoice:{invoice.id}:attempt:{attempt}"
+    return derived_id("pay", invoice.finalized_at or invoice.created_at, key_base)
+
+
 collection = CollectionService()
 on_payment_succeeded.append(collection.paid)
+on_payment_failed.append(collection.payment_failed)

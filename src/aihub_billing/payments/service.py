@@ -63,6 +63,11 @@ DefaultingLookup = Callable[[str | None], PaymentProcessor]
 # provider event), once per payment; the collection domain marks the invoice paid here.
 PaymentHook = Callable[[AsyncSession, Context, Payment], Awaitable[None]]
 on_payment_succeeded: list[PaymentHook] = []
+# Called in the transaction that applied a provider's failure event to a payment (the payment
+# moved to `failed` from another status, e.g. a charge that was `processing`), once per such
+# move; the collection domain fails the invoice's attempt here. Declines our own calls see
+# (confirm) are their caller's to handle and are not reported.
+on_payment_failed: list[PaymentHook] = []
 
 # An attempt's final outcome; requires_action and processing end later, by a provider event.
 _OUTCOMES: dict[str, str] = {PaymentStatus.SUCCEEDED: "succeeded", PaymentStatus.FAILED: "failed"}
@@ -529,6 +534,9 @@ class PaymentService:
         _count_outcome(session, payment)
         if status == PaymentStatus.SUCCEEDED:
             await _succeeded(session, ctx, payment)
+        else:
+            for hook in list(on_payment_failed):
+                await hook(session, ctx, payment)
         return f"applied: payment {payment.id} {status}"
 
     async def _apply_refund_event(
