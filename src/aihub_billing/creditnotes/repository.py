@@ -138,6 +138,16 @@ class CreditNoteRepository:
             query = query.where(CreditNote.id > after_id)
         return list((await self.session.execute(query)).scalars())
 
+    async def refunds(self, refund_ids: Sequence[str]) -> dict[str, RefundRecord]:
+        """The refund records the notes name, by id, in one query (their status as it is now:
+        the payments domain updates it when the provider reports the refund failed)."""
+        if not refund_ids:
+            return {}
+        result = await self.session.execute(
+            select(RefundRecord).where(RefundRecord.id.in_(sorted(set(refund_ids))))
+        )
+        return {r.id: r for r in result.scalars()}
+
     async def next_number(self, series: str) -> int:
         return await next_number(self.session, series)
 

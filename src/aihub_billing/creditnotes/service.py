@@ -37,12 +37,15 @@ from aihub_billing.invoices.service import invoices
 from aihub_billing.kit.context import Context, Role
 from aihub_billing.kit.ids import new_id
 from aihub_billing.kit.pagination import id_page
-from aihub_billing.models import CreditNote, CreditNoteLine, Invoice, InvoiceLine
+from aihub_billing.models import CreditNote, CreditNoteLine, Invoice, InvoiceLine, RefundRecord
 from aihub_billing.payments.providers.base import ProcessorLookup
 from aihub_billing.payments.schemas import RefundCreate
 from aihub_billing.payments.service import payments
+from aihub_billing.testclocks.service import test_clocks
 
 CREDITABLE_STATUSES = ("open", "paid")
+# A refund in these states gave nothing back (and never will: they are final).
+REFUND_GONE = ("failed", "canceled")
 
 
 def series_of(year: int) -> str:
@@ -66,6 +69,10 @@ class CreditNoteService:
             raise InvoiceNotFound(f"no invoice {invoice_id!r}")
         if invoice.status not in CREDITABLE_STATUSES:
             raise InvoiceNotCreditable(f"invoice {invoice.id} is {invoice.status}")
+        # The note, its balance credit and its audit are at the account's time (its test
+        # clock's, when attached), like the account's invoices; the refund stays with the
+        # payments domain, which keeps the request's time.
+        clocked, _ = await test_clocks.context_for(session, ctx, invoice.account_id)
         if data.currency is not None and data.currency != invoice.currency:
             raise CurrencyMismatch(f"the invoice is in {invoice.currency}, not {data.currency}")
         credited_subtotal, credited_tax = await repo.credited_on_invoice(invoice.id)
@@ -95,7 +102,7 @@ class CreditNoteService:
             refund_ids = await self._refund(session, ctx, processors, invoice, total, data)
             to_balance = 0
 
-        now = ctx.clock.now()
+        now = clocked.clock.now()
         series = series_of(now.year)
         sequence = await repo.next_number(series)
         note = CreditNote(
@@ -138,7 +145,7 @@ class CreditNoteService:
         if to_balance > 0:
             await balance.credit(
                 session,
-                ctx,
+                clocked,
                 account_id=invoice.account_id,
                 currency=invoice.currency,
                 amount_minor=to_balance,
@@ -146,11 +153,11 @@ class CreditNoteService:
                 invoice_id=invoice.id,
                 description=f"Credit note {note.number}",
             )
-        await invoices.settle_if_covered(session, ctx, invoice, before_invoice)
+        await invoices.settle_if_covered(session, clocked, invoice, before_invoice)
         view = await self._view(repo, note)
         await audit.record(
             session,
-            ctx,
+            clocked,
             action="credit_note.created",
             object_type="credit_note",
             object_id=note.id,
@@ -159,7 +166,7 @@ class CreditNoteService:
         )
         await audit.record(
             session,
-            ctx,
+            clocked,
             action="invoice.credited",
             object_type="invoice",
             object_id=invoice.id,
@@ -227,7 +234,8 @@ class CreditNoteService:
         if not ctx.actor.is_operator:
             raise Forbidden("only the operator adjusts balances")
         await self._account(session, ctx, account_id)
-        row = await balance.adjust(session, ctx, account_id, data)
+        clocked, _ = await test_clocks.context_for(session, ctx, account_id)
+        row = await balance.adjust(session, clocked, account_id, data)
         return schemas.BalanceTransaction.model_validate(row)
 
     # -- helpers -----------------------------------------------------------------------------
@@ -321,15 +329,17 @@ class CreditNoteService:
         ids = [n.id for n in notes]
         lines = await repo.lines(ids)
         to_balance = await repo.credited_to_balance(ids)
+        refunds = await repo.refunds([n.refund_id for n in notes if n.refund_id is not None])
         views = []
         for note in notes:
             view = schemas.CreditNote.model_validate(note)
             view.lines = [schemas.CreditNoteLine.model_validate(x) for x in lines[note.id]]
             view.credited_to_balance_minor = to_balance.get(note.id, 0)
-            view.refunded_minor = note.total_minor if note.refund_id is not None else 0
+            sent = note.total_minor if note.refund_id is not None else 0
             view.applied_to_amount_due_minor = (
-                note.total_minor - view.credited_to_balance_minor - view.refunded_minor
+                note.total_minor - view.credited_to_balance_minor - sent
             )
+            view.refund_status, view.refunded_minor = _refund_now(note, refunds, sent)
             views.append(view)
         return views
 
@@ -342,6 +352,26 @@ class CreditNoteService:
 class _InvoiceCredit(BaseModel):
     amount_due_minor: int
     amount_credited_minor: int
+
+
+def _refund_now(
+    note: CreditNote, refunds: dict[str, RefundRecord], sent: int
+) -> tuple[str | None, int]:
+    """(refund status, refunded minor units) of a note as they are now, read from its refund
+    record: a refund that failed or was canceled at the provider no longer counts.
+
+    `note.refund_status` is only the status when the note was issued. A note refunded through
+    several payments names only its first refund (the refund records do not name the note):
+    its other refunds are taken as they were then."""
+    record = refunds.get(note.refund_id) if note.refund_id is not None else None
+    if record is None:
+        return note.refund_status, sent
+    gone = record.status in REFUND_GONE
+    if record.amount_minor >= note.total_minor:  # the note's only refund
+        return record.status, 0 if gone else sent
+    if gone:
+        return record.status, sent - record.amount_minor
+    return note.refund_status, sent
 
 
 def _overall(refunds: list[tuple[str, str]]) -> str:
