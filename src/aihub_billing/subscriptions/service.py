@@ -275,6 +275,10 @@ class ChangeOutcome:
 _CANCELED_AT_PERIOD_END = SUBSCRIPTION_CANCELLATIONS.labels("at_period_end").inc
 _CANCELED_NOW = SUBSCRIPTION_CANCELLATIONS.labels("immediate").inc
 
+# Statuses whose overdue renewals run before a cancellation (as period close runs them).
+_RENEWABLE_STATUSES = frozenset({"active", "past_due", "paused"})
+_MAX_CATCH_UP_RENEWALS = 1000  # per cancellation; a guard, not a business rule
+
 # Statuses whose subscriptions count in MRR: paying now (trials, pauses and incomplete do not).
 MRR_STATUSES = frozenset({"active", "past_due"})
 _DAYS_PER_MONTH = Decimal(365) / 12
@@ -683,11 +687,23 @@ class SubscriptionService:
     async def cancel(
         self, session: AsyncSession, ctx: Context, subscription_id: str, *, at_period_end: bool
     ) -> tuple[Subscription, list[InvoiceItem]]:
-        """At period end (default) or now; canceling now credits nothing."""
+        """At period end (default) or now; canceling now credits nothing.
+
+        Renewals that are due but have not run yet (a late worker) run first, as the renewal
+        job would run them: each closed period gets its own cycle invoice, and the
+        cancellation applies to the period the subscription is in now. An `incomplete`
+        subscription has no paid period to run to its end: it ends now either way."""
         sub, ctx, clock_id = await self._load(session, ctx, subscription_id)
         if sub.status == "canceled":
             raise InvalidTransition("the subscription is already canceled")
         now = _second(ctx.clock.now())
+        await self._renew_overdue(session, ctx, sub, now, clock_id)
+        if sub.status == "canceled":
+            return sub, []  # its scheduled cancellation took effect at the overdue period end
+        if sub.status == "incomplete":
+            # Never paid (the provider has not activated it): no renewal ever ends it, and
+            # Stripe cancels an incomplete subscription only at once.
+            at_period_end = False
         before = await self.render(session, sub)
         from_status = sub.status
         sub.updated_at = now
@@ -803,10 +819,14 @@ class SubscriptionService:
             sub: Subscription | None = locked
         else:
             sub = await SubscriptionRepository(session).get(subscription_id, lock=True)
-        if sub is None or sub.status in ("canceled", "trialing", "incomplete"):
+        if sub is None or sub.status in ("canceled", "trialing"):
             return
         if sub.current_period_end != period_end:
             return  # stale: the period changed since this job was enqueued
+        if sub.status == "incomplete":
+            if sub.cancel_at_period_end:  # scheduled before cancel ended incomplete ones now
+                await self._end(session, ctx, sub, period_end, await self.render(session, sub))
+            return
         before = await self.render(session, sub)
         from_status, from_plan = sub.status, sub.plan_id
         closed = Period(sub.current_period_start, period_end)
@@ -950,7 +970,7 @@ class SubscriptionService:
             return f"unchanged: subscription {sub.id} is {sub.status}"
         if sub.status == "canceled":  # a late update never reopens a canceled subscription
             return f"unchanged: subscription {sub.id} is canceled"
-        if target == "canceled" and sub.cancel_at_period_end:
+        if target == "canceled" and sub.cancel_at_period_end and sub.status != "incomplete":
             # We canceled it there ourselves; the paid period runs to its end here.
             return f"unchanged: subscription {sub.id} ends at its period end"
         now = _second(ctx.clock.now())
@@ -974,6 +994,25 @@ class SubscriptionService:
         return f"applied: subscription {sub.id} {target}"
 
     # Helpers.
+
+    async def _renew_overdue(
+        self,
+        session: AsyncSession,
+        ctx: Context,
+        sub: Subscription,
+        now: datetime,
+        clock_id: str | None,
+    ) -> None:
+        """Runs the renewals of `sub` (locked) due by `now` that the renewal job has not run
+        yet, as that job runs them (each enqueues its closed period's cycle invoice); period
+        close catches up the same way."""
+        for _ in range(_MAX_CATCH_UP_RENEWALS):
+            if sub.status not in _RENEWABLE_STATUSES or sub.current_period_end > now:
+                return
+            period_end = sub.current_period_end
+            await self.renew(session, ctx, sub.id, period_end, locked=sub, clock_id=clock_id)
+            if sub.status != "canceled" and sub.current_period_end == period_end:
+                return  # nothing moved; never loop on it
 
     async def _end(
         self,
