@@ -10,6 +10,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 from sqlalchemy import func, select
 
+from aihub_billing.kit.clock import FrozenClock
 from aihub_billing.models import DisputeRecord, Job, Payment, RefundRecord, WebhookEvent
 from aihub_billing.payments.service import payments
 from aihub_billing.service import BillingService
@@ -89,6 +90,52 @@ async def test_a_signed_stripe_event_is_stored_once_and_processed_once(
     assert shown.json()["status"] == "succeeded"
     await send_stripe(client, event)  # a redelivery after processing changes nothing
     assert await billing.worker().drain() == 0
+
+
+async def test_an_event_that_overtakes_the_commit_of_its_payment_is_retried(
+    client: httpx.AsyncClient,
+    admin_key: str,
+    billing: BillingService,
+    stripe_fake: StripeFake,
+    clock: FrozenClock,
+) -> None:
+    """The provider may announce a payment before the transaction that stores it commits
+    (a slow collection job): the event names our id in its metadata, so it is retried, not
+    ignored for good."""
+    payment = await paid_stripe_payment(client, admin_key, stripe_fake, confirm=False)
+    late_id, late_intent = f"{payment['id'][:-4]}LATE", "pi_overtaken0001"
+    event = stripe_event(
+        "FAKE_EVENT_PAYMENT_INTENT_SUCCEEDED_DESTINATION_CHARGE",
+        object={"id": late_intent, "amount": 2000, "metadata": {"payment_id": late_id}},
+    )
+    assert (await send_stripe(client, event)).status_code == 200
+    assert await billing.worker().drain() == 1
+    (stored,) = await rows(billing, WebhookEvent)
+    assert stored.status == "failed" and "not stored" in (stored.error or "")
+
+    # Now the payment's transaction commits, and the retry finds it.
+    async with billing.db.sessions() as session, session.begin():
+        (original,) = (await session.execute(select(Payment))).scalars()
+        columns = {c.key: getattr(original, c.key) for c in Payment.__mapper__.column_attrs}
+        session.add(Payment(**{**columns, "id": late_id, "provider_payment_id": late_intent}))
+    clock.advance(seconds=11)
+    assert await billing.worker().drain() == 1
+    (stored,) = await rows(billing, WebhookEvent)
+    assert (stored.status, stored.attempts) == ("processed", 2)
+    late = [p for p in await rows(billing, Payment) if p.id == late_id]
+    assert late[0].status == "succeeded"
+
+    # An event naming no payment of ours (no id of ours in its metadata) is ignored at once.
+    foreign = stripe_event(
+        "FAKE_EVENT_PAYMENT_INTENT_SUCCEEDED_DESTINATION_CHARGE",
+        id="evt_foreign",
+        object={"id": "pi_notours00001", "amount": 2000, "metadata": {}},
+    )
+    await send_stripe(client, foreign)
+    await billing.worker().drain()
+    assert [e.status for e in await rows(billing, WebhookEvent) if e.event_id == "evt_foreign"] == [
+        "ignored"
+    ]
 
 
 async def test_tampered_expired_and_unsigned_stripe_events_are_refused(

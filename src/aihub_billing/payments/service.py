@@ -86,6 +86,25 @@ _CONFIRMABLE = {
 }
 
 
+# Events about one of our payments (refunds and disputes included).
+_PAYMENT_EVENTS = frozenset(
+    {
+        EventType.PAYMENT_SUCCEEDED,
+        EventType.PAYMENT_FAILED,
+        EventType.REFUND_SUCCEEDED,
+        EventType.REFUND_FAILED,
+    }
+)
+
+
+class PaymentNotStoredYet(Exception):
+    """A provider event names a payment id of ours that is not stored: retried later."""
+
+
+def _ours(payment_id: str | None) -> bool:
+    return payment_id is not None and payment_id.startswith("pay_")
+
+
 class PaymentService:
     # -- customers and payment methods --------------------------------------------------------
 
@@ -479,13 +498,26 @@ class PaymentService:
     async def apply_event(self, session: AsyncSession, ctx: Context, event: InternalEvent) -> str:
         """Applies a mapped provider event; returns what happened (for the webhook record)."""
         repo = PaymentRepository(session)
-        payment = None
+        payment = named = None
         if event.our_payment_id:
-            payment = await repo.payment(event.our_payment_id, for_update=True)
+            payment = named = await repo.payment(event.our_payment_id, for_update=True)
             if payment is not None and payment.provider != event.provider:
                 payment = None
         if payment is None:
             payment = await repo.payment_by_refs(event.provider, list(event.payment_refs))
+        if (
+            payment is None
+            and named is None
+            and event.type in _PAYMENT_EVENTS
+            and _ours(event.our_payment_id)
+        ):
+            # The provider names a payment of ours (our id in its metadata) that is not
+            # stored: the transaction storing it has not committed yet (the event overtook
+            # it). Failing retries the event with backoff (webhooks.process) instead of
+            # ignoring it for good.
+            raise PaymentNotStoredYet(
+                f"{event.our_payment_id} is named by the event but not stored (yet)"
+            )
         match event.type:
             case EventType.PAYMENT_SUCCEEDED | EventType.PAYMENT_FAILED:
                 if payment is None:
