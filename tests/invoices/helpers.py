@@ -95,6 +95,18 @@ def kinds(inv: dict[str, Any]) -> list[tuple[str, int]]:
     return [(line["kind"], line["amount_minor"]) for line in inv["lines"]]
 
 
+async def invoices_by_period(client: httpx.AsyncClient, key: str) -> list[tuple[Any, ...]]:
+    """Every invoice of the key's account as (billing reason, period start, period end, line
+    kinds), in period order."""
+    found = []
+    for summary in await list_invoices(client, key):
+        full = await invoice(client, key, summary["id"])
+        found.append(
+            (full["billing_reason"], full["period_start"], full["period_end"], kinds(full))
+        )
+    return sorted(found, key=lambda x: (x[1], x[0]))
+
+
 def check_sums(inv: dict[str, Any]) -> None:
     """The invoice's figures are the integer sums of its lines."""
     lines = inv["lines"]

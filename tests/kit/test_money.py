@@ -18,6 +18,7 @@ from aihub_billing.kit.money import (
     currency_exponent,
     minor_to_decimal,
     normalize_currency,
+    round_quotient,
     round_to_minor,
     sum_money,
 )
@@ -108,6 +109,24 @@ def test_round_to_minor_half_up(amount: str, currency: str, minor: int) -> None:
 )
 def test_round_to_minor_accepts_int(amount: int, currency: str, minor: int) -> None:
     assert round_to_minor(amount, currency) == minor
+
+
+@pytest.mark.parametrize(
+    ("numerator", "denominator", "rounded"),
+    [(7252, 296, 25), (7251, 296, 24), (5, 2, 3), (-5, 2, -3), (-7, 3, -2), (0, 9, 0),
+     (10**40 + 1, 2, 10**40 // 2 + 1)],
+)  # fmt: skip
+def test_round_quotient_rounds_the_exact_ratio_half_away_from_zero(
+    numerator: int, denominator: int, rounded: int
+) -> None:
+    # 7252 / 296 is exactly 24.5 (a credit's tax, 148 x 49 / 296): a Decimal ratio rounded to
+    # 28 digits first made it 24.4999... and 24.
+    assert round_quotient(numerator, denominator) == rounded
+
+
+def test_round_quotient_refuses_a_denominator_below_one() -> None:
+    with pytest.raises(ValueError):
+        round_quotient(1, 0)
 
 
 def test_round_to_minor_is_exact_beyond_default_precision() -> None:

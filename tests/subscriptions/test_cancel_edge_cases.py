@@ -13,7 +13,7 @@ from sqlalchemy import select
 from aihub_billing.kit.clock import FrozenClock
 from aihub_billing.models import Job, Subscription
 from aihub_billing.service import BillingService
-from tests.invoices.helpers import invoice, kinds, list_invoices, metered_plan, track
+from tests.invoices.helpers import invoices_by_period, metered_plan, track
 from tests.subscriptions.helpers import (
     SEED_BODY,
     add_plan,
@@ -34,16 +34,6 @@ def utc(*args: int) -> datetime:
 def clock() -> FrozenClock:
     # These stories start on New Year's Day (the shared fixture is at the end of January).
     return FrozenClock(utc(2026, 1, 1))
-
-
-async def _invoices(client: httpx.AsyncClient, key: str) -> list[tuple[Any, ...]]:
-    found = []
-    for summary in await list_invoices(client, key):
-        full = await invoice(client, key, summary["id"])
-        found.append(
-            (full["billing_reason"], full["period_start"], full["period_end"], kinds(full))
-        )
-    return sorted(found, key=lambda x: (x[1], x[0]))
 
 
 async def test_cancel_now_with_an_overdue_renewal_invoices_the_closed_period_on_its_own(
@@ -70,7 +60,7 @@ async def test_cancel_now_with_an_overdue_renewal_invoices_the_closed_period_on_
     await drain(billing)
     # January closes as its renewal closes it (February's fee in advance, January's overage
     # with January's allowance); the final invoice covers February's ten days only.
-    assert await _invoices(client, key) == [
+    assert await invoices_by_period(client, key) == [
         (
             "subscription_create",
             "2026-01-01T00:00:00Z",

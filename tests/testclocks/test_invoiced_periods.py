@@ -11,9 +11,7 @@ from aihub_billing.kit.clock import FrozenClock
 from tests.invoices.helpers import (
     advance,
     clocked_account,
-    invoice,
-    kinds,
-    list_invoices,
+    invoices_by_period,
     metered_plan,
     track,
 )
@@ -24,16 +22,6 @@ from tests.subscriptions.helpers import SEED_BODY, add_plan, ok
 def _late_real_clock(clock: FrozenClock) -> None:
     # Usage timestamps are checked against the service clock; the test clock drives the rest.
     clock.set(datetime(2026, 12, 1, tzinfo=UTC))
-
-
-async def _invoices(client: httpx.AsyncClient, key: str) -> list[tuple[str, str, str, list]]:
-    found = []
-    for summary in await list_invoices(client, key):
-        full = await invoice(client, key, summary["id"])
-        found.append(
-            (full["billing_reason"], full["period_start"], full["period_end"], kinds(full))
-        )
-    return sorted(found, key=lambda x: (x[1], x[0]))
 
 
 async def test_a_change_to_yearly_invoices_the_cut_short_month_and_the_yearly_fee(
@@ -58,7 +46,7 @@ async def test_a_change_to_yearly_invoices_the_cut_short_month_and_the_yearly_fe
     await advance(client, admin_key, clock_id, "2026-02-20T00:00:00Z")
     # The month [Jan 1, Jan 16) closed at the change: its invoice carries the change's items
     # and that month's overage, at once, not a year later (and the overage not never).
-    assert await _invoices(client, key) == [
+    assert await invoices_by_period(client, key) == [
         (
             "subscription_create",
             "2026-01-01T00:00:00Z",

@@ -1,8 +1,8 @@
 """The pure arithmetic of a credit note: what remains creditable, the tax a credit carries,
 and how a credit lands on an invoice (amount due first, then the account balance).
 
-Integer minor units throughout; each figure is rounded once, half-up (`kit.money.round_to_minor`,
-or exact integer division for a ratio of two amounts). No database.
+Integer minor units throughout; each figure is rounded once, half-up, by `kit.money`
+(`round_to_minor`, or `round_quotient` for a ratio of two amounts). No database.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal
 
-from aihub_billing.kit.money import minor_to_decimal, round_to_minor
+from aihub_billing.kit.money import minor_to_decimal, round_quotient, round_to_minor
 
 
 class ExceedsCreditable(ValueError):
@@ -115,16 +115,10 @@ def credit_amount(invoice: InvoiceState, total_minor: int) -> Credit:
         raise ExceedsCreditable(f"at most {invoice.creditable} minor units on this invoice")
     # Exact: total x tax / invoice total in minor units, rounded once, half away from zero.
     # (Rounding the ratio to the context's 28 digits first could push an exact half down.)
-    tax = _half_up_quotient(total_minor * invoice.tax_minor, invoice.total_minor)
+    tax = round_quotient(total_minor * invoice.tax_minor, invoice.total_minor)
     tax = min(invoice.remaining_tax, max(0, tax))
     tax = max(tax, total_minor - invoice.remaining_subtotal)
     return Credit(total_minor - tax, tax)
-
-
-def _half_up_quotient(numerator: int, denominator: int) -> int:
-    """numerator / denominator (denominator > 0) rounded to an integer, halves away from zero."""
-    quotient = (abs(numerator) * 2 + denominator) // (denominator * 2)
-    return quotient if numerator >= 0 else -quotient
 
 
 def check_invoice(invoice: InvoiceState, credits: list[Credit]) -> None:

@@ -38,14 +38,13 @@ from aihub_billing.kit.context import Context, Role
 from aihub_billing.kit.ids import new_id
 from aihub_billing.kit.pagination import id_page
 from aihub_billing.models import CreditNote, CreditNoteLine, Invoice, InvoiceLine, RefundRecord
+from aihub_billing.payments.payment_types import REFUND_UNDONE_STATUSES
 from aihub_billing.payments.providers.base import ProcessorLookup
 from aihub_billing.payments.schemas import RefundCreate
 from aihub_billing.payments.service import payments
 from aihub_billing.testclocks.service import test_clocks
 
 CREDITABLE_STATUSES = ("open", "paid")
-# A refund in these states gave nothing back (and never will: they are final).
-REFUND_GONE = ("failed", "canceled")
 
 
 def series_of(year: int) -> str:
@@ -366,7 +365,7 @@ def _refund_now(
     record = refunds.get(note.refund_id) if note.refund_id is not None else None
     if record is None:
         return note.refund_status, sent
-    gone = record.status in REFUND_GONE
+    gone = record.status in REFUND_UNDONE_STATUSES
     if record.amount_minor >= note.total_minor:  # the note's only refund
         return record.status, 0 if gone else sent
     if gone:

@@ -40,7 +40,11 @@ from aihub_billing.kit.pagination import id_page
 from aihub_billing.kit.periods import Interval, Period, nth_period, period_index
 from aihub_billing.models import Invoice, InvoiceItem, InvoiceLine, Plan, PlanPrice, Subscription
 from aihub_billing.plans.service import plans
-from aihub_billing.subscriptions.service import subscriptions
+from aihub_billing.subscriptions.service import (
+    MAX_CATCH_UP_RENEWALS,
+    RENEWABLE_STATUSES,
+    subscriptions,
+)
 from aihub_billing.testclocks.service import test_clocks
 from aihub_billing.usage.billing import BilledUsage, PeriodKey, billed_usage
 from aihub_billing.usage.service import usage
@@ -62,7 +66,6 @@ _FROM = {
     "mark_uncollectible": ("open",),
     "mark_paid": ("open", "uncollectible"),
 }
-_MAX_RENEWALS = 1000  # per subscription and close-period run; a guard, not a business rule
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +93,16 @@ class CloseOutcome:
         self.empty += other.empty
         self.finalized += other.finalized
         self.invoice_ids += other.invoice_ids
+
+    def count(self, made: Generated) -> None:
+        """A generation this run asked for, whose invoice did not exist yet."""
+        if made.outcome == "created":
+            self.created += 1
+        else:
+            self.empty += 1
+        self.finalized += made.finalized
+        if made.invoice is not None:
+            self.invoice_ids.append(made.invoice.id)
 
     def schema(self) -> schemas.GenerateResult:
         return schemas.GenerateResult(
@@ -524,8 +537,8 @@ class InvoiceService:
         clocked, clock_id = batch.clocks[sub.account_id]
         cutoff = clocked.clock.now() if at is None else min(at, clocked.clock.now())
         closed: tuple[Period, str] | None = None
-        for _ in range(_MAX_RENEWALS):
-            if sub.status not in ("active", "past_due", "paused"):
+        for _ in range(MAX_CATCH_UP_RENEWALS):
+            if sub.status not in RENEWABLE_STATUSES:
                 break
             if sub.current_period_end > cutoff:
                 break
@@ -562,16 +575,11 @@ class InvoiceService:
             outcome.invoice_ids.append(found.id)
             return
         batch.histories.update(await repo.histories([sub.id]))
-        made = await self._generate(
-            session, ctx, sub.id, "subscription_cycle", period, price_id, batch
+        outcome.count(
+            await self._generate(
+                session, ctx, sub.id, "subscription_cycle", period, price_id, batch
+            )
         )
-        if made.outcome == "created":
-            outcome.created += 1
-        else:
-            outcome.empty += 1
-        outcome.finalized += made.finalized
-        if made.invoice is not None:
-            outcome.invoice_ids.append(made.invoice.id)
 
     async def _closed_period(
         self, session: AsyncSession, sub: Subscription
@@ -622,14 +630,7 @@ class InvoiceService:
                     keys.append((sub.account_id, previous.period_start, previous.period_end))
             batch.usage.update(await billed_usage(session, keys))
         for sub, period in missing:
-            made = await self._generate(session, ctx, sub.id, reason, period, None, batch)
-            if made.outcome == "created":
-                out.created += 1
-            else:
-                out.empty += 1
-            out.finalized += made.finalized
-            if made.invoice is not None:
-                out.invoice_ids.append(made.invoice.id)
+            out.count(await self._generate(session, ctx, sub.id, reason, period, None, batch))
 
     # Finalization and the status machine.
 

@@ -81,6 +81,16 @@ def round_to_minor(amount: Decimal | int, currency: str) -> int:
         return int(scaled.to_integral_value(rounding=ROUND_HALF_UP))
 
 
+def round_quotient(numerator: int, denominator: int) -> int:
+    """numerator / denominator (denominator > 0), exactly, rounded to an integer half away from
+    zero, as round_to_minor rounds: for a ratio of two integer amounts (no Decimal context in
+    between to round first)."""
+    if denominator <= 0:
+        raise ValueError("the denominator must be positive")
+    quotient = (abs(numerator) * 2 + denominator) // (denominator * 2)
+    return quotient if numerator >= 0 else -quotient
+
+
 def minor_to_decimal(amount_minor: int, currency: str) -> Decimal:
     """Exact major-unit value of an integer minor-unit amount (1999 USD -> Decimal("19.99"))."""
     if isinstance(amount_minor, bool) or not isinstance(amount_minor, int):

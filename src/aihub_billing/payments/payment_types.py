@@ -23,6 +23,8 @@ class PaymentStatus(StrEnum):
 
 # Once there, a payment's status never changes again (refunds are counted separately).
 TERMINAL_STATUSES = frozenset({PaymentStatus.SUCCEEDED, PaymentStatus.CANCELED})
+# A refund that gave nothing back, and never will: failed or canceled at the provider (final).
+REFUND_UNDONE_STATUSES = frozenset({"failed", "canceled"})
 
 
 class EventType(StrEnum):

@@ -43,6 +43,7 @@ from aihub_billing.payments.errors import (
     RefundExceedsPayment,
 )
 from aihub_billing.payments.payment_types import (
+    REFUND_UNDONE_STATUSES,
     TERMINAL_STATUSES,
     EventType,
     InternalEvent,
@@ -76,7 +77,7 @@ for _provider, _outcome in product(("stripe", "paypal"), _OUTCOMES.values()):
     PAYMENT_ATTEMPTS.labels(_provider, _outcome)
 
 # A refund in one of these statuses never changes again.
-_FINAL_REFUND_STATUSES = frozenset({"succeeded", "failed", "canceled"})
+_FINAL_REFUND_STATUSES = frozenset({"succeeded"}) | REFUND_UNDONE_STATUSES
 
 _CONFIRMABLE = {
     PaymentStatus.REQUIRES_PAYMENT_METHOD,
@@ -86,7 +87,7 @@ _CONFIRMABLE = {
 }
 
 
-# Events about one of our payments (refunds and disputes included).
+# Events about one of our payments or its refunds (a dispute may name no payment of ours).
 _PAYMENT_EVENTS = frozenset(
     {
         EventType.PAYMENT_SUCCEEDED,
@@ -625,7 +626,7 @@ class PaymentService:
         )
         if record is None:
             return "ignored: no refund of ours matches"
-        if record.status in ("failed", "canceled"):
+        if record.status in REFUND_UNDONE_STATUSES:
             return f"unchanged: refund {record.id} already {record.status}"
         before = schemas.Refund.model_validate(record)
         now = ctx.clock.now()

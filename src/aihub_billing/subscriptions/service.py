@@ -275,9 +275,9 @@ class ChangeOutcome:
 _CANCELED_AT_PERIOD_END = SUBSCRIPTION_CANCELLATIONS.labels("at_period_end").inc
 _CANCELED_NOW = SUBSCRIPTION_CANCELLATIONS.labels("immediate").inc
 
-# Statuses whose overdue renewals run before a cancellation (as period close runs them).
-_RENEWABLE_STATUSES = frozenset({"active", "past_due", "paused"})
-_MAX_CATCH_UP_RENEWALS = 1000  # per cancellation; a guard, not a business rule
+# Statuses whose overdue renewals are caught up (by period close, and before a cancellation).
+RENEWABLE_STATUSES = frozenset({"active", "past_due", "paused"})
+MAX_CATCH_UP_RENEWALS = 1000  # per subscription and run; a guard, not a business rule
 
 # Statuses whose subscriptions count in MRR: paying now (trials, pauses and incomplete do not).
 MRR_STATUSES = frozenset({"active", "past_due"})
@@ -1006,8 +1006,8 @@ class SubscriptionService:
         """Runs the renewals of `sub` (locked) due by `now` that the renewal job has not run
         yet, as that job runs them (each enqueues its closed period's cycle invoice); period
         close catches up the same way."""
-        for _ in range(_MAX_CATCH_UP_RENEWALS):
-            if sub.status not in _RENEWABLE_STATUSES or sub.current_period_end > now:
+        for _ in range(MAX_CATCH_UP_RENEWALS):
+            if sub.status not in RENEWABLE_STATUSES or sub.current_period_end > now:
                 return
             period_end = sub.current_period_end
             await self.renew(session, ctx, sub.id, period_end, locked=sub, clock_id=clock_id)

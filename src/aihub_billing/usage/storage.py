@@ -8,6 +8,7 @@ from decimal import Decimal
 from fractions import Fraction
 
 from aihub_billing.kit.clock import ensure_utc
+from aihub_billing.kit.money import round_quotient
 
 # Same scale as the unrounded usage columns (NUMERIC(38, 18)).
 RESULT_PLACES = 18
@@ -41,9 +42,7 @@ def gb_months(
     total += Fraction(value) * ((end - since) // _US)
     exact = total / ((end - start) // _US)
     # Integer half-up rounding at 18 places: no intermediate Decimal context can round twice.
-    scaled, remainder = divmod(exact.numerator * 10**RESULT_PLACES, exact.denominator)
-    if 2 * remainder >= exact.denominator:
-        scaled += 1
+    scaled = round_quotient(exact.numerator * 10**RESULT_PLACES, exact.denominator)
     result = Decimal(scaled).scaleb(-RESULT_PLACES)
     if result == result.to_integral_value():
         return result.quantize(Decimal(1))

@@ -8,7 +8,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from aihub_billing.kit.money import CurrencyError, normalize_currency, round_to_minor
-from aihub_billing.payments.payment_types import EventType, InternalEvent
+from aihub_billing.payments.payment_types import REFUND_UNDONE_STATUSES, EventType, InternalEvent
 
 _STRIPE_TYPES = {
     "payment_intent.succeeded": EventType.PAYMENT_SUCCEEDED,
@@ -116,7 +116,7 @@ def _stripe(event_id: str, body: dict[str, Any]) -> InternalEvent | None:
             object_id, amount = None, _int(obj.get("amount_refunded"))
             extra["refunded_total"] = amount
         status = "succeeded"
-    if kind == EventType.REFUND_SUCCEEDED and status in ("failed", "canceled"):
+    if kind == EventType.REFUND_SUCCEEDED and status in REFUND_UNDONE_STATUSES:
         # A refund can fail even after it succeeded (a closed card): the money stayed here.
         kind = EventType.REFUND_FAILED
     elif kind == EventType.REFUND_SUCCEEDED and status not in ("succeeded", None):
