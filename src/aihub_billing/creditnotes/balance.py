@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
+from typing import Literal
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -109,15 +110,17 @@ async def credit(
     credit_note_id: str,
     invoice_id: str,
     description: str,
+    kind: Literal["credit_note", "refund_failed"] = "credit_note",
 ) -> BalanceTransaction:
-    """Adds a credit note's credit to the balance (no lock needed: it only adds)."""
+    """Adds a credit note's credit to the balance (no lock needed: it only adds); kind
+    `refund_failed` when it is what the note's refund failed to pay back."""
     return await _write(
         session,
         ctx,
         account_id=account_id,
         currency=currency,
         amount_minor=amount_minor,
-        kind="credit_note",
+        kind=kind,
         invoice_id=invoice_id,
         credit_note_id=credit_note_id,
         description=description,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import func, select
+from sqlalchemy import case, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from aihub_billing.invoices.numbering import next_number
@@ -78,16 +78,11 @@ class CreditNoteRepository:
             .join(Payment, Payment.id == RefundRecord.payment_id)
             .where(
                 Payment.invoice_id == invoice_id,
+                RefundRecord.credit_note_id.is_(None),
                 RefundRecord.status.in_(("pending", "succeeded")),
             )
         )
-        # A refund note refunded exactly its total on these payments.
-        by_notes = await self.session.execute(
-            select(func.coalesce(func.sum(CreditNote.total_minor), 0)).where(
-                CreditNote.invoice_id == invoice_id, CreditNote.refund_id.is_not(None)
-            )
-        )
-        return max(0, int(refunded.scalar_one()) - int(by_notes.scalar_one()))
+        return int(refunded.scalar_one())
 
     async def succeeded_payments(self, account_id: str, invoice_id: str) -> list[Payment]:
         result = await self.session.execute(
@@ -138,15 +133,20 @@ class CreditNoteRepository:
             query = query.where(CreditNote.id > after_id)
         return list((await self.session.execute(query)).scalars())
 
-    async def refunds(self, refund_ids: Sequence[str]) -> dict[str, RefundRecord]:
-        """The refund records the notes name, by id, in one query (their status as it is now:
-        the payments domain updates it when the provider reports the refund failed)."""
-        if not refund_ids:
-            return {}
+    async def note_refunds(self, credit_note_ids: Sequence[str]) -> dict[str, list[RefundRecord]]:
+        """The refunds each note made, in one query, with their status as it is now (the
+        payments domain updates it when the provider reports a refund failed)."""
+        found: dict[str, list[RefundRecord]] = {note_id: [] for note_id in credit_note_ids}
+        if not credit_note_ids:
+            return found
         result = await self.session.execute(
-            select(RefundRecord).where(RefundRecord.id.in_(sorted(set(refund_ids))))
+            select(RefundRecord)
+            .where(RefundRecord.credit_note_id.in_(sorted(set(credit_note_ids))))
+            .order_by(RefundRecord.id)
         )
-        return {r.id: r for r in result.scalars()}
+        for refund in result.scalars():
+            found[str(refund.credit_note_id)].append(refund)
+        return found
 
     async def next_number(self, series: str) -> int:
         return await next_number(self.session, series)
@@ -214,16 +214,21 @@ class CreditNoteRepository:
         )
         return list(result.scalars())
 
-    async def credited_to_balance(self, credit_note_ids: Sequence[str]) -> dict[str, int]:
-        """What each note added to the balance, in one query."""
+    async def credited_to_balance(
+        self, credit_note_ids: Sequence[str]
+    ) -> dict[str, tuple[int, int]]:
+        """What each note added to the balance, and how much of that its failed refunds
+        added, in one query."""
         if not credit_note_ids:
             return {}
+        amount = BalanceTransaction.amount_minor
+        failed = case((BalanceTransaction.kind == "refund_failed", amount), else_=0)
         result = await self.session.execute(
-            select(BalanceTransaction.credit_note_id, func.sum(BalanceTransaction.amount_minor))
+            select(BalanceTransaction.credit_note_id, func.sum(amount), func.sum(failed))
             .where(BalanceTransaction.credit_note_id.in_(credit_note_ids))
             .group_by(BalanceTransaction.credit_note_id)
         )
-        return {str(note_id): int(amount) for note_id, amount in result.all()}
+        return {str(note): (int(total), int(undone)) for note, total, undone in result.all()}
 
     async def refundable(self, payment: Payment) -> int:
         """What remains refundable of a payment: not yet refunded nor being refunded."""

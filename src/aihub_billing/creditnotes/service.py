@@ -5,6 +5,8 @@ or is refunded through the processor that took the payment.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -41,7 +43,7 @@ from aihub_billing.models import CreditNote, CreditNoteLine, Invoice, InvoiceLin
 from aihub_billing.payments.payment_types import REFUND_UNDONE_STATUSES
 from aihub_billing.payments.providers.base import ProcessorLookup
 from aihub_billing.payments.schemas import RefundCreate
-from aihub_billing.payments.service import payments
+from aihub_billing.payments.service import on_refund_undone, payments
 from aihub_billing.testclocks.service import test_clocks
 
 CREDITABLE_STATUSES = ("open", "paid")
@@ -95,11 +97,13 @@ class CreditNoteService:
 
         owed = invoice.amount_due_minor - invoice.amount_paid_minor
         landing = land(total, owed, open_invoice=invoice.status == "open")
-        refund_ids: list[tuple[str, str]] = []
+        refunds: list[RefundRecord] = []
         to_balance = landing.rest
         if invoice.status == "paid" and data.outcome == "refund":
-            refund_ids = await self._refund(session, ctx, processors, invoice, total, data)
+            refunds = await self._refund(session, ctx, processors, invoice, total, data)
             to_balance = 0
+        # What the provider refused at once is owed all the same: it goes to the balance.
+        refused = sum(r.amount_minor for r in refunds if r.status in REFUND_UNDONE_STATUSES)
 
         now = clocked.clock.now()
         series = series_of(now.year)
@@ -118,12 +122,14 @@ class CreditNoteService:
             subtotal_minor=subtotal,
             tax_minor=tax,
             total_minor=total,
-            refund_id=refund_ids[0][0] if refund_ids else None,
-            refund_status=_overall(refund_ids) if refund_ids else None,
+            refund_id=refunds[0].id if refunds else None,
+            refund_status=_overall([r.status for r in refunds]) if refunds else None,
             created_at=now,
         )
         repo.add(note)
         await session.flush()
+        for refund in refunds:
+            refund.credit_note_id = note.id
         for line, credit in parts:
             repo.add(
                 CreditNoteLine(
@@ -151,6 +157,18 @@ class CreditNoteService:
                 credit_note_id=note.id,
                 invoice_id=invoice.id,
                 description=f"Credit note {note.number}",
+            )
+        if refused > 0:
+            await balance.credit(
+                session,
+                clocked,
+                account_id=invoice.account_id,
+                currency=invoice.currency,
+                amount_minor=refused,
+                credit_note_id=note.id,
+                invoice_id=invoice.id,
+                description=f"Credit note {note.number}: its refund was refused",
+                kind="refund_failed",
             )
         await invoices.settle_if_covered(session, clocked, invoice, before_invoice)
         view = await self._view(repo, note)
@@ -284,9 +302,9 @@ class CreditNoteService:
         invoice: Invoice,
         total: int,
         data: schemas.CreditNoteCreate,
-    ) -> list[tuple[str, str]]:
+    ) -> list[RefundRecord]:
         """Refunds `total` through the processor(s) of the invoice's succeeded payments;
-        returns (refund id, status) per refund made."""
+        returns the refunds made."""
         repo = CreditNoteRepository(session)
         found = [
             p
@@ -307,17 +325,38 @@ class CreditNoteService:
                 f"only {total - left} of {total} minor units remain refundable; "
                 "credit the rest to the balance"
             )
-        made: list[tuple[str, str]] = []
-        for payment_id, part in plan:
-            record = await payments.refund(
+        return [
+            await payments.refund(
                 session,
                 ctx,
                 processors,
                 payment_id,
                 RefundCreate(amount_minor=part, reason=f"credit note: {data.reason}"),
             )
-            made.append((record.id, record.status))
-        return made
+            for payment_id, part in plan
+        ]
+
+    async def refund_undone(
+        self, session: AsyncSession, ctx: Context, refund: RefundRecord
+    ) -> None:
+        """A note's refund failed or was canceled at the provider after the note was issued
+        (payments' on_refund_undone): what it would have paid back goes to the balance."""
+        if refund.credit_note_id is None:
+            return  # a refund of the payment itself: the payment simply stays paid
+        note = await CreditNoteRepository(session).get(refund.credit_note_id)
+        assert note is not None, "a refund names an existing note (foreign key)"
+        clocked, _ = await test_clocks.context_for(session, ctx, note.account_id)
+        await balance.credit(
+            session,
+            clocked,
+            account_id=note.account_id,
+            currency=note.currency,
+            amount_minor=refund.amount_minor,
+            credit_note_id=note.id,
+            invoice_id=note.invoice_id,
+            description=f"Credit note {note.number}: refund {refund.id} {refund.status}",
+            kind="refund_failed",
+        )
 
     async def _view(self, repo: CreditNoteRepository, note: CreditNote) -> schemas.CreditNote:
         return (await self._views(repo, [note]))[0]
@@ -328,17 +367,18 @@ class CreditNoteService:
         ids = [n.id for n in notes]
         lines = await repo.lines(ids)
         to_balance = await repo.credited_to_balance(ids)
-        refunds = await repo.refunds([n.refund_id for n in notes if n.refund_id is not None])
+        refunds = await repo.note_refunds(ids)
         views = []
         for note in notes:
             view = schemas.CreditNote.model_validate(note)
             view.lines = [schemas.CreditNoteLine.model_validate(x) for x in lines[note.id]]
-            view.credited_to_balance_minor = to_balance.get(note.id, 0)
+            credited, undone_credited = to_balance.get(note.id, (0, 0))
+            view.credited_to_balance_minor = credited
+            # A refund note sent its whole total to the processor(s) when it was issued.
             sent = note.total_minor if note.refund_id is not None else 0
-            view.applied_to_amount_due_minor = (
-                note.total_minor - view.credited_to_balance_minor - sent
-            )
-            view.refund_status, view.refunded_minor = _refund_now(note, refunds, sent)
+            applied = note.total_minor - sent - (credited - undone_credited)
+            view.applied_to_amount_due_minor = applied
+            view.refund_status, view.refunded_minor = _refund_now(note, refunds[note.id], sent)
             views.append(view)
         return views
 
@@ -354,28 +394,35 @@ class _InvoiceCredit(BaseModel):
 
 
 def _refund_now(
-    note: CreditNote, refunds: dict[str, RefundRecord], sent: int
+    note: CreditNote, refunds: Sequence[RefundRecord], sent: int
 ) -> tuple[str | None, int]:
     """(refund status, refunded minor units) of a note as they are now, read from its refund
-    record: a refund that failed or was canceled at the provider no longer counts.
+    records: a refund that failed or was canceled at the provider no longer counts.
 
-    `note.refund_status` is only the status when the note was issued. A note refunded through
-    several payments names only its first refund (the refund records do not name the note):
-    its other refunds are taken as they were then."""
-    record = refunds.get(note.refund_id) if note.refund_id is not None else None
-    if record is None:
+    `note.refund_status` is only the status when the note was issued. Notes issued before
+    refunds named their note know only their first refund; the rest of what they sent is
+    taken as it was then."""
+    if not refunds:
         return note.refund_status, sent
-    gone = record.status in REFUND_UNDONE_STATUSES
-    if record.amount_minor >= note.total_minor:  # the note's only refund
-        return record.status, 0 if gone else sent
-    if gone:
-        return record.status, sent - record.amount_minor
-    return note.refund_status, sent
+    undone = sum(r.amount_minor for r in refunds if r.status in REFUND_UNDONE_STATUSES)
+    statuses = [r.status for r in refunds]
+    if sum(r.amount_minor for r in refunds) < sent:  # an older note: the first refund only
+        statuses.append(note.refund_status or "pending")
+    return _overall(statuses), sent - undone
 
 
-def _overall(refunds: list[tuple[str, str]]) -> str:
-    statuses = {status for _, status in refunds}
-    return statuses.pop() if len(statuses) == 1 else "pending"
+def _overall(statuses: Sequence[str]) -> str:
+    """One status for a note's refunds: theirs when they agree; `partially_failed` when some
+    gave nothing back and the others did; `failed` when none gave anything back; else
+    `pending` (some are still under way)."""
+    distinct = set(statuses)
+    if len(distinct) == 1:
+        return distinct.pop()
+    if distinct <= REFUND_UNDONE_STATUSES:
+        return "failed"
+    if "pending" not in distinct and distinct & REFUND_UNDONE_STATUSES:
+        return "partially_failed"
+    return "pending"
 
 
 def _plain_description(invoice: Invoice) -> str:
@@ -388,3 +435,4 @@ def _require_billing(ctx: Context) -> None:
 
 
 credit_notes = CreditNoteService()
+on_refund_undone.append(credit_notes.refund_undone)

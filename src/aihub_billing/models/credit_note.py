@@ -17,7 +17,14 @@ CREDIT_NOTE_REASONS = (
     "other",
 )
 CREDIT_NOTE_OUTCOMES = ("refund", "credit")
-BALANCE_KINDS = ("credit_note", "invoice_applied", "invoice_voided", "adjustment")
+# refund_failed: a credit note's refund that the provider failed or canceled, credited instead.
+BALANCE_KINDS = (
+    "credit_note",
+    "refund_failed",
+    "invoice_applied",
+    "invoice_voided",
+    "adjustment",
+)
 
 
 class CreditNote(Base):
@@ -73,7 +80,8 @@ class BalanceTransaction(Base):
     __tablename__ = "balance_transactions"
     __table_args__ = (
         CheckConstraint(
-            "kind IN ('credit_note', 'invoice_applied', 'invoice_voided', 'adjustment')",
+            "kind IN ('credit_note', 'refund_failed', 'invoice_applied', 'invoice_voided', "
+            "'adjustment')",
             name="kind",
         ),
     )

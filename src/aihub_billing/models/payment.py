@@ -117,6 +117,9 @@ class RefundRecord(Base):
     currency: Mapped[str] = mapped_column(String(3))
     status: Mapped[str] = mapped_column(String(16))  # pending | succeeded | failed | canceled
     reason: Mapped[str | None] = mapped_column(String(200))
+    # The credit note this refund pays out, when a note made it (a note refunded through
+    # several payments has one refund per payment).
+    credit_note_id: Mapped[str | None] = mapped_column(ForeignKey("credit_notes.id"), index=True)
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
 

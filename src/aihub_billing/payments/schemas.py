@@ -102,6 +102,8 @@ class Refund(BaseModel):
     currency: str
     status: str
     reason: str | None
+    # The credit note this refund pays out, when a note made it.
+    credit_note_id: str | None = None
     created_at: datetime
 
 

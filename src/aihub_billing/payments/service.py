@@ -69,6 +69,11 @@ on_payment_succeeded: list[PaymentHook] = []
 # move; the collection domain fails the invoice's attempt here. Declines our own calls see
 # (confirm) are their caller's to handle and are not reported.
 on_payment_failed: list[PaymentHook] = []
+# Called in the transaction that applied a provider's report that a refund of ours failed or
+# was canceled after it was made (it no longer counts), once per refund; the credit notes
+# domain credits a note's refund to the account balance here.
+RefundHook = Callable[[AsyncSession, Context, RefundRecord], Awaitable[None]]
+on_refund_undone: list[RefundHook] = []
 
 # An attempt's final outcome; requires_action and processing end later, by a provider event.
 _OUTCOMES: dict[str, str] = {PaymentStatus.SUCCEEDED: "succeeded", PaymentStatus.FAILED: "failed"}
@@ -646,6 +651,8 @@ class PaymentService:
             before=before,
             after=schemas.Refund.model_validate(record),
         )
+        for hook in list(on_refund_undone):
+            await hook(session, ctx, record)
         return f"applied: refund {record.id} {record.status}"
 
     async def _name_counted_refund(

@@ -131,7 +131,8 @@ class PayPalFake:
         return self.url.split("://", 1)[1]
 
     def behave(self, *kinds: str) -> None:
-        """decline | 5xx | drop_after_charge | drop_after_refund, consumed by upcoming calls."""
+        """decline | 5xx | drop_after_charge | drop_after_refund | refund_failed (the next
+        refund is answered with status FAILED), consumed by upcoming calls."""
         self.script.extend(kinds)
 
     def new_id(self, prefix: str) -> str:
@@ -318,9 +319,12 @@ class PayPalFake:
         capture = self.captures[cid]
         amount = body.get("amount") or capture["amount"]
         ident = self.new_id("1R")
+        failed = bool(self.script) and self.script[0] == "refund_failed"
+        if failed:
+            self.script.pop(0)
         refund = {
             "id": ident,
-            "status": "COMPLETED",
+            "status": "FAILED" if failed else "COMPLETED",
             "amount": _money(amount),
             "create_time": _now(),
             "links": [
