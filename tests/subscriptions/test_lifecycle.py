@@ -672,3 +672,39 @@ async def test_concurrent_creates_for_one_account_give_one_subscription(
     )
     assert sorted(r.status_code for r in responses) == [201, 409, 409]
     assert {r.json()["code"] for r in responses if r.status_code == 409} == {"subscription_exists"}
+
+
+async def test_a_plan_change_never_bills_the_new_plans_setup_fee(
+    client: httpx.AsyncClient, admin_key: str, clock: FrozenClock, billing: BillingService
+) -> None:
+    for code, fee, setup in (("starter", 2000, 500), ("scale", 6000, 1500)):
+        prices = [
+            {
+                "currency": "USD",
+                "interval_count": n,
+                "amount_minor": fee * n,
+                "setup_fee_minor": setup,
+            }
+            for n in (1, 12)
+        ]
+        await add_plan(client, admin_key, code=code, name=code.title(), prices=prices)
+    account, key = await owner(client, admin_key)
+    sub = (await subscribe(client, key, plan_type="starter"))["subscription"]
+    assert minor(await items_of(client, key, sub["id"])) == [
+        ("subscription_fee", 2000),
+        ("setup_fee", 500),
+    ]
+    base = f"/subscriptions/{sub['id']}/change"
+    clock.set(utc(2026, 2, 14, 12))
+    upgraded = await ok(client, key, base, {"plan_type": "scale"})
+    assert [kind for kind, _ in minor(upgraded["invoice_items"])] == [
+        "proration_credit",
+        "proration_charge",
+    ]
+    # A new cycle starts with the change: a whole fee, still no second setup fee.
+    yearly = await ok(client, key, base, {"plan_type": "scale", "billing_cycle": "yearly"})
+    assert "setup_fee" not in [kind for kind, _ in minor(yearly["invoice_items"])]
+    clock.set(utc(2027, 2, 14, 12))
+    assert await drain(billing) >= 1
+    kinds = [kind for kind, _ in minor(await items_of(client, key, sub["id"]))]
+    assert kinds.count("setup_fee") == 1
