@@ -350,3 +350,47 @@ async def test_lean_check_path_keeps_the_api_contract(
     assert two.headers["Idempotent-Replayed"] == "true"
     status = (await client.get(QUOTA, headers=auth(key))).json()
     assert status["used_calls"] == 1
+
+
+async def test_an_empty_threshold_list_turns_notifications_off(
+    client: httpx.AsyncClient, admin_key: str, billing: BillingService
+) -> None:
+    """`thresholds: []` is the operator's "no notifications", not "the defaults" (null is)."""
+    account_id, key = await owner(client, admin_key)
+    set_ = await override(
+        client, admin_key, account_id=account_id, included_api_calls=5, thresholds=[]
+    )
+    assert set_["thresholds"] == []
+    for _ in range(5):  # 80% and 100% of the calls, which the defaults would report
+        assert (await check(client, key)).status_code == 200
+    await billing.flush_quota_events()
+    async with billing.db.sessions() as session:
+        jobs = list(
+            (await session.execute(select(Job).where(Job.name == "quota.notify"))).scalars()
+        )
+    assert jobs == []
+
+
+async def test_a_member_cap_naming_one_limit_keeps_the_other_from_the_account(
+    client: httpx.AsyncClient, admin_key: str
+) -> None:
+    """A per-member cap that raises only the calls keeps the account-wide member token cap
+    (a null field of a cap takes the next level's value, as in the override itself)."""
+    account_id, key = await owner(client, admin_key)
+    await override(
+        client,
+        admin_key,
+        account_id=account_id,
+        member_calls_limit=1,
+        member_tokens_limit=100,
+        member_caps={"mem_vip": {"calls": 3}, "mem_ops": {"tokens": 500}},
+    )
+    refused = await check(client, key, member_id="mem_vip", estimated_tokens=101)
+    assert (refused.status_code, refused.json()["limit"]) == (402, "member_tokens")
+    for _ in range(3):
+        assert (
+            await check(client, key, member_id="mem_vip", estimated_tokens=10)
+        ).status_code == 200
+    assert (await check(client, key, member_id="mem_ops", estimated_tokens=400)).status_code == 200
+    refused = await check(client, key, member_id="mem_ops")
+    assert (refused.status_code, refused.json()["limit"]) == (402, "member_calls")

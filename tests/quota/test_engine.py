@@ -12,6 +12,7 @@ from aihub_billing.kit.clock import FrozenClock
 from aihub_billing.kit.ids import new_id
 from aihub_billing.quota.engine import CheckRequest, Limits, QuotaEngine, Verdict
 from aihub_billing.quota.memory_engine import MemoryQuotaEngine
+from aihub_billing.quota.redis_engine import RedisQuotaEngine
 
 ACCOUNT = "acct_1"
 PERIOD = "2026-01"
@@ -416,3 +417,26 @@ async def test_settlements_issued_with_checks_share_a_flush(
     # 10 + 2 checked - 1 released + 1 recorded + 1 checked; 1000 + 80 + 5 + 30 tokens.
     assert (status.calls_used, status.tokens_used, status.concurrent) == (13, 1115, 1)
     assert (status.member_calls_used, status.member_tokens_used) == (3, 115)
+
+
+async def test_a_check_whose_caller_is_gone_gives_its_reservation_back(
+    redis_engine: RedisQuotaEngine, clock: FrozenClock
+) -> None:
+    """A caller cancelled (a gateway's timeout) while its check is on the wire never learns
+    the reservation id: the engine releases it instead of holding the call, the tokens and
+    the concurrency slot until the TTL."""
+    engine = redis_engine
+    await load(engine, clock)
+    limits = Limits(concurrency=1)
+    caller = asyncio.create_task(engine.check(req(clock, tokens=100), limits))
+    while not engine._flushes:  # the batch is sent
+        await asyncio.sleep(0)
+    caller.cancel()
+    await asyncio.gather(*engine._flushes)
+    for _ in range(100):  # the release goes in a flush of its own
+        status = await engine.status(ACCOUNT, PERIOD, clock.now())
+        if status.concurrent == 0:
+            break
+        await asyncio.sleep(0.01)
+    assert (status.calls_used, status.tokens_used, status.concurrent) == (0, 0, 0)
+    assert (await engine.check(req(clock), limits)).admitted

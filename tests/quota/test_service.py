@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -12,15 +13,21 @@ from sqlalchemy import select
 
 from aihub_billing.accounts.schemas import AccountCreate
 from aihub_billing.kit.clock import FrozenClock
-from aihub_billing.kit.context import Context
+from aihub_billing.kit.context import Actor, Context, Role
 from aihub_billing.kit.periods import Period
 from aihub_billing.models import Job, QuotaViolation
 from aihub_billing.plans.schemas import PlanLimits
-from aihub_billing.quota.engine import Limits
+from aihub_billing.quota.engine import EngineUnavailable, Limits, QuotaEngine
 from aihub_billing.quota.memory_engine import MemoryQuotaEngine
 from aihub_billing.quota.schemas import QuotaCheckResult
-from aihub_billing.quota.service import QuotaManager, UsageTotals, resolve_limits
+from aihub_billing.quota.service import (
+    QuotaManager,
+    StoredUsageSource,
+    UsageTotals,
+    resolve_limits,
+)
 from aihub_billing.service import BillingService
+from aihub_billing.usage.service import usage
 
 
 class StoredUsage:
@@ -130,3 +137,60 @@ def test_below_the_watch_mark_a_check_has_nothing_to_report(
     assert manager.pending == 0
     manager._crossed(ctx, resolved, None, None, "calls", watch - 1, watch)
     assert manager.pending > 0
+
+
+class Unreachable:
+    """The engine, but every operation fails as an unreachable Redis would while `down`."""
+
+    def __init__(self, engine: QuotaEngine) -> None:
+        self.engine = engine
+        self.down = False
+
+    def __getattr__(self, name: str) -> Any:
+        operation = getattr(self.engine, name)
+
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            if self.down:
+                raise EngineUnavailable("redis: ConnectionError")
+            return await operation(*args, **kwargs)
+
+        return call
+
+
+async def test_a_call_let_through_by_fail_open_is_counted_when_its_usage_arrives(
+    billing: BillingService,
+) -> None:
+    """fail_open admits without counting: the call's usage, tracked with the reservation id
+    it was given once the counters are back, must count the call and its tokens."""
+    await billing.bootstrap()
+    account = await billing.create_account(AccountCreate(name="Acme"))
+    engine = Unreachable(billing.quota.engine)
+    quota = QuotaManager(
+        engine,  # type: ignore[arg-type]
+        fail_mode="fail_open",
+        usage_source=StoredUsageSource(billing.db.sessions),
+    )
+    ctx = billing.context()
+    sessions = billing.db.sessions  # as /quota/check: a session only when a read needs one
+    await quota.check(sessions, ctx, account_id=account.id, model="gpt-4o-mini")
+    engine.down = True
+    degraded = await quota.check(
+        sessions, ctx, account_id=account.id, model="gpt-4o-mini", estimated_tokens=500
+    )
+    assert degraded.degraded
+    engine.down = False
+    event = {
+        "model": "gpt-4o-mini",
+        "input_tokens": 100,
+        "output_tokens": 50,
+        "event_id": "during-outage",
+        "reservation_id": degraded.reservation_id,
+    }
+    owner = Context(actor=Actor(role=Role.OWNER, account_id=account.id), clock=billing.clock)
+    async with billing.transaction() as session:
+        result = await usage.record(session, owner, [event], quota)
+    assert result.accepted == 1
+    async with billing.db.sessions() as session:
+        status = await quota.status(session, ctx, account.id)
+    # The first check's call, and the call let through with its 150 tokens.
+    assert (status.used_calls, status.used_tokens) == (2, 150)

@@ -12,6 +12,7 @@ the caller (the injected clock), so every process must keep its clock in sync (N
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 from datetime import datetime, timedelta
 from typing import Any
@@ -566,9 +567,27 @@ class RedisQuotaEngine:
                 if not futures[0].done():
                     futures[0].set_result(result)
             else:
-                for future, part in zip(futures, result.split(b";"), strict=True):
-                    if not future.done():  # the caller may have been cancelled meanwhile
+                for n, (future, part) in enumerate(zip(futures, result.split(b";"), strict=True)):
+                    if not future.done():
                         future.set_result(part)
+                    elif part.startswith(b"0,"):
+                        # Its caller was cancelled meanwhile and never learns the reservation:
+                        # give back its call, tokens and slot rather than hold them to expiry.
+                        self._release_orphan(keys, args, n)
+
+    def _release_orphan(self, keys: list[str], args: list[Any], n: int) -> None:
+        """Releases the reservation of the n-th check of a `checks` command (rare: off the
+        hot path). When the store cannot be reached, the reservation expires instead."""
+        _, now_ms, minute, period, requests, *_ = args
+        rid = requests.split(";")[n].split("|")[1]
+        release = ["release", now_ms, minute, period, rid, 0]
+        task = asyncio.ensure_future(self._release_quietly(keys, release))
+        self._flushes.add(task)
+        task.add_done_callback(self._flushes.discard)
+
+    async def _release_quietly(self, keys: list[str], args: list[Any]) -> None:
+        with contextlib.suppress(EngineUnavailable, RedisError):
+            await self._queued(keys, args)
 
     def _pack(self, limits: Limits) -> str:
         packed = self._packed_limits.get(limits)

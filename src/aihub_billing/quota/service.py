@@ -60,6 +60,10 @@ from aihub_billing.usage.service import CountedUsage, CountingPeriod, usage
 log = structlog.get_logger("aihub_billing.quota")
 
 DEFAULT_THRESHOLDS = (80, 100)
+# Reservation ids of checks that quota_fail_mode=fail_open let through uncounted: usage that
+# settles one counts its call as well as its tokens (no reservation ever held the call).
+DEGRADED_PREFIX = "rsvopen"
+_DEGRADED_ID = DEGRADED_PREFIX + "_"
 NOTIFY_JOB = "quota.notify"
 MONTHLY_LIMITS = frozenset({"calls", "tokens", "member_calls", "member_tokens"})
 
@@ -207,9 +211,17 @@ def resolve_limits(
         member_tokens=o.member_tokens_limit if o else None,
     )
     models = _pick(o and o.allowed_models, pl.allowed_models)
-    thresholds = tuple(o.thresholds) if o and o.thresholds else default_thresholds
+    # An empty list is the operator's "no notifications"; only null takes the defaults.
+    thresholds = (
+        tuple(o.thresholds) if o is not None and o.thresholds is not None else default_thresholds
+    )
+    # A cap's null field takes the account-wide member limit, as the override's own fields
+    # take the plan's (a cap that raises the calls must not lift the token cap).
     caps = {
-        subject: (cap.get("calls"), cap.get("tokens"))
+        subject: (
+            _pick(cap.get("calls"), limits.member_calls),
+            _pick(cap.get("tokens"), limits.member_tokens),
+        )
         for subject, cap in ((o.member_caps or {}) if o else {}).items()
     }
     return ResolvedLimits(
@@ -408,7 +420,7 @@ class QuotaManager:
         self._backend_errors.inc()
         _DEGRADED.inc()
         return schemas.QuotaCheckResult(
-            reservation_id=request.reservation_id,
+            reservation_id=new_id(DEGRADED_PREFIX, request.now),
             account_id=request.account_id,
             overage=False,
             calls_overage=False,
@@ -515,19 +527,26 @@ class QuotaManager:
         reached, the account is rebuilt before its next check instead of failing the write.
         """
         calls, tokens = usage.calls, usage.tokens
+        settlements = usage.settlements
+        if settlements and any(rid.startswith(_DEGRADED_ID) for rid, _ in settlements):
+            # Let through by fail_open: nothing was reserved or counted, so a call of its own.
+            degraded = [s for s in settlements if s[0].startswith(_DEGRADED_ID)]
+            settlements = [s for s in settlements if not s[0].startswith(_DEGRADED_ID)]
+            calls += len(degraded)
+            tokens += sum(settled_tokens for _, settled_tokens in degraded)
         try:
-            if usage.settlements:
+            if settlements:
                 resolved = await self.limits(session, ctx, account_id)
                 clocked = resolved.clocked(ctx)
                 # Together: the engine sends the settlements of one loop turn as one batch.
                 settled = await asyncio.gather(
                     *(
                         self._settle(clocked, resolved, account_id, reservation_id, settled_tokens)
-                        for reservation_id, settled_tokens in usage.settlements
+                        for reservation_id, settled_tokens in settlements
                     ),
                     return_exceptions=True,
                 )
-                for (_, settled_tokens), outcome in zip(usage.settlements, settled, strict=True):
+                for (_, settled_tokens), outcome in zip(settlements, settled, strict=True):
                     if isinstance(outcome, ReservationNotFound):
                         tokens += settled_tokens
                     elif isinstance(outcome, BaseException):
