@@ -1,10 +1,12 @@
-"""Refunds know their credit note; a note's refund that fails is credited to the balance.
+"""Refunds know their credit note, a note's refund that fails is credited to the balance, and
+subscriptions keep the time of the newest provider status applied.
 
 `refunds.credit_note_id` names the note a refund pays out (a note refunded through several
 payments has one refund per payment; before, only the note's first refund was known, by
 `credit_notes.refund_id`, which fills the new column for the refunds made so far). The
 balance ledger gains the kind `refund_failed`: the credit of a note's refund that the
-provider failed or canceled.
+provider failed or canceled. `subscriptions.provider_status_at` is the creation time of the
+provider event whose status was applied last: an older one delivered late is ignored.
 
 Revision ID: 7e1a05c3b9d2
 Revises: 6d4f92b0e5a1
@@ -15,6 +17,8 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
+
+from aihub_billing.models.types import UTCDateTime
 
 revision: str = "7e1a05c3b9d2"
 down_revision: str | None = "6d4f92b0e5a1"
@@ -43,9 +47,13 @@ def upgrade() -> None:
     with op.batch_alter_table("balance_transactions") as batch:
         batch.drop_constraint(op.f("ck_balance_transactions_kind"), type_="check")
         batch.create_check_constraint("kind", f"kind IN ({_KINDS_NOW})")
+    with op.batch_alter_table("subscriptions") as batch:
+        batch.add_column(sa.Column("provider_status_at", UTCDateTime(), nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("subscriptions") as batch:
+        batch.drop_column("provider_status_at")
     op.execute("DELETE FROM balance_transactions WHERE kind = 'refund_failed'")
     with op.batch_alter_table("balance_transactions") as batch:
         batch.drop_constraint(op.f("ck_balance_transactions_kind"), type_="check")

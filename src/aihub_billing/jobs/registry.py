@@ -30,6 +30,11 @@ class JobRun:
 Handler = Callable[[AsyncSession, JobRun], Awaitable[None]]
 
 
+class PermanentJobError(Exception):
+    """Raised by a handler when trying again cannot help (the other side refused the request
+    itself): the job is dead at once instead of being retried until its attempts run out."""
+
+
 @dataclass(frozen=True, slots=True)
 class Periodic:
     name: str

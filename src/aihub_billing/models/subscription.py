@@ -63,6 +63,9 @@ class Subscription(Base):
     provider_subscription_id: Mapped[str | None] = mapped_column(String(255), index=True)
     # The provider bills it (its price maps to a provider price): no local fees or invoices.
     provider_billed: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # When the provider set the newest status applied here (its event's creation time):
+    # providers deliver out of order, and an older status arriving late is ignored.
+    provider_status_at: Mapped[datetime | None]
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
 

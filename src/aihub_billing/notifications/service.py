@@ -1,8 +1,12 @@
 """Outbound notifications: an event enqueued in the caller's transaction, delivered by a job.
 
 The event is POSTed to the account's webhook URL, signed with its secret
-(`AIHub-Signature: t=<unix>,v1=<hex HMAC-SHA256 of "t.body">`); a non-2xx answer retries
-the job with backoff. Email goes through the `EmailNotifier` interface (logged by default).
+(`AIHub-Signature: t=<unix>,v1=<hex HMAC-SHA256 of "t.body">`, t the time of sending by the
+wall clock, which receivers compare with theirs to refuse replays). A 5xx, 408, 425 or 429
+answer, a timeout or a refused connection retries the job with backoff, for some five hours
+(`DELIVERY_ATTEMPTS`); any other 4xx answer is the receiver refusing this request, which
+trying again cannot change: the job is dead at once. Email goes through the `EmailNotifier`
+interface (logged by default).
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from aihub_billing.jobs import queue
+from aihub_billing.jobs.registry import PermanentJobError
+from aihub_billing.kit.clock import Clock, SystemClock
 from aihub_billing.kit.context import Context
 from aihub_billing.models import QuotaNotificationTarget
 
@@ -24,6 +30,15 @@ log = structlog.get_logger("aihub_billing.notifications")
 
 DELIVER_JOB = "notifications.deliver"
 SIGNATURE_HEADER = "AIHub-Signature"
+# Backoff 2 s, 4 s … capped at an hour: 16 attempts span about five hours of receiver outage
+# (the workers' default of 8 gave up after some four minutes).
+DELIVERY_ATTEMPTS = 16
+# 4xx answers that say "later", not "never".
+_RETRYABLE_CLIENT_ERRORS = frozenset({408, 425, 429})
+
+
+class WebhookRefused(PermanentJobError):
+    """The receiver answered a 4xx that retrying cannot change (400, 401, 404, 410 …)."""
 
 
 class EmailNotifier(Protocol):
@@ -69,14 +84,23 @@ async def notify(
         DELIVER_JOB,
         payload,
         dedupe_key=f"{DELIVER_JOB}:{event_id}",
+        max_attempts=DELIVERY_ATTEMPTS,
         test_clock_id=test_clock_id,
     )
 
 
 class Notifications:
-    def __init__(self, email: EmailNotifier | None = None, timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        email: EmailNotifier | None = None,
+        timeout: float = 10.0,
+        clock: Clock | None = None,
+    ) -> None:
         self.email: EmailNotifier = email or LoggingEmailNotifier()
         self.timeout = timeout
+        # Signs with the time of sending: not the context's, which is a test clock's simulated
+        # time for its accounts (months ahead, which receivers would refuse as a replay).
+        self.clock: Clock = clock or SystemClock()
 
     async def deliver(self, session: AsyncSession, ctx: Context, payload: dict[str, Any]) -> None:
         """Sends an event enqueued by `notify` (the `notifications.deliver` job)."""
@@ -96,15 +120,18 @@ class Notifications:
         target = await session.get(QuotaNotificationTarget, account_id)
         body = json.dumps(event, separators=(",", ":"), sort_keys=True).encode()
         if target is not None and target.webhook_url and target.webhook_secret:
-            timestamp = int(ctx.clock.now().timestamp())
+            timestamp = int(self.clock.now().timestamp())
             headers = {
                 "Content-Type": "application/json",
                 SIGNATURE_HEADER: sign(target.webhook_secret, timestamp, body),
             }
             async with httpx.AsyncClient(timeout=self.timeout) as client:
                 response = await client.post(target.webhook_url, content=body, headers=headers)
-            if response.status_code >= 300:
-                raise RuntimeError(f"webhook answered {response.status_code}")
+            status = response.status_code
+            if 400 <= status < 500 and status not in _RETRYABLE_CLIENT_ERRORS:
+                raise WebhookRefused(f"webhook answered {status}")
+            if status >= 300:
+                raise RuntimeError(f"webhook answered {status}")
         if target is not None and target.email:
             await self.email.send(target.email, subject, body.decode())
         log.info("notifications.sent", account_id=account_id, event_id=event["id"])

@@ -550,6 +550,7 @@ class PaymentService:
                     status=event.status,
                     canceled=event.type == EventType.SUBSCRIPTION_CANCELED,
                     event_id=event.event_id,
+                    occurred_at=event.occurred_at,
                 )
 
     async def _apply_payment_event(

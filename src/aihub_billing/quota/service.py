@@ -32,6 +32,7 @@ from aihub_billing.kit.ids import new_id, new_token
 from aihub_billing.kit.pagination import id_page
 from aihub_billing.kit.periods import Period
 from aihub_billing.models import QuotaNotificationTarget, QuotaOverride, QuotaViolation
+from aihub_billing.notifications.service import DELIVERY_ATTEMPTS
 from aihub_billing.notifications.service import notifications as outbound
 from aihub_billing.plans import schemas as plan_schemas
 from aihub_billing.plans.service import plans
@@ -835,7 +836,14 @@ class QuotaManager:
                 dedupe = "quota.threshold:{account_id}:{limit}:{threshold}:{period_start}".format(
                     **payload
                 )
-                await queue.enqueue(session, ctx, NOTIFY_JOB, payload, dedupe_key=dedupe)
+                await queue.enqueue(
+                    session,
+                    ctx,
+                    NOTIFY_JOB,
+                    payload,
+                    dedupe_key=dedupe,
+                    max_attempts=DELIVERY_ATTEMPTS,
+                )
         except BaseException:
             # Keep them for the next flush (the caller's transaction rolls back).
             self._violations[:0] = violations

@@ -954,18 +954,31 @@ class SubscriptionService:
         status: str | None,
         canceled: bool,
         event_id: str,
+        occurred_at: datetime | None = None,
     ) -> str:
         """Applies a provider subscription's new status to the linked subscription (history
-        and audit as any change); returns what happened, for the webhook record."""
+        and audit as any change); returns what happened, for the webhook record.
+
+        `occurred_at` is when the provider set the status (its event's creation time).
+        Providers deliver out of order: an update older than the newest status applied is
+        ignored (a cancellation is final, whenever it comes)."""
         repo = SubscriptionRepository(session)
         sub = await repo.by_provider_id(provider, provider_subscription_id)
         if sub is None:
             return "ignored: no subscription of ours is linked to it"
-        sub = await repo.get(sub.id, lock=True)
+        sub = await repo.get(sub.id, lock=True)  # concurrent events take turns
         assert sub is not None  # found just above, in this transaction
         target = "canceled" if canceled else _PROVIDER_STATUSES.get((status or "").lower())
         if target is None:
             return f"ignored: provider status {status!r} is not mapped"
+        newest = sub.provider_status_at
+        if occurred_at is not None:
+            if not canceled and newest is not None and occurred_at < newest:
+                return (
+                    f"ignored: a newer provider status (of {newest.isoformat()}) is applied to "
+                    f"subscription {sub.id}"
+                )
+            sub.provider_status_at = max(occurred_at, newest or occurred_at)
         if sub.status == target:
             return f"unchanged: subscription {sub.id} is {sub.status}"
         if sub.status == "canceled":  # a late update never reopens a canceled subscription

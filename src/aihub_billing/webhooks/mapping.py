@@ -22,6 +22,9 @@ _STRIPE_TYPES = {
     "charge.dispute.created": EventType.DISPUTE_OPENED,
     "charge.dispute.closed": EventType.DISPUTE_CLOSED,
     "customer.subscription.updated": EventType.SUBSCRIPTION_UPDATED,
+    # The object's status says what happened (`paused`, `active`).
+    "customer.subscription.paused": EventType.SUBSCRIPTION_UPDATED,
+    "customer.subscription.resumed": EventType.SUBSCRIPTION_UPDATED,
     "customer.subscription.deleted": EventType.SUBSCRIPTION_CANCELED,
 }
 
@@ -41,6 +44,8 @@ _PAYPAL_TYPES = {
     "BILLING.SUBSCRIPTION.RE-ACTIVATED": EventType.SUBSCRIPTION_UPDATED,
     "BILLING.SUBSCRIPTION.ACTIVATED": EventType.SUBSCRIPTION_UPDATED,
     "BILLING.SUBSCRIPTION.CANCELLED": EventType.SUBSCRIPTION_CANCELED,
+    # The billing cycles ran out: the subscription ended at PayPal (status EXPIRED).
+    "BILLING.SUBSCRIPTION.EXPIRED": EventType.SUBSCRIPTION_CANCELED,
 }
 
 
@@ -191,7 +196,8 @@ def _paypal(event_id: str, body: dict[str, Any]) -> InternalEvent | None:
     if kind in (EventType.DISPUTE_OPENED, EventType.DISPUTE_CLOSED):
         object_id = _s(resource.get("dispute_id")) or object_id
         amount, currency = _paypal_amount(resource.get("dispute_amount"))
-        refs = []
+        # RISK.DISPUTE.* (the older shape) names the seller's transaction directly.
+        refs = [ref] if (ref := _s(resource.get("seller_payment_id"))) else []
         for txn in resource.get("disputed_transactions") or []:
             if isinstance(txn, dict) and (ref := _s(txn.get("seller_transaction_id"))):
                 refs.append(ref)
