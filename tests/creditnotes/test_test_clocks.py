@@ -1,5 +1,6 @@
 """Credit notes of an account on a test clock are at the clock's time, like its invoices: the
-note's `created_at`, its number series (CN-{year}) and the balance transactions it writes."""
+note's `created_at`, its number series (TEST-CN-{year}, apart from the real CN-{year}) and
+the balance transactions it writes."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ async def test_a_note_on_an_account_on_a_test_clock_takes_the_clocks_time_and_ye
     inv, _ = await make_invoice(billing, account, [(1000, Decimal("0.2"))])
 
     note = await credited(client, key, inv, {"amount_minor": 300})
-    assert (note["number"], note["created_at"]) == ("CN-2027-000001", "2027-03-10T08:00:00Z")
+    assert (note["number"], note["created_at"]) == ("TEST-CN-2027-000001", "2027-03-10T08:00:00Z")
     response = await get(client, key, f"/credit-notes/{note['id']}")
     assert response.json()["created_at"] == "2027-03-10T08:00:00Z"
 
@@ -35,7 +36,7 @@ async def test_a_note_on_an_account_on_a_test_clock_takes_the_clocks_time_and_ye
         {"frozen_time": "2028-01-02T00:00:00Z"},
     )
     later = await credited(client, key, inv, {"amount_minor": 200})
-    assert (later["number"], later["created_at"]) == ("CN-2028-000001", "2028-01-02T00:00:00Z")
+    assert (later["number"], later["created_at"]) == ("TEST-CN-2028-000001", "2028-01-02T00:00:00Z")
 
     # The balance credits (and an operator's adjustment) are at the clock's time too.
     await ok(

@@ -62,7 +62,7 @@ async def test_late_usage_joins_a_draft_and_after_finalization_the_next_invoice(
     await track(client, key, "gpt-4o-mini", 1000, "2026-01-31T23:59:00Z")
     await advance(client, admin_key, clock_id, "2026-02-01T02:00:00Z")
     cycle = await invoice(client, key, cycle["id"])
-    assert cycle["status"] == "open" and cycle["number"] == "INV-2026-000002"
+    assert cycle["status"] == "open" and cycle["number"] == "TEST-INV-2026-000002"
     assert _usage(cycle) == [("overage_tokens", 1000)]
     [tokens] = [x for x in cycle["lines"] if x["kind"] == "overage_tokens"]
     assert tokens["quantity"] == "0.002"
@@ -98,14 +98,14 @@ async def test_status_machine_and_audit(
         assert response.status_code == 409, response.text
         assert response.json()["code"] == "invoice_invalid_transition"
     opened = await ok(client, admin_key, f"/invoices/{draft['id']}/finalize")
-    assert (opened["status"], opened["number"]) == ("open", "INV-2026-000001")
+    assert (opened["status"], opened["number"]) == ("open", "TEST-INV-2026-000001")
     response = await post(client, admin_key, f"/invoices/{draft['id']}/finalize")
     assert response.status_code == 409
     # The scheduled finalization later finds it open and does nothing.
     assert billing_jobs(await advance(client, admin_key, clock_id, "2026-01-01T02:00:00Z")) == [
         ("invoices.finalize", "2026-01-01T01:00:00Z")
     ]
-    assert (await invoice(client, key, draft["id"]))["number"] == "INV-2026-000001"
+    assert (await invoice(client, key, draft["id"]))["number"] == "TEST-INV-2026-000001"
     # A partial payment, then too much, then the rest.
     part = await ok(client, admin_key, f"/invoices/{draft['id']}/mark-paid", {"amount_minor": 1000})
     assert (part["status"], part["amount_paid_minor"]) == ("open", 1000)
@@ -190,7 +190,7 @@ async def test_a_fully_discounted_invoice_is_finalized_straight_to_paid(
     [inv] = await list_invoices(client, key)
     inv = await invoice(client, key, inv["id"])
     assert kinds(inv) == [("subscription_fee", 5000), ("discount", -5000)]
-    assert (inv["status"], inv["total_minor"], inv["number"]) == ("paid", 0, "INV-2026-000001")
+    assert (inv["status"], inv["total_minor"], inv["number"]) == ("paid", 0, "TEST-INV-2026-000001")
 
 
 async def test_upcoming_previews_the_current_period_without_storing(
@@ -228,7 +228,7 @@ async def test_list_filters_and_cursor_pages(client: httpx.AsyncClient, admin_ke
     assert [i["billing_reason"] for i in all_] == ["subscription_cycle"] * 3 + [
         "subscription_create"
     ]
-    assert [i["number"] for i in all_] == [f"INV-2026-00000{n}" for n in (4, 3, 2, 1)]
+    assert [i["number"] for i in all_] == [f"TEST-INV-2026-00000{n}" for n in (4, 3, 2, 1)]
     first = await client.get(INVOICES, params={"limit": 3}, headers=auth(key))
     page = first.json()
     assert len(page["items"]) == 3 and page["next_cursor"]

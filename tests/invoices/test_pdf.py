@@ -52,9 +52,9 @@ async def test_a_finalized_invoice_is_rendered_by_a_job_stored_and_streamed(
     assert row.sha256 == hashlib.sha256(row.content).hexdigest()
     shown = await client.get(f"{INVOICES}/{draft['id']}/pdf", headers=auth(key))
     assert shown.content == row.content  # the stored one, not a new rendering
-    assert 'filename="INV-2026-000001.pdf"' in shown.headers["content-disposition"]
+    assert 'filename="TEST-INV-2026-000001.pdf"' in shown.headers["content-disposition"]
     text = pdf_text(shown.content)
-    for expected in ("INV-2026-000001", "Acme GmbH", "$29.99", "January 1, 2026"):
+    for expected in ("TEST-INV-2026-000001", "Acme GmbH", "$29.99", "January 1, 2026"):
         assert expected in text, expected
 
     # Other locales are rendered on request.

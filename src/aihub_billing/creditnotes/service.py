@@ -35,6 +35,7 @@ from aihub_billing.creditnotes.errors import (
 )
 from aihub_billing.creditnotes.repository import CreditNoteRepository
 from aihub_billing.errors import Forbidden
+from aihub_billing.invoices.numbering import series_for
 from aihub_billing.invoices.service import invoices
 from aihub_billing.kit.context import Context, Role
 from aihub_billing.kit.ids import new_id
@@ -47,10 +48,6 @@ from aihub_billing.payments.service import on_refund_undone, payments
 from aihub_billing.testclocks.service import test_clocks
 
 CREDITABLE_STATUSES = ("open", "paid")
-
-
-def series_of(year: int) -> str:
-    return f"CN-{year}"
 
 
 class CreditNoteService:
@@ -73,7 +70,7 @@ class CreditNoteService:
         # The note, its balance credit and its audit are at the account's time (its test
         # clock's, when attached), like the account's invoices; the refund stays with the
         # payments domain, which keeps the request's time.
-        clocked, _ = await test_clocks.context_for(session, ctx, invoice.account_id)
+        clocked, clock_id = await test_clocks.context_for(session, ctx, invoice.account_id)
         if data.currency is not None and data.currency != invoice.currency:
             raise CurrencyMismatch(f"the invoice is in {invoice.currency}, not {data.currency}")
         credited_subtotal, credited_tax = await repo.credited_on_invoice(invoice.id)
@@ -106,7 +103,7 @@ class CreditNoteService:
         refused = sum(r.amount_minor for r in refunds if r.status in REFUND_UNDONE_STATUSES)
 
         now = clocked.clock.now()
-        series = series_of(now.year)
+        series = series_for("CN", now.year, test_clock=clock_id is not None)
         sequence = await repo.next_number(series)
         note = CreditNote(
             id=new_id("cn", now),

@@ -9,6 +9,16 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from aihub_billing.models import InvoiceSequence
 
+# A document of an account on a test clock: a simulation, numbered apart from the real series
+# (which must stay gapless, year by year, for the tax authorities).
+TEST_PREFIX = "TEST-"
+
+
+def series_for(kind: str, year: int, *, test_clock: bool) -> str:
+    """The series of a document of `kind` (`INV`, `CN`) issued in `year`: `INV-2026`, or
+    `TEST-INV-2026` for an account on a test clock."""
+    return f"{TEST_PREFIX if test_clock else ''}{kind}-{year}"
+
 
 async def next_number(session: AsyncSession, series: str) -> int:
     """The next value of `series`, taken under its row's lock in the caller's transaction:

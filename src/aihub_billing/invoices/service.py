@@ -31,6 +31,7 @@ from aihub_billing.invoices.errors import (
     NoUpcomingInvoice,
 )
 from aihub_billing.invoices.history import History
+from aihub_billing.invoices.numbering import series_for
 from aihub_billing.invoices.repository import InvoiceRepository
 from aihub_billing.jobs.queue import deferred_enqueues, enqueue
 from aihub_billing.kit.context import Context
@@ -165,8 +166,8 @@ def _line_schema(position: int, draft: calc.DraftLine) -> schemas.InvoiceLine:
     return schemas.InvoiceLine(position=position, **_fields(draft))
 
 
-def _series(now: datetime) -> str:
-    return f"INV-{now.year}"
+def _series(now: datetime, clock_id: str | None) -> str:
+    return series_for("INV", now.year, test_clock=clock_id is not None)
 
 
 def _number(invoice: Invoice, series: str, sequence: int) -> None:
@@ -671,7 +672,7 @@ class InvoiceService:
             and invoice.subscription_id is not None
         ):
             await self._refresh_usage(session, invoice, now)
-        series = _series(now)
+        series = _series(now, clock_id)
         _number(invoice, series, await repo.next_number(series))
         applied = await self._apply_balance(session, ctx, invoice)
         await self._settle(session, ctx, invoice, clock_id, applied, before, rows, now)
@@ -699,7 +700,7 @@ class InvoiceService:
                 applied.append(0)
         by_series: dict[str, list[_Draft]] = {}
         for d in drafts:
-            by_series.setdefault(_series(d.ctx.clock.now()), []).append(d)
+            by_series.setdefault(_series(d.ctx.clock.now(), d.clock_id), []).append(d)
         for series in sorted(by_series):
             first = await repo.next_numbers(series, len(by_series[series]))
             for offset, d in enumerate(by_series[series]):
