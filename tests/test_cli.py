@@ -58,7 +58,9 @@ def test_operator_workflow(env: Path) -> None:
     assert "already present" in invoke("seed")
 
     plans = invoke("plans", "list")
-    assert "29.99 USD/monthly" in plans and "100,000,000" in plans
+    # Babel-formatted from the minor units, as `accounts show` prints a subscription's price.
+    assert "$29.99 monthly" in plans and "$0.00 monthly" in plans and "100,000,000" in plans
+    assert "USD/" not in plans
 
     created = invoke("accounts", "create", "Acme", "--currency", "EUR")
     account_id = re.search(r"account (acct_\w+) \(Acme, EUR\)", created)
@@ -76,7 +78,8 @@ def test_operator_workflow(env: Path) -> None:
 def test_bad_key_requests_exit_2(env: Path) -> None:
     invoke("migrate")
     result = runner.invoke(app, ["api-keys", "create", "--role", "owner"])
-    assert result.exit_code == 2 and "need an account" in result.output
+    assert result.exit_code == 2
+    assert result.output.strip() == "error: keys other than admin keys need an account"
 
 
 # --- the operator commands on a database with data: both databases, a frozen clock ---------
@@ -251,7 +254,9 @@ def test_accounts_show_subscription_quota_usage_balance_invoices(db: str) -> Non
     account_id = new_account("Acme")
     subscribe(db, account_id, credit_minor=500)
     run_cli("usage", "import", write(Path("u.csv"), USAGE_CSV), "--account", account_id)
-    assert "invoices created 1" in invoke("close-period")
+    closed = invoke("close-period")
+    assert "invoices created 1" in closed
+    assert "close-period every account, periods ended by now" in closed  # the header
 
     async def more_credit(billing: BillingService) -> None:
         async with billing.transaction() as session:
@@ -306,6 +311,7 @@ def test_invoices_list_filters_by_account_and_status(db: str) -> None:
     assert "nothing" not in invoke("invoices", "list", "--account", second, "--status", "open")
     assert "0 invoice(s)" in invoke("invoices", "list", "--account", second, "--status", "open")
     assert "1 invoice(s)" in invoke("invoices", "list", "--limit", "1")
+    assert "invoices every account, newest 20 at most" in listed  # the header, once accepted
 
     unknown = run_cli("invoices", "list", "--account", "acct_missing")
     assert unknown.exit_code == 2
@@ -364,6 +370,12 @@ def test_quota_rebuild_sets_the_counters_to_stored_usage(
         one = invoke("quota", "rebuild", "--account", first)
         assert f"quota rebuild account {first}" in one and "counters rebuilt 1" in one
         assert _in_service(db, counters, **redis) == {first: stored, second: (999, 5)}
+        missing = run_cli("quota", "rebuild", "--account", "acct_missing")
+        # Refused before anything is done: the error line only, no "quota rebuild" header.
+        assert (missing.exit_code, missing.output) == (
+            2,
+            "error: account_not_found: no account 'acct_missing'\n",
+        )
         every = invoke("quota", "rebuild")
         assert "accounts 2: counters rebuilt 2" in every
         assert _in_service(db, counters, **redis) == {first: stored, second: stored}
@@ -371,28 +383,133 @@ def test_quota_rebuild_sets_the_counters_to_stored_usage(
         _in_service(db, clean, **redis)
 
 
+def assert_one_line(result: Result, line: str) -> None:
+    """The command was refused: exit code 2 and nothing printed but its error line."""
+    assert (result.exit_code, result.output) == (2, line + "\n"), result.output
+
+
 def test_bad_input_is_one_line_and_exit_2(env: Path) -> None:
     invoke("migrate")
+    missing = "error: account_not_found: no account 'acct_missing'"
+    write(env / "bad.csv", "model,tokens\n")
+    write(env / "plain.csv", "model,timestamp\n")
     for args, message in [
-        (
-            ["accounts", "show", "acct_missing"],
-            "error: account_not_found: no account 'acct_missing'",
-        ),
+        (["accounts", "show", "acct_missing"], missing),
         (["usage", "import", "missing.csv", "--account", "a"], "error: cannot read missing.csv"),
         (["usage", "import", "events.txt"], "say --format csv or --format jsonl"),
         (["quota", "rebuild"], "AIHUB_BILLING_REDIS_URL is not set"),
+        (["usage", "import", "bad.csv", "--account", "a"], "unknown column(s) 'tokens'"),
+        (["usage", "import", "plain.csv"], "no account_id column; give --account"),
     ]:
         result = run_cli(*args)
         assert (result.exit_code, result.output.strip().count("\n")) == (2, 0), result.output
-        assert message in result.output
-    write(env / "bad.csv", "model,tokens\n")
-    result = run_cli("usage", "import", str(env / "bad.csv"), "--account", "a")
-    assert result.exit_code == 2 and "unknown column(s) 'tokens'" in result.output
-    write(env / "plain.csv", "model,timestamp\n")
-    result = run_cli("usage", "import", str(env / "plain.csv"))
-    assert result.exit_code == 2 and "no account_id column; give --account" in result.output
-    result = run_cli("usage", "import", str(env / "plain.csv"), "--account", "acct_missing")
-    assert result.exit_code == 2 and "no account 'acct_missing'" in result.output
+        assert result.output.startswith("error: ") and message in result.output
+    # Refused before anything is done: no header line ("close-period account …") first.
+    for args in [
+        ["close-period", "--at", "2027-03-10T00:00:00Z", "--account", "acct_missing"],
+        ["invoices", "list", "--account", "acct_missing"],
+        ["usage", "import", "plain.csv", "--account", "acct_missing"],
+    ]:
+        assert_one_line(run_cli(*args), missing)
+
+
+def test_invalid_input_is_one_validation_error_line(env: Path) -> None:
+    """Pydantic refusing a command's input: every error on one line, exit code 2."""
+    invoke("migrate")
+    for args, line in [
+        (
+            ["accounts", "create", "Bad Cur", "--currency", "XYZ"],
+            "error: validation_error: currency: unknown currency code: 'XYZ'",
+        ),
+        (
+            ["accounts", "create", ""],
+            "error: validation_error: name: String should have at least 1 character",
+        ),
+        (
+            ["accounts", "create", "X", "--email", "notanemail"],
+            "error: validation_error: email: String should match pattern '^[^@\\s]+@[^@\\s]+$'",
+        ),
+        (
+            ["accounts", "create", "", "--currency", "XYZ"],
+            "error: validation_error: name: String should have at least 1 character; "
+            "currency: unknown currency code: 'XYZ'",
+        ),
+        (
+            ["api-keys", "create", "--role", "superuser", "--account", "acct_x"],
+            "error: validation_error: role: Input should be 'owner', 'billing' or 'member'",
+        ),
+    ]:
+        assert_one_line(run_cli(*args), line)
+    assert "account acct_" in invoke("accounts", "create", "Good", "--currency", "eur")
+
+
+SECRET = "sk_live_0123456789abcdefSECRET"
+# Every command that reads the configuration, and one run of each (none gets that far).
+CONFIG_COMMANDS = [
+    ["migrate"],
+    ["seed"],
+    ["serve", "--port", "1"],
+    ["worker", "--once"],
+    ["close-period"],
+    ["accounts", "create", "X"],
+    ["accounts", "show", "acct_x"],
+    ["api-keys", "create", "--role", "admin"],
+    ["plans", "list"],
+    ["invoices", "list"],
+    ["usage", "import", "usage.csv", "--account", "acct_x"],
+    ["quota", "rebuild"],
+]
+
+
+@pytest.mark.parametrize(
+    ("variables", "line"),
+    [
+        (
+            {"DUNNING__RETRY_DAYS": "[1,3"},
+            "dunning.retry_days: AIHUB_BILLING_DUNNING__RETRY_DAYS is not valid JSON "
+            "(Expecting ',' delimiter: line 1 column 5 (char 4))",
+        ),
+        (
+            {"DUNNING__RETRY_DAYS": "[3, 1]", "LOG_LEVEL": "LOUD"},
+            "dunning.retry_days: retry_days are strictly increasing whole days >= 1; "
+            "log_level: log_level must be one of ['CRITICAL', 'DEBUG', 'ERROR', 'INFO', "
+            "'WARNING']",
+        ),
+        (
+            {"STRIPE__ENABLED": "true", "STRIPE__API_KEY": SECRET},
+            "invalid development config: stripe.api_key is a live key (sk_live_/rk_live_); "
+            "not allowed in development",
+        ),
+        (
+            {"STRIPE": f'{{"api_key": "{SECRET}"'},
+            "stripe: AIHUB_BILLING_STRIPE is not valid JSON",
+        ),
+        (
+            {"ENVIRONMENT": "production"},
+            "invalid production config: encryption_enabled must be true in production",
+        ),
+        (
+            {"CONFIG_FILE": "missing.toml"},
+            "AIHUB_BILLING_CONFIG_FILE points to a missing file: missing.toml",
+        ),
+        ({"CONFIG_FILE": "broken.toml"}, "broken.toml: Expected '=' after a key"),
+    ],
+    ids=["json", "several", "live-key", "secret-json", "production", "no-file", "toml"],
+)
+def test_invalid_configuration_is_one_line_and_exit_2(
+    env: Path, monkeypatch: pytest.MonkeyPatch, variables: dict[str, str], line: str
+) -> None:
+    write(env / "usage.csv", "model,timestamp\n")
+    write(env / "broken.toml", "[dunning]\nretry_days\n")
+    monkeypatch.setenv("AIHUB_BILLING_ENVIRONMENT", "development")
+    for name, value in variables.items():
+        monkeypatch.setenv(f"AIHUB_BILLING_{name}", value)
+    for args in CONFIG_COMMANDS:
+        result = run_cli(*args)
+        assert result.exit_code == 2, (args, result.output)
+        assert result.output.startswith("error: invalid configuration: "), (args, result.output)
+        assert result.output.count("\n") == 1 and line in result.output, (args, result.output)
+        assert "SECRET" not in result.output
 
 
 def test_invoice_status_choices_are_the_models() -> None:

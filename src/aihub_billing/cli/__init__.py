@@ -15,10 +15,12 @@ from rich.table import Table
 
 from aihub_billing.accounts.schemas import AccountCreate
 from aihub_billing.cli import accounts, invoices, quota, usage
-from aihub_billing.cli.common import console, progress, run
+from aihub_billing.cli.common import accepted, console, fail, load_config, progress, run
+from aihub_billing.cli.formats import Formats
 from aihub_billing.config import BillingConfig, redacted_database_url
 from aihub_billing.invoices.service import CloseOutcome
 from aihub_billing.kit.metrics import MULTIPROC_ENV, prepare_multiprocess_dir, serve_metrics
+from aihub_billing.plans.schemas import Plan, PlanPrice
 from aihub_billing.service import BillingService, Bootstrap, migrate_database
 
 __all__ = ["app", "console"]
@@ -73,7 +75,7 @@ def _report_bootstrap(result: Bootstrap, host: str, port: int) -> None:
 @app.command()
 def migrate() -> None:
     """Apply the database migrations."""
-    _migrate(BillingConfig())
+    _migrate(load_config())
     console.print("[green]database is at head[/]")
 
 
@@ -90,9 +92,9 @@ def serve(
     workers: Annotated[int, typer.Option(help="uvicorn worker processes")] = 1,
 ) -> None:
     """Migrate, seed, and serve the API (with the embedded job worker on SQLite)."""
-    config = BillingConfig()
+    config = load_config()
     _migrate(config)
-    _report_bootstrap(run(lambda b: b.bootstrap()), host, port)
+    _report_bootstrap(run(lambda b: b.bootstrap(), config=config), host, port)
     worker_note = "embedded job worker" if config.run_embedded_worker() else "no embedded worker"
     console.print(
         f"[bold]serve[/] http://{host}:{port}  (docs: http://{host}:{port}/docs; "
@@ -175,9 +177,10 @@ def close_period(
     if at is not None and at.tzinfo is None:
         at = at.replace(tzinfo=UTC)
     scope = f"account {account}" if account else "every account"
-    console.print(f"[bold]close-period[/] {scope}, periods ended by {at or 'now'}")
+    header = f"[bold]close-period[/] {scope}, periods ended by {at or 'now'}"
 
     async def work(billing: BillingService) -> CloseOutcome:
+        await accepted(billing, header, account=account)
         with progress() as bar:
             task = bar.add_task("subscriptions", total=None)
 
@@ -203,8 +206,10 @@ def accounts_create(
     currency: Annotated[str | None, typer.Option()] = None,
 ) -> None:
     """Create an account."""
-    data = AccountCreate(name=name, email=email, currency=currency)
-    account = run(lambda b: b.create_account(data))
+    # Validated inside the run: a refused name, email or currency is the runner's one line.
+    account = run(
+        lambda b: b.create_account(AccountCreate(name=name, email=email, currency=currency))
+    )
     console.print(f"account {account.id} ({account.name}, {account.currency})")
 
 
@@ -217,28 +222,38 @@ def api_keys_create(
     """Issue an API key; the secret is printed once."""
     try:
         key, secret = run(lambda b: b.issue_api_key(account_id=account, role=role, name=name))
-    except ValueError as exc:
-        console.print(f"[red]{exc}[/]")
-        raise typer.Exit(2) from exc
+    except ValueError as exc:  # an admin key with an account, another one without
+        fail(str(exc))
     console.print(f"key {key.id} role {key.role} (shown once):\n  {secret}")
 
 
 @plans_app.command("list")
 def plans_list() -> None:
     """The current version of every active plan."""
+
+    async def work(billing: BillingService) -> tuple[list[Plan], Formats]:
+        return await billing.list_plans(), Formats(billing.config.documents.locale)
+
+    plans, fmt = run(work)
     table = Table("code", "version", "name", "prices", "api calls / mo", "tokens / mo")
-    for plan in run(lambda b: b.list_plans()):
-        prices = ", ".join(f"{p.amount} {p.currency}/{p.billing_cycle}" for p in plan.prices)
+    for plan in plans:
+        prices = ", ".join(
+            f"{fmt.money(p.amount_minor, p.currency)} {_cycle(p)}" for p in plan.prices
+        )
         table.add_row(
             plan.code,
             str(plan.version),
             plan.name,
             prices,
-            _limit(plan.limits.included_api_calls),
-            _limit(plan.limits.included_tokens),
+            fmt.count(plan.limits.included_api_calls),
+            fmt.count(plan.limits.included_tokens),
         )
     console.print(table)
 
 
-def _limit(value: int | None) -> str:
-    return "unlimited" if value is None else f"{value:,}"
+def _cycle(price: PlanPrice) -> str:
+    """monthly, yearly (as `accounts show` says it), or e.g. every 3 months."""
+    if price.billing_cycle != "custom":
+        return price.billing_cycle
+    unit = price.interval_unit if price.interval_count == 1 else f"{price.interval_unit}s"
+    return f"every {price.interval_count} {unit}"

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from aihub_billing.cli.common import console, run
+from aihub_billing.cli.common import accepted, console, run
 from aihub_billing.cli.formats import Formats
 from aihub_billing.invoices.schemas import InvoiceSummary
 from aihub_billing.service import BillingService
@@ -34,11 +34,10 @@ def list_invoices(
     filters = [
         f for f in (account and f"account {account}", status and f"status {status.value}") if f
     ]
-    console.print(
-        f"[bold]invoices[/] {', '.join(filters) or 'every account'}, newest {limit:,} at most"
-    )
+    header = f"[bold]invoices[/] {', '.join(filters) or 'every account'}, newest {limit:,} at most"
 
     async def work(billing: BillingService) -> tuple[list[InvoiceSummary], Formats]:
+        await accepted(billing, header, account=account)
         rows = await billing.list_invoices(
             account_id=account, status=None if status is None else status.value, limit=limit
         )

@@ -15,7 +15,7 @@ import typer
 from rich.progress import BarColumn, DownloadColumn, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from aihub_billing.cli.common import console, fail, progress, run
+from aihub_billing.cli.common import accepted, console, fail, progress, run
 from aihub_billing.cli.formats import Formats
 from aihub_billing.errors import BillingError
 from aihub_billing.service import BillingService
@@ -93,14 +93,14 @@ def import_usage(
         if fmt == "csv" and account is None and "account_id" not in usage_file.columns:
             fail(f"{file}: no account_id column; give --account")
         target = f"account {account}" if account else "the account_id of each row"
-        console.print(
+        header = (
             f"[bold]usage import[/] {file} ({fmt}, {usage_file.size:,} bytes) into {target}, "
             f"{batch_size:,} rows per transaction"
         )
 
         async def work(billing: BillingService) -> tuple[ImportOutcome, Formats]:
-            if account is not None:
-                await billing.account(account)  # unknown: the command fails, nothing read
+            # An unknown --account: the command fails, nothing read, no header.
+            await accepted(billing, header, account=account)
             outcome = await _import(billing, usage_file, account, batch_size)
             await _rebuild_counters(billing, outcome)
             return outcome, Formats(billing.config.documents.locale)
