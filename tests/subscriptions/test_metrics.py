@@ -79,6 +79,11 @@ async def test_subscriptions_and_mrr_are_read_from_the_database_per_scrape(
     _, gone = await owner(client, admin_key)
     canceled = (await subscribe(client, gone))["subscription"]
     await ok(client, gone, f"/subscriptions/{canceled['id']}/cancel", {"at_period_end": False})
+    # A simulation on a test clock is no revenue and no subscriber.
+    clock = await ok(client, admin_key, "/test-clocks", {"frozen_time": "2026-03-01T00:00:00Z"})
+    simulated, simulated_key = await owner(client, admin_key)
+    await ok(client, admin_key, f"/test-clocks/{clock['id']}/accounts", {"account_id": simulated})
+    await subscribe(client, simulated_key, plan_type="enterprise")
 
     text = (await client.get("/metrics")).text
     assert scraped(text, "aihub_billing_subscriptions", "status") == {

@@ -27,4 +27,4 @@ class MemberExists(BillingError):
 class RoleNotAllowed(BillingError):
     code = "role_not_allowed"
     status = 403
-    title = "This key may not issue a key with that role"
+    title = "The role of this key does not allow this"

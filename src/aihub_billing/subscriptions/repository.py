@@ -14,6 +14,7 @@ from aihub_billing.models import (
     PlanPrice,
     Subscription,
     SubscriptionEvent,
+    TestClockAccount,
 )
 
 # Statuses in which the account gets its subscription's plan; others fall back to free.
@@ -110,7 +111,11 @@ class SubscriptionRepository:
     async def open_by_price_terms(self) -> list[tuple[str, str, str, int, int, int]]:
         """Subscriptions that are not canceled, grouped by (status, currency, interval unit,
         interval count): how many, and the sum of their prices' amounts. One query, over the
-        open subscriptions only (the rows of the partial unique index), for /metrics."""
+        open subscriptions only (the rows of the partial unique index), for /metrics.
+        Accounts on a test clock are left out: a simulation is no subscriber, no revenue."""
+        simulated = select(TestClockAccount.account_id).where(
+            TestClockAccount.account_id == Subscription.account_id
+        )
         result = await self.session.execute(
             select(
                 Subscription.status,
@@ -121,7 +126,7 @@ class SubscriptionRepository:
                 func.coalesce(func.sum(PlanPrice.amount_minor), 0),
             )
             .join(PlanPrice, PlanPrice.id == Subscription.price_id)
-            .where(Subscription.status != "canceled")
+            .where(Subscription.status != "canceled", ~simulated.exists())
             .group_by(
                 Subscription.status,
                 PlanPrice.currency,
