@@ -35,6 +35,11 @@ class PermanentJobError(Exception):
     itself): the job is dead at once instead of being retried until its attempts run out."""
 
 
+def gives_up(exc: Exception, attempts: int, max_attempts: int) -> bool:
+    """Whether a job that failed with `exc` on attempt `attempts` is dead (else retried)."""
+    return isinstance(exc, PermanentJobError) or attempts >= max_attempts
+
+
 @dataclass(frozen=True, slots=True)
 class Periodic:
     name: str

@@ -13,7 +13,7 @@ import structlog
 
 from aihub_billing.jobs import scheduler
 from aihub_billing.jobs.queue import DEFAULT_MAX_ATTEMPTS
-from aihub_billing.jobs.registry import JobRegistry, JobRun, PermanentJobError, registry
+from aihub_billing.jobs.registry import JobRegistry, JobRun, gives_up, registry
 from aihub_billing.jobs.repository import JobRepository
 from aihub_billing.kit.clock import Clock, monotonic
 from aihub_billing.kit.context import SYSTEM, Context
@@ -150,9 +150,7 @@ class Worker:
 
     async def _fail(self, job: Job, exc: Exception) -> None:
         now = self.clock.now()
-        dead = isinstance(exc, PermanentJobError) or job.attempts >= (
-            job.max_attempts or self.max_attempts
-        )
+        dead = gives_up(exc, job.attempts, job.max_attempts or self.max_attempts)
         error = f"{type(exc).__name__}: {exc}"[:2000]
         async with self.db.sessions() as session:
             await JobRepository(session).finish(

@@ -78,5 +78,10 @@ async def advance_test_clock(
     )
     return schemas.TestClockAdvanced(
         **schemas.TestClock.model_validate(clock).model_dump(),
-        jobs_run=[schemas.JobRan(name=j.name, run_at=j.run_at, payload=j.payload) for j in ran],
+        jobs_run=[
+            schemas.JobRan(
+                name=a.name, run_at=a.at, payload=a.payload, status=a.status, error=a.error
+            )
+            for a in ran
+        ],
     )

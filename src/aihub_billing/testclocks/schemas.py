@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -50,8 +51,10 @@ class TestClock(BaseModel):
 
 class JobRan(BaseModel):
     name: str
-    run_at: datetime
+    run_at: datetime = Field(description="The clock's time of this attempt")
     payload: dict[str, object]
+    status: Literal["succeeded", "retrying", "dead"] = "succeeded"
+    error: str | None = Field(default=None, description="Why the attempt failed")
 
 
 class TestClockAdvanced(TestClock):

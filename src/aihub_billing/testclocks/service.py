@@ -6,6 +6,7 @@ runs them through the registry's own handlers, each with a clock set to the job'
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -15,12 +16,14 @@ from aihub_billing.accounts.changes import limits_changed
 from aihub_billing.accounts.service import accounts
 from aihub_billing.audit.service import audit
 from aihub_billing.errors import Forbidden
-from aihub_billing.jobs.registry import JobRun, registry
+from aihub_billing.jobs.queue import DEFAULT_MAX_ATTEMPTS
+from aihub_billing.jobs.registry import JobRun, gives_up, registry
+from aihub_billing.jobs.worker import backoff
 from aihub_billing.kit.cache import account_scope, touch
 from aihub_billing.kit.clock import FrozenClock
 from aihub_billing.kit.context import SYSTEM, Context
 from aihub_billing.kit.ids import new_id
-from aihub_billing.models import Job, TestClock, TestClockAccount
+from aihub_billing.models import TestClock, TestClockAccount
 from aihub_billing.testclocks import schemas
 from aihub_billing.testclocks.errors import (
     AccountAlreadyAttached,
@@ -118,12 +121,15 @@ class TestClockService:
         target: datetime,
         *,
         settings: dict[str, Any] | None = None,
-    ) -> tuple[TestClock, list[Job]]:
-        """Runs the clock's jobs due by `target` in time order, then sets it to `target`.
+    ) -> tuple[TestClock, list[Attempt]]:
+        """Runs the clock's jobs due by `target` in time order, then sets it to `target`;
+        returns each attempt made.
 
-        Jobs the handlers enqueue on the clock run in the same pass when due. Everything is
-        one transaction: a failing handler fails the advance and the clock does not move.
-        """
+        Jobs the handlers enqueue on the clock run in the same pass when due. A job that
+        fails is handled as the worker handles it, on the clock's time: its own changes are
+        undone (a savepoint), it is retried after its backoff, or dead once its attempts run
+        out or its failure is permanent; the advance goes on. Everything else is one
+        transaction."""
         clock = await self.get(session, ctx, clock_id, lock=True)
         if target < clock.frozen_time:
             raise TimeGoesForward(
@@ -131,7 +137,7 @@ class TestClockService:
             )
         before = schemas.TestClock.model_validate(clock)
         repo = TestClockRepository(session)
-        ran: list[Job] = []
+        ran: list[Attempt] = []
         while (job := await repo.next_due_job(clock.id, target)) is not None:
             if len(ran) >= MAX_JOBS_PER_ADVANCE:
                 raise TooManyJobs(f"more than {MAX_JOBS_PER_ADVANCE} jobs due")
@@ -149,11 +155,25 @@ class TestClockService:
             handler = registry.handlers.get(job.name)
             if handler is None:
                 raise LookupError(f"no handler registered for job {job.name!r}")
-            await handler(session, run)
+            try:
+                async with session.begin_nested():
+                    await handler(session, run)
+            except Exception as exc:
+                error = f"{type(exc).__name__}: {exc}"[:2000]
+                dead = gives_up(exc, job.attempts, job.max_attempts or DEFAULT_MAX_ATTEMPTS)
+                job.status, job.last_error = ("dead" if dead else "pending"), error
+                if dead:
+                    job.finished_at = at
+                else:
+                    job.run_at = at + backoff(job.attempts)
+                await session.flush()
+                outcome = "dead" if dead else "retrying"
+                ran.append(Attempt(job.name, at, dict(job.payload), outcome, error))
+                continue
             job.status = "succeeded"
             job.finished_at = at
             await session.flush()
-            ran.append(job)
+            ran.append(Attempt(job.name, at, dict(job.payload), "succeeded", None))
         clock.frozen_time = target
         await session.flush()
         # What was cached of its accounts (quota limits included) was true at the clock's
@@ -173,6 +193,17 @@ class TestClockService:
             after=schemas.TestClock.model_validate(clock),
         )
         return clock, ran
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One run of a job during an advance, at the clock's time `at`."""
+
+    name: str
+    at: datetime
+    payload: dict[str, Any]
+    status: str  # succeeded | retrying | dead
+    error: str | None
 
 
 def _operator(ctx: Context) -> None:
