@@ -6,6 +6,7 @@ or is refunded through the processor that took the payment.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -144,29 +145,23 @@ class CreditNoteService:
         invoice.amount_credited_minor += total
         invoice.updated_at = now
         await session.flush()
-        if to_balance > 0:
-            await balance.credit(
-                session,
-                clocked,
-                account_id=invoice.account_id,
-                currency=invoice.currency,
-                amount_minor=to_balance,
-                credit_note_id=note.id,
-                invoice_id=invoice.id,
-                description=f"Credit note {note.number}",
-            )
-        if refused > 0:
-            await balance.credit(
-                session,
-                clocked,
-                account_id=invoice.account_id,
-                currency=invoice.currency,
-                amount_minor=refused,
-                credit_note_id=note.id,
-                invoice_id=invoice.id,
-                description=f"Credit note {note.number}: its refund was refused",
-                kind="refund_failed",
-            )
+        credits: tuple[tuple[int, Literal["credit_note", "refund_failed"], str], ...] = (
+            (to_balance, "credit_note", f"Credit note {note.number}"),
+            (refused, "refund_failed", f"Credit note {note.number}: its refund was refused"),
+        )
+        for amount, kind, description in credits:
+            if amount > 0:
+                await balance.credit(
+                    session,
+                    clocked,
+                    account_id=invoice.account_id,
+                    currency=invoice.currency,
+                    amount_minor=amount,
+                    credit_note_id=note.id,
+                    invoice_id=invoice.id,
+                    description=description,
+                    kind=kind,
+                )
         await invoices.settle_if_covered(session, clocked, invoice, before_invoice)
         view = await self._view(repo, note)
         await audit.record(
