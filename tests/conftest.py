@@ -115,8 +115,17 @@ async def wipe(billing: BillingService) -> None:
 
 
 @pytest.fixture
-async def billing(database_url: str, clock: FrozenClock) -> AsyncIterator[BillingService]:
-    service = BillingService(make_config(database_url), clock=clock)
+def config_overrides() -> dict[str, object]:
+    """Settings of the `billing` fixtures' config; a test module overrides this fixture, e.g.
+    with `notifications_allow_private_targets` for webhook receivers on 127.0.0.1."""
+    return {}
+
+
+@pytest.fixture
+async def billing(
+    database_url: str, clock: FrozenClock, config_overrides: dict[str, object]
+) -> AsyncIterator[BillingService]:
+    service = BillingService(make_config(database_url, **config_overrides), clock=clock)
     await wipe(service)
     try:
         yield service

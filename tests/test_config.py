@@ -19,6 +19,8 @@ from aihub_billing.config import (
 )
 
 SECRET = "s3cr3t-DO-NOT-LEAK-7f3a9c"
+# A Fernet key (encryption_key): 32 bytes, url-safe base64.
+ENCRYPTION_KEY = "c0tTZWNyZXQtRE8tTk9ULUxFQUstN2YzYTljLWFiY2Q="
 
 
 @pytest.fixture(autouse=True)
@@ -48,7 +50,9 @@ def test_seed_development_example() -> None:
     assert billing_config.stripe.api_key.get_secret_value() == "sk_test_..."
 
 
-def test_seed_production_example() -> None:
+def test_seed_production_example(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The at-rest key comes from the environment (or a secrets file), never from code.
+    monkeypatch.setenv("AIHUB_BILLING_ENCRYPTION_KEY", ENCRYPTION_KEY)
     billing_config = BillingConfig(
         enabled=True,
         environment="production",
@@ -135,7 +139,7 @@ PAYPAL_LIVE = {
     "webhook_secret": "WH-123",
     "sandbox": False,
 }
-PROD = {"environment": "production", "encryption_enabled": True}
+PROD = {"environment": "production", "encryption_enabled": True, "encryption_key": ENCRYPTION_KEY}
 
 REFUSALS: list[tuple[str, dict[str, Any], str]] = [
     (
@@ -194,6 +198,22 @@ REFUSALS: list[tuple[str, dict[str, Any], str]] = [
         "paypal.client_secret",
     ),
     ("prod-no-encryption", {**PROD, "encryption_enabled": False}, "encryption_enabled"),
+    ("prod-no-encryption-key", {**PROD, "encryption_key": None}, "encryption_key"),
+    ("prod-empty-encryption-key", {**PROD, "encryption_key": " "}, "encryption_key"),
+    (
+        "prod-private-webhook-targets",
+        {**PROD, "notifications_allow_private_targets": True},
+        "notifications_allow_private_targets",
+    ),
+    *[
+        (
+            f"{env}-encryption-without-key",
+            {"environment": env, "encryption_enabled": True},
+            "encryption_key",
+        )
+        for env in ("development", "test", "staging")
+    ],
+    ("bad-encryption-key", {"encryption_key": "not-a-fernet-key"}, "Fernet key"),
     ("prod-short-admin-key", {**PROD, "admin_key": "admin"}, "admin_key must be at least 32"),
     ("dev-live-key-while-disabled", {"stripe": {"api_key": "sk_live_x"}}, "live key"),
     *[
@@ -246,6 +266,31 @@ def test_refusals(kwargs: dict[str, Any], message: str) -> None:
 )
 def test_accepted(kwargs: dict[str, Any]) -> None:
     BillingConfig(**kwargs)
+
+
+def test_encryption_and_private_webhook_targets_from_env(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    config = BillingConfig()
+    assert not config.encryption_enabled and config.encryption_key is None
+    assert config.notifications_allow_private_targets is False
+    assert config.secret_box() is None
+    monkeypatch.setenv("AIHUB_BILLING_ENCRYPTION_ENABLED", "true")
+    monkeypatch.setenv("AIHUB_BILLING_ENCRYPTION_KEY", ENCRYPTION_KEY)
+    monkeypatch.setenv("AIHUB_BILLING_NOTIFICATIONS_ALLOW_PRIVATE_TARGETS", "true")
+    config = BillingConfig(environment="test")
+    assert config.encryption_enabled and config.notifications_allow_private_targets
+    box = config.secret_box()
+    assert box is not None and box.open(box.seal("whsec_x")) == "whsec_x"
+
+
+def test_the_encryption_key_is_hidden() -> None:
+    config = BillingConfig(encryption_enabled=True, encryption_key=ENCRYPTION_KEY)
+    for text in (repr(config), str(config), config.model_dump_json(), repr(config.secret_box())):
+        assert ENCRYPTION_KEY[:12] not in text
+    with pytest.raises(ValidationError) as excinfo:
+        BillingConfig(encryption_key=ENCRYPTION_KEY[:-4] + "!!!!")
+    assert ENCRYPTION_KEY[:12] not in str(excinfo.value)
 
 
 # --- sources ------------------------------------------------------------------

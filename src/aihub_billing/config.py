@@ -36,6 +36,7 @@ from aihub_billing.documents.invoice import Party
 from aihub_billing.documents.render import TEMPLATE_NAME_PATTERN
 from aihub_billing.kit.db import DEFAULT_POOL_SIZE
 from aihub_billing.kit.money import normalize_currency
+from aihub_billing.kit.secretbox import SecretBox
 
 ENV_PREFIX = "AIHUB_BILLING_"
 CONFIG_FILE_ENV = "AIHUB_BILLING_CONFIG_FILE"
@@ -189,8 +190,14 @@ class BillingConfig(BaseSettings):
     pricing: PricingConfig = Field(default_factory=PricingConfig)
     documents: InvoiceDocumentConfig = Field(default_factory=InvoiceDocumentConfig)
     dunning: DunningConfig = Field(default_factory=DunningConfig)
+    # At-rest encryption of secrets kept in the database (webhook signing secrets) with
+    # `encryption_key`, a Fernet key; production requires both.
     encryption_enabled: bool = False
+    encryption_key: SecretStr | None = None
     notifications_enabled: bool = False
+    # Let accounts point webhooks at loopback / private / link-local addresses: for local
+    # development and tests only (refused in production).
+    notifications_allow_private_targets: bool = False
     quota_fail_mode: Literal["fail_open", "fail_closed"] = "fail_closed"
     # Run the job worker inside `serve`; None = yes on SQLite, no otherwise.
     embedded_worker: bool | None = None
@@ -253,6 +260,20 @@ class BillingConfig(BaseSettings):
         if level not in _LOG_LEVELS:
             raise ValueError(f"log_level must be one of {sorted(_LOG_LEVELS)}")
         return level
+
+    @field_validator("encryption_key")
+    @classmethod
+    def _check_encryption_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and value.get_secret_value().strip():
+            SecretBox(value.get_secret_value().strip())  # a ValueError that never shows it
+        return value
+
+    def secret_box(self) -> SecretBox | None:
+        """The at-rest cipher of `encryption_key`, or None when no key is set."""
+        if not _has(self.encryption_key):
+            return None
+        assert self.encryption_key is not None
+        return SecretBox(self.encryption_key.get_secret_value().strip())
 
     @model_validator(mode="after")
     def _check_environment(self) -> BillingConfig:
@@ -345,6 +366,9 @@ def _production_problems(config: BillingConfig) -> list[str]:
         problems.append(f"admin_key must be at least {MIN_ADMIN_KEY_LENGTH} characters")
     if not config.encryption_enabled:
         problems.append("encryption_enabled must be true in production")
+    if config.notifications_allow_private_targets:
+        problems.append("notifications_allow_private_targets is for tests; not in production")
+    problems += _encryption_problems(config)
     stripe, paypal = config.stripe, config.paypal
     if stripe.enabled:
         mode = _stripe_key_mode(stripe.api_key) if _has(stripe.api_key) else None
@@ -372,8 +396,14 @@ def _production_problems(config: BillingConfig) -> list[str]:
     return problems
 
 
+def _encryption_problems(config: BillingConfig) -> list[str]:
+    if config.encryption_enabled and not _has(config.encryption_key):
+        return ["encryption_key (a Fernet key) is required when encryption_enabled is true"]
+    return []
+
+
 def _non_production_problems(config: BillingConfig) -> list[str]:
-    problems: list[str] = []
+    problems: list[str] = _encryption_problems(config)
     env = config.environment
     # A live key has no business in a non-production config, even with Stripe switched off.
     if _stripe_key_mode(config.stripe.api_key) == "live":

@@ -135,6 +135,13 @@ class InvalidRequest(BillingError):
     title = "Invalid request"
 
 
+class AccountRequired(InvalidRequest):
+    """An operator key on a route about one account that did not say which."""
+
+    code = "account_required"
+    title = "An operator key must name the account (account_id)"
+
+
 class InvalidCursorValue(InvalidRequest):
     code = "invalid_cursor"
     title = "The pagination cursor is not one this API issued"

@@ -56,6 +56,7 @@ from aihub_billing.kit.clock import Clock, SystemClock, monotonic
 from aihub_billing.kit.context import SYSTEM, Actor, Context, Role
 from aihub_billing.kit.db import CACHE_INFO, Database, open_database
 from aihub_billing.models import Account, ApiKey
+from aihub_billing.notifications.service import notifications as outbound
 from aihub_billing.payments.providers.base import PaymentProcessor
 from aihub_billing.payments.providers.registry import ProcessorRegistry
 from aihub_billing.plans import schemas as plan_schemas
@@ -189,6 +190,11 @@ class BillingService:
         invoices.finalize_after = timedelta(seconds=config.invoice_finalize_after_seconds)
         invoices.default_tax_rate = config.pricing.tax_rate
         invoices.store_pdfs = config.documents.store
+        outbound.configure(
+            allow_private_targets=config.notifications_allow_private_targets,
+            secrets=config.secret_box(),
+            encrypt=config.encryption_enabled,
+        )
         on_limits_change.append(self.limits_changed)
         # /usage/track's events, written a group per transaction (usage/grouped.py).
         self.tracks = GroupedTracks(self.transaction, self.quota)

@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 import httpx
+import pytest
 from sqlalchemy import select
 
 from aihub_billing.collection.service import DunningPolicy, collection
@@ -19,6 +20,13 @@ from tests.invoices.helpers import advance, clocked_account, invoice, list_invoi
 from tests.payments.fakes.paypal_server import PayPalFake
 from tests.payments.fakes.stripe_server import StripeFake
 from tests.subscriptions.helpers import SEED_BODY, current, ok
+
+
+@pytest.fixture
+def config_overrides() -> dict[str, object]:
+    """The notification receiver listens on 127.0.0.1: not a webhook target by default."""
+    return {"notifications_allow_private_targets": True}
+
 
 START = "2026-01-01T00:00:00Z"
 

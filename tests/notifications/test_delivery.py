@@ -51,6 +51,12 @@ def receiver() -> Iterator[Receiver]:
         receiver.server.stop()
 
 
+@pytest.fixture
+def config_overrides() -> dict[str, object]:
+    """The receivers listen on 127.0.0.1, which webhook targets may not be by default."""
+    return {"notifications_allow_private_targets": True}
+
+
 async def target(
     client: httpx.AsyncClient, admin_key: str, url: str, email: str | None = None
 ) -> tuple[str, str]:

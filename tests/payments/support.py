@@ -59,10 +59,15 @@ def paypal_fake(clock: FrozenClock) -> Iterator[PayPalFake]:
 
 @pytest.fixture
 async def billing(
-    database_url: str, clock: FrozenClock, stripe_fake: StripeFake, paypal_fake: PayPalFake
+    database_url: str,
+    clock: FrozenClock,
+    stripe_fake: StripeFake,
+    paypal_fake: PayPalFake,
+    config_overrides: dict[str, object],
 ) -> AsyncIterator[BillingService]:
     config = make_config(
         database_url,
+        **config_overrides,
         stripe={
             "enabled": True,
             "api_key": STRIPE_SECRET_KEY,

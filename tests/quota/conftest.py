@@ -44,12 +44,15 @@ def engine(request: pytest.FixtureRequest) -> QuotaEngine:
 
 @pytest.fixture(params=["memory", "redis"])
 async def billing(
-    request: pytest.FixtureRequest, database_url: str, clock: FrozenClock
+    request: pytest.FixtureRequest,
+    database_url: str,
+    clock: FrozenClock,
+    config_overrides: dict[str, object],
 ) -> AsyncIterator[BillingService]:
     """The façade with in-process counters, and again with the Redis engine (own prefix)."""
-    overrides: dict[str, object] = {}
+    overrides: dict[str, object] = dict(config_overrides)
     if request.param == "redis":
-        overrides = {
+        overrides |= {
             "redis_url": request.getfixturevalue("redis_url"),
             "quota_key_prefix": f"t{uuid.uuid4().hex[:12]}:",
         }

@@ -253,6 +253,12 @@ def webhook_receiver() -> Iterator[tuple[str, list[tuple[dict[str, str], bytes]]
         server.server_close()
 
 
+@pytest.fixture
+def config_overrides() -> dict[str, object]:
+    """The receivers listen on 127.0.0.1, which webhook targets may not be by default."""
+    return {"notifications_allow_private_targets": True}
+
+
 async def test_thresholds_notify_once_with_a_signed_webhook(
     client: httpx.AsyncClient,
     admin_key: str,

@@ -10,7 +10,7 @@ from aihub_billing.accounts.errors import AccountNotFound
 from aihub_billing.api.deps import AdminContext, BillingDep, ContextDep, Idempotent, SessionDep
 from aihub_billing.api.routing import TransactionalRoute, replica_read
 from aihub_billing.documents import InvalidLogo, TemplateFailed, UnknownTemplate, UnsupportedLocale
-from aihub_billing.errors import InvalidRequest, responses
+from aihub_billing.errors import AccountRequired, InvalidRequest, responses
 from aihub_billing.invoices import pdf, schemas
 from aihub_billing.invoices.errors import (
     InvalidInvoiceTransition,
@@ -59,7 +59,7 @@ async def list_invoices(
     return Page(items=items, next_cursor=next_cursor)
 
 
-@router.get("/upcoming", responses=responses(AccountNotFound, NoUpcomingInvoice))
+@router.get("/upcoming", responses=responses(AccountRequired, AccountNotFound, NoUpcomingInvoice))
 async def upcoming_invoice(
     session: SessionDep, ctx: ContextDep, account_id: str | None = None
 ) -> schemas.UpcomingInvoice:

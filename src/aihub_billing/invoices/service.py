@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from aihub_billing.accounts.errors import AccountNotFound
 from aihub_billing.audit.service import audit
 from aihub_billing.creditnotes import balance
-from aihub_billing.errors import InvalidRequest
+from aihub_billing.errors import AccountRequired, InvalidRequest
 from aihub_billing.invoices import calc, pdf, schemas
 from aihub_billing.invoices.errors import (
     InvalidInvoiceTransition,
@@ -1021,7 +1021,9 @@ class InvoiceService:
         """What the invoice closing the current period would hold now (not stored): the
         pending items, the period's overage so far, a late-usage adjustment."""
         account_id = account_id or ctx.actor.account_id
-        if account_id is None or not ctx.actor.can_access(account_id):
+        if account_id is None:
+            raise AccountRequired("operator keys must give the account_id")
+        if not ctx.actor.can_access(account_id):
             raise AccountNotFound(f"no account {account_id!r}")
         repo = InvoiceRepository(session)
         account = await repo.account(account_id)

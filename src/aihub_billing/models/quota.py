@@ -69,7 +69,9 @@ class QuotaNotificationTarget(Base):
 
     account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"), primary_key=True)
     webhook_url: Mapped[str | None] = mapped_column(String(2000))
-    # Kept readable: it signs every delivery (HMAC-SHA256); shown once, when set.
+    # Signs every delivery (HMAC-SHA256); shown once, when set. With encryption on it is
+    # stored as `enc:v1:<Fernet token>` (kit.secretbox, ~170 characters); older rows are
+    # plaintext until next set.
     webhook_secret: Mapped[str | None] = mapped_column(String(200))
     email: Mapped[str | None] = mapped_column(String(320))
     created_at: Mapped[datetime]

@@ -7,6 +7,14 @@ answer, a timeout or a refused connection retries the job with backoff, for some
 (`DELIVERY_ATTEMPTS`); any other 4xx answer is the receiver refusing this request, which
 trying again cannot change: the job is dead at once. Email goes through the `EmailNotifier`
 interface (logged by default).
+
+Targets are URLs account owners give, so the server must not become their way into its own
+network (SSRF): a URL whose host is a loopback, private, link-local … literal or `localhost`
+is refused when it is set, and at each delivery the host is resolved, refused (the job is dead
+at once) when any of its addresses is not public, and the request is sent to the checked
+address (no second lookup) without following redirects. `allow_private_targets` lifts this
+for local development and tests. Signing secrets are stored sealed (`kit.secretbox`) when
+encryption is on; rows written before stay readable and are sealed when next set.
 """
 
 from __future__ import annotations
@@ -24,7 +32,11 @@ from aihub_billing.jobs import queue
 from aihub_billing.jobs.registry import PermanentJobError
 from aihub_billing.kit.clock import Clock, SystemClock
 from aihub_billing.kit.context import Context
+from aihub_billing.kit.netguard import NonPublicTarget, Resolver, refused_host, resolve_public
+from aihub_billing.kit.netguard import system_resolve as _system_resolve
+from aihub_billing.kit.secretbox import SecretBox, SecretBoxError, is_sealed
 from aihub_billing.models import QuotaNotificationTarget
+from aihub_billing.notifications.errors import WebhookUrlNotAllowed
 
 log = structlog.get_logger("aihub_billing.notifications")
 
@@ -39,6 +51,10 @@ _RETRYABLE_CLIENT_ERRORS = frozenset({408, 425, 429})
 
 class WebhookRefused(PermanentJobError):
     """The receiver answered a 4xx that retrying cannot change (400, 401, 404, 410 …)."""
+
+
+class WebhookTargetRefused(PermanentJobError):
+    """The webhook's host is, or now resolves to, an address we do not send to (SSRF)."""
 
 
 class EmailNotifier(Protocol):
@@ -95,12 +111,55 @@ class Notifications:
         email: EmailNotifier | None = None,
         timeout: float = 10.0,
         clock: Clock | None = None,
+        *,
+        allow_private_targets: bool = False,
+        secrets: SecretBox | None = None,
+        encrypt: bool = False,
+        resolve: Resolver | None = None,
     ) -> None:
         self.email: EmailNotifier = email or LoggingEmailNotifier()
         self.timeout = timeout
         # Signs with the time of sending: not the context's, which is a test clock's simulated
         # time for its accounts (months ahead, which receivers would refuse as a replay).
         self.clock: Clock = clock or SystemClock()
+        self.resolve: Resolver = resolve or _system_resolve
+        self.configure(
+            allow_private_targets=allow_private_targets, secrets=secrets, encrypt=encrypt
+        )
+
+    def configure(
+        self, *, allow_private_targets: bool, secrets: SecretBox | None, encrypt: bool
+    ) -> None:
+        """Settings from the config (BillingService): private targets, the at-rest key (opens
+        sealed secrets even when `encrypt`, sealing new ones, is off)."""
+        if encrypt and secrets is None:
+            raise ValueError("encrypting webhook secrets needs a key")
+        self.allow_private_targets = allow_private_targets
+        self.secrets = secrets
+        self.encrypt = encrypt
+
+    def check_url(self, url: str) -> None:
+        """Refuses (422) a webhook URL whose host is a non-public literal or `localhost`."""
+        if self.allow_private_targets:
+            return
+        reason = refused_host(httpx.URL(url).host)
+        if reason is not None:
+            raise WebhookUrlNotAllowed(f"webhook_url: {reason}; use a public host")
+
+    def seal(self, secret: str) -> str:
+        """The webhook secret as stored: sealed when encryption is on."""
+        return self.secrets.seal(secret) if self.encrypt and self.secrets is not None else secret
+
+    def _open(self, stored: str) -> str:
+        if not is_sealed(stored):
+            return stored  # written before encryption was on
+        if self.secrets is None:
+            # Our configuration, not the receiver: retried, so setting the key saves the event.
+            raise RuntimeError("webhook secret is encrypted but no encryption_key is configured")
+        try:
+            return self.secrets.open(stored)
+        except SecretBoxError as exc:
+            raise RuntimeError(f"webhook secret: {exc}") from None
 
     async def deliver(self, session: AsyncSession, ctx: Context, payload: dict[str, Any]) -> None:
         """Sends an event enqueued by `notify` (the `notifications.deliver` job)."""
@@ -120,13 +179,13 @@ class Notifications:
         target = await session.get(QuotaNotificationTarget, account_id)
         body = json.dumps(event, separators=(",", ":"), sort_keys=True).encode()
         if target is not None and target.webhook_url and target.webhook_secret:
+            secret = self._open(target.webhook_secret)
             timestamp = int(self.clock.now().timestamp())
             headers = {
                 "Content-Type": "application/json",
-                SIGNATURE_HEADER: sign(target.webhook_secret, timestamp, body),
+                SIGNATURE_HEADER: sign(secret, timestamp, body),
             }
-            async with httpx.AsyncClient(timeout=self.timeout) as client:
-                response = await client.post(target.webhook_url, content=body, headers=headers)
+            response = await self._post(httpx.URL(target.webhook_url), body, headers)
             status = response.status_code
             if 400 <= status < 500 and status not in _RETRYABLE_CLIENT_ERRORS:
                 raise WebhookRefused(f"webhook answered {status}")
@@ -135,6 +194,37 @@ class Notifications:
         if target is not None and target.email:
             await self.email.send(target.email, subject, body.decode())
         log.info("notifications.sent", account_id=account_id, event_id=event["id"])
+
+    async def _post(self, url: httpx.URL, body: bytes, headers: dict[str, str]) -> httpx.Response:
+        """POSTs to an address of `url`'s host that was checked, trying the next on a refused
+        connection; the Host header and TLS (SNI, certificate) keep the URL's own name."""
+        host = url.raw_host.decode("ascii")
+        port = url.port or (443 if url.scheme == "https" else 80)
+        try:
+            addresses = await resolve_public(
+                host, port, resolve=self.resolve, allow_private=self.allow_private_targets
+            )
+        except NonPublicTarget as exc:
+            raise WebhookTargetRefused(f"webhook target refused: {exc}") from None
+        except OSError as exc:
+            raise RuntimeError(f"webhook host {host} does not resolve: {exc}") from None
+        pinned = {**headers, "Host": url.netloc.decode("ascii")}
+        extensions = {"sni_hostname": host} if url.scheme == "https" else {}
+        failure: httpx.ConnectError | None = None
+        # Redirects are never followed (httpx's default, kept explicit): a 3xx is a failure.
+        async with httpx.AsyncClient(timeout=self.timeout, follow_redirects=False) as client:
+            for address in addresses:
+                try:
+                    return await client.post(
+                        url.copy_with(host=str(address)),
+                        content=body,
+                        headers=pinned,
+                        extensions=extensions,
+                    )
+                except httpx.ConnectError as exc:
+                    failure = exc
+        assert failure is not None
+        raise failure
 
 
 notifications = Notifications()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from aihub_billing.errors import AccountRequired as AccountRequired  # one for every domain
 from aihub_billing.errors import BillingError, Conflict, InvalidRequest, NotFound
 
 
@@ -74,8 +75,3 @@ class PaymentCurrencyMismatch(BillingError):
     code = "currency_mismatch"
     status = 422
     title = "The currency differs from the invoice's"
-
-
-class AccountRequired(InvalidRequest):
-    code = "account_required"
-    title = "An operator key must name the account"

@@ -19,10 +19,11 @@ from aihub_billing.api.deps import (
     lean_context,
 )
 from aihub_billing.api.routing import TransactionalRoute, replica_read
-from aihub_billing.errors import Forbidden, InvalidRequest, responses
+from aihub_billing.errors import AccountRequired, Forbidden, responses
 from aihub_billing.kit.context import Context
 from aihub_billing.kit.db import SessionSource
 from aihub_billing.kit.pagination import Page
+from aihub_billing.notifications.errors import WebhookUrlNotAllowed
 from aihub_billing.plans.errors import PlanNotFound
 from aihub_billing.quota import schemas
 from aihub_billing.quota.errors import (
@@ -95,7 +96,7 @@ router.add_api_route(
     methods=["POST"],
     dependencies=[Idempotent],
     responses=responses(
-        InvalidRequest,
+        AccountRequired,
         QuotaExceeded,
         ModelNotAllowed,
         AccountNotFound,
@@ -109,7 +110,7 @@ router.add_api_route(
 @router.post(
     "/reservations/{reservation_id}/commit",
     dependencies=[Idempotent],
-    responses=responses(InvalidRequest, AccountNotFound, ReservationNotFound, QuotaUnavailable),
+    responses=responses(AccountRequired, AccountNotFound, ReservationNotFound, QuotaUnavailable),
 )
 async def commit_reservation(
     reservation_id: str,
@@ -131,7 +132,7 @@ async def commit_reservation(
 @router.post(
     "/reservations/{reservation_id}/release",
     dependencies=[Idempotent],
-    responses=responses(InvalidRequest, AccountNotFound, ReservationNotFound, QuotaUnavailable),
+    responses=responses(AccountRequired, AccountNotFound, ReservationNotFound, QuotaUnavailable),
 )
 async def release_reservation(
     reservation_id: str,
@@ -147,7 +148,7 @@ async def release_reservation(
     )
 
 
-@router.get("", responses=responses(InvalidRequest, AccountNotFound, QuotaUnavailable))
+@router.get("", responses=responses(AccountRequired, AccountNotFound, QuotaUnavailable))
 async def get_quota(
     session: SessionDep, ctx: ContextDep, billing: BillingDep, account_id: str | None = None
 ) -> schemas.QuotaStatus:
@@ -163,7 +164,7 @@ async def set_override(
     return await billing.quota.set_override(session, ctx, data)
 
 
-@router.get("/overrides", responses=responses(InvalidRequest, AccountNotFound))
+@router.get("/overrides", responses=responses(AccountRequired, AccountNotFound))
 async def get_override(
     session: SessionDep, ctx: ContextDep, billing: BillingDep, account_id: str | None = None
 ) -> schemas.QuotaOverride | None:
@@ -188,7 +189,10 @@ async def list_violations(
     return Page(items=[schemas.Violation.model_validate(r) for r in rows], next_cursor=next_cursor)
 
 
-@router.put("/notifications", responses=responses(Forbidden, InvalidRequest, AccountNotFound))
+@router.put(
+    "/notifications",
+    responses=responses(Forbidden, AccountRequired, AccountNotFound, WebhookUrlNotAllowed),
+)
 async def set_notification_target(
     data: schemas.NotificationTargetUpdate,
     session: SessionDep,
@@ -196,11 +200,13 @@ async def set_notification_target(
     billing: BillingDep,
     account_id: str | None = None,
 ) -> schemas.NotificationTargetSet:
-    """Where threshold notifications go (owner or operator); the new secret is shown once."""
+    """Where threshold notifications go (owner or operator); the new secret is shown once.
+    The webhook URL's host must be public: not loopback, private, link-local, … nor
+    `localhost` (`webhook_url_not_allowed`)."""
     return await billing.quota.set_target(session, ctx, account_for(ctx, account_id), data)
 
 
-@router.get("/notifications", responses=responses(InvalidRequest, AccountNotFound))
+@router.get("/notifications", responses=responses(AccountRequired, AccountNotFound))
 async def get_notification_target(
     session: SessionDep, ctx: ContextDep, billing: BillingDep, account_id: str | None = None
 ) -> schemas.NotificationTarget | None:

@@ -23,7 +23,7 @@ from aihub_billing.accounts.changes import limits_changed
 from aihub_billing.accounts.errors import AccountNotFound
 from aihub_billing.accounts.service import accounts
 from aihub_billing.audit.service import audit
-from aihub_billing.errors import Forbidden, InvalidRequest
+from aihub_billing.errors import AccountRequired, Forbidden
 from aihub_billing.jobs import queue
 from aihub_billing.kit.clock import monotonic
 from aihub_billing.kit.context import Context, Role
@@ -934,22 +934,25 @@ class QuotaManager:
         account_id: str,
         data: schemas.NotificationTargetUpdate,
     ) -> schemas.NotificationTargetSet:
-        """Sets where notifications go; a new webhook secret is made and shown once."""
+        """Sets where notifications go; a new webhook secret is made and shown once (stored
+        encrypted when encryption is on). A URL on a non-public host is refused (422)."""
         await accounts.get(session, ctx, account_id)
         if not ctx.actor.is_operator and ctx.actor.role != Role.OWNER:
             raise Forbidden("only the account owner or the operator sets notification targets")
+        url = str(data.webhook_url) if data.webhook_url is not None else None
+        if url is not None:
+            outbound.check_url(url)  # WebhookUrlNotAllowed
         repo = QuotaRepository(session)
         row = await repo.target(account_id)
         before = _render_target(row) if row is not None else None
         now = ctx.clock.now()
-        url = str(data.webhook_url) if data.webhook_url is not None else None
         secret = "whsec_" + new_token(32) if url is not None else None
         if row is None:
             row = QuotaNotificationTarget(account_id=account_id, created_at=now)
             repo.add(row)
         row.webhook_url, row.webhook_secret, row.email, row.updated_at = (
             url,
-            secret,
+            outbound.seal(secret) if secret is not None else None,
             data.email,
             now,
         )
@@ -986,7 +989,7 @@ def account_for(ctx: Context, requested: str | None) -> str:
     """The account a quota call is about: the key's own; operator keys must name one."""
     if ctx.actor.is_operator:
         if requested is None:
-            raise InvalidRequest("operator keys must give the account_id")
+            raise AccountRequired("operator keys must give the account_id")
         return requested
     own = ctx.actor.account_id
     if own is None or (requested is not None and requested != own):

@@ -1,5 +1,6 @@
 """Errors of the subscriptions domain."""
 
+from aihub_billing.errors import AccountRequired as AccountRequired  # one for every domain
 from aihub_billing.errors import BillingError, InvalidRequest, NotFound
 
 
@@ -29,11 +30,6 @@ class NoChange(BillingError):
 class PaymentMethodRequired(InvalidRequest):
     code = "payment_method_required"
     title = "A paid plan without a trial needs a payment method"
-
-
-class AccountRequired(InvalidRequest):
-    code = "account_required"
-    title = "An admin key must say which account (account_id)"
 
 
 class ProviderBilled(BillingError):

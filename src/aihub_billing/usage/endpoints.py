@@ -24,7 +24,7 @@ from aihub_billing.api.deps import (
     lean_context,
 )
 from aihub_billing.api.routing import TransactionalRoute
-from aihub_billing.errors import Forbidden, responses
+from aihub_billing.errors import AccountRequired, Forbidden, responses
 from aihub_billing.kit.context import Context
 from aihub_billing.service import BillingService
 from aihub_billing.usage import schemas
@@ -195,7 +195,7 @@ router.add_api_route(
 @router.get(
     "/stats",
     responses={
-        **responses(AccountNotFound, InvalidStatsRange),
+        **responses(AccountRequired, AccountNotFound, InvalidStatsRange),
         200: {"content": {CSV_TYPE: {}}, "description": "JSON, or CSV with Accept: text/csv"},
     },
 )

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from aihub_billing.accounts.service import accounts
 from aihub_billing.audit.service import audit
-from aihub_billing.errors import BillingError, Forbidden, ValidationFailed
+from aihub_billing.errors import AccountRequired, BillingError, Forbidden, ValidationFailed
 from aihub_billing.kit.cache import account_scope, touch
 from aihub_billing.kit.context import Context
 from aihub_billing.kit.ids import new_id
@@ -441,7 +441,10 @@ class UsageTracker:
         group_by: schemas.GroupBy,
     ) -> schemas.UsageStats:
         """Per-group statistics over whole UTC days [start, end), from the daily rollups only."""
-        account = await accounts.get(session, ctx, account_id or ctx.actor.account_id or "")
+        account_id = account_id or ctx.actor.account_id
+        if account_id is None:
+            raise AccountRequired("operator keys must give the account_id")
+        account = await accounts.get(session, ctx, account_id)
         if start is None or end is None:  # this month, on the account's clock
             clocked, _ = await test_clocks.context_for(session, ctx, account.id)
             today = clocked.clock.now().date()
