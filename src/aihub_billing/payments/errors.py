@@ -35,6 +35,12 @@ class ProviderNotConfigured(InvalidRequest):
     title = "This payment provider is not enabled"
 
 
+class ProviderAmountNotSupported(BillingError):
+    code = "provider_amount_not_supported"
+    status = 422
+    title = "The payment provider cannot take this amount in this currency"
+
+
 class ProviderOperationUnsupported(InvalidRequest):
     code = "provider_operation_unsupported"
     title = "The payment provider does not support this operation"

@@ -9,6 +9,7 @@ from typing import Any
 
 from aihub_billing.kit.money import CurrencyError, normalize_currency, round_to_minor
 from aihub_billing.payments.payment_types import REFUND_UNDONE_STATUSES, EventType, InternalEvent
+from aihub_billing.payments.providers.amounts import from_stripe
 
 _STRIPE_TYPES = {
     "payment_intent.succeeded": EventType.PAYMENT_SUCCEEDED,
@@ -99,7 +100,12 @@ def _stripe(event_id: str, body: dict[str, Any]) -> InternalEvent | None:
         )
         if r
     ]
-    amount = _int(obj.get("amount"))
+    currency = _currency(obj.get("currency"))
+
+    def ours(amount: int | None) -> int | None:  # Stripe's amount in our minor units
+        return None if amount is None or currency is None else from_stripe(amount, currency)
+
+    amount = ours(_int(obj.get("amount")))
     object_id = _s(obj.get("id"))
     status = _s(obj.get("status"))
     failure = None
@@ -116,9 +122,9 @@ def _stripe(event_id: str, body: dict[str, Any]) -> InternalEvent | None:
             items[0] if isinstance(items, list) and items and isinstance(items[0], dict) else {}
         )
         object_id = _s(latest.get("id"))
-        amount = _int(latest.get("amount"))
+        amount = ours(_int(latest.get("amount")))
         if object_id is None or amount is None:
-            object_id, amount = None, _int(obj.get("amount_refunded"))
+            object_id, amount = None, ours(_int(obj.get("amount_refunded")))
             extra["refunded_total"] = amount
         status = "succeeded"
     if kind == EventType.REFUND_SUCCEEDED and status in REFUND_UNDONE_STATUSES:
@@ -136,7 +142,7 @@ def _stripe(event_id: str, body: dict[str, Any]) -> InternalEvent | None:
         object_id=object_id,
         charge_id=_s(obj.get("id")) if object_type == "charge" else _s(obj.get("latest_charge")),
         amount_minor=amount,
-        currency=_currency(obj.get("currency")),
+        currency=currency,
         status=status,
         reason=_s(obj.get("reason")),
         failure_code=failure,

@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import padding
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 
 from aihub_billing.kit.clock import Clock
-from aihub_billing.kit.money import currency_exponent, minor_to_decimal, round_to_minor
+from aihub_billing.kit.money import round_to_minor
 from aihub_billing.payments.errors import (
     PaymentDeclined,
     ProviderError,
@@ -42,6 +42,7 @@ from aihub_billing.payments.payment_types import (
     Refund,
     VerifiedWebhook,
 )
+from aihub_billing.payments.providers.amounts import paypal_value
 from aihub_billing.payments.providers.base import TransientProviderError, with_retries
 
 SANDBOX_BASE = "https://api-m.sandbox.paypal.com"
@@ -238,7 +239,7 @@ class PayPalProcessor:
         unit: dict[str, Any] = {
             "reference_id": reference,
             "custom_id": reference,
-            "amount": _amount(amount_minor, currency),
+            "amount": paypal_value(amount_minor, currency),
         }
         if description:
             unit["description"] = description[:127]
@@ -285,7 +286,7 @@ class PayPalProcessor:
         refund = await self._ok(
             "POST",
             f"/v2/payments/captures/{charge_id}/refund",
-            body={"amount": _amount(amount_minor, currency), "custom_id": reference},
+            body={"amount": paypal_value(amount_minor, currency), "custom_id": reference},
             request_id=idempotency_key,
         )
         status = {"COMPLETED": "succeeded", "CANCELLED": "canceled", "FAILED": "failed"}
@@ -424,12 +425,6 @@ def _issue(data: dict[str, Any]) -> str | None:
         issue = details[0].get("issue")
         return issue if isinstance(issue, str) else None
     return None
-
-
-def _amount(amount_minor: int, currency: str) -> dict[str, str]:
-    exponent = currency_exponent(currency)
-    value = minor_to_decimal(amount_minor, currency)
-    return {"currency_code": currency, "value": f"{value:.{exponent}f}"}
 
 
 def _minor(amount: Any) -> tuple[int | None, str | None]:

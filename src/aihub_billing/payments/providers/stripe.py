@@ -24,6 +24,7 @@ from aihub_billing.payments.payment_types import (
     Refund,
     VerifiedWebhook,
 )
+from aihub_billing.payments.providers.amounts import from_stripe, to_stripe
 from aihub_billing.payments.providers.base import TransientProviderError, with_retries
 
 T = TypeVar("T")
@@ -163,7 +164,7 @@ class StripeProcessor:
         if invoice_id:
             metadata["invoice_id"] = invoice_id
         params: dict[str, Any] = {
-            "amount": amount_minor,
+            "amount": to_stripe(amount_minor, currency),
             "currency": currency.lower(),
             "metadata": metadata,
             "payment_method_types": ["card"],
@@ -217,14 +218,18 @@ class StripeProcessor:
             lambda: self._client.v1.refunds.create_async(
                 params={
                     "payment_intent": payment_id,
-                    "amount": amount_minor,
+                    "amount": to_stripe(amount_minor, currency),
                     "metadata": {"refund_id": reference},
                 },
                 options={"idempotency_key": idempotency_key},
             )
         )
         return Refund(
-            "stripe", refund.id, refund.status or "pending", refund.amount, refund.currency.upper()
+            "stripe",
+            refund.id,
+            refund.status or "pending",
+            from_stripe(refund.amount, refund.currency),
+            refund.currency.upper(),
         )
 
     async def fetch_dispute(self, dispute_id: str) -> Dispute:
@@ -233,7 +238,7 @@ class StripeProcessor:
             "stripe",
             dispute.id,
             dispute.status,
-            dispute.amount,
+            from_stripe(dispute.amount, dispute.currency),
             dispute.currency.upper(),
             dispute.reason,
             _ref(dispute.payment_intent) or _ref(dispute.charge),
@@ -360,7 +365,7 @@ def _intent(intent: Any) -> PaymentIntent:
         provider="stripe",
         id=intent.id,
         status=status,
-        amount_minor=intent.amount,
+        amount_minor=from_stripe(intent.amount, intent.currency),
         currency=intent.currency.upper(),
         charge_id=_ref(intent.latest_charge),
         client_secret=intent.client_secret if status == PaymentStatus.REQUIRES_ACTION else None,

@@ -1,0 +1,99 @@
+"""Amounts as the providers write them, where that differs from our minor units (the ISO 4217
+exponent): Stripe keeps ISK two-decimal in its API (100 = 1 króna) although its exponent is 0,
+and PayPal takes no decimals at all for HUF, JPY and TWD."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from aihub_billing.payments.errors import ProviderAmountNotSupported
+from aihub_billing.payments.providers.amounts import from_stripe, paypal_value, to_stripe
+from aihub_billing.webhooks.mapping import map_event
+from tests.payments.fakes.stripe_server import StripeFake
+from tests.payments.support import (  # noqa: F401 (fixtures)
+    billing,
+    post,
+    stripe_event,
+    stripe_fake,
+)
+
+
+@pytest.mark.parametrize(
+    ("minor", "currency", "stripe"),
+    [(1000, "ISK", 100_000), (2999, "USD", 2999), (500, "JPY", 500), (5120, "KWD", 5120)],
+)
+def test_stripe_amounts_are_ours_but_for_isk(minor: int, currency: str, stripe: int) -> None:
+    assert to_stripe(minor, currency) == stripe
+    assert from_stripe(stripe, currency) == minor
+
+
+@pytest.mark.parametrize(
+    ("minor", "currency", "value"),
+    [
+        (100_000, "HUF", "1000"),
+        (250_000, "TWD", "2500"),
+        (500, "JPY", "500"),
+        (1999, "USD", "19.99"),
+    ],
+)
+def test_paypal_values_drop_the_decimals_it_refuses(minor: int, currency: str, value: str) -> None:
+    assert paypal_value(minor, currency) == {"currency_code": currency, "value": value}
+
+
+def test_a_fraction_paypal_cannot_take_is_refused_before_any_call() -> None:
+    with pytest.raises(ProviderAmountNotSupported):
+        paypal_value(100_050, "HUF")  # 1000.50 forints
+
+
+def test_a_stripe_event_in_isk_maps_to_our_minor_units() -> None:
+    event = stripe_event("FAKE_EVENT_CHARGE_SUCCEEDED", id="evt_isk", type="refund.created")
+    event["data"]["object"] = {
+        "id": "re_isk",
+        "object": "refund",
+        "amount": 150_000,  # 1,500 krónur
+        "currency": "isk",
+        "payment_intent": "pi_isk",
+        "status": "succeeded",
+        "metadata": {},
+    }
+    mapped = map_event("stripe", "evt_isk", event)
+    assert mapped is not None and (mapped.amount_minor, mapped.currency) == (1500, "ISK")
+
+
+async def test_an_isk_charge_asks_stripe_for_the_right_amount(
+    client: httpx.AsyncClient,
+    admin_key: str,
+    stripe_fake: StripeFake,  # noqa: F811
+) -> None:
+    from tests.api.helpers import create_account, issue_key
+
+    account = await create_account(client, admin_key, currency="ISK")
+    key = await issue_key(client, admin_key, account["id"], "owner")
+    token = stripe_fake.add_payment_method()
+    method = await post(client, key, "/payment-methods", {"provider": "stripe", "token": token})
+    assert method.status_code == 201, method.text
+    body = {
+        "amount_minor": 1000,  # 1,000 krónur
+        "currency": "ISK",
+        "provider": "stripe",
+        "payment_method_id": method.json()["id"],
+    }
+    created = await post(client, key, "/payments/intents", body)
+    assert created.status_code == 201, created.text
+    confirmed = await post(client, key, f"/payments/{created.json()['id']}/confirm")
+    assert confirmed.status_code == 200, confirmed.text
+    assert (confirmed.json()["amount_minor"], confirmed.json()["status"]) == (1000, "succeeded")
+    sent = [
+        body
+        for method_, path, _, body in stripe_fake.requests
+        if method_ == "POST" and path == "/v1/payment_intents"
+    ]
+    assert [int(b["amount"]) for b in sent] == [100_000]
+    refunded = await post(
+        client, key, f"/payments/{created.json()['id']}/refund", {"amount_minor": 400}
+    )
+    assert refunded.status_code in (200, 201), refunded.text
+    assert refunded.json()["amount_minor"] == 400
+    asked = [b for m, p, _, b in stripe_fake.requests if m == "POST" and p == "/v1/refunds"]
+    assert [int(b["amount"]) for b in asked] == [40_000]
