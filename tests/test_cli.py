@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import socket
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime
@@ -514,3 +515,15 @@ def test_invalid_configuration_is_one_line_and_exit_2(
 
 def test_invoice_status_choices_are_the_models() -> None:
     assert tuple(Status) == INVOICE_STATUSES
+
+
+def test_serve_on_a_busy_port_is_one_line_before_any_work(env: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_cli("serve", "--port", str(port))
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith(f"error: cannot listen on 127.0.0.1:{port}: ")
+    assert result.output.count("\n") == 1  # nothing migrated, seeded or started first
+    assert not (env / "cli.db").exists()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import signal
+import socket
 from datetime import UTC, datetime
 from typing import Annotated
 
@@ -93,6 +94,7 @@ def serve(
 ) -> None:
     """Migrate, seed, and serve the API (with the embedded job worker on SQLite)."""
     config = load_config()
+    _check_port_free(host, port)  # before migrating and seeding, not after
     _migrate(config)
     _report_bootstrap(run(lambda b: b.bootstrap(), config=config), host, port)
     worker_note = "embedded job worker" if config.run_embedded_worker() else "no embedded worker"
@@ -124,6 +126,22 @@ def serve(
     finally:
         if made_here and metrics_dir is not None:
             shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """Ends the command with one line when nothing could listen on host:port."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except OSError as exc:
+        fail(f"cannot listen on {host}:{port}: {exc}")
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        # As uvicorn binds: SO_REUSEADDR, so a port in TIME_WAIT is not taken for busy.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
 
 
 @app.command()
