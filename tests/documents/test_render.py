@@ -415,3 +415,10 @@ def test_renders_in_parallel_threads() -> None:
     assert "Amount due $1,247.95" in results["en_US"]
     assert "Fälliger Betrag 1.247,95 $" in results["de_DE"]
     assert "Montant dû 1 247,95 $US" in results["fr_FR"]
+
+
+def test_both_templates_show_each_lines_tax_amount() -> None:
+    # SPEC §6: tax shown per line and in total. The first line: 19 % tax, 35 minor units.
+    for template in ("classic", "compact"):
+        text = pdf_text(render_pdf(invoice(), template=template))
+        assert "$0.35" in text, template
