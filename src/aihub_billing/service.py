@@ -31,7 +31,7 @@ import aihub_billing.subscriptions.tasks
 import aihub_billing.usage.tasks
 import aihub_billing.webhooks.tasks  # noqa: F401
 from aihub_billing.accounts import schemas as account_schemas
-from aihub_billing.accounts.changes import on_limits_change
+from aihub_billing.accounts.changes import EVERY_ACCOUNT, on_limits_change
 from aihub_billing.accounts.errors import AccountNotFound
 from aihub_billing.accounts.service import accounts
 from aihub_billing.auth.keys import digest
@@ -319,8 +319,9 @@ class BillingService:
 
     async def limits_changed(self, account_id: str) -> None:
         """After a committed change of an account's plan or override: every process drops its
-        cached limits (here at once, elsewhere through Redis pub/sub when configured)."""
-        self.quota.invalidate(account_id)
+        cached limits (here at once, elsewhere through Redis pub/sub when configured);
+        EVERY_ACCOUNT drops them all."""
+        self.quota.invalidate(None if account_id == EVERY_ACCOUNT else account_id)
         if self.redis is not None:
             try:
                 await self.redis.publish(self._invalidation_channel, account_id)
@@ -338,7 +339,8 @@ class BillingService:
                 while not stop.is_set():
                     message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1)
                     if message is not None:
-                        self.quota.invalidate(message["data"].decode())
+                        changed = message["data"].decode()
+                        self.quota.invalidate(None if changed == EVERY_ACCOUNT else changed)
             except Exception:
                 log.warning("quota.invalidation_listener_reconnecting")
                 with suppress(TimeoutError):

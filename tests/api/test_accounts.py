@@ -236,3 +236,21 @@ async def test_keys_of_other_accounts_cannot_be_revoked(
     assert via_a.status_code == 404 and via_a.json()["code"] == "api_key_not_found"
     still = await client.get(f"{API}/plans", headers=auth(key_b.json()["secret"]))
     assert still.status_code == 200
+
+
+@pytest.mark.parametrize("role", ["billing", "member"])
+async def test_roles_below_owner_cannot_list_members_or_keys(
+    client: httpx.AsyncClient, admin_key: str, role: str
+) -> None:
+    """Members (their emails) and keys are the owner's and the operator's to see."""
+    account = await create_account(client, admin_key)
+    await client.post(
+        f"{API}/accounts/{account['id']}/members",
+        json={"email": "boss@acme.test"},
+        headers=auth(admin_key),
+    )
+    key = await issue_key(client, admin_key, account["id"], role)
+    for path in ("/members", "/api-keys"):
+        response = await client.get(f"{API}/accounts/{account['id']}{path}", headers=auth(key))
+        assert response.status_code == 403, (path, response.text)
+        assert response.json()["code"] == "role_not_allowed"

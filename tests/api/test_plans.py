@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
-import httpx
+import asyncio
 
+import httpx
+import pytest
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from aihub_billing.plans.schemas import PlanUpdate
+from aihub_billing.plans.service import plans
 from aihub_billing.service import BillingService
 
 PLANS = "/api/v1/billing/plans"
@@ -131,3 +137,75 @@ async def test_malformed_json_is_a_problem_not_a_500(
     )
     assert response.status_code == 422
     assert response.json()["code"] == "validation_error"
+
+
+async def test_patching_some_limits_keeps_the_others(
+    client: httpx.AsyncClient, admin_key: str
+) -> None:
+    """Omitted fields are kept: setting a rate limit must not make the plan's monthly
+    allowances unlimited (null) or reset its policies."""
+    before = (await client.get(f"{PLANS}/pro", headers=auth(admin_key))).json()["limits"]
+    patched = await client.patch(
+        f"{PLANS}/pro", json={"limits": {"rpm_limit": 60}}, headers=auth(admin_key)
+    )
+    assert patched.status_code == 200, patched.text
+    assert patched.json()["limits"] == {**before, "rpm_limit": 60}
+    # An explicit null still lifts one limit, and only that one.
+    lifted = await client.patch(
+        f"{PLANS}/pro", json={"limits": {"included_tokens": None}}, headers=auth(admin_key)
+    )
+    assert lifted.json()["limits"] == {**before, "rpm_limit": 60, "included_tokens": None}
+    assert lifted.json()["version"] == 3
+
+
+@pytest.mark.parametrize("first", ["patch", "archive"])
+async def test_an_archive_racing_a_patch_is_not_lost(
+    billing: BillingService, admin_key: str, first: str
+) -> None:
+    """PATCH copies the plan's status into the new version: an archive committed meanwhile
+    must end up on the version the catalog serves, whichever of the two came first."""
+    if billing.db.engine.dialect.name == "sqlite":
+        pytest.skip("SQLite runs one writer at a time: no race to lose")
+    ctx = billing.context()
+
+    async def patch(session: AsyncSession) -> None:
+        await plans.update(session, ctx, "pro", PlanUpdate(name="Pro 2"))
+
+    async def archive(session: AsyncSession) -> None:
+        await plans.archive(session, ctx, "pro")
+
+    early, late = (patch, archive) if first == "patch" else (archive, patch)
+    async with billing.db.sessions() as one, billing.db.sessions() as two:
+        await early(one)
+        racing = asyncio.create_task(late(two))
+        await asyncio.sleep(0.3)  # the late one reads (or waits) while the early one is open
+        await one.commit()
+        await racing
+        await two.commit()
+    async with billing.db.sessions() as session:
+        latest = await plans.latest(session, "pro")
+    assert (latest.version, latest.name, latest.status) == (2, "Pro 2", "archived")
+
+
+async def test_a_change_of_the_free_plan_reaches_cached_quota_limits_at_once(
+    client: httpx.AsyncClient, admin_key: str
+) -> None:
+    from tests.api.helpers import API, auth, create_account
+
+    account = await create_account(client, admin_key)  # no subscription: the free plan
+
+    async def calls_limit() -> int:
+        response = await client.get(
+            f"{API}/quota", params={"account_id": account["id"]}, headers=auth(admin_key)
+        )
+        assert response.status_code == 200, response.text
+        return int(response.json()["limit_calls"])
+
+    assert await calls_limit() == 100  # read, and now cached
+    patched = await client.patch(
+        f"{API}/plans/free",
+        json={"limits": {"included_api_calls": 50}},
+        headers=auth(admin_key),
+    )
+    assert patched.status_code == 200, patched.text
+    assert await calls_limit() == 50

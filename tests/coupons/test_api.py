@@ -75,6 +75,9 @@ async def test_invalid_coupons_are_422(client: httpx.AsyncClient, admin_key: str
         {"code": "A", "percent_off": "10", "expires_at": "2026-03-01T00:00:00"},
         # Above PostgreSQL's INTEGER: refused as input, not a 503 "database unavailable".
         {"code": "A", "percent_off": "10", "max_redemptions": 2**31},
+        # Plan codes are lower case: "Pro" would never match the plan `pro`.
+        {"code": "A", "percent_off": "10", "plan_codes": ["Pro"]},
+        {"code": "A", "percent_off": "10", "plan_codes": ["pro "]},
     ):
         response = await post(client, admin_key, "/coupons", body)
         assert response.status_code in (400, 422), body
@@ -166,3 +169,30 @@ async def test_max_redemptions_hold_under_concurrency(
     assert codes == [201, 201, 409, 409, 409], [r.text for r in responses]
     final = (await client.get(f"{COUPONS}/FIRST2", headers=auth(admin_key))).json()
     assert final["times_redeemed"] == 2
+
+
+async def test_an_account_cannot_redeem_a_coupon_again(
+    client: httpx.AsyncClient, admin_key: str, clock: FrozenClock, billing: BillingService
+) -> None:
+    """A `once` coupon discounts one fee line: applying it again to the subscription that
+    holds it (or to a new subscription after cancelling) must not discount another one."""
+    await coupon(client, admin_key, code="ONCE50", percent_off="50", duration="once")
+    account, key = await owner(client, admin_key)
+    created = await subscribe(client, key, coupon="ONCE50")
+    sub_id = created["subscription"]["id"]
+    assert created["subscription"]["coupon_cycles_left"] == 0
+    again = await post(client, key, f"/subscriptions/{sub_id}/change", {"coupon": "ONCE50"})
+    assert again.status_code == 409, again.text
+    assert again.json()["code"] == "coupon_not_redeemable"
+    clock.set(datetime(2026, 2, 28, 12, tzinfo=UTC))
+    assert await drain(billing) == 1
+    assert minor(await items_of(client, key, sub_id)) == [
+        ("subscription_fee", 2999),
+        ("discount", -1500),
+        ("subscription_fee", 2999),
+    ]
+    await ok(client, key, f"/subscriptions/{sub_id}/cancel", {"at_period_end": False})
+    anew = await post(client, key, "/subscriptions", {**SEED_BODY, "coupon": "ONCE50"})
+    assert anew.status_code == 409 and anew.json()["code"] == "coupon_not_redeemable"
+    final = (await client.get(f"{COUPONS}/ONCE50", headers=auth(admin_key))).json()
+    assert final["times_redeemed"] == 1

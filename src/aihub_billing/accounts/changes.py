@@ -22,6 +22,9 @@ log = structlog.get_logger("aihub_billing.accounts")
 # with `on_limits_change.append(fn)`.
 LimitsChangeHook = Callable[[str], Coroutine[Any, Any, None]]
 on_limits_change: list[LimitsChangeHook] = []
+# The account id that means every account: a plan version took effect (the free plan, which
+# accounts without a subscription follow at once, or a plan an override names).
+EVERY_ACCOUNT = "*"
 _PENDING_KEY = "accounts.limits_changed"
 _LISTENING_KEY = "accounts.limits_listening"
 _hook_tasks: set[asyncio.Task[None]] = set()

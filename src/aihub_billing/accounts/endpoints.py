@@ -69,7 +69,7 @@ async def create_member(
     return schemas.Member.model_validate(member)
 
 
-@router.get("/{account_id}/members", responses=responses(AccountNotFound))
+@router.get("/{account_id}/members", responses=responses(AccountNotFound, RoleNotAllowed))
 async def list_members(
     account_id: str, session: SessionDep, ctx: ContextDep
 ) -> list[schemas.Member]:

@@ -108,6 +108,7 @@ class AccountService:
 
     async def members(self, session: AsyncSession, ctx: Context, account_id: str) -> list[Member]:
         account = await self.get(session, ctx, account_id)
+        _require(ctx, Role.OWNER)
         return await AccountRepository(session).members(account.id)
 
     async def issue_key(
@@ -148,7 +149,7 @@ class AccountService:
         before = schemas.ApiKey.model_validate(key)
         key.revoked_at = ctx.clock.now()
         await session.flush()
-        auth.forget(key.key_hash)  # this process refuses it at once (see auth.service)
+        auth.revoked(session, key.key_hash)  # this process refuses it at once (auth.service)
         await audit.record(
             session,
             ctx,

@@ -7,7 +7,9 @@ process keeps accepting the revoked key until its entry expires (at most `cache_
 
 from __future__ import annotations
 
+from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from aihub_billing.auth.keys import digest
 from aihub_billing.auth.repository import ApiKeyRepository
@@ -18,6 +20,8 @@ from aihub_billing.kit.db import SessionSource, session_of
 
 DEFAULT_CACHE_SECONDS = 10.0
 MAX_CACHED = 10_000
+_PENDING_KEY = "auth.revoked_digests"
+_LISTENING_KEY = "auth.revoked_listening"
 
 
 class AuthService:
@@ -25,6 +29,9 @@ class AuthService:
         self.cache_seconds = cache_seconds
         self._cache: dict[str, tuple[float, Actor]] = {}
         self._refreshing: set[str] = set()
+        # Moves on with every forget: a lookup that read the database before a revoke was
+        # committed and finishes after it does not cache what it read.
+        self._forgotten = 0
 
     async def authenticate(self, session: SessionSource, authorization: str | None) -> Actor:
         """The actor of a bearer key; the database is read only when the key is not in the
@@ -44,11 +51,11 @@ class AuthService:
         self._refreshing.add(key_digest)
         try:
             async with session_of(session) as opened:
-                return await self._lookup(opened, key_digest)
+                return await self._lookup(opened, key_digest, self._forgotten)
         finally:
             self._refreshing.discard(key_digest)
 
-    async def _lookup(self, session: AsyncSession, key_digest: str) -> Actor:
+    async def _lookup(self, session: AsyncSession, key_digest: str, generation: int) -> Actor:
         key = await ApiKeyRepository(session).by_digest(key_digest)
         if key is None or key.revoked_at is not None:
             raise Unauthenticated("unknown or revoked API key")
@@ -56,15 +63,34 @@ class AuthService:
         if role not in KEY_ROLES:  # pragma: no cover - guarded when keys are issued
             raise Unauthenticated("unknown or revoked API key")
         actor = Actor(role=role, account_id=key.account_id, key_id=key.id, member_id=key.member_id)
-        if self.cache_seconds > 0:
+        if self.cache_seconds > 0 and generation == self._forgotten:
             if len(self._cache) >= MAX_CACHED:
                 self._cache.clear()
             self._cache[key_digest] = (monotonic() + self.cache_seconds, actor)
         return actor
 
     def forget(self, key_digest: str) -> None:
-        """Drops a key from this process's cache (called when it is revoked)."""
+        """Drops a key from this process's cache."""
+        self._forgotten += 1
         self._cache.pop(key_digest, None)
+
+    def revoked(self, session: AsyncSession, key_digest: str) -> None:
+        """A key revoked in `session`: dropped from this process's cache now and again once
+        the session commits, for a request may have read (and cached) the key as still valid
+        in between."""
+        self.forget(key_digest)
+        sync = session.sync_session
+        if not sync.info.get(_LISTENING_KEY):
+            event.listen(sync, "after_commit", self._forget_committed)
+            sync.info[_LISTENING_KEY] = True
+        sync.info.setdefault(_PENDING_KEY, set()).add(key_digest)
+
+    def _forget_committed(self, sync_session: Session) -> None:
+        # after_commit is sent on a SAVEPOINT release too: wait for the root transaction.
+        if sync_session.in_nested_transaction():
+            return
+        for key_digest in sync_session.info.pop(_PENDING_KEY, set()):
+            self.forget(key_digest)
 
 
 auth = AuthService()

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import exists, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from aihub_billing.models import Coupon
+from aihub_billing.models import Coupon, Subscription
 
 
 class CouponRepository:
@@ -26,6 +26,15 @@ class CouponRepository:
         if after_id is not None:
             query = query.where(Coupon.id > after_id)
         return list((await self.session.execute(query)).scalars())
+
+    async def redeemed_by(self, coupon_id: str, account_id: str) -> bool:
+        """Whether a subscription of the account (canceled ones too) holds the coupon."""
+        query = select(
+            exists().where(
+                Subscription.account_id == account_id, Subscription.coupon_id == coupon_id
+            )
+        )
+        return bool((await self.session.execute(query)).scalar())
 
     async def take_redemption(self, coupon_id: str, now: datetime) -> bool:
         """Counts one redemption unless the coupon is used up, expired or archived.

@@ -33,7 +33,8 @@ class CouponCreate(BaseModel):
     )
     max_redemptions: int | None = Field(strict=True, default=None, ge=1, le=MAX_INT32)
     expires_at: TimeInRange | None = None
-    plan_codes: list[Annotated[str, Field(min_length=1, max_length=64)]] | None = Field(
+    # A plan's code (plans/schemas.py): anything else would never match a plan.
+    plan_codes: list[Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")]] | None = Field(
         default=None, max_length=100, description="null = every plan"
     )
 

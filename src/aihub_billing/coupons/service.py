@@ -108,10 +108,23 @@ class CouponService:
         return coupon
 
     async def check(
-        self, session: AsyncSession, ctx: Context, code: str, *, plan_code: str, currency: str
+        self,
+        session: AsyncSession,
+        ctx: Context,
+        code: str,
+        *,
+        plan_code: str,
+        currency: str,
+        account_id: str | None = None,
     ) -> Coupon:
-        """The coupon if it may be redeemed for this plan and currency now (counts nothing)."""
-        coupon = await CouponRepository(session).by_code(code)
+        """The coupon if it may be redeemed for this plan and currency now (counts nothing).
+
+        An account redeems a coupon once: applying it again (to the subscription holding it,
+        or to a new one) would discount more fee lines than its duration gives. The account is
+        `account_id`, else the caller's own (the operator's keys have none: not checked).
+        """
+        repo = CouponRepository(session)
+        coupon = await repo.by_code(code)
         if coupon is None:
             raise CouponNotFound(f"no coupon {code!r}")
         now = ctx.clock.now()
@@ -125,13 +138,25 @@ class CouponService:
             raise CouponNotRedeemable(f"coupon {code!r} has no amount in {currency}")
         if coupon.max_redemptions is not None and coupon.times_redeemed >= coupon.max_redemptions:
             raise CouponNotRedeemable(f"coupon {code!r} has been fully redeemed")
+        account = account_id or ctx.actor.account_id
+        if account is not None and await repo.redeemed_by(coupon.id, account):
+            raise CouponNotRedeemable(f"coupon {code!r} has already been redeemed by this account")
         return coupon
 
     async def redeem(
-        self, session: AsyncSession, ctx: Context, code: str, *, plan_code: str, currency: str
+        self,
+        session: AsyncSession,
+        ctx: Context,
+        code: str,
+        *,
+        plan_code: str,
+        currency: str,
+        account_id: str | None = None,
     ) -> Coupon:
         """Checks the coupon and counts one redemption atomically."""
-        coupon = await self.check(session, ctx, code, plan_code=plan_code, currency=currency)
+        coupon = await self.check(
+            session, ctx, code, plan_code=plan_code, currency=currency, account_id=account_id
+        )
         if not await CouponRepository(session).take_redemption(coupon.id, ctx.clock.now()):
             raise CouponNotRedeemable(f"coupon {code!r} has been fully redeemed")
         await session.refresh(coupon)

@@ -45,6 +45,32 @@ class PlanRepository:
             memo[code] = plan
         return plan
 
+    async def lock_latest(self, code: str) -> Plan | None:
+        """The latest version, read afresh and row-locked (PostgreSQL; SQLite has a single
+        writer) until the transaction ends: a PATCH (which copies the status into the next
+        version) and an archive (which sets it) of one plan then go one after the other.
+
+        A version added while this waited for the lock is not in the statement's snapshot:
+        it locks again until the latest version it holds stays the latest.
+        """
+        plan: Plan | None = None
+        while True:
+            result = await self.session.execute(
+                select(Plan)
+                .where(Plan.code == code)
+                .order_by(Plan.version.desc())
+                .limit(1)
+                .with_for_update()
+                .execution_options(populate_existing=True)
+            )
+            latest = result.scalar_one_or_none()
+            if latest is None or (plan is not None and latest.id == plan.id):
+                break
+            plan = latest
+        if plan is not None:
+            self._latest_memo()[code] = plan
+        return plan
+
     def _latest_memo(self) -> dict[str, Plan]:
         # Only for the current transaction: a later one may see newer versions.
         transaction = self.session.sync_session.get_transaction()

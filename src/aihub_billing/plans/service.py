@@ -6,6 +6,7 @@ from typing import Literal
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from aihub_billing.accounts.changes import EVERY_ACCOUNT, limits_changed
 from aihub_billing.audit.service import audit
 from aihub_billing.errors import Forbidden
 from aihub_billing.kit.context import Context
@@ -115,14 +116,20 @@ class PlanService:
         if not ctx.actor.is_operator:
             raise Forbidden("only the operator manages plans")
         repo = PlanRepository(session)
-        current = await repo.latest_version(code)
+        current = await repo.lock_latest(code)
         if current is None:
             raise PlanNotFound(f"no plan {code!r}")
         old_prices = (await repo.prices_for([current.id])).get(current.id, [])
         before = _render(current, old_prices)
         now = ctx.clock.now()
         fields = data.model_dump(exclude_unset=True, exclude={"limits", "prices"})
-        limits = data.limits if data.limits is not None else before.limits
+        # Limits given are merged over the current ones (omitted fields kept, an explicit null
+        # lifts that limit): replacing them all would make omitted allowances unlimited.
+        limits = before.limits
+        if data.limits is not None:
+            limits = schemas.PlanLimits.model_validate(
+                {**limits.model_dump(), **data.limits.model_dump(exclude_unset=True)}
+            )
         plan = Plan(
             id=new_id("plan", now),
             code=current.code,
@@ -161,6 +168,9 @@ class PlanService:
             before=before,
             after=rendered,
         )
+        # Accounts without a subscription follow the latest `free` version, and an override's
+        # plan_code the latest version of its plan: their cached limits go, everywhere.
+        limits_changed(session, EVERY_ACCOUNT)
         return rendered
 
     async def archive(self, session: AsyncSession, ctx: Context, code: str) -> schemas.Plan:
@@ -168,7 +178,7 @@ class PlanService:
         if not ctx.actor.is_operator:
             raise Forbidden("only the operator manages plans")
         repo = PlanRepository(session)
-        plan = await repo.latest_version(code)
+        plan = await repo.lock_latest(code)
         if plan is None:
             raise PlanNotFound(f"no plan {code!r}")
         prices = (await repo.prices_for([plan.id])).get(plan.id, [])
