@@ -94,3 +94,23 @@ async def test_a_canceled_subscription_does_not_renew(
     clock.advance(timedelta(days=1))
     body = (await client.get(SUMMARY, headers=auth(key))).json()
     assert body["current_subscription"]["days_until_renewal"] is None
+
+
+async def test_a_trial_end_not_run_yet_is_due_in_zero_days(
+    client: httpx.AsyncClient, admin_key: str, clock: FrozenClock
+) -> None:
+    from tests.subscriptions.helpers import add_plan, ok
+
+    await add_plan(
+        client,
+        admin_key,
+        code="trialed",
+        name="Trialed",
+        trial_days=14,
+        prices=[{"currency": "USD", "amount_minor": 4900}],
+    )
+    _, key = await owner(client, admin_key)
+    await ok(client, key, "/subscriptions", {"plan_type": "trialed"})
+    clock.advance(days=20)  # no worker ran the trial's end, six days ago
+    body = (await client.get(SUMMARY, headers=auth(key))).json()
+    assert body["current_subscription"]["days_until_renewal"] == 0

@@ -54,7 +54,10 @@ class SummaryService:
             current_subscription=schemas.CurrentSubscription(
                 plan_type=on.plan.code,
                 status=sub.status if sub is not None else "none",
-                days_until_renewal=-(-(end - now) // _DAY) if renews or sub is None else None,
+                # A trial end not run yet (the job is late) is due now, not days ago.
+                days_until_renewal=max(0, -(-(end - now) // _DAY))
+                if renews or sub is None
+                else None,
             ),
             usage_this_month=schemas.UsageThisMonth(
                 total_requests=calls,
