@@ -196,3 +196,21 @@ async def test_an_account_cannot_redeem_a_coupon_again(
     assert anew.status_code == 409 and anew.json()["code"] == "coupon_not_redeemable"
     final = (await client.get(f"{COUPONS}/ONCE50", headers=auth(admin_key))).json()
     assert final["times_redeemed"] == 1
+
+
+async def test_switching_coupons_back_and_forth_redeems_each_once(
+    client: httpx.AsyncClient, admin_key: str
+) -> None:
+    """A -> B -> A: the subscription no longer holds A when it asks for it again, but the
+    account redeemed it already; the operator's keys are held to it too."""
+    await coupon(client, admin_key, code="FIRST", percent_off="50", duration="once")
+    await coupon(client, admin_key, code="SECOND", percent_off="10", duration="once")
+    _, key = await owner(client, admin_key)
+    sub_id = (await subscribe(client, key, coupon="FIRST"))["subscription"]["id"]
+    await ok(client, key, f"/subscriptions/{sub_id}/change", {"coupon": "SECOND"})
+    for caller in (key, admin_key):
+        back = await post(client, caller, f"/subscriptions/{sub_id}/change", {"coupon": "FIRST"})
+        assert back.status_code == 409, back.text
+        assert back.json()["code"] == "coupon_not_redeemable"
+    first = (await client.get(f"{COUPONS}/FIRST", headers=auth(admin_key))).json()
+    assert first["times_redeemed"] == 1

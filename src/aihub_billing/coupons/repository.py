@@ -5,9 +5,12 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import exists, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from aihub_billing.models import Coupon, Subscription
+from aihub_billing.kit.ids import new_id
+from aihub_billing.models import Coupon, CouponRedemption
 
 
 class CouponRepository:
@@ -28,13 +31,27 @@ class CouponRepository:
         return list((await self.session.execute(query)).scalars())
 
     async def redeemed_by(self, coupon_id: str, account_id: str) -> bool:
-        """Whether a subscription of the account (canceled ones too) holds the coupon."""
+        """Whether the account redeemed the coupon already."""
         query = select(
             exists().where(
-                Subscription.account_id == account_id, Subscription.coupon_id == coupon_id
+                CouponRedemption.coupon_id == coupon_id, CouponRedemption.account_id == account_id
             )
         )
         return bool((await self.session.execute(query)).scalar())
+
+    async def record_redemption(self, coupon_id: str, account_id: str, now: datetime) -> bool:
+        """Records the account's redemption; False when it had one already (the unique key
+        decides, so two racing redemptions by one account cannot both count)."""
+        dialect = self.session.get_bind().dialect.name
+        insert = pg_insert if dialect == "postgresql" else sqlite_insert
+        result = await self.session.execute(
+            insert(CouponRedemption)
+            .values(
+                id=new_id("cred", now), coupon_id=coupon_id, account_id=account_id, created_at=now
+            )
+            .on_conflict_do_nothing(index_elements=["coupon_id", "account_id"])
+        )
+        return bool(getattr(result, "rowcount", 0))
 
     async def take_redemption(self, coupon_id: str, now: datetime) -> bool:
         """Counts one redemption unless the coupon is used up, expired or archived.

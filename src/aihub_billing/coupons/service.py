@@ -120,9 +120,8 @@ class CouponService:
         """The coupon if it may be redeemed for this plan and currency now (counts nothing).
 
         An account redeems a coupon once: applying it again (to the subscription holding it,
-        or to a new one) would discount more fee lines than its duration gives. The account is
-        `account_id`, else the caller's own (the operator's keys have none: not checked).
-        """
+        to a new one, or after another coupon) would discount more fee lines than its
+        duration gives. The account is `account_id`, else the caller's own."""
         repo = CouponRepository(session)
         coupon = await repo.by_code(code)
         if coupon is None:
@@ -157,8 +156,13 @@ class CouponService:
         coupon = await self.check(
             session, ctx, code, plan_code=plan_code, currency=currency, account_id=account_id
         )
-        if not await CouponRepository(session).take_redemption(coupon.id, ctx.clock.now()):
+        repo = CouponRepository(session)
+        now = ctx.clock.now()
+        if not await repo.take_redemption(coupon.id, now):
             raise CouponNotRedeemable(f"coupon {code!r} has been fully redeemed")
+        account = account_id or ctx.actor.account_id
+        if account is not None and not await repo.record_redemption(coupon.id, account, now):
+            raise CouponNotRedeemable(f"coupon {code!r} has already been redeemed by this account")
         await session.refresh(coupon)
         return coupon
 

@@ -4,7 +4,7 @@ from aihub_billing.models.account import Account, Member
 from aihub_billing.models.api_key import ApiKey
 from aihub_billing.models.audit import AuditEntry
 from aihub_billing.models.base import Base
-from aihub_billing.models.coupon import Coupon
+from aihub_billing.models.coupon import Coupon, CouponRedemption
 from aihub_billing.models.credit_note import BalanceTransaction, CreditNote, CreditNoteLine
 from aihub_billing.models.idempotency import IdempotencyRecord
 from aihub_billing.models.invoice import Invoice, InvoiceDocument, InvoiceLine, InvoiceSequence
@@ -40,6 +40,7 @@ __all__ = [
     "BalanceTransaction",
     "Base",
     "Coupon",
+    "CouponRedemption",
     "CreditNote",
     "CreditNoteLine",
     "DisputeRecord",

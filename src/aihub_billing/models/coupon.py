@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import CheckConstraint, Integer, String
+from sqlalchemy import CheckConstraint, ForeignKey, Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from aihub_billing.models.base import Base, JSONType, id_column
@@ -35,4 +35,17 @@ class Coupon(Base):
     # NULL = every plan.
     plan_codes: Mapped[list[str] | None] = mapped_column(JSONType)
     status: Mapped[str] = mapped_column(String(16), default="active")
+    created_at: Mapped[datetime]
+
+
+class CouponRedemption(Base):
+    """An account redeemed a coupon: once per account, on whichever subscription (so a coupon
+    cannot be applied again, nor swapped out and back in, to restart its duration)."""
+
+    __tablename__ = "coupon_redemptions"
+    __table_args__ = (UniqueConstraint("coupon_id", "account_id"),)
+
+    id: Mapped[str] = id_column()
+    coupon_id: Mapped[str] = mapped_column(ForeignKey("coupons.id"))
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"), index=True)
     created_at: Mapped[datetime]

@@ -448,7 +448,12 @@ class SubscriptionService:
         coupon = None
         if data.coupon is not None:
             coupon = await coupons.redeem(
-                session, ctx, data.coupon, plan_code=plan.code, currency=currency
+                session,
+                ctx,
+                data.coupon,
+                plan_code=plan.code,
+                currency=currency,
+                account_id=account_id,
             )
         now = _second(ctx.clock.now())
         if trial_days > 0:
@@ -539,7 +544,12 @@ class SubscriptionService:
         coupon = None
         if data.coupon is not None:
             coupon = await coupons.check(
-                session, ctx, data.coupon, plan_code=new_plan.code, currency=sub.currency
+                session,
+                ctx,
+                data.coupon,
+                plan_code=new_plan.code,
+                currency=sub.currency,
+                account_id=sub.account_id,
             )
         same_price = new_price.id == price.id
         now = _second(ctx.clock.now())
@@ -633,7 +643,12 @@ class SubscriptionService:
             sub.payment_provider = data.payment_provider or sub.payment_provider
         if coupon is not None:
             coupon = await coupons.redeem(
-                session, ctx, coupon.code, plan_code=new_plan.code, currency=sub.currency
+                session,
+                ctx,
+                coupon.code,
+                plan_code=new_plan.code,
+                currency=sub.currency,
+                account_id=sub.account_id,
             )
             sub.coupon_id, sub.coupon_cycles_left = coupon.id, initial_cycles(coupon)
         sub.updated_at = now
