@@ -400,3 +400,22 @@ async def test_a_member_cap_naming_one_limit_keeps_the_other_from_the_account(
     assert (await check(client, key, member_id="mem_ops", estimated_tokens=400)).status_code == 200
     refused = await check(client, key, member_id="mem_ops")
     assert (refused.status_code, refused.json()["limit"]) == (402, "member_calls")
+
+
+async def test_an_override_that_lowers_a_limit_below_the_usage_notifies_what_it_passed(
+    client: httpx.AsyncClient, admin_key: str, billing: BillingService
+) -> None:
+    """No check crosses a threshold that a lowered limit puts below the usage already made:
+    the change itself reports what the usage is past, once per threshold and period."""
+    account_id, key = await owner(client, admin_key)
+    await override(client, admin_key, account_id=account_id, included_api_calls=10)
+    for _ in range(5):  # 50%: nothing to report
+        assert (await check(client, key)).status_code == 200
+    await override(client, admin_key, account_id=account_id, included_api_calls=6)  # 83%
+    assert (await check(client, key)).status_code == 200  # 6 of 6: crosses 100% itself
+    await override(client, admin_key, account_id=account_id, included_api_calls=5)  # again
+    await billing.flush_quota_events()
+    async with billing.db.sessions() as session:
+        jobs = (await session.execute(select(Job).where(Job.name == "quota.notify"))).scalars()
+        reported = sorted((j.payload["threshold"], j.payload["limit_value"]) for j in jobs)
+    assert reported == [(80, 6), (100, 6)]

@@ -894,11 +894,34 @@ class QuotaManager:
             before=before,
             after=after,
         )
+        await self._report_passed(session, ctx, data.account_id)
         # This process re-reads at once; others within limits_ttl_seconds.
         self.invalidate(data.account_id)
         # Other processes drop theirs once the change is committed.
         limits_changed(session, data.account_id)
         return after
+
+    async def _report_passed(self, session: AsyncSession, ctx: Context, account_id: str) -> None:
+        """Queues the thresholds the period's usage is already past under the account's new
+        limits: a limit lowered below the usage is crossed by no check. (One job per threshold
+        and period: those reported under the old limits are not sent again.)"""
+        resolved = await self._resolve(session, ctx, account_id)  # the uncommitted override
+        self.invalidate(account_id)  # not cached before the commit
+        try:
+            current = await self.engine.status(account_id, resolved.period_key, resolved.now(ctx))
+        except EngineUnavailable:
+            return  # the counters are unknown now; checks report crossings as they come
+        if not current.loaded:
+            return
+        for name, limit, used in (
+            ("calls", resolved.limits.calls, current.calls_used),
+            ("tokens", resolved.limits.tokens, current.tokens_used),
+        ):
+            if limit is None or limit <= 0:
+                continue
+            for pct in resolved.thresholds:
+                if used * 100 >= limit * pct:
+                    self._notify(resolved, name, pct, limit, used)
 
     async def violations(
         self,
