@@ -527,3 +527,21 @@ def test_serve_on_a_busy_port_is_one_line_before_any_work(env: Path) -> None:
     assert result.output.startswith(f"error: cannot listen on 127.0.0.1:{port}: ")
     assert result.output.count("\n") == 1  # nothing migrated, seeded or started first
     assert not (env / "cli.db").exists()
+
+
+@pytest.mark.parametrize("args", [["migrate"], ["plans", "list"], ["invoices", "list"]])
+def test_an_unreachable_database_is_one_line(
+    env: Path, monkeypatch: pytest.MonkeyPatch, args: list[str]
+) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # nothing listens there once it is closed
+    monkeypatch.setenv(
+        "AIHUB_BILLING_DATABASE_URL", f"postgresql+asyncpg://postgres:pw@127.0.0.1:{port}/x"
+    )
+    result = run_cli(*args)
+    assert result.exit_code == 1, result.output
+    lines = result.output.splitlines()
+    assert lines[-1].startswith("error: database_unavailable: "), result.output
+    assert len(lines) <= 2  # at most the command's header first: no traceback
+    assert "pw" not in result.output

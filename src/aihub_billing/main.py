@@ -139,15 +139,20 @@ def _health_router() -> APIRouter:
         """Liveness: the process answers."""
         return {"status": "ok"}
 
-    @router.get("/readyz", responses={503: {"description": "A dependency is down"}})
+    @router.get("/readyz", responses={503: {"description": "The database is down"}})
     async def readyz(request: Request) -> JSONResponse:
-        """Readiness: the database (and Redis and the replica, when configured) answer."""
+        """Readiness: the database answers (503 when not). Redis and the replica are checked
+        and reported (`degraded`) but do not take the instance out: every instance shares
+        them, so a load balancer would drop them all, and usage, invoices and the rest still
+        work (quota checks follow the fail mode)."""
         billing: BillingService = request.app.state.billing
         checks = await billing.readiness()
-        ready = all(v == "ok" for v in checks.values())
-        return JSONResponse(
-            {"status": "ok" if ready else "unavailable", "checks": checks},
-            status_code=200 if ready else 503,
-        )
+        if checks["database"] != "ok":
+            status, code = "unavailable", 503
+        elif all(v == "ok" for v in checks.values()):
+            status, code = "ok", 200
+        else:
+            status, code = "degraded", 200
+        return JSONResponse({"status": status, "checks": checks}, status_code=code)
 
     return router

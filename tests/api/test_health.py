@@ -40,12 +40,15 @@ async def test_readyz_checks_redis_when_configured(database_url: str, redis_url:
         assert ready.json()["checks"] == {"database": "ok", "redis": "ok"}
 
 
-async def test_readyz_is_503_when_a_dependency_is_down(sqlite_url: str) -> None:
-    # Port 9 (discard) has no Redis: readiness must say so instead of pretending.
+async def test_readyz_reports_redis_down_without_taking_the_instance_out(
+    sqlite_url: str,
+) -> None:
+    # Port 9 (discard) has no Redis: readiness says so, and stays 200 (every instance shares
+    # Redis: a load balancer gating on it would drop them all, usage and invoices included).
     config = make_config(sqlite_url, redis_url="redis://127.0.0.1:9/0")
     async with serving(BillingService(config)) as client:
         ready = await client.get("/readyz")
-        assert ready.status_code == 503
+        assert (ready.status_code, ready.json()["status"]) == (200, "degraded")
         assert ready.json()["checks"]["database"] == "ok"
         assert ready.json()["checks"]["redis"].startswith("error")
 
@@ -54,8 +57,16 @@ async def test_readyz_checks_the_replica(sqlite_url: str) -> None:
     config = make_config(sqlite_url, database_replica_url="sqlite+aiosqlite:////nonexistent/x.db")
     async with serving(BillingService(config)) as client:
         ready = await client.get("/readyz")
-        assert ready.status_code == 503
+        assert (ready.status_code, ready.json()["status"]) == (200, "degraded")
         assert ready.json()["checks"]["database_replica"].startswith("error")
+
+
+async def test_readyz_is_503_when_the_database_is_down() -> None:
+    config = make_config("sqlite+aiosqlite:////nonexistent/dir/x.db")
+    async with serving(BillingService(config)) as client:
+        ready = await client.get("/readyz")
+        assert (ready.status_code, ready.json()["status"]) == (503, "unavailable")
+        assert ready.json()["checks"]["database"].startswith("error")
 
 
 async def test_openapi_lists_the_api_with_stable_operation_ids(client: httpx.AsyncClient) -> None:

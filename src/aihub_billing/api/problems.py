@@ -26,6 +26,7 @@ from aihub_billing.errors import (
     ValidationFailed,
     problem_body,
 )
+from aihub_billing.kit.db import UNREACHABLE
 from aihub_billing.kit.money import CurrencyError
 from aihub_billing.kit.pagination import InvalidCursor
 
@@ -177,4 +178,8 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(IntegrityError, _integrity_error)
     app.add_exception_handler(OperationalError, _database_unavailable)
     app.add_exception_handler(DBAPIError, _database_unavailable)
+    # A connection that cannot be made or was lost (the database stopped or restarting):
+    # asyncpg raises these as they are, outside SQLAlchemy's wrapping.
+    for unreachable in UNREACHABLE:
+        app.add_exception_handler(unreachable, _database_unavailable)
     app.add_exception_handler(Exception, _unexpected)

@@ -16,10 +16,19 @@ from rich.table import Table
 
 from aihub_billing.accounts.schemas import AccountCreate
 from aihub_billing.cli import accounts, invoices, quota, usage
-from aihub_billing.cli.common import accepted, console, fail, load_config, progress, run
+from aihub_billing.cli.common import (
+    accepted,
+    console,
+    database_unavailable,
+    fail,
+    load_config,
+    progress,
+    run,
+)
 from aihub_billing.cli.formats import Formats
 from aihub_billing.config import BillingConfig, redacted_database_url
 from aihub_billing.invoices.service import CloseOutcome
+from aihub_billing.kit.db import UNREACHABLE
 from aihub_billing.kit.metrics import MULTIPROC_ENV, prepare_multiprocess_dir, serve_metrics
 from aihub_billing.plans.schemas import Plan, PlanPrice
 from aihub_billing.service import BillingService, Bootstrap, migrate_database
@@ -47,7 +56,10 @@ quota_app.command("rebuild")(quota.rebuild)
 
 def _migrate(config: BillingConfig) -> None:
     console.print(f"[bold]migrate[/] {redacted_database_url(config.database_url)} → head")
-    migrate_database(config.database_url)
+    try:
+        migrate_database(config.database_url)
+    except UNREACHABLE as exc:
+        database_unavailable(exc)
 
 
 def _report_bootstrap(result: Bootstrap, host: str, port: int) -> None:

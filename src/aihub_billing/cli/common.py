@@ -21,6 +21,7 @@ from rich.progress import Progress, ProgressColumn
 from aihub_billing.config import CONFIG_FILE_ENV, DEFAULT_CONFIG_FILE, ENV_PREFIX, BillingConfig
 from aihub_billing.errors import BillingError
 from aihub_billing.kit.clock import Clock, SystemClock
+from aihub_billing.kit.db import UNREACHABLE
 from aihub_billing.kit.logs import configure_logging
 from aihub_billing.service import BillingService
 
@@ -70,6 +71,14 @@ def run(
         fail(f"{exc.code}: {exc.detail}")
     except ValidationError as exc:
         fail(f"validation_error: {validation_problems(exc)}")
+    except UNREACHABLE as exc:
+        database_unavailable(exc)
+
+
+def database_unavailable(exc: BaseException) -> NoReturn:
+    """Ends the command with one line (exit 1: nothing wrong with its input) naming why."""
+    reason = str(getattr(exc, "orig", None) or exc).splitlines()[0][:300] or type(exc).__name__
+    fail(f"database_unavailable: {reason}", code=1)
 
 
 async def accepted(billing: BillingService, header: str, *, account: str | None = None) -> None:

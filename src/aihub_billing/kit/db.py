@@ -7,9 +7,11 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import asyncpg
 import structlog
 from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -18,6 +20,16 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from aihub_billing.kit.cache import Cache, touched
+
+# The database cannot be reached: stopped, restarting, refusing or dropping connections.
+# SQLAlchemy wraps most of it in OperationalError; asyncpg raises the rest as they are.
+UNREACHABLE: tuple[type[Exception], ...] = (
+    OperationalError,
+    ConnectionError,
+    TimeoutError,
+    asyncpg.exceptions.PostgresConnectionError,
+    asyncpg.exceptions.ConnectionDoesNotExistError,
+)
 
 CACHE_INFO = "cache"
 log = structlog.get_logger("aihub_billing.db")
