@@ -126,3 +126,31 @@ async def test_a_test_clock_advance_moves_the_cached_period(
              {"frozen_time": "2026-03-15T00:00:00Z"})  # fmt: skip
     later = await _get(client, "/subscriptions/current", key)
     assert later["period_start"] > first["period_end"]  # a later free-plan month
+
+
+async def test_a_write_whose_invalidation_failed_is_not_served_stale_once_redis_is_back() -> None:
+    """Redis unreachable at a write's commit (its data kept, as a restart with persistence or a
+    network blip keeps it): the generation moves on as soon as Redis answers again, before
+    anything is read from it."""
+    import redis.asyncio as aioredis
+
+    from aihub_billing.kit.cache import RedisCache
+    from tests.quota.test_redis_outage import REDIS_SERVER, OwnRedis
+
+    if REDIS_SERVER is None:
+        pytest.skip("redis-server is not installed")
+    server = OwnRedis(persistent=True)
+    server.start()
+    client = aioredis.Redis.from_url(server.url, socket_timeout=1, socket_connect_timeout=1)
+    cache = RedisCache(client)
+    try:
+        generation, _ = await cache.lookup("acct:a", "plan")
+        await cache.put("acct:a", "plan", {"code": "pro"}, ttl=3600, generation=generation)
+        server.stop()
+        with pytest.raises(Exception):  # noqa: B017 - the write stands; the caller logs this
+            await cache.invalidate(["acct:a"])  # the account moved to another plan
+        server.start()
+        assert await cache.lookup("acct:a", "plan") == (generation + 1, None)
+    finally:
+        await client.aclose()
+        server.stop()

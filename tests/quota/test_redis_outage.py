@@ -33,9 +33,11 @@ REDIS_SERVER = shutil.which("redis-server")
 
 
 class OwnRedis:
-    """A throwaway redis-server without persistence: a stop loses every key."""
+    """A throwaway redis-server; without persistence (the default) a stop loses every key,
+    with it (an append-only file) a restart keeps them."""
 
-    def __init__(self) -> None:
+    def __init__(self, persistent: bool = False) -> None:
+        self.persistent = persistent
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             self.port = sock.getsockname()[1]
@@ -55,7 +57,9 @@ class OwnRedis:
                 "--save",
                 "",
                 "--appendonly",
-                "no",
+                "yes" if self.persistent else "no",
+                "--appendfsync",
+                "always",
                 "--dir",
                 self.dir,
             ],

@@ -120,23 +120,38 @@ class RedisCache:
         self.redis = redis
         self.prefix = prefix
         self._get = redis.register_script(_GET)
+        # Scopes whose invalidation failed (Redis unreachable at a write's commit): moved on
+        # before this process uses Redis again, since Redis may come back with their values.
+        self._pending: set[str] = set()
 
     def _scope_key(self, scope: str) -> str:
         return f"{self.prefix}cache:{{{scope}}}"
 
     async def lookup(self, scope: str, name: str) -> tuple[int, Any | None]:
+        if self._pending:
+            await self._incr(set())
         generation, value = await self._get(keys=[self._scope_key(scope)], args=[name])
         return int(generation), None if value is None else json.loads(value)
 
     async def put(self, scope: str, name: str, value: Any, ttl: float, generation: int) -> None:
+        if self._pending:
+            await self._incr(set())
         key = f"{self._scope_key(scope)}:{generation}:{name}"
         await self.redis.set(key, json.dumps(value), px=max(1, int(ttl * 1000)))
 
     async def invalidate(self, scopes: Iterable[str]) -> None:
-        ordered = sorted(set(scopes))
+        await self._incr(set(scopes))
+
+    async def _incr(self, scopes: set[str]) -> None:
+        ordered = sorted(scopes | self._pending)
         if not ordered:
             return
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for scope in ordered:
-                pipe.incr(self._scope_key(scope))
-            await pipe.execute()
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for scope in ordered:
+                    pipe.incr(self._scope_key(scope))
+                await pipe.execute()
+        except BaseException:
+            self._pending.update(ordered)
+            raise
+        self._pending.difference_update(ordered)

@@ -61,8 +61,10 @@ class Session(AsyncSession):
         if scopes and cache is not None:
             try:
                 await cache.invalidate(scopes)
-            except Exception:  # the write stands; a cache that cannot be reached is not read
-                log.warning("cache.invalidation_failed", scopes=sorted(scopes), exc_info=True)
+            except Exception as exc:  # the write stands; the cache retries before its next use
+                log.warning(
+                    "cache.invalidation_failed", scopes=sorted(scopes), error=type(exc).__name__
+                )
 
     async def rollback(self) -> None:
         touched(self)
