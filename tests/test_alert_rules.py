@@ -14,7 +14,7 @@ import yaml
 from prometheus_client import REGISTRY
 
 import aihub_billing.main  # noqa: F401  (imports every module that defines a metric)
-from aihub_billing.kit.metrics import subscription_families, usage_rollup_family
+from aihub_billing.kit.metrics import job_families, subscription_families, usage_rollup_family
 from tests.backends import IN_CI
 
 RULES_DIR = Path(__file__).resolve().parents[1] / "deploy" / "prometheus"
@@ -26,7 +26,12 @@ SEED_ALERTS = {
     "AihubBillingCancellationSpike",
     "AihubBillingRequestLatencyHigh",
 }
-ALERTS = SEED_ALERTS | {"AihubBillingUsageRollupBehind"}
+ALERTS = SEED_ALERTS | {
+    "AihubBillingUsageRollupBehind",
+    "AihubBillingJobsNotRunning",
+    "AihubBillingJobsDead",
+    "AihubBillingQuotaBackendDown",
+}
 _SUFFIXES = {
     "counter": ("_total",),
     "histogram": ("_bucket", "_count", "_sum"),
@@ -74,7 +79,12 @@ def test_each_alert_fires_on_its_series_and_stays_quiet_otherwise() -> None:
 
 
 def test_the_rules_use_only_metrics_the_app_exports() -> None:
-    families = [*REGISTRY.collect(), *subscription_families({}, {}), usage_rollup_family(0)]
+    families = [
+        *REGISTRY.collect(),
+        *subscription_families({}, {}),
+        usage_rollup_family(0),
+        *job_families({}, 0.0),
+    ]
     exported = {f.name + s for f in families for s in ("", *_SUFFIXES.get(f.type, ()))}
     used = {
         name

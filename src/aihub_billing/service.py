@@ -50,6 +50,7 @@ from aihub_billing.creditnotes import schemas as balance_schemas
 from aihub_billing.creditnotes.service import credit_notes
 from aihub_billing.invoices import schemas as invoice_schemas
 from aihub_billing.invoices.service import CloseOutcome, invoices
+from aihub_billing.jobs.repository import JobRepository
 from aihub_billing.jobs.worker import Worker
 from aihub_billing.kit.cache import PLANS_SCOPE, Cache, MemoryCache, RedisCache, account_scope
 from aihub_billing.kit.clock import Clock, SystemClock, monotonic
@@ -91,6 +92,8 @@ class DatabaseMetrics:
 
     subscriptions: SubscriptionMetrics
     usage_not_rolled_up: int  # events the roller has not added to the daily rollups yet
+    jobs_by_status: dict[str, int]
+    jobs_oldest_due_seconds: float
 
 
 def migrate_database(url: str, revision: str = "head") -> None:
@@ -296,9 +299,15 @@ class BillingService:
             sessions = self.db.read_sessions if replica else self.db.snapshots
             try:
                 async with asyncio.timeout(METRICS_QUERY_TIMEOUT_SECONDS), sessions() as session:
+                    now = self.clock.now()
+                    jobs, oldest_due = await JobRepository(session).backlog(now)
                     figures = DatabaseMetrics(
                         subscriptions=await subscriptions.metrics(session),
                         usage_not_rolled_up=await usage.pending_rollup(session),
+                        jobs_by_status=jobs,
+                        jobs_oldest_due_seconds=(
+                            max(0.0, (now - oldest_due).total_seconds()) if oldest_due else 0.0
+                        ),
                     )
             except Exception as exc:
                 log.warning("metrics.database_unavailable", error=type(exc).__name__)

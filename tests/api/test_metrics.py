@@ -90,3 +90,30 @@ async def test_a_database_that_does_not_answer_leaves_only_its_figures_out(
         assert response.status_code == 200
         assert "aihub_billing_http_request_duration_seconds" in response.text
         assert "aihub_billing_subscriptions" not in response.text
+
+
+async def test_the_job_queue_is_read_from_the_database_per_scrape(
+    client: httpx.AsyncClient, admin_key: str, billing: BillingService
+) -> None:
+    """Jobs by status and the wait of the oldest due one: a stopped worker shows here."""
+    from datetime import timedelta
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from aihub_billing.jobs import queue
+
+    ctx = billing.context()
+    now = billing.clock.now()
+    async with billing.transaction() as session:
+        await queue.enqueue(session, ctx, "usage.partitions", {}, run_at=now - timedelta(minutes=7))
+        await queue.enqueue(session, ctx, "usage.partitions", {}, run_at=now + timedelta(hours=1))
+    text = (await client.get("/metrics")).text
+    samples = {
+        (s.name, s.labels.get("status")): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name.startswith("aihub_billing_jobs")
+    }
+    assert samples[("aihub_billing_jobs", "pending")] >= 2
+    assert samples[("aihub_billing_jobs", "dead")] == 0
+    assert samples[("aihub_billing_jobs_oldest_due_seconds", None)] >= 420

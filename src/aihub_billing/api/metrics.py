@@ -9,7 +9,12 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from aihub_billing.kit.metrics import exposition, subscription_families, usage_rollup_family
+from aihub_billing.kit.metrics import (
+    exposition,
+    job_families,
+    subscription_families,
+    usage_rollup_family,
+)
 from aihub_billing.service import BillingService
 
 router = APIRouter()
@@ -25,6 +30,7 @@ async def metrics(request: Request) -> Response:
                 figures.subscriptions.by_status, figures.subscriptions.mrr_minor
             ),
             usage_rollup_family(figures.usage_not_rolled_up),
+            *job_families(figures.jobs_by_status, figures.jobs_oldest_due_seconds),
         ]
         if figures
         else []

@@ -16,6 +16,22 @@ class JobRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
+    async def backlog(self, now: datetime) -> tuple[dict[str, int], datetime | None]:
+        """Jobs the workers hold or owe, by status (pending, running, dead; test-clock jobs
+        are not theirs), and the run time of the oldest pending job that is due."""
+        mine = Job.test_clock_id.is_(None)
+        counts = await self.session.execute(
+            select(Job.status, func.count())
+            .where(mine, Job.status.in_(("pending", "running", "dead")))
+            .group_by(Job.status)
+        )
+        oldest = await self.session.execute(
+            select(func.min(Job.run_at)).where(mine, Job.status == "pending", Job.run_at <= now)
+        )
+        by_status = {"pending": 0, "running": 0, "dead": 0}
+        by_status.update({str(status): int(n) for status, n in counts.all()})
+        return by_status, oldest.scalar_one()
+
     def add(self, job: Job) -> None:
         self.session.add(job)
 

@@ -139,6 +139,24 @@ def subscription_families(
     return [subscriptions, mrr]
 
 
+def job_families(by_status: Mapping[str, int], oldest_due_seconds: float) -> list[Metric]:
+    """The job queue as read from the database at scrape time: jobs by status, and how long
+    the oldest due job has waited (0 when none is due): workers stopped or stuck show here."""
+    jobs = GaugeMetricFamily(
+        "aihub_billing_jobs",
+        "Background jobs pending, running or dead (test-clock jobs left out)",
+        labels=["status"],
+    )
+    for status, count in sorted(by_status.items()):
+        jobs.add_metric([status], count)
+    waiting = GaugeMetricFamily(
+        "aihub_billing_jobs_oldest_due_seconds",
+        "Seconds the oldest due pending job has waited for a worker",
+        value=oldest_due_seconds,
+    )
+    return [jobs, waiting]
+
+
 def usage_rollup_family(not_rolled_up: int) -> Metric:
     """The roller's backlog, read from the database at scrape time (always 0 on SQLite,
     whose inserts roll up their own events)."""
