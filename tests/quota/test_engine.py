@@ -440,3 +440,22 @@ async def test_a_check_whose_caller_is_gone_gives_its_reservation_back(
         await asyncio.sleep(0.01)
     assert (status.calls_used, status.tokens_used, status.concurrent) == (0, 0, 0)
     assert (await engine.check(req(clock), limits)).admitted
+
+
+async def test_many_expired_reservations_are_all_given_back_to_status_and_rebuild(
+    engine: QuotaEngine, clock: FrozenClock
+) -> None:
+    """More reservations than one sweep takes (an outage left their usage unsent): a status
+    and a rebuild see every one of them expired, not only the first batch."""
+    await load(engine, clock)
+    for _ in range(250):
+        assert (await engine.check(req(clock, tokens=10, ttl=30), Limits())).admitted
+    clock.advance(seconds=31)
+    status = await engine.status(ACCOUNT, PERIOD, clock.now())
+    assert (status.calls_used, status.tokens_used, status.concurrent) == (250, 0, 0)
+    # The stored usage holds 40 calls: a rebuild keeps no expired reservation as live.
+    assert await engine.load(
+        ACCOUNT, PERIOD, PERIOD_END, clock.now(), calls=40, tokens=400, force=True
+    )
+    status = await engine.status(ACCOUNT, PERIOD, clock.now())
+    assert (status.calls_used, status.tokens_used) == (40, 400)
