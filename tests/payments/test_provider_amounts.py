@@ -41,6 +41,12 @@ def test_paypal_values_drop_the_decimals_it_refuses(minor: int, currency: str, v
     assert paypal_value(minor, currency) == {"currency_code": currency, "value": value}
 
 
+def test_a_three_decimal_amount_stripe_cannot_take_is_refused_before_any_call() -> None:
+    assert to_stripe(5130, "KWD") == 5130
+    with pytest.raises(ProviderAmountNotSupported):
+        to_stripe(5125, "KWD")  # 5.125 dinars: Stripe takes whole tens of fils only
+
+
 def test_a_fraction_paypal_cannot_take_is_refused_before_any_call() -> None:
     with pytest.raises(ProviderAmountNotSupported):
         paypal_value(100_050, "HUF")  # 1000.50 forints
