@@ -4,6 +4,8 @@ the note knows its note, and what the note still counts as refunded is what is."
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
 
 from aihub_billing.models import BalanceTransaction, RefundRecord
@@ -43,16 +45,31 @@ async def fail_at_stripe(
     await billing.worker().drain()
 
 
+async def refunded_400_of_1000(
+    client: httpx.AsyncClient,
+    admin_key: str,
+    billing: BillingService,  # noqa: F811
+    stripe: StripeFake,
+) -> tuple[str, str, str, dict[str, Any], dict[str, Any]]:
+    """An account, its invoice of 1,000 paid at Stripe, and a refund note of 400 on it:
+    (account id, owner key, invoice id, payment, note)."""
+    account, key = await owner(client, admin_key)
+    inv, _ = await make_invoice(billing, account, [(1000, None)])
+    payment = await paid_through(client, key, "stripe", stripe, inv, 1000)
+    note = await credited(client, key, inv, {"outcome": "refund", "amount_minor": 400})
+    assert (note["refund_status"], note["refunded_minor"]) == ("succeeded", 400)
+    return account, key, inv, payment, note
+
+
 async def test_a_note_refund_that_fails_later_credits_the_account_balance(
     client: httpx.AsyncClient,
     admin_key: str,
     billing: BillingService,  # noqa: F811
     stripe_fake: StripeFake,  # noqa: F811
 ) -> None:
-    account, key = await owner(client, admin_key)
-    inv, _ = await make_invoice(billing, account, [(1000, None)])
-    payment = await paid_through(client, key, "stripe", stripe_fake, inv, 1000)
-    note = await credited(client, key, inv, {"outcome": "refund", "amount_minor": 400})
+    account, key, inv, payment, note = await refunded_400_of_1000(
+        client, admin_key, billing, stripe_fake
+    )
     assert await balance_of(client, key, account) == {}
 
     await fail_at_stripe(client, billing, stripe_fake, payment, note["refund_id"], "evt_f1")
@@ -66,9 +83,13 @@ async def test_a_note_refund_that_fails_later_credits_the_account_balance(
         note["id"],
         400,
     )
-    view = (await get(client, key, f"/credit-notes/{note['id']}")).json()
-    assert (view["refund_status"], view["refunded_minor"]) == ("failed", 0)
-    assert (view["credited_to_balance_minor"], view["applied_to_amount_due_minor"]) == (400, 0)
+    found = await get(client, key, f"/credit-notes/{note['id']}")
+    assert found.status_code == 200, found.text
+    listed = await get(client, key, "/credit-notes", invoice_id=inv)
+    for view in (found.json(), listed.json()["items"][0]):
+        assert view["id"] == note["id"] and view["refund_id"] == note["refund_id"]
+        assert (view["refund_status"], view["refunded_minor"]) == ("failed", 0)
+        assert (view["credited_to_balance_minor"], view["applied_to_amount_due_minor"]) == (400, 0)
     # The note still credits the invoice: 600 remain creditable, not 1,000.
     over = await credit(client, key, inv, {"outcome": "credit", "amount_minor": 601})
     assert over.status_code == 422 and over.json()["code"] == "credit_note_exceeds_creditable"
@@ -98,10 +119,9 @@ async def test_a_note_refund_that_failed_does_not_hide_a_direct_refund(
     billing: BillingService,  # noqa: F811
     stripe_fake: StripeFake,  # noqa: F811
 ) -> None:
-    account, key = await owner(client, admin_key)
-    inv, _ = await make_invoice(billing, account, [(1000, None)])
-    payment = await paid_through(client, key, "stripe", stripe_fake, inv, 1000)
-    note = await credited(client, key, inv, {"outcome": "refund", "amount_minor": 400})
+    account, key, inv, payment, note = await refunded_400_of_1000(
+        client, admin_key, billing, stripe_fake
+    )
     await fail_at_stripe(client, billing, stripe_fake, payment, note["refund_id"], "evt_f1")
     # 500 go back straight through the payment: 400 to the balance + 500 refunded leave 100.
     direct = await post(client, key, f"/payments/{payment['id']}/refund", {"amount_minor": 500})

@@ -11,7 +11,7 @@ import pytest
 
 from aihub_billing.models import CreditNote, Payment, RefundRecord
 from aihub_billing.service import BillingService
-from tests.creditnotes.helpers import count, credit, credited, get, make_invoice, owner
+from tests.creditnotes.helpers import count, credit, credited, make_invoice, owner
 from tests.payments.fakes.paypal_server import PayPalFake
 from tests.payments.fakes.stripe_server import StripeFake
 from tests.payments.support import (  # noqa: F401 (fixtures)
@@ -22,8 +22,6 @@ from tests.payments.support import (  # noqa: F401 (fixtures)
     post,
     stripe_fake,
 )
-from tests.webhooks.test_refund_events import refund_event
-from tests.webhooks.test_webhooks import send_stripe
 
 PROVIDERS = ["stripe", "paypal"]
 
@@ -169,36 +167,3 @@ async def test_a_payment_refunded_directly_is_not_credited_again(
     await credited(client, key, inv2, {"outcome": "refund", "amount_minor": 400})
     rest = await credited(client, key, inv2, {"outcome": "credit", "amount_minor": 600})
     assert rest["credited_to_balance_minor"] == 600
-
-
-async def test_a_refund_note_reads_its_refund_failed_when_the_provider_fails_it(
-    client: httpx.AsyncClient,
-    admin_key: str,
-    billing: BillingService,  # noqa: F811
-    stripe_fake: StripeFake,  # noqa: F811
-) -> None:
-    account, key = await owner(client, admin_key)
-    inv, _ = await make_invoice(billing, account, [(1000, None)])
-    payment = await paid_through(client, key, "stripe", stripe_fake, inv, 1000)
-    note = await credited(client, key, inv, {"outcome": "refund", "amount_minor": 400})
-    assert (note["refund_status"], note["refunded_minor"]) == ("succeeded", 400)
-    async with billing.db.sessions() as session:
-        refund = await session.get(RefundRecord, note["refund_id"])
-        assert refund is not None and refund.provider_refund_id is not None
-        refund_id = refund.provider_refund_id
-
-    # The card was closed: Stripe reports the refund failed (the money stays with us).
-    failed = refund_event(payment, "evt_failed", refund_id, 400, "refund.updated")
-    failed["data"]["object"].update(status="failed", failure_reason="expired_or_canceled_card")
-    stripe_fake.refunds[refund_id]["status"] = "failed"
-    assert (await send_stripe(client, failed)).status_code == 200
-    await billing.worker().drain()
-
-    found = await get(client, key, f"/credit-notes/{note['id']}")
-    assert found.status_code == 200, found.text
-    listed = await get(client, key, "/credit-notes", invoice_id=inv)
-    for view in (found.json(), listed.json()["items"][0]):
-        assert view["id"] == note["id"] and view["refund_id"] == note["refund_id"]
-        assert (view["refund_status"], view["refunded_minor"]) == ("failed", 0)
-        # What the refund did not pay back went to the balance (test_refund_failures.py).
-        assert (view["applied_to_amount_due_minor"], view["credited_to_balance_minor"]) == (0, 400)

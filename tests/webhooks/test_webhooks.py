@@ -11,6 +11,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from sqlalchemy import func, select
 
 from aihub_billing.kit.clock import FrozenClock
+from aihub_billing.kit.ids import new_id
 from aihub_billing.models import DisputeRecord, Job, Payment, RefundRecord, WebhookEvent
 from aihub_billing.payments.service import payments
 from aihub_billing.service import BillingService
@@ -102,8 +103,9 @@ async def test_an_event_that_overtakes_the_commit_of_its_payment_is_retried(
     """The provider may announce a payment before the transaction that stores it commits
     (a slow collection job): the event names our id in its metadata, so it is retried, not
     ignored for good."""
-    payment = await paid_stripe_payment(client, admin_key, stripe_fake, confirm=False)
-    late_id, late_intent = f"{payment['id'][:-4]}LATE", "pi_overtaken0001"
+    await paid_stripe_payment(client, admin_key, stripe_fake, confirm=False)
+    # (the payment created above is the template of the late one, below)
+    late_id, late_intent = new_id("pay"), "pi_overtaken0001"  # ours, not stored yet
     event = stripe_event(
         "FAKE_EVENT_PAYMENT_INTENT_SUCCEEDED_DESTINATION_CHARGE",
         object={"id": late_intent, "amount": 2000, "metadata": {"payment_id": late_id}},

@@ -7,21 +7,19 @@ process keeps accepting the revoked key until its entry expires (at most `cache_
 
 from __future__ import annotations
 
-from sqlalchemy import event
+from functools import partial
+
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import Session
 
 from aihub_billing.auth.keys import digest
 from aihub_billing.auth.repository import ApiKeyRepository
 from aihub_billing.errors import Unauthenticated
 from aihub_billing.kit.clock import monotonic
 from aihub_billing.kit.context import KEY_ROLES, Actor, Role
-from aihub_billing.kit.db import SessionSource, session_of
+from aihub_billing.kit.db import SessionSource, on_commit, session_of
 
 DEFAULT_CACHE_SECONDS = 10.0
 MAX_CACHED = 10_000
-_PENDING_KEY = "auth.revoked_digests"
-_LISTENING_KEY = "auth.revoked_listening"
 
 
 class AuthService:
@@ -79,18 +77,7 @@ class AuthService:
         the session commits, for a request may have read (and cached) the key as still valid
         in between."""
         self.forget(key_digest)
-        sync = session.sync_session
-        if not sync.info.get(_LISTENING_KEY):
-            event.listen(sync, "after_commit", self._forget_committed)
-            sync.info[_LISTENING_KEY] = True
-        sync.info.setdefault(_PENDING_KEY, set()).add(key_digest)
-
-    def _forget_committed(self, sync_session: Session) -> None:
-        # after_commit is sent on a SAVEPOINT release too: wait for the root transaction.
-        if sync_session.in_nested_transaction():
-            return
-        for key_digest in sync_session.info.pop(_PENDING_KEY, set()):
-            self.forget(key_digest)
+        on_commit(session, partial(self.forget, key_digest))
 
 
 auth = AuthService()

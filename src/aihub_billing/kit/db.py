@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +18,8 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.orm import Session as OrmSession
+from sqlalchemy.orm import SessionTransaction
 
 from aihub_billing.kit.cache import Cache, touched
 
@@ -48,6 +50,56 @@ async def session_of(source: SessionSource) -> AsyncIterator[AsyncSession]:
             yield session
     else:
         yield source
+
+
+# -- work after the commit ---------------------------------------------------------------
+
+_PENDING = "aihub_billing.on_commit"
+Pending = list[tuple[SessionTransaction | None, Callable[[], None]]]
+
+
+def on_commit(session: AsyncSession, fn: Callable[[], None]) -> None:
+    """Calls `fn()` once the session's outermost transaction commits; never if it, or the
+    savepoint that was current, rolls back. With no transaction open, at once."""
+    sync = session.sync_session
+    transaction = sync.get_nested_transaction() or sync.get_transaction()
+    if transaction is None:  # nothing to wait for
+        fn()
+        return
+    pending: Pending = sync.info.setdefault(_PENDING, [])
+    pending.append((transaction, fn))
+
+
+# Registered once on the Session class: a commit that registered nothing costs a dict lookup.
+@event.listens_for(OrmSession, "after_commit")
+def _run_pending(session: OrmSession) -> None:
+    if session.in_nested_transaction():  # a savepoint released: its work waits for the end
+        return
+    pending: Pending | None = session.info.pop(_PENDING, None)
+    for _, fn in pending or ():
+        fn()
+
+
+@event.listens_for(OrmSession, "after_soft_rollback")
+def _drop_rolled_back(session: OrmSession, previous: SessionTransaction) -> None:
+    pending: Pending | None = session.info.get(_PENDING)
+    if pending:
+        pending[:] = [p for p in pending if not _within(p[0], previous)]
+
+
+@event.listens_for(OrmSession, "after_transaction_end")
+def _forget(session: OrmSession, transaction: SessionTransaction) -> None:
+    # The outermost transaction ended without a commit (closed, or rolled back): drop all.
+    if transaction.parent is None:
+        session.info.pop(_PENDING, None)
+
+
+def _within(transaction: SessionTransaction | None, ended: SessionTransaction) -> bool:
+    while transaction is not None:
+        if transaction is ended:
+            return True
+        transaction = transaction.parent
+    return False
 
 
 class Session(AsyncSession):

@@ -4,7 +4,7 @@ several: `PROMETHEUS_MULTIPROC_DIR`).
 Domain code counts through `count_on_commit`, so a rolled-back transaction (a failed request,
 a job that is retried, a savepoint that failed) counts nothing and a retry never counts twice.
 The quota counters live in `quota/service.py`; gauges that need the database are computed per
-scrape (`subscription_families`, `usage_rollup_family`), so no Gauge object needs a
+scrape (`subscription_families`, `usage_rollup_family`, `job_families`), so no Gauge object needs a
 multiprocess mode.
 """
 
@@ -14,6 +14,7 @@ import os
 import re
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from functools import partial
 from pathlib import Path
 from wsgiref.simple_server import WSGIServer
 
@@ -28,9 +29,9 @@ from prometheus_client import (
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
-from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import Session, SessionTransaction
+
+from aihub_billing.kit.db import on_commit
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -66,52 +67,11 @@ SUBSCRIPTION_CANCELLATIONS = Counter(
 
 # -- counting on commit ---------------------------------------------------------------------
 
-_PENDING = "aihub_billing.metrics.pending"
-Pending = list[tuple[SessionTransaction | None, Callable[[float], None], float]]
-
 
 def count_on_commit(session: AsyncSession, inc: Callable[[float], None], amount: float = 1) -> None:
     """Calls `inc(amount)` (a counter's `.inc`) once the session's outermost transaction
-    commits; never if it, or the savepoint that was current, rolls back."""
-    sync = session.sync_session
-    transaction = sync.get_nested_transaction() or sync.get_transaction()
-    if transaction is None:  # nothing to wait for
-        inc(amount)
-        return
-    pending: Pending = sync.info.setdefault(_PENDING, [])
-    pending.append((transaction, inc, amount))
-
-
-# Registered once on the Session class: a commit that counted nothing costs one dict lookup.
-@event.listens_for(Session, "after_commit")
-def _apply(session: Session) -> None:
-    if session.in_nested_transaction():  # a savepoint released: its counts wait for the end
-        return
-    pending: Pending | None = session.info.pop(_PENDING, None)
-    for _, inc, amount in pending or ():
-        inc(amount)
-
-
-@event.listens_for(Session, "after_soft_rollback")
-def _drop_rolled_back(session: Session, previous: SessionTransaction) -> None:
-    pending: Pending | None = session.info.get(_PENDING)
-    if pending:
-        pending[:] = [p for p in pending if not _within(p[0], previous)]
-
-
-@event.listens_for(Session, "after_transaction_end")
-def _forget(session: Session, transaction: SessionTransaction) -> None:
-    # The outermost transaction ended without a commit (closed, or rolled back): drop all.
-    if transaction.parent is None:
-        session.info.pop(_PENDING, None)
-
-
-def _within(transaction: SessionTransaction | None, ended: SessionTransaction) -> bool:
-    while transaction is not None:
-        if transaction is ended:
-            return True
-        transaction = transaction.parent
-    return False
+    commits; never if it, or the savepoint that was current, rolls back (kit.db.on_commit)."""
+    on_commit(session, partial(inc, amount))
 
 
 # -- gauges computed per scrape -------------------------------------------------------------

@@ -18,7 +18,7 @@ from aihub_billing.audit.service import audit
 from aihub_billing.errors import Forbidden
 from aihub_billing.kit.cards import contains_card_number
 from aihub_billing.kit.context import Context, Role
-from aihub_billing.kit.ids import new_id
+from aihub_billing.kit.ids import is_valid_id, new_id
 from aihub_billing.kit.metrics import PAYMENT_ATTEMPTS, count_on_commit
 from aihub_billing.kit.pagination import id_page
 from aihub_billing.models import (
@@ -108,7 +108,7 @@ class PaymentNotStoredYet(Exception):
 
 
 def _ours(payment_id: str | None) -> bool:
-    return payment_id is not None and payment_id.startswith("pay_")
+    return payment_id is not None and is_valid_id(payment_id, "pay")
 
 
 class PaymentService:

@@ -528,13 +528,14 @@ class QuotaManager:
         reached, the account is rebuilt before its next check instead of failing the write.
         """
         calls, tokens = usage.calls, usage.tokens
-        settlements = usage.settlements
-        if settlements and any(rid.startswith(_DEGRADED_ID) for rid, _ in settlements):
-            # Let through by fail_open: nothing was reserved or counted, so a call of its own.
-            degraded = [s for s in settlements if s[0].startswith(_DEGRADED_ID)]
-            settlements = [s for s in settlements if not s[0].startswith(_DEGRADED_ID)]
-            calls += len(degraded)
-            tokens += sum(settled_tokens for _, settled_tokens in degraded)
+        settlements = []
+        for settlement in usage.settlements:
+            if settlement[0].startswith(_DEGRADED_ID):
+                # Let through by fail_open: nothing was reserved or counted, so a call of its own.
+                calls += 1
+                tokens += settlement[1]
+            else:
+                settlements.append(settlement)
         try:
             if settlements:
                 resolved = await self.limits(session, ctx, account_id)
@@ -894,10 +895,9 @@ class QuotaManager:
             before=before,
             after=after,
         )
+        # This process re-reads at once (_report_passed drops what it read); others drop
+        # theirs once the change is committed.
         await self._report_passed(session, ctx, data.account_id)
-        # This process re-reads at once; others within limits_ttl_seconds.
-        self.invalidate(data.account_id)
-        # Other processes drop theirs once the change is committed.
         limits_changed(session, data.account_id)
         return after
 
