@@ -30,7 +30,7 @@ from aihub_billing.service import BillingService
 from aihub_billing.subscriptions.schemas import SubscriptionCreate
 from aihub_billing.subscriptions.service import subscriptions
 from aihub_billing.usage.service import usage
-from tests.conftest import make_config, wipe
+from tests.conftest import free_port, make_config, wipe
 
 runner = CliRunner()
 T = TypeVar("T")
@@ -526,6 +526,37 @@ def test_serve_on_a_busy_port_is_one_line_before_any_work(env: Path) -> None:
     assert result.exit_code == 2, result.output
     assert result.output.startswith(f"error: cannot listen on 127.0.0.1:{port}: ")
     assert result.output.count("\n") == 1  # nothing migrated, seeded or started first
+    assert not (env / "cli.db").exists()
+
+
+@pytest.fixture
+def no_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A serve that gets as far as starting uvicorn fails the test instead of serving."""
+
+    def refuse(*_args: object, **_kwargs: object) -> None:
+        raise AssertionError("serve started uvicorn")
+
+    monkeypatch.setattr(cli.uvicorn, "run", refuse)
+
+
+def test_serve_several_workers_without_redis_is_one_line_before_any_work(
+    env: Path, no_server: None
+) -> None:
+    # Each uvicorn worker would count quota in its own memory: N workers admit N times a limit.
+    result = run_cli("serve", "--workers", "2", "--port", str(free_port()))
+    assert_one_line(
+        result,
+        "error: --workers 2 needs AIHUB_BILLING_REDIS_URL: in-process quota counters "
+        "(and caches) are exact for one process only",
+    )
+    assert not (env / "cli.db").exists()  # nothing migrated or seeded first
+
+
+@pytest.mark.parametrize("workers", ["0", "-1"])
+def test_serve_needs_at_least_one_worker(env: Path, no_server: None, workers: str) -> None:
+    result = run_cli("serve", "--workers", workers, "--port", str(free_port()))
+    assert result.exit_code == 2, result.output
+    assert "Invalid value for '--workers'" in result.output
     assert not (env / "cli.db").exists()
 
 

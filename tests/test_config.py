@@ -53,6 +53,8 @@ def test_seed_development_example() -> None:
 def test_seed_production_example(monkeypatch: pytest.MonkeyPatch) -> None:
     # The at-rest key comes from the environment (or a secrets file), never from code.
     monkeypatch.setenv("AIHUB_BILLING_ENCRYPTION_KEY", ENCRYPTION_KEY)
+    # So does the database: production refuses the default SQLite file under ./var.
+    monkeypatch.setenv("AIHUB_BILLING_DATABASE_URL", PROD_DATABASE_URL)
     billing_config = BillingConfig(
         enabled=True,
         environment="production",
@@ -139,7 +141,15 @@ PAYPAL_LIVE = {
     "webhook_secret": "WH-123",
     "sandbox": False,
 }
-PROD = {"environment": "production", "encryption_enabled": True, "encryption_key": ENCRYPTION_KEY}
+PROD_DATABASE_URL = "postgresql+asyncpg://billing@db.internal:5432/billing"
+PROD = {
+    "environment": "production",
+    "database_url": PROD_DATABASE_URL,
+    "encryption_enabled": True,
+    "encryption_key": ENCRYPTION_KEY,
+}
+# PROD but for the database URL, to be given by another source (or not at all).
+PROD_NO_DATABASE = {k: v for k, v in PROD.items() if k != "database_url"}
 
 REFUSALS: list[tuple[str, dict[str, Any], str]] = [
     (
@@ -215,6 +225,8 @@ REFUSALS: list[tuple[str, dict[str, Any], str]] = [
     ],
     ("bad-encryption-key", {"encryption_key": "not-a-fernet-key"}, "Fernet key"),
     ("prod-short-admin-key", {**PROD, "admin_key": "admin"}, "admin_key must be at least 32"),
+    ("prod-default-database-url", PROD_NO_DATABASE, "database_url must be set in production"),
+    ("prod-blank-database-url", {**PROD, "database_url": " "}, "database_url must be set"),
     ("dev-live-key-while-disabled", {"stripe": {"api_key": "sk_live_x"}}, "live key"),
     *[
         (
@@ -250,6 +262,11 @@ def test_refusals(kwargs: dict[str, Any], message: str) -> None:
         pytest.param(
             {**PROD, "stripe": {"api_key": "sk_test_x"}, "paypal": {"sandbox": True}},
             id="prod-disabled-not-checked",
+        ),
+        # An operator may knowingly run one process on a SQLite file: only the default is refused.
+        pytest.param(
+            {**PROD, "database_url": "sqlite+aiosqlite:////var/lib/aihub/billing.db"},
+            id="prod-explicit-sqlite",
         ),
         pytest.param(
             {"environment": "test", "stripe": {"enabled": True, "api_key": "sk_fake"}},
@@ -344,6 +361,24 @@ def test_toml_file_from_env_var(isolated_env: Path, monkeypatch: pytest.MonkeyPa
     assert config.stripe.api_key.get_secret_value() == "sk_test_toml"
     assert config.pricing.currency == "GBP"
     assert config.pricing.tax_rate == Decimal("0.07")
+
+
+@pytest.mark.parametrize("source", ["env", "dotenv", "toml", "toml-from-env-var"])
+def test_production_database_url_counts_from_every_source(
+    isolated_env: Path, monkeypatch: pytest.MonkeyPatch, source: str
+) -> None:
+    line = f"AIHUB_BILLING_DATABASE_URL={PROD_DATABASE_URL}\n"
+    toml = f'database_url = "{PROD_DATABASE_URL}"\n'
+    if source == "env":
+        monkeypatch.setenv("AIHUB_BILLING_DATABASE_URL", PROD_DATABASE_URL)
+    elif source == "dotenv":
+        (isolated_env / ".env").write_text(line)
+    elif source == "toml":
+        (isolated_env / "aihub-billing.toml").write_text(toml)
+    else:
+        (isolated_env / "billing.toml").write_text(toml)
+        monkeypatch.setenv("AIHUB_BILLING_CONFIG_FILE", str(isolated_env / "billing.toml"))
+    assert BillingConfig(**PROD_NO_DATABASE).database_url == PROD_DATABASE_URL
 
 
 def test_default_toml_file_in_working_directory(isolated_env: Path) -> None:

@@ -361,6 +361,13 @@ def _stripe_key_mode(
 
 def _production_problems(config: BillingConfig) -> list[str]:
     problems: list[str] = []
+    # The default, a SQLite file relative to the working directory, is for trying the service;
+    # real money goes where the operator said (any source counts: init, env, .env, TOML). A
+    # SQLite URL given on purpose is accepted.
+    if "database_url" not in config.model_fields_set or not config.database_url.strip():
+        problems.append(
+            "database_url must be set in production (not the default SQLite file under ./var)"
+        )
     admin_key = config.admin_key.get_secret_value() if config.admin_key else None
     if admin_key is not None and len(admin_key) < MIN_ADMIN_KEY_LENGTH:
         problems.append(f"admin_key must be at least {MIN_ADMIN_KEY_LENGTH} characters")

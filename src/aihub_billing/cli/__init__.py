@@ -102,11 +102,15 @@ def seed() -> None:
 def serve(
     host: Annotated[str, typer.Option(envvar="HOST")] = "127.0.0.1",
     port: Annotated[int, typer.Option(envvar="PORT")] = 8000,
-    workers: Annotated[int, typer.Option(help="uvicorn worker processes")] = 1,
+    workers: Annotated[
+        int, typer.Option(min=1, help="uvicorn worker processes (more than one needs Redis)")
+    ] = 1,
 ) -> None:
     """Migrate, seed, and serve the API (with the embedded job worker on SQLite)."""
     config = load_config()
-    _check_port_free(host, port)  # before migrating and seeding, not after
+    # Both before migrating and seeding, not after.
+    _check_workers(workers, config)
+    _check_port_free(host, port)
     _migrate(config)
     _report_bootstrap(run(lambda b: b.bootstrap(), config=config), host, port)
     worker_note = "embedded job worker" if config.run_embedded_worker() else "no embedded worker"
@@ -138,6 +142,18 @@ def serve(
     finally:
         if made_here and metrics_dir is not None:
             shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _check_workers(workers: int, config: BillingConfig) -> None:
+    """Ends the command with one line when several workers would each count on their own."""
+    # Without Redis every process keeps its own quota counters and caches: N workers would
+    # admit N times a limit. SQLite itself is safe for several processes: one writer at a
+    # time (BEGIN IMMEDIATE, a 30 s busy timeout) and a job is claimed by one UPDATE.
+    if workers > 1 and not config.redis_url:
+        fail(
+            f"--workers {workers} needs AIHUB_BILLING_REDIS_URL: in-process quota counters "
+            "(and caches) are exact for one process only"
+        )
 
 
 def _check_port_free(host: str, port: int) -> None:
