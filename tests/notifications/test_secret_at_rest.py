@@ -15,7 +15,7 @@ from sqlalchemy import select
 from aihub_billing.models import QuotaNotificationTarget
 from aihub_billing.service import BillingService
 from tests.api.helpers import API, auth
-from tests.notifications.test_delivery import Receiver, delivery_job, enqueue, target
+from tests.notifications.test_delivery import Receiver, enqueue, target, webhook_job
 from tests.payments.support import owner_of_new_account
 
 KEY = Fernet.generate_key().decode()
@@ -68,8 +68,8 @@ async def test_the_secret_is_stored_encrypted_and_signs_deliveries(
     ).json()
     assert shown["has_webhook_secret"] and "webhook_secret" not in shown
     await enqueue(billing, account_id)
-    assert await billing.worker().drain() == 1
-    assert (await delivery_job(billing)).status == "succeeded"
+    assert await billing.worker().drain() == 2
+    assert (await webhook_job(billing)).status == "succeeded"
     assert_signed_with(receiver, secret)
 
 
@@ -80,7 +80,7 @@ async def test_without_encryption_the_secret_is_stored_as_before(
     account_id, secret = await target(client, admin_key, receiver.url)
     assert await stored_secret(billing, account_id) == secret
     await enqueue(billing, account_id)
-    assert await billing.worker().drain() == 1
+    assert await billing.worker().drain() == 2
     assert_signed_with(receiver, secret)
 
 
@@ -101,8 +101,8 @@ async def test_a_plaintext_secret_written_before_still_delivers_and_is_sealed_wh
             )
         )
     await enqueue(billing, account_id)
-    assert await billing.worker().drain() == 1
-    assert (await delivery_job(billing)).status == "succeeded"
+    assert await billing.worker().drain() == 2
+    assert (await webhook_job(billing)).status == "succeeded"
     assert_signed_with(receiver, "whsec_written_in_plaintext")
     answer = await client.put(
         f"{API}/quota/notifications", json={"webhook_url": receiver.url}, headers=auth(key)
@@ -139,8 +139,8 @@ async def test_a_secret_the_key_cannot_open_is_not_sent_and_not_shown(
             )
         )
     await enqueue(billing, account_id)
-    assert await billing.worker().drain() == 1
-    job = await delivery_job(billing)
+    assert await billing.worker().drain() == 2
+    job = await webhook_job(billing)
     assert job.status == "pending" and job.last_error is not None
     assert "encrypt" in job.last_error and sealed[7:30] not in job.last_error
     assert receiver.received == []

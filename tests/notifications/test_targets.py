@@ -17,7 +17,7 @@ from aihub_billing.models import QuotaNotificationTarget
 from aihub_billing.notifications.service import notifications
 from aihub_billing.service import BillingService
 from tests.api.helpers import API, auth
-from tests.notifications.test_delivery import Receiver, delivery_job, enqueue, target
+from tests.notifications.test_delivery import Receiver, enqueue, target, webhook_job
 from tests.payments.fakes.server import FakeServer, Request, Response
 from tests.payments.support import owner_of_new_account
 
@@ -127,8 +127,8 @@ async def test_a_name_resolving_to_a_private_address_is_refused_at_delivery(
     account_id, _ = await target(client, admin_key, url)
     monkeypatch.setattr(notifications, "resolve", resolving_to("93.184.216.34", "127.0.0.1"))
     await enqueue(billing, account_id)
-    assert await billing.worker().drain() == 1
-    job = await delivery_job(billing)
+    assert await billing.worker().drain() == 2
+    job = await webhook_job(billing)
     assert (job.status, job.attempts) == ("dead", 1)
     assert job.last_error is not None
     assert "127.0.0.1" in job.last_error and "not public" in job.last_error
@@ -153,8 +153,8 @@ async def test_a_target_stored_before_the_check_is_refused_at_delivery(
             )
         )
     await enqueue(billing, account_id)
-    assert await billing.worker().drain() == 1
-    job = await delivery_job(billing)
+    assert await billing.worker().drain() == 2
+    job = await webhook_job(billing)
     assert job.status == "dead"
     assert job.last_error is not None and "not public" in job.last_error
     assert receiver.received == []
@@ -166,7 +166,7 @@ async def test_a_refused_target_is_a_permanent_error(
     billing: BillingService,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """What both delivery jobs (`notifications.deliver`, `quota.notify`) go through."""
+    """What the webhook deliveries (`notifications.webhook`, `quota.notify`) go through."""
     account_id, _ = await target(client, admin_key, "http://metadata.example.com/computeMetadata")
     monkeypatch.setattr(notifications, "resolve", resolving_to("169.254.169.254"))
     event = {"id": "evt_1", "type": "invoice.paid", "created_at": "x", "data": {}}
@@ -194,10 +194,10 @@ async def test_redirects_are_not_followed(
         monkeypatch.setattr(notifications, "resolve", resolving_to("127.0.0.1"))
         monkeypatch.setattr(notifications, "allow_private_targets", True)  # reach the fake
         await enqueue(billing, account_id)
-        assert await billing.worker().drain() == 1
+        assert await billing.worker().drain() == 2
     finally:
         public.stop()
-    job = await delivery_job(billing)
+    job = await webhook_job(billing)
     assert job.status == "pending" and job.last_error is not None and "307" in job.last_error
     assert receiver.received == []
 
@@ -211,8 +211,8 @@ async def test_with_private_targets_allowed_loopback_is_set_and_delivered(
 ) -> None:
     account_id, _ = await target(client, admin_key, receiver.url)
     await enqueue(billing, account_id)
-    assert await billing.worker().drain() == 1
-    assert (await delivery_job(billing)).status == "succeeded"
+    assert await billing.worker().drain() == 2
+    assert (await webhook_job(billing)).status == "succeeded"
     assert len(receiver.received) == 1
 
 
@@ -231,8 +231,8 @@ async def test_delivery_connects_to_the_address_that_was_checked(
     account_id, _ = await target(client, admin_key, url)
     monkeypatch.setattr(notifications, "resolve", resolving_to("127.0.0.1"))
     await enqueue(billing, account_id)
-    assert await billing.worker().drain() == 1
-    assert (await delivery_job(billing)).status == "succeeded"
+    assert await billing.worker().drain() == 2
+    assert (await webhook_job(billing)).status == "succeeded"
     (headers, _), *_ = receiver.received
     assert headers["host"] == f"hooks.example.com:{port}"
 

@@ -52,46 +52,70 @@ async def session_of(source: SessionSource) -> AsyncIterator[AsyncSession]:
         yield source
 
 
-# -- work after the commit ---------------------------------------------------------------
+# -- work after the commit, or after its failure -----------------------------------------
 
-_PENDING = "aihub_billing.on_commit"
-Pending = list[tuple[SessionTransaction | None, Callable[[], None]]]
+_PENDING = "aihub_billing.on_transaction_end"
+# (the transaction or savepoint current when registered, True: run on its commit / False:
+# run unless it commits, the callable)
+Pending = list[tuple[SessionTransaction, bool, Callable[[], None]]]
 
 
 def on_commit(session: AsyncSession, fn: Callable[[], None]) -> None:
     """Calls `fn()` once the session's outermost transaction commits; never if it, or the
     savepoint that was current, rolls back. With no transaction open, at once."""
+    if not _register(session, True, fn):  # nothing to wait for
+        fn()
+
+
+def unless_committed(session: AsyncSession, fn: Callable[[], None]) -> None:
+    """Calls `fn()` when the session's transaction (or the savepoint that is current) ends
+    without its work committed: rolled back, closed, or its commit failed; never once the
+    outermost transaction committed. With no transaction open, never. A commit whose
+    acknowledgement was lost calls it too, so `fn` must be right either way."""
+    _register(session, False, fn)
+
+
+def _register(session: AsyncSession, on_commit: bool, fn: Callable[[], None]) -> bool:
     sync = session.sync_session
     transaction = sync.get_nested_transaction() or sync.get_transaction()
-    if transaction is None:  # nothing to wait for
-        fn()
-        return
+    if transaction is None:
+        return False
     pending: Pending = sync.info.setdefault(_PENDING, [])
-    pending.append((transaction, fn))
+    pending.append((transaction, on_commit, fn))
+    return True
 
 
-# Registered once on the Session class: a commit that registered nothing costs a dict lookup.
+# Registered once on the Session class: a transaction that registered nothing costs a dict
+# lookup.
 @event.listens_for(OrmSession, "after_commit")
-def _run_pending(session: OrmSession) -> None:
+def _committed(session: OrmSession) -> None:
     if session.in_nested_transaction():  # a savepoint released: its work waits for the end
         return
-    pending: Pending | None = session.info.pop(_PENDING, None)
-    for _, fn in pending or ():
-        fn()
+    for _, on_commit, fn in session.info.pop(_PENDING, None) or ():
+        if on_commit:
+            fn()
 
 
 @event.listens_for(OrmSession, "after_soft_rollback")
-def _drop_rolled_back(session: OrmSession, previous: SessionTransaction) -> None:
+def _rolled_back(session: OrmSession, previous: SessionTransaction) -> None:
     pending: Pending | None = session.info.get(_PENDING)
-    if pending:
+    if not pending:
+        return
+    undone = [p for p in pending if _within(p[0], previous)]
+    if undone:
         pending[:] = [p for p in pending if not _within(p[0], previous)]
+        for _, on_commit, fn in undone:
+            if not on_commit:
+                fn()
 
 
 @event.listens_for(OrmSession, "after_transaction_end")
-def _forget(session: OrmSession, transaction: SessionTransaction) -> None:
-    # The outermost transaction ended without a commit (closed, or rolled back): drop all.
+def _ended(session: OrmSession, transaction: SessionTransaction) -> None:
+    # The outermost transaction ended and its commit (which empties the list) never came.
     if transaction.parent is None:
-        session.info.pop(_PENDING, None)
+        for _, on_commit, fn in session.info.pop(_PENDING, None) or ():
+            if not on_commit:
+                fn()
 
 
 def _within(transaction: SessionTransaction | None, ended: SessionTransaction) -> bool:

@@ -1,17 +1,25 @@
-"""Outbound notifications: an event enqueued in the caller's transaction, delivered by a job.
+"""Outbound notifications: an event enqueued in the caller's transaction, delivered by jobs.
+
+`notify` enqueues the event's `notifications.deliver` job; it hands the event to one job per
+channel the account has set when it runs (`notifications.webhook`, `notifications.email`),
+each with its own dedupe key and `DELIVERY_ATTEMPTS`, so one channel failing neither delays,
+stops nor repeats the other. Each channel job reads the account's target when it runs: a URL
+fixed during the retries gets the next attempt, a channel removed is not sent to again.
+(A `notifications.deliver` job queued before the split has the same payload and is handed on
+the same way.)
 
 The event is POSTed to the account's webhook URL, signed with its secret
 (`AIHub-Signature: t=<unix>,v1=<hex HMAC-SHA256 of "t.body">`, t the time of sending by the
 wall clock, which receivers compare with theirs to refuse replays). A 5xx, 408, 425 or 429
 answer, a timeout or a refused connection retries the job with backoff, for some five hours
 (`DELIVERY_ATTEMPTS`); any other 4xx answer is the receiver refusing this request, which
-trying again cannot change: the job is dead at once. Email goes through the `EmailNotifier`
-interface (logged by default).
+trying again cannot change: the webhook job is dead at once. Email goes through the
+`EmailNotifier` interface (logged by default); a failing hook retries the email job alone.
 
 Targets are URLs account owners give, so the server must not become their way into its own
 network (SSRF): a URL whose host is a loopback, private, link-local … literal or `localhost`
-is refused when it is set, and at each delivery the host is resolved, refused (the job is dead
-at once) when any of its addresses is not public, and the request is sent to the checked
+is refused when it is set, and at each delivery the host is resolved, refused (the webhook job
+is dead at once) when any of its addresses is not public, and the request is sent to the checked
 address (no second lookup) without following redirects. `allow_private_targets` lifts this
 for local development and tests. Signing secrets are stored sealed (`kit.secretbox`) when
 encryption is on; rows written before stay readable and are sealed when next set.
@@ -35,15 +43,21 @@ from aihub_billing.kit.context import Context
 from aihub_billing.kit.netguard import NonPublicTarget, Resolver, refused_host, resolve_public
 from aihub_billing.kit.netguard import system_resolve as _system_resolve
 from aihub_billing.kit.secretbox import SecretBox, SecretBoxError, is_sealed
-from aihub_billing.models import QuotaNotificationTarget
+from aihub_billing.models import Job, QuotaNotificationTarget
 from aihub_billing.notifications.errors import WebhookUrlNotAllowed
 
 log = structlog.get_logger("aihub_billing.notifications")
 
 DELIVER_JOB = "notifications.deliver"
+WEBHOOK_JOB = "notifications.webhook"
+EMAIL_JOB = "notifications.email"
+WEBHOOK = "webhook"
+EMAIL = "email"
+CHANNELS = (WEBHOOK, EMAIL)
+CHANNEL_JOBS = {WEBHOOK: WEBHOOK_JOB, EMAIL: EMAIL_JOB}
 SIGNATURE_HEADER = "AIHub-Signature"
-# Backoff 2 s, 4 s … capped at an hour: 16 attempts span about five hours of receiver outage
-# (the workers' default of 8 gave up after some four minutes).
+# Of each job. Backoff 2 s, 4 s … capped at an hour: 16 attempts span about five hours of
+# receiver outage (the workers' default of 8 gave up after some four minutes).
 DELIVERY_ATTEMPTS = 16
 # 4xx answers that say "later", not "never".
 _RETRYABLE_CLIENT_ERRORS = frozenset({408, 425, 429})
@@ -85,7 +99,7 @@ async def notify(
     data: dict[str, Any],
     test_clock_id: str | None = None,
 ) -> None:
-    """Enqueues one notification; the same `event_id` is delivered once."""
+    """Enqueues one notification; the same `event_id` is delivered once (to each channel)."""
     payload = {
         "account_id": account_id,
         "type": event_type,
@@ -161,10 +175,60 @@ class Notifications:
         except SecretBoxError as exc:
             raise RuntimeError(f"webhook secret: {exc}") from None
 
-    async def deliver(self, session: AsyncSession, ctx: Context, payload: dict[str, Any]) -> None:
-        """Sends an event enqueued by `notify` (the `notifications.deliver` job)."""
-        event = {k: payload[k] for k in ("id", "type", "created_at", "data")}
-        await self.send(session, ctx, str(payload["account_id"]), event, str(payload["subject"]))
+    async def deliver(
+        self, session: AsyncSession, ctx: Context, payload: dict[str, Any], *, job_id: str
+    ) -> list[str]:
+        """The `notifications.deliver` job (`job_id`) of an event enqueued by `notify`, also one
+        queued before the channels were split: enqueues its channels' jobs on its test clock."""
+        job = await session.get(Job, job_id)
+        return await self.dispatch(
+            session,
+            ctx,
+            str(payload["account_id"]),
+            _event(payload),
+            str(payload["subject"]),
+            test_clock_id=job.test_clock_id if job is not None else None,
+        )
+
+    async def dispatch(
+        self,
+        session: AsyncSession,
+        ctx: Context,
+        account_id: str,
+        event: dict[str, Any],
+        subject: str,
+        *,
+        test_clock_id: str | None = None,
+    ) -> list[str]:
+        """Enqueues a job for each channel the account has now (none without a target), each
+        delivered once per event id and retried on its own; returns their names."""
+        target = await session.get(QuotaNotificationTarget, account_id)
+        payload = {"account_id": account_id, "subject": subject, **event}
+        names = [CHANNEL_JOBS[channel] for channel in CHANNELS if _has(target, channel)]
+        for name in names:
+            await queue.enqueue(
+                session,
+                ctx,
+                name,
+                payload,
+                dedupe_key=f"{name}:{event['id']}",
+                max_attempts=DELIVERY_ATTEMPTS,
+                test_clock_id=test_clock_id,
+            )
+        return names
+
+    async def deliver_channel(
+        self, session: AsyncSession, ctx: Context, channel: str, payload: dict[str, Any]
+    ) -> None:
+        """A channel's job (`notifications.webhook`, `notifications.email`): sends only it."""
+        await self.send(
+            session,
+            ctx,
+            str(payload["account_id"]),
+            _event(payload),
+            str(payload["subject"]),
+            channels=(channel,),
+        )
 
     async def send(
         self,
@@ -173,12 +237,25 @@ class Notifications:
         account_id: str,
         event: dict[str, Any],
         subject: str,
+        *,
+        channels: tuple[str, ...] = CHANNELS,
     ) -> None:
-        """POSTs the signed event to the account's webhook (a non-2xx raises, so the job
-        retries) and emails it when the account set an address."""
+        """Sends the event to `channels` as the account's target is now: POSTs it signed to the
+        webhook (a non-2xx raises, so the job retries), emails it when an address is set. A
+        channel the account does not have (any more) is skipped."""
         target = await session.get(QuotaNotificationTarget, account_id)
         body = json.dumps(event, separators=(",", ":"), sort_keys=True).encode()
-        if target is not None and target.webhook_url and target.webhook_secret:
+        skipped = [channel for channel in channels if not _has(target, channel)]
+        if skipped:
+            log.info(
+                "notifications.skipped", account_id=account_id, event_id=event["id"], to=skipped
+            )
+        if (
+            WEBHOOK in channels
+            and target is not None
+            and target.webhook_url
+            and target.webhook_secret
+        ):
             secret = self._open(target.webhook_secret)
             timestamp = int(self.clock.now().timestamp())
             headers = {
@@ -191,9 +268,11 @@ class Notifications:
                 raise WebhookRefused(f"webhook answered {status}")
             if status >= 300:
                 raise RuntimeError(f"webhook answered {status}")
-        if target is not None and target.email:
+        if EMAIL in channels and target is not None and target.email:
             await self.email.send(target.email, subject, body.decode())
-        log.info("notifications.sent", account_id=account_id, event_id=event["id"])
+        sent = [channel for channel in channels if channel not in skipped]
+        if sent:
+            log.info("notifications.sent", account_id=account_id, event_id=event["id"], to=sent)
 
     async def _post(self, url: httpx.URL, body: bytes, headers: dict[str, str]) -> httpx.Response:
         """POSTs to an address of `url`'s host that was checked, trying the next on a refused
@@ -225,6 +304,20 @@ class Notifications:
                     failure = exc
         assert failure is not None
         raise failure
+
+
+def _event(payload: dict[str, Any]) -> dict[str, Any]:
+    """The event as sent, from a delivery job's payload."""
+    return {k: payload[k] for k in ("id", "type", "created_at", "data")}
+
+
+def _has(target: QuotaNotificationTarget | None, channel: str) -> bool:
+    """Whether the account's target has `channel` set (a webhook needs its secret too)."""
+    if target is None:
+        return False
+    if channel == WEBHOOK:
+        return bool(target.webhook_url and target.webhook_secret)
+    return bool(target.email)
 
 
 notifications = Notifications()

@@ -13,6 +13,7 @@ import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any, Protocol
 
 import structlog
@@ -27,7 +28,7 @@ from aihub_billing.errors import AccountRequired, Forbidden
 from aihub_billing.jobs import queue
 from aihub_billing.kit.clock import monotonic
 from aihub_billing.kit.context import Context, Role
-from aihub_billing.kit.db import SessionSource, session_of
+from aihub_billing.kit.db import UNREACHABLE, SessionSource, session_of, unless_committed
 from aihub_billing.kit.ids import new_id, new_token
 from aihub_billing.kit.pagination import id_page
 from aihub_billing.kit.periods import Period
@@ -66,6 +67,9 @@ DEFAULT_THRESHOLDS = (80, 100)
 DEGRADED_PREFIX = "rsvopen"
 _DEGRADED_ID = DEGRADED_PREFIX + "_"
 NOTIFY_JOB = "quota.notify"
+# How long the checks of an account whose counters are stale go on with them as they are
+# when the database cannot be read for the rebuild (a check must not wait on it each time).
+STALE_RETRY_SECONDS = 1.0
 MONTHLY_LIMITS = frozenset({"calls", "tokens", "member_calls", "member_tokens"})
 
 BACKEND_ERRORS = Counter(
@@ -280,9 +284,12 @@ class QuotaManager:
         self._notifications: list[dict[str, Any]] = []
         self._rebuilds: dict[tuple[str, str], asyncio.Task[bool]] = {}
         self._refreshing: set[str] = set()
-        # Accounts whose recorded usage could not reach the counters (store down): their next
-        # check rebuilds from the database first.
+        # Accounts whose counters disagree with the stored usage: usage that could not reach
+        # them (store down), or counted for a transaction that did not commit. Their next
+        # check (or status) rebuilds them from the database first.
         self._stale: set[str] = set()
+        # Stale accounts whose rebuild found the database unreachable: not tried before then.
+        self._stale_retry: dict[str, float] = {}
         self._backend_errors = BACKEND_ERRORS.labels(fail_mode)
 
     # limits
@@ -374,8 +381,7 @@ class QuotaManager:
         )
         try:
             if account_id in self._stale:
-                await self._rebuild(resolved, now, force=True)
-                self._stale.discard(account_id)
+                await self._rebuild_stale(resolved, now)
             outcome = await self.engine.check(request, limits)
             if outcome.verdict is Verdict.NOT_LOADED:
                 await self._rebuild(resolved, now)
@@ -524,8 +530,10 @@ class QuotaManager:
 
         A call with a live reservation settles it; one whose reservation expired (or is
         unknown) adds its tokens, since its call was counted by the check; any other adds a
-        call and its tokens. The stored events stay the truth: when the counters cannot be
-        reached, the account is rebuilt before its next check instead of failing the write.
+        call and its tokens. A reserved call of another period (`usage.releases`) lets its
+        reservation go, if still live, and adds nothing. The stored events stay the truth:
+        when the counters cannot be reached, or the recording transaction does not commit
+        after all, the account is rebuilt before its next check instead.
         """
         calls, tokens = usage.calls, usage.tokens
         settlements = []
@@ -536,8 +544,15 @@ class QuotaManager:
                 tokens += settlement[1]
             else:
                 settlements.append(settlement)
+        # A fail_open id holds nothing to let go.
+        releases = [r for r in usage.releases if not r.startswith(_DEGRADED_ID)]
+        if not (calls or tokens or settlements or releases):
+            return
+        # The counters move now, before the commit: should it not come, they would count
+        # usage the database never stored (and the client's retry counts it again).
+        unless_committed(session, partial(self._uncommitted, account_id))
         try:
-            if settlements:
+            if settlements or releases:
                 resolved = await self.limits(session, ctx, account_id)
                 clocked = resolved.clocked(ctx)
                 # Together: the engine sends the settlements of one loop turn as one batch.
@@ -546,11 +561,13 @@ class QuotaManager:
                         self._settle(clocked, resolved, account_id, reservation_id, settled_tokens)
                         for reservation_id, settled_tokens in settlements
                     ),
+                    *(self._let_go(clocked, resolved, account_id, rid) for rid in releases),
                     return_exceptions=True,
                 )
-                for (_, settled_tokens), outcome in zip(settlements, settled, strict=True):
+                # Only a settlement raises ReservationNotFound (a release finds nothing quietly).
+                for n, outcome in enumerate(settled):
                     if isinstance(outcome, ReservationNotFound):
-                        tokens += settled_tokens
+                        tokens += settlements[n][1]
                     elif isinstance(outcome, BaseException):
                         raise outcome
             if calls or tokens:
@@ -565,6 +582,23 @@ class QuotaManager:
         except QuotaUnavailable:
             self._stale.add(account_id)
             log.warning("quota.counters_behind_usage", account_id=account_id)
+
+    def _uncommitted(self, account_id: str) -> None:
+        self._stale.add(account_id)
+        log.warning("quota.counted_usage_not_committed", account_id=account_id)
+
+    async def _let_go(
+        self, ctx: Context, resolved: ResolvedLimits, account_id: str, reservation_id: str
+    ) -> None:
+        """Releases a reservation whose call turned out to be another period's usage: one of
+        an earlier period touches none of the current counters (its slot is freed); one of
+        this period returns its call and tokens. Gone already: nothing to do."""
+        try:
+            await self.engine.release(
+                account_id, resolved.period_key, reservation_id, ctx.clock.now()
+            )
+        except EngineUnavailable as exc:
+            raise self._backend_down(exc) from exc
 
     async def release(
         self, session: AsyncSession, ctx: Context, reservation_id: str, *, account_id: str
@@ -623,6 +657,8 @@ class QuotaManager:
         resolved = await self.limits(session, ctx, account_id)
         now = resolved.now(ctx)
         try:
+            if account_id in self._stale:
+                await self._rebuild_stale(resolved, now)
             current = await self.engine.status(account_id, resolved.period_key, now)
             if not current.loaded:
                 await self._rebuild(resolved, now)
@@ -673,6 +709,31 @@ class QuotaManager:
             return await self._rebuild(resolved, resolved.now(ctx), force=force)
         except EngineUnavailable as exc:
             raise self._backend_down(exc) from exc
+
+    async def _rebuild_stale(self, resolved: ResolvedLimits, now: datetime) -> None:
+        """Loads the counters of an account in `_stale` from the stored usage (forced).
+
+        The mark goes first, so one made meanwhile (a transaction failing during the
+        rebuild) stays for the next check; a failed rebuild keeps it. A database out of
+        reach leaves the counters as they are for STALE_RETRY_SECONDS: the checks go on
+        with them rather than fail or wait on it.
+        """
+        account_id = resolved.account_id
+        retry_at = self._stale_retry.get(account_id)
+        if retry_at is not None and retry_at > monotonic():
+            return
+        self._stale.discard(account_id)
+        try:
+            await self._rebuild(resolved, now, force=True)
+        except UNREACHABLE as exc:
+            self._stale.add(account_id)
+            self._stale_retry[account_id] = monotonic() + STALE_RETRY_SECONDS
+            log.warning("quota.rebuild_deferred", account_id=account_id, error=repr(exc)[:200])
+            return
+        except BaseException:
+            self._stale.add(account_id)
+            raise
+        self._stale_retry.pop(account_id, None)
 
     async def _rebuild(self, resolved: ResolvedLimits, now: datetime, force: bool = False) -> bool:
         key = (resolved.account_id, resolved.period_key)
@@ -741,6 +802,7 @@ class QuotaManager:
                             resolved, resolved.now(ctx), force=not missing_only
                         )
                         self._stale.discard(account_id)
+                        self._stale_retry.pop(account_id, None)
                 except EngineUnavailable as exc:
                     raise self._backend_down(exc) from exc
                 rebuilt += written
@@ -1027,7 +1089,10 @@ def account_for(ctx: Context, requested: str | None) -> str:
 class QuotaNotifications:
     """Delivers threshold notifications (the `quota.notify` job) through `notifications`."""
 
-    async def deliver(self, session: AsyncSession, ctx: Context, payload: dict[str, Any]) -> None:
+    async def deliver(
+        self, session: AsyncSession, ctx: Context, payload: dict[str, Any], *, job_id: str
+    ) -> None:
+        """Hands the event to one job per channel (notifications: each retried on its own)."""
         event = {
             "id": "quota.threshold:{account_id}:{limit}:{threshold}:{period_start}".format(
                 **payload
@@ -1037,7 +1102,12 @@ class QuotaNotifications:
             "data": payload,
         }
         subject = f"{payload['threshold']}% of your monthly {payload['limit']} used"
-        await outbound.send(session, ctx, str(payload["account_id"]), event, subject)
+        await outbound.deliver(
+            session,
+            ctx,
+            {"account_id": payload["account_id"], "subject": subject, **event},
+            job_id=job_id,
+        )
 
 
 notifications = QuotaNotifications()

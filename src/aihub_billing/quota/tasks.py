@@ -10,5 +10,5 @@ from aihub_billing.quota.service import NOTIFY_JOB, notifications
 
 @registry.job(NOTIFY_JOB)
 async def notify(session: AsyncSession, run: JobRun) -> None:
-    """One threshold notification: a signed webhook and/or the email hook."""
-    await notifications.deliver(session, run.ctx, run.payload)
+    """One threshold notification, handed to a job per channel (webhook, email)."""
+    await notifications.deliver(session, run.ctx, run.payload, job_id=run.job_id)

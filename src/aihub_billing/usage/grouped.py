@@ -12,7 +12,10 @@ events gather only while it is busy, that is under load, which is when a shared
 transaction pays. A group that fails is written again an event at a time, so one event's
 trouble reaches its own request only (an unreachable database fails the group at once).
 The group's calls go to the quota counters once all of its inserts have succeeded, just
-before its commit: a group written again event by event never counts an event twice.
+before its commit: a group written again event by event never counts an event twice. A group
+that fails after that (its commit, or the counting itself) fails all its requests, and the
+quota manager rebuilds the accounts it counted from the stored usage before their next check:
+the counters never keep a call the database does not hold, so the client's retry counts once.
 """
 
 from __future__ import annotations

@@ -73,12 +73,15 @@ SEED_PRICES: tuple[tuple[str, str, str, str | None], ...] = (
 class CountedUsage:
     """A batch's newly stored API calls as the usage counter (the quota manager) takes them:
     the calls and tokens that came without a reservation, in total (a batch is one member's),
-    and (reservation id, tokens) of those that settle one."""
+    and (reservation id, tokens) of those that settle one; all of them stamped inside the
+    counting period. `releases`: the reservation ids of calls stamped outside it (late usage
+    of an earlier period), which count nothing now."""
 
     member_id: str | None
     calls: int = 0
     tokens: int = 0
     settlements: list[tuple[str, int]] = field(default_factory=list)
+    releases: list[str] = field(default_factory=list)
 
 
 class CountingPeriod(NamedTuple):
@@ -93,7 +96,9 @@ class CountingPeriod(NamedTuple):
 
 class UsageCounter(Protocol):
     """What keeps live counters of stored usage (the QuotaManager); called inside the
-    recording transaction, once per batch, with the new API calls only (never duplicates)."""
+    recording transaction, once per batch, with the new API calls only (never duplicates).
+    It moves its counters before that transaction commits, so it must make up for a
+    transaction that then does not (QuotaManager: a rebuild from the stored usage)."""
 
     async def counting_period(
         self, session: AsyncSession, ctx: Context, account_id: str
@@ -302,7 +307,7 @@ class UsageTracker:
         rows: list[EventRow] = []
         fresh: dict[str, dict[str, Any]] = {}  # event id -> its result, while it may be new
         counted = CountedUsage(member_id)
-        settlements = counted.settlements
+        settlements, releases = counted.settlements, counted.releases
         calls = tokens = duplicates = 0
         price_at = prices.at
         event_problem = schemas.event_problem
@@ -373,11 +378,14 @@ class UsageTracker:
             result["event_id"] = event_id
             fresh[event_id] = results[index] = result
             if api_call:
-                if reservation_id is not None:  # its call was counted by the check
-                    settlements.append((reservation_id, input_tokens + output_tokens))
-                elif counting_from <= occurred_at < counting_to:
-                    calls += 1
-                    tokens += input_tokens + output_tokens
+                if counting_from <= occurred_at < counting_to:
+                    if reservation_id is not None:  # its call was counted by the check
+                        settlements.append((reservation_id, input_tokens + output_tokens))
+                    else:
+                        calls += 1
+                        tokens += input_tokens + output_tokens
+                elif reservation_id is not None:  # another period's: counted in none now
+                    releases.append(reservation_id)
         counted.calls, counted.tokens = calls, tokens
 
         inserted = await UsageRepository(session).insert_events(
@@ -393,7 +401,7 @@ class UsageTracker:
                     result.pop("currency", None)
                     duplicates += 1
             counted = _counted_of(member_id, rows, inserted, counting_from, counting_to)
-        if counter is not None and (counted.calls or counted.settlements):
+        if counter is not None and (counted.calls or counted.settlements or counted.releases):
             await counter.counted(session, ctx, account_id, counted)
         if inserted:  # one increment per batch, never one per event
             count_on_commit(session, USAGE_EVENTS.inc, len(inserted))
@@ -747,10 +755,15 @@ def _counted_of(
         event_id, usage_type, _, occurred_at, *_ = row
         if event_id not in inserted or usage_type != "api_call":
             continue
+        reservation_id = row[_RESERVATION]
+        if not counting_from <= occurred_at < counting_to:
+            if reservation_id is not None:
+                counted.releases.append(reservation_id)
+            continue
         tokens = row[_INPUT] + row[_OUTPUT]
-        if row[_RESERVATION] is not None:
-            counted.settlements.append((row[_RESERVATION], tokens))
-        elif counting_from <= occurred_at < counting_to:
+        if reservation_id is not None:
+            counted.settlements.append((reservation_id, tokens))
+        else:
             counted.calls += 1
             counted.tokens += tokens
     return counted
