@@ -4,7 +4,6 @@ given up on independently, so neither channel's failure delays, stops or repeats
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -17,7 +16,8 @@ from aihub_billing.models import Job
 from aihub_billing.notifications.service import notifications, sign
 from aihub_billing.service import BillingService
 from tests.api.helpers import API, auth
-from tests.notifications.test_delivery import Receiver, enqueue, target
+from tests.notifications.conftest import Receiver
+from tests.notifications.test_delivery import enqueue, target
 from tests.payments.support import owner_of_new_account
 from tests.subscriptions.helpers import ok
 
@@ -40,16 +40,6 @@ class Mailbox:
             self.failures -= 1
             raise RuntimeError("mail relay unavailable")
         self.sent.append((to, subject, json.loads(body)))
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    receiver = Receiver()
-    receiver.server.start()
-    try:
-        yield receiver
-    finally:
-        receiver.server.stop()
 
 
 @pytest.fixture

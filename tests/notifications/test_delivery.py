@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -20,35 +19,8 @@ from aihub_billing.models import Job
 from aihub_billing.notifications.service import WEBHOOK_JOB, notifications, notify
 from aihub_billing.service import BillingService
 from tests.api.helpers import API, auth
-from tests.payments.fakes.server import FakeServer, Request, Response
+from tests.notifications.conftest import Receiver
 from tests.payments.support import owner_of_new_account
-
-
-class Receiver:
-    """A webhook endpoint answering `status` (changeable) and recording what it got."""
-
-    def __init__(self) -> None:
-        self.status = 200
-        self.received: list[tuple[dict[str, str], bytes]] = []
-        self.server = FakeServer(self._handle)
-
-    def _handle(self, request: Request) -> Response:
-        self.received.append((request.headers, request.body))
-        return Response(self.status, {})
-
-    @property
-    def url(self) -> str:
-        return f"{self.server.url}/hooks"
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    receiver = Receiver()
-    receiver.server.start()
-    try:
-        yield receiver
-    finally:
-        receiver.server.stop()
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -15,7 +14,8 @@ from sqlalchemy import select
 from aihub_billing.models import QuotaNotificationTarget
 from aihub_billing.service import BillingService
 from tests.api.helpers import API, auth
-from tests.notifications.test_delivery import Receiver, enqueue, target, webhook_job
+from tests.notifications.conftest import Receiver
+from tests.notifications.test_delivery import enqueue, target, webhook_job
 from tests.payments.support import owner_of_new_account
 
 KEY = Fernet.generate_key().decode()
@@ -25,16 +25,6 @@ ENCRYPTED = {
     "encryption_key": KEY,
 }
 PLAIN = {"notifications_allow_private_targets": True}
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    receiver = Receiver()
-    receiver.server.start()
-    try:
-        yield receiver
-    finally:
-        receiver.server.stop()
 
 
 async def stored_secret(billing: BillingService, account_id: str) -> str | None:

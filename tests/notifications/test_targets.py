@@ -3,7 +3,6 @@ address (SSRF), checked when the URL is set and again, after resolving it, when 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -17,7 +16,8 @@ from aihub_billing.models import QuotaNotificationTarget
 from aihub_billing.notifications.service import notifications
 from aihub_billing.service import BillingService
 from tests.api.helpers import API, auth
-from tests.notifications.test_delivery import Receiver, enqueue, target, webhook_job
+from tests.notifications.conftest import Receiver
+from tests.notifications.test_delivery import enqueue, target, webhook_job
 from tests.payments.fakes.server import FakeServer, Request, Response
 from tests.payments.support import owner_of_new_account
 
@@ -41,16 +41,6 @@ REFUSED_URLS = [
     "http://[fe80::1]/hook",
     "https://[fd00::1]/hook",
 ]
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    receiver = Receiver()
-    receiver.server.start()
-    try:
-        yield receiver
-    finally:
-        receiver.server.stop()
 
 
 def resolving_to(*addresses: str) -> Any:
