@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from aihub_billing.models import (
@@ -74,3 +74,14 @@ class CollectionRepository:
         """Those of `payment_ids` that name a payment row."""
         result = await self.session.execute(select(Payment.id).where(Payment.id.in_(payment_ids)))
         return set(result.scalars())
+
+    async def succeeded_minor(self, invoice_id: str, currency: str) -> int:
+        """What the invoice's succeeded payments in `currency` took, in minor units."""
+        result = await self.session.execute(
+            select(func.coalesce(func.sum(Payment.amount_minor), 0)).where(
+                Payment.invoice_id == invoice_id,
+                Payment.currency == currency,
+                Payment.status == PaymentStatus.SUCCEEDED,
+            )
+        )
+        return int(result.scalar_one())

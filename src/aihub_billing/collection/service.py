@@ -27,12 +27,13 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from aihub_billing.collection.repository import CollectionRepository
+from aihub_billing.creditnotes import balance
 from aihub_billing.errors import BillingError
 from aihub_billing.invoices.service import invoices
 from aihub_billing.jobs import queue
 from aihub_billing.kit.context import Context
 from aihub_billing.kit.ids import derived_id
-from aihub_billing.models import Invoice, Payment, PaymentMethodRecord, Subscription
+from aihub_billing.models import Invoice, Payment, PaymentMethodRecord, RefundRecord, Subscription
 from aihub_billing.notifications.service import notify
 from aihub_billing.payments import schemas as payment_schemas
 from aihub_billing.payments.errors import PaymentDeclined, ProviderNotConfigured
@@ -40,8 +41,11 @@ from aihub_billing.payments.payment_types import PaymentStatus
 from aihub_billing.payments.providers.base import PaymentProcessor
 from aihub_billing.payments.service import (
     DefaultingLookup,
+    before_refund,
     on_payment_failed,
     on_payment_succeeded,
+    on_refund_made,
+    on_refund_undone,
     payments,
 )
 from aihub_billing.subscriptions import schemas as subscription_schemas
@@ -291,7 +295,8 @@ class CollectionService:
                 plan_type=FREE_PLAN_CODE, when="immediate"
             )
             try:
-                await subscriptions.change(session, ctx, sub.id, change)
+                # The unpaid fee's unused part is not the customer's: nothing is credited.
+                await subscriptions.change(session, ctx, sub.id, change, credit_unused=False)
                 # Nothing is owed on the free plan: the subscription is in good standing.
                 await subscriptions.mark_recovered(session, ctx, sub.id, invoice_id=invoice_id)
                 return "downgraded"
@@ -385,6 +390,8 @@ class CollectionService:
             return
         remaining = invoice.amount_due_minor - invoice.amount_paid_minor
         if invoice.status not in ("open", "uncollectible") or remaining <= 0:
+            # Paid already, void, or still a draft: the money was taken all the same.
+            await self._unapplied(session, ctx, invoice, payment)
             return
         if payment.currency != invoice.currency:
             # Minor units of another currency are not an amount of this invoice.
@@ -395,10 +402,15 @@ class CollectionService:
                 invoice_currency=invoice.currency,
                 payment_currency=payment.currency,
             )
+            await self._unapplied(session, ctx, invoice, payment)
             return
         # A credit note may have lowered what is due since the charge was made.
         amount = min(payment.amount_minor, remaining)
-        await invoices.mark_paid(session, ctx, invoice.id, amount, payment_id=payment.id)
+        # The recovery (and its notification) is done below.
+        await invoices.mark_paid(
+            session, ctx, invoice.id, amount, payment_id=payment.id, recover=False
+        )
+        await self._unapplied(session, ctx, invoice, payment)
         invoice.next_payment_attempt_at = None
         _, clock_id = await test_clocks.context_for(session, ctx, invoice.account_id)
         await self._notify(
@@ -422,6 +434,70 @@ class CollectionService:
                 {"subscription_id": invoice.subscription_id},
                 clock_id,
             )
+
+    @staticmethod
+    async def _unapplied(
+        session: AsyncSession, ctx: Context, invoice: Invoice, payment: Payment
+    ) -> None:
+        """Money a succeeded payment took that its invoice could not take (the invoice was
+        paid already, voided, still a draft, overpaid, or in another currency) is the
+        customer's: it goes to the account balance in the payment's currency as an
+        `overpayment`, where the next invoice consumes it and a refund of the payment takes
+        it back. What is unapplied is what the invoice's succeeded payments in that currency
+        add up to beyond what the invoice recorded as paid and what earlier overpayments
+        credited, so a payment is credited once, and a payment that an operator recorded by
+        hand (mark-paid) before its provider event came is not credited again."""
+        currency = payment.currency
+        clocked, _ = await test_clocks.context_for(session, ctx, invoice.account_id)
+        amount = await balance.credit_overpayment(
+            session,
+            clocked,
+            payment_id=payment.id,
+            invoice_id=invoice.id,
+            account_id=invoice.account_id,
+            currency=currency,
+            received_minor=await CollectionRepository(session).succeeded_minor(
+                invoice.id, currency
+            ),
+            applied_minor=invoice.amount_paid_minor if currency == invoice.currency else 0,
+            description=f"Payment {payment.id} beyond what invoice "
+            f"{invoice.number or invoice.id} ({invoice.status}) could take",
+        )
+        if amount == 0:
+            return
+        log.warning(
+            "collection.payment_unapplied",
+            invoice_id=invoice.id,
+            invoice_status=invoice.status,
+            payment_id=payment.id,
+            amount_minor=amount,
+            currency=currency,
+        )
+
+    # -- refunds of a payment whose money went to the balance ---------------------------------
+
+    @staticmethod
+    async def refund_guard(
+        session: AsyncSession, ctx: Context, payment: Payment, amount_minor: int
+    ) -> None:
+        """Refuses (409 balance_insufficient) a refund of ours that would pay back overpayment
+        credit of the payment that later invoices already spent: the customer would get it
+        twice."""
+        await balance.overpayment_to_take(session, payment, amount_minor, strict=True)
+
+    @staticmethod
+    async def refund_made(
+        session: AsyncSession, ctx: Context, payment: Payment, refund: RefundRecord, strict: bool
+    ) -> None:
+        """A refund pays back the payment's overpayment credit first: it leaves the balance."""
+        clocked, _ = await test_clocks.context_for(session, ctx, payment.account_id)
+        await balance.take_for_refund(session, clocked, payment, refund, strict=strict)
+
+    @staticmethod
+    async def refund_undone(session: AsyncSession, ctx: Context, refund: RefundRecord) -> None:
+        """A refund that failed or was canceled gives back the credit it took."""
+        clocked, _ = await test_clocks.context_for(session, ctx, refund.account_id)
+        await balance.give_back_refund(session, clocked, refund)
 
     @staticmethod
     async def _notify(
@@ -464,3 +540,6 @@ def _attempt_payment_id(invoice: Invoice, attempt: int) -> str:
 collection = CollectionService()
 on_payment_succeeded.append(collection.paid)
 on_payment_failed.append(collection.payment_failed)
+before_refund.append(collection.refund_guard)
+on_refund_made.append(collection.refund_made)
+on_refund_undone.append(collection.refund_undone)

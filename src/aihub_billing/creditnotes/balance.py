@@ -1,7 +1,9 @@
 """The account balance: an append-only ledger of credit per (account, currency).
 
 Credit notes add to it, invoices consume it at finalization (`consume`), a voided invoice
-gives back what it took (`restore`), the operator adjusts it. It never goes below zero:
+gives back what it took (`restore`), money a payment took that its invoice could not take is
+credited (`credit_overpayment`) and taken back when that payment is refunded
+(`take_for_refund`), the operator adjusts it. It never goes below zero:
 everything that takes from it holds the account row (FOR UPDATE on PostgreSQL; SQLite has a
 single writer) while it reads the balance and writes the debit.
 """
@@ -22,7 +24,7 @@ from aihub_billing.creditnotes.repository import CreditNoteRepository
 from aihub_billing.kit.context import Context
 from aihub_billing.kit.ids import new_id
 from aihub_billing.kit.money import normalize_currency
-from aihub_billing.models import BalanceTransaction
+from aihub_billing.models import BalanceTransaction, Payment, RefundRecord
 
 RECENT_TRANSACTIONS = 50
 
@@ -151,6 +153,108 @@ async def carry_credit(
     )
 
 
+async def credit_overpayment(
+    session: AsyncSession,
+    ctx: Context,
+    *,
+    payment_id: str,
+    invoice_id: str,
+    account_id: str,
+    currency: str,
+    received_minor: int,
+    applied_minor: int,
+    description: str,
+) -> int:
+    """Credits what an invoice's succeeded payments in `currency` (`received_minor`) took
+    beyond what the invoice recorded as paid (`applied_minor`) and beyond what earlier
+    overpayments of the invoice credited already, as an `overpayment` naming `payment_id`;
+    returns the amount credited (0: nothing new, e.g. a redelivered event)."""
+    repo = CreditNoteRepository(session)
+    credited = await repo.overpaid(invoice_id, currency)
+    amount = received_minor - applied_minor - credited
+    if amount <= 0:
+        return 0
+    await _write(
+        session,
+        ctx,
+        account_id=account_id,
+        currency=currency,
+        amount_minor=amount,
+        kind="overpayment",
+        invoice_id=invoice_id,
+        payment_id=payment_id,
+        description=description,
+    )
+    return amount
+
+
+async def overpayment_to_take(
+    session: AsyncSession, payment: Payment, amount_minor: int, *, strict: bool
+) -> int:
+    """How much of a refund of `amount_minor` comes out of the payment's overpayment credit
+    still on the balance (what the refund pays back first), with the account row locked. The
+    credit a later invoice already consumed was spent: `strict` (a refund of ours, not yet
+    sent) refuses it with BalanceInsufficient; otherwise (the provider refunded already) what
+    is left of the balance is taken."""
+    repo = CreditNoteRepository(session)
+    left = await repo.overpayment_left(payment.id)
+    wanted = min(amount_minor, left)
+    if wanted <= 0:
+        return 0
+    await repo.lock_account(payment.account_id)
+    available = await repo.balance(payment.account_id, payment.currency)
+    if available < wanted and strict:
+        raise BalanceInsufficient(
+            f"{wanted} {payment.currency} minor units of this refund are payment "
+            f"{payment.id}'s overpayment credit, but only {available} of it is left on the "
+            "balance: the rest paid later invoices (credit those invoices instead)"
+        )
+    return min(wanted, available)
+
+
+async def take_for_refund(
+    session: AsyncSession, ctx: Context, payment: Payment, refund: RefundRecord, *, strict: bool
+) -> int:
+    """Takes the overpayment credit a refund pays back off the balance (`refunded`, naming
+    the payment and the refund); returns the amount taken."""
+    taken = await overpayment_to_take(session, payment, refund.amount_minor, strict=strict)
+    if taken > 0:
+        await _write(
+            session,
+            ctx,
+            account_id=payment.account_id,
+            currency=payment.currency,
+            amount_minor=-taken,
+            kind="refunded",
+            invoice_id=payment.invoice_id,
+            payment_id=payment.id,
+            refund_id=refund.id,
+            description=f"Overpayment of {payment.id} refunded ({refund.id})",
+        )
+    return taken
+
+
+async def give_back_refund(session: AsyncSession, ctx: Context, refund: RefundRecord) -> int:
+    """A refund that failed or was canceled paid nothing back: what it took off the balance
+    returns (`refund_failed`, once); returns the amount given back."""
+    repo = CreditNoteRepository(session)
+    taken = -await repo.refund_net(refund.id)
+    if taken <= 0:
+        return 0
+    await _write(
+        session,
+        ctx,
+        account_id=refund.account_id,
+        currency=refund.currency,
+        amount_minor=taken,
+        kind="refund_failed",
+        payment_id=refund.payment_id,
+        refund_id=refund.id,
+        description=f"Refund {refund.id} {refund.status}: its overpayment credit returns",
+    )
+    return taken
+
+
 async def adjust(
     session: AsyncSession, ctx: Context, account_id: str, data: schemas.BalanceAdjustmentCreate
 ) -> BalanceTransaction:
@@ -200,6 +304,8 @@ async def _write(
     kind: str,
     invoice_id: str | None = None,
     credit_note_id: str | None = None,
+    payment_id: str | None = None,
+    refund_id: str | None = None,
     description: str | None = None,
 ) -> BalanceTransaction:
     now = ctx.clock.now()
@@ -211,6 +317,8 @@ async def _write(
         kind=kind,
         credit_note_id=credit_note_id,
         invoice_id=invoice_id,
+        payment_id=payment_id,
+        refund_id=refund_id,
         description=description,
         created_at=now,
     )

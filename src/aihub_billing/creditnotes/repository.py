@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import case, func, select
+from sqlalchemy import ColumnElement, case, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from aihub_billing.invoices.numbering import next_number
@@ -203,6 +203,28 @@ class CreditNoteRepository:
             .limit(limit)
         )
         return list(result.scalars())
+
+    async def overpaid(self, invoice_id: str, currency: str) -> int:
+        """What the invoice's overpayments in `currency` credited."""
+        return await self._sum(
+            BalanceTransaction.invoice_id == invoice_id,
+            BalanceTransaction.currency == currency,
+            BalanceTransaction.kind == "overpayment",
+        )
+
+    async def overpayment_left(self, payment_id: str) -> int:
+        """The payment's overpayment credit not taken back by its refunds."""
+        return await self._sum(BalanceTransaction.payment_id == payment_id)
+
+    async def refund_net(self, refund_id: str) -> int:
+        """The net of the balance entries naming the refund (negative: it took credit)."""
+        return await self._sum(BalanceTransaction.refund_id == refund_id)
+
+    async def _sum(self, *where: ColumnElement[bool]) -> int:
+        result = await self.session.execute(
+            select(func.coalesce(func.sum(BalanceTransaction.amount_minor), 0)).where(*where)
+        )
+        return int(result.scalar_one())
 
     async def invoice_transactions(
         self, invoice_id: str, kinds: Sequence[str]

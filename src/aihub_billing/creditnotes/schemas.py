@@ -99,6 +99,10 @@ class BalanceTransaction(BaseModel):
     kind: str
     credit_note_id: str | None
     invoice_id: str | None
+    # The payment of an `overpayment`, of a `refunded` debit and the `refund_failed` giving
+    # one back; those two name the refund too.
+    payment_id: str | None = None
+    refund_id: str | None = None
     description: str | None
     created_at: datetime
 

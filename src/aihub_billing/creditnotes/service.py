@@ -324,6 +324,7 @@ class CreditNoteService:
                 processors,
                 payment_id,
                 RefundCreate(amount_minor=part, reason=f"credit note: {data.reason}"),
+                for_credit_note=True,
             )
             for payment_id, part in plan
         ]

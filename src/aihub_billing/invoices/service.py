@@ -835,7 +835,16 @@ class InvoiceService:
         invoice.paid_at = invoice.updated_at = ctx.clock.now()
         invoice.next_payment_attempt_at = None
         await self._audit(session, ctx, invoice, "invoice.paid", before, None)
+        await self._recover(session, ctx, invoice)
         return True
+
+    @staticmethod
+    async def _recover(session: AsyncSession, ctx: Context, invoice: Invoice) -> None:
+        """A paid invoice ends the dunning of its subscription: past_due → active."""
+        if invoice.status == "paid" and invoice.subscription_id is not None:
+            await subscriptions.mark_recovered(
+                session, ctx, invoice.subscription_id, invoice_id=invoice.id
+            )
 
     async def mark_paid(
         self,
@@ -845,8 +854,10 @@ class InvoiceService:
         amount_minor: int | None = None,
         *,
         payment_id: str | None = None,
+        recover: bool = True,
     ) -> Invoice:
-        """Records a payment (the whole remaining amount by default); paid once fully paid."""
+        """Records a payment (the whole remaining amount by default); paid once fully paid,
+        which stops dunning and (`recover`) takes a past_due subscription back to active."""
         invoice = await self._locked(session, ctx, invoice_id)
         self._check("mark_paid", invoice)
         ctx = await self._clocked(session, ctx, invoice)
@@ -861,7 +872,10 @@ class InvoiceService:
         action = "invoice.payment_recorded"
         if invoice.amount_paid_minor >= invoice.amount_due_minor:
             invoice.status, invoice.paid_at, action = "paid", now, "invoice.paid"
+            invoice.next_payment_attempt_at = None  # no retry runs on a paid invoice
         await self._audit(session, ctx, invoice, action, before, payment_id)
+        if recover:
+            await self._recover(session, ctx, invoice)
         return invoice
 
     async def void(self, session: AsyncSession, ctx: Context, invoice_id: str) -> Invoice:

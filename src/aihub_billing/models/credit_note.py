@@ -81,7 +81,7 @@ class BalanceTransaction(Base):
     __table_args__ = (
         CheckConstraint(
             "kind IN ('credit_note', 'refund_failed', 'invoice_applied', 'invoice_voided', "
-            "'adjustment')",
+            "'adjustment', 'overpayment', 'refunded')",
             name="kind",
         ),
     )
@@ -93,5 +93,9 @@ class BalanceTransaction(Base):
     kind: Mapped[str] = mapped_column(String(16))
     credit_note_id: Mapped[str | None] = mapped_column(ForeignKey("credit_notes.id"))
     invoice_id: Mapped[str | None] = mapped_column(ForeignKey("invoices.id"))
+    # An `overpayment` names the payment whose money its invoice could not take; a
+    # `refunded` debit (and a `refund_failed` giving it back) the payment and its refund.
+    payment_id: Mapped[str | None] = mapped_column(ForeignKey("payments.id"), index=True)
+    refund_id: Mapped[str | None] = mapped_column(ForeignKey("refunds.id"))
     description: Mapped[str | None] = mapped_column(String(500))
     created_at: Mapped[datetime]

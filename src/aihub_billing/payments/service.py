@@ -74,6 +74,17 @@ on_payment_failed: list[PaymentHook] = []
 # domain credits a note's refund to the account balance here.
 RefundHook = Callable[[AsyncSession, Context, RefundRecord], Awaitable[None]]
 on_refund_undone: list[RefundHook] = []
+# Called before a refund of ours (not a credit note's) is sent to the provider, with the
+# payment and the amount: raising refuses it, and nothing is sent. The collection domain
+# refuses to pay back an overpayment credit that later invoices spent.
+RefundGuard = Callable[[AsyncSession, Context, Payment, int], Awaitable[None]]
+before_refund: list[RefundGuard] = []
+# Called in the transaction that recorded a new refund, once per refund: one of ours (not a
+# credit note's, and not refused at once) or one the provider reported; `strict` is False for
+# the latter (it happened already). The collection domain takes the overpayment credit the
+# refund pays back off the balance.
+RefundMadeHook = Callable[[AsyncSession, Context, Payment, RefundRecord, bool], Awaitable[None]]
+on_refund_made: list[RefundMadeHook] = []
 
 # An attempt's final outcome; requires_action and processing end later, by a provider event.
 _OUTCOMES: dict[str, str] = {PaymentStatus.SUCCEEDED: "succeeded", PaymentStatus.FAILED: "failed"}
@@ -447,8 +458,12 @@ class PaymentService:
         processors: ProcessorLookup,
         payment_id: str,
         data: schemas.RefundCreate,
+        *,
+        for_credit_note: bool = False,
     ) -> RefundRecord:
-        """Full or partial; never more than what is not yet refunded (or being refunded)."""
+        """Full or partial; never more than what is not yet refunded (or being refunded).
+        `for_credit_note`: the note pays out what it credits of the invoice, so the payment's
+        overpayment credit is not what it refunds."""
         payment = await self._payment(session, ctx, payment_id, for_update=True)
         if payment.status != PaymentStatus.SUCCEEDED or payment.provider_payment_id is None:
             raise PaymentNotRefundable(f"payment {payment.id} is {payment.status}")
@@ -459,6 +474,9 @@ class PaymentService:
         amount = data.amount_minor if data.amount_minor is not None else refundable
         if amount > refundable:
             raise RefundExceedsPayment(f"at most {refundable} {payment.currency} minor units")
+        if not for_credit_note:
+            for guard in list(before_refund):
+                await guard(session, ctx, payment, amount)
         now = ctx.clock.now()
         # The provider key comes from committed state (the payment and how many refunds it
         # has), not from this request's new row: a retry after a timeout sends the same key.
@@ -488,6 +506,9 @@ class PaymentService:
         repo.add(record)
         self._set_refund_status(payment, record, remote.status, now)
         await session.flush()
+        if not for_credit_note and record.status not in REFUND_UNDONE_STATUSES:
+            for made in list(on_refund_made):
+                await made(session, ctx, payment, record, True)
         await audit.record(
             session,
             ctx,
@@ -590,6 +611,7 @@ class PaymentService:
                 named = await self._name_counted_refund(session, ctx, payment, event)
                 if named is not None:
                     return named
+        made = record is None  # made at the provider, not through us: it paid back already
         if record is None:
             known = await repo.refunded_or_pending(payment.id)
             remaining = payment.amount_minor - known
@@ -608,6 +630,9 @@ class PaymentService:
             return f"unchanged: refund {record.id} already {record.status}"
         self._set_refund_status(payment, record, "succeeded", now)
         await session.flush()
+        if made:
+            for hook in list(on_refund_made):
+                await hook(session, ctx, payment, record, False)
         await audit.record(
             session,
             ctx,

@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from aihub_billing.models import (
     Account,
+    Invoice,
     InvoiceItem,
     Plan,
     PlanPrice,
@@ -95,6 +96,10 @@ class SubscriptionRepository:
             .order_by(InvoiceItem.id)
         )
         return list(result.scalars())
+
+    async def invoice_status(self, invoice_id: str) -> str | None:
+        result = await self.session.execute(select(Invoice.status).where(Invoice.id == invoice_id))
+        return result.scalar_one_or_none()
 
     async def items_ending(self, subscription_id: str, period_end: datetime) -> list[InvoiceItem]:
         """The subscription's items whose period ends at `period_end`, in recording order."""

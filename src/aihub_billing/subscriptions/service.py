@@ -190,6 +190,8 @@ def _period_lines(
 
 # Items that bill a price for (the rest of) a period.
 _CHARGE_KINDS = ("subscription_fee", "proration_charge")
+# Invoice statuses of a charge that was never paid and is no longer owed.
+_WRITTEN_OFF = ("uncollectible", "void")
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,6 +201,7 @@ class Billed:
     period: Period  # the span that charge covers; it ends with the current period
     amount_minor: int  # the fee or proration charge
     discount_minor: int  # <= 0: the coupon discount recorded with it
+    invoice_id: str | None = None  # the invoice the charge is on, once invoiced
 
 
 def _billed(period_items: list[InvoiceItem]) -> Billed | None:
@@ -208,6 +211,13 @@ def _billed(period_items: list[InvoiceItem]) -> Billed | None:
     if not charges:
         return None
     last = charges[-1]
+    # A credit recorded after it gave its unused part back already: the price running since
+    # was charged nothing (a free price records no charge item), so nothing is left to credit.
+    if any(
+        item.kind == "proration_credit" and item.created_at > last.created_at
+        for item in period_items
+    ):
+        return None
     # Its discount line was recorded with it, over the same span; a positive discount line
     # is a discount taken back with a credit, not one on this charge.
     discount = sum(
@@ -218,7 +228,9 @@ def _billed(period_items: list[InvoiceItem]) -> Billed | None:
         and item.created_at == last.created_at
         and item.period_start == last.period_start
     )
-    return Billed(Period(last.period_start, last.period_end), last.amount_minor, discount)
+    return Billed(
+        Period(last.period_start, last.period_end), last.amount_minor, discount, last.invoice_id
+    )
 
 
 def _proration_discount(
@@ -525,7 +537,11 @@ class SubscriptionService:
         ctx: Context,
         subscription_id: str,
         data: schemas.SubscriptionChange,
+        *,
+        credit_unused: bool = True,
     ) -> ChangeOutcome:
+        """`credit_unused=False`: the running price's unused time is not credited (dunning's
+        downgrade for non-payment: what was never paid is not given back)."""
         sub, ctx, clock_id = await self._load(session, ctx, subscription_id)
         if sub.status not in ("trialing", "active", "past_due"):
             raise InvalidTransition(f"a {sub.status} subscription cannot change plan")
@@ -585,6 +601,11 @@ class SubscriptionService:
             cycles = initial_cycles(coupon) if coupon else sub.coupon_cycles_left
             period_items = await SubscriptionRepository(session).items_ending(sub.id, period.end)
             billed = _billed(period_items)
+            if billed is not None and billed.invoice_id is not None:
+                # Written off (uncollectible) or voided: it was never paid, nothing to credit.
+                status = await SubscriptionRepository(session).invoice_status(billed.invoice_id)
+                if status in _WRITTEN_OFF:
+                    billed = None
             fee_lines: list[Line] = []
             if new_period is not None:
                 # A new cycle starts now: the new price is a whole fee line, discounted as such.
@@ -628,7 +649,9 @@ class SubscriptionService:
                 direction, when = "none", "immediate"
             effective_at = now if when == "immediate" else period.end
             if when == "immediate" and not same_price:
-                credit_lines = [line for line in proration.credit_lines if line.amount != 0]
+                credit_lines = [
+                    line for line in proration.credit_lines if line.amount != 0 and credit_unused
+                ]
                 charge_lines = fee_lines if new_period is not None else proration.charge_lines
                 lines = [line for line in (*credit_lines, *charge_lines) if line.amount != 0]
             else:
