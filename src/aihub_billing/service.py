@@ -193,6 +193,7 @@ class BillingService:
         invoices.finalize_after = timedelta(seconds=config.invoice_finalize_after_seconds)
         invoices.default_tax_rate = config.pricing.tax_rate
         invoices.store_pdfs = config.documents.store
+        test_clocks.enabled = config.environment != "production"
         outbound.configure(
             allow_private_targets=config.notifications_allow_private_targets,
             secrets=config.secret_box(),

@@ -56,7 +56,7 @@ from aihub_billing.quota.errors import (
 from aihub_billing.quota.repository import QuotaRepository
 from aihub_billing.subscriptions import service as subscriptions
 from aihub_billing.testclocks.repository import TestClockRepository
-from aihub_billing.testclocks.service import on_clock
+from aihub_billing.testclocks.service import on_clock, test_clocks
 from aihub_billing.usage.service import CountedUsage, CountingPeriod, usage
 
 log = structlog.get_logger("aihub_billing.quota")
@@ -895,17 +895,28 @@ class QuotaManager:
         notifications, self._notifications = self._notifications, []
         try:
             await QuotaRepository(session).add_violations(violations)
+            # An account on a test clock gets its notification on the clock's time, run by
+            # its advance (a worker never claims it).
+            clocked = (
+                await test_clocks.contexts_for(
+                    session, ctx, sorted({str(p["account_id"]) for p in notifications})
+                )
+                if notifications
+                else {}
+            )
             for payload in notifications:
                 dedupe = "quota.threshold:{account_id}:{limit}:{threshold}:{period_start}".format(
                     **payload
                 )
+                account_ctx, clock_id = clocked[str(payload["account_id"])]
                 await queue.enqueue(
                     session,
-                    ctx,
+                    account_ctx,
                     NOTIFY_JOB,
                     payload,
                     dedupe_key=dedupe,
                     max_attempts=DELIVERY_ATTEMPTS,
+                    test_clock_id=clock_id,
                 )
         except BaseException:
             # Keep them for the next flush (the caller's transaction rolls back).

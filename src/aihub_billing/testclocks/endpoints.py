@@ -11,8 +11,10 @@ from aihub_billing.errors import Forbidden, responses
 from aihub_billing.testclocks import schemas
 from aihub_billing.testclocks.errors import (
     AccountAlreadyAttached,
+    AccountHasHistory,
     AccountHasSubscription,
     TestClockNotFound,
+    TestClocksDisabled,
     TimeGoesForward,
     TooManyJobs,
 )
@@ -25,7 +27,7 @@ router = APIRouter(prefix="/test-clocks", tags=["test-clocks"], route_class=Tran
     "",
     status_code=status.HTTP_201_CREATED,
     dependencies=[Idempotent],
-    responses=responses(Forbidden),
+    responses=responses(Forbidden, TestClocksDisabled),
 )
 async def create_test_clock(
     data: schemas.TestClockCreate, session: SessionDep, ctx: AdminContext
@@ -50,12 +52,15 @@ async def get_test_clock(
         AccountNotFound,
         AccountAlreadyAttached,
         AccountHasSubscription,
+        AccountHasHistory,
+        TestClocksDisabled,
     ),
 )
 async def attach_account(
     clock_id: str, data: schemas.TestClockAttach, session: SessionDep, ctx: AdminContext
 ) -> schemas.Attachment:
-    """Put an account (without an open subscription) on the clock's time."""
+    """Put a fresh account (no subscription, invoice, usage, payment or credit yet) on the
+    clock's time."""
     link = await test_clocks.attach(session, ctx, clock_id, data.account_id)
     return schemas.Attachment.model_validate(link)
 
@@ -63,7 +68,9 @@ async def attach_account(
 @router.post(
     "/{clock_id}/advance",
     dependencies=[Idempotent],
-    responses=responses(Forbidden, TestClockNotFound, TimeGoesForward, TooManyJobs),
+    responses=responses(
+        Forbidden, TestClockNotFound, TimeGoesForward, TooManyJobs, TestClocksDisabled
+    ),
 )
 async def advance_test_clock(
     clock_id: str,

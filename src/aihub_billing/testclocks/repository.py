@@ -3,11 +3,30 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from aihub_billing.models import Job, Subscription, TestClock, TestClockAccount
+from aihub_billing.models import (
+    BalanceTransaction,
+    Invoice,
+    Job,
+    Payment,
+    Subscription,
+    TestClock,
+    TestClockAccount,
+    UsageEventKey,
+)
+
+# What an account may have done on real time: any of it makes it no longer fresh.
+_HISTORY: tuple[tuple[str, Any], ...] = (
+    ("a subscription", Subscription.account_id),
+    ("an invoice", Invoice.account_id),
+    ("usage", UsageEventKey.account_id),
+    ("a payment", Payment.account_id),
+    ("account credit", BalanceTransaction.account_id),
+)
 
 
 class TestClockRepository:
@@ -62,6 +81,14 @@ class TestClockRepository:
             .limit(1)
         )
         return result.first() is not None
+
+    async def history(self, account_id: str) -> str | None:
+        """What the account already has of its own on real time (None for a fresh one)."""
+        for what, column in _HISTORY:
+            found = await self.session.execute(select(column).where(column == account_id).limit(1))
+            if found.first() is not None:
+                return what
+        return None
 
     async def next_due_job(self, clock_id: str, until: datetime) -> Job | None:
         result = await self.session.execute(

@@ -27,8 +27,10 @@ from aihub_billing.models import TestClock, TestClockAccount
 from aihub_billing.testclocks import schemas
 from aihub_billing.testclocks.errors import (
     AccountAlreadyAttached,
+    AccountHasHistory,
     AccountHasSubscription,
     TestClockNotFound,
+    TestClocksDisabled,
     TimeGoesForward,
     TooManyJobs,
 )
@@ -41,10 +43,20 @@ MAX_JOBS_PER_ADVANCE = 5000
 class TestClockService:
     __test__ = False
 
+    def __init__(self) -> None:
+        # Off in production (BillingService): advancing collects invoices through the
+        # configured providers, whose keys there are live.
+        self.enabled = True
+
+    def _check_enabled(self) -> None:
+        if not self.enabled:
+            raise TestClocksDisabled("test clocks are not available in production")
+
     async def create(
         self, session: AsyncSession, ctx: Context, data: schemas.TestClockCreate
     ) -> TestClock:
         _operator(ctx)
+        self._check_enabled()
         now = ctx.clock.now()
         clock = TestClock(
             id=new_id("clock", now), name=data.name, frozen_time=data.frozen_time, created_at=now
@@ -75,14 +87,19 @@ class TestClockService:
         self, session: AsyncSession, ctx: Context, clock_id: str, account_id: str
     ) -> TestClockAccount:
         """From now on the account's API calls and jobs run on the clock's time."""
+        self._check_enabled()
         clock = await self.get(session, ctx, clock_id)
         await accounts.get(session, ctx, account_id)
         repo = TestClockRepository(session)
         if await repo.attachment(account_id) is not None:
             raise AccountAlreadyAttached(f"account {account_id!r} is on a test clock")
-        # Its existing jobs would stay on real time: only a fresh account may move.
+        # Its existing jobs would stay on real time, and its real documents (a draft
+        # invoice, an open one in collection) would be numbered and collected on the
+        # clock's: only a fresh account may move.
         if await repo.has_open_subscription(account_id):
             raise AccountHasSubscription(f"account {account_id!r} has an open subscription")
+        if (history := await repo.history(account_id)) is not None:
+            raise AccountHasHistory(f"account {account_id!r} has {history} on real time")
         link = TestClockAccount(
             account_id=account_id, test_clock_id=clock.id, attached_at=ctx.clock.now()
         )
@@ -130,6 +147,7 @@ class TestClockService:
         undone (a savepoint), it is retried after its backoff, or dead once its attempts run
         out or its failure is permanent; the advance goes on. Everything else is one
         transaction."""
+        self._check_enabled()
         clock = await self.get(session, ctx, clock_id, lock=True)
         if target < clock.frozen_time:
             raise TimeGoesForward(
