@@ -8,6 +8,7 @@ from typing import Any
 import httpx
 import pytest
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from aihub_billing.collection.service import DunningPolicy, collection
 from aihub_billing.config import DunningConfig
@@ -29,6 +30,12 @@ def config_overrides() -> dict[str, object]:
 
 
 START = "2026-01-01T00:00:00Z"
+
+
+async def payment_failed_notice(session: AsyncSession) -> Job | None:
+    """The `invoice.payment_failed` notification's job (an invoice's dunning has others)."""
+    jobs = (await session.execute(select(Job).where(Job.name == "notifications.deliver"))).scalars()
+    return next((j for j in jobs if j.payload["type"] == "invoice.payment_failed"), None)
 
 
 async def stripe_customer(
@@ -185,11 +192,7 @@ async def test_no_saved_card_is_a_failed_attempt_and_a_card_added_later_is_charg
     await advance(client, admin_key, clock_id, "2026-01-01T02:00:00Z")
     assert (await first_invoice(client, key))["status"] == "open"
     async with billing.db.sessions() as session:
-        failed = (
-            (await session.execute(select(Job).where(Job.name == "notifications.deliver")))
-            .scalars()
-            .first()
-        )
+        failed = await payment_failed_notice(session)
     assert failed is not None and failed.payload["data"]["code"] == "no_payment_method"
     token = stripe_fake.add_payment_method()
     await ok(client, key, "/payment-methods", {"provider": "stripe", "token": token})
@@ -235,11 +238,7 @@ async def test_3ds_asks_the_customer_and_the_providers_event_pays_the_invoice(
     await advance(client, admin_key, clock_id, "2026-01-01T02:00:00Z")
     assert (await first_invoice(client, key))["status"] == "open"
     async with billing.db.sessions() as session:
-        job = (
-            (await session.execute(select(Job).where(Job.name == "notifications.deliver")))
-            .scalars()
-            .first()
-        )
+        job = await payment_failed_notice(session)
         (payment,) = (await session.execute(select(Payment))).scalars()
     assert job is not None and job.payload["data"]["code"] == "requires_action"
     assert job.payload["data"]["action_url"]  # the client secret for Stripe.js
@@ -272,11 +271,7 @@ async def test_paypal_asks_the_buyer_to_approve_and_the_next_attempt_captures(
     unpaid = await first_invoice(client, key)
     assert unpaid["status"] == "open"
     async with billing.db.sessions() as session:
-        job = (
-            (await session.execute(select(Job).where(Job.name == "notifications.deliver")))
-            .scalars()
-            .first()
-        )
+        job = await payment_failed_notice(session)
         (payment,) = (await session.execute(select(Payment))).scalars()
     assert job is not None
     assert job.payload["data"]["action_url"].startswith("https://www.sandbox.paypal.com")

@@ -15,10 +15,11 @@ from aihub_billing.models import BalanceTransaction, RefundRecord
 from aihub_billing.service import BillingService
 from tests.creditnotes.helpers import balance_of, credited, make_invoice, owner
 from tests.creditnotes.test_refund_failures import fail_at_stripe
-from tests.creditnotes.test_refunds import paid_through, refunds_seen
+from tests.creditnotes.test_refunds import refunds_seen
 from tests.payments.fakes.stripe_server import StripeFake
 from tests.payments.support import (  # noqa: F401 (fixtures)
     billing,
+    new_intent,
     paypal_fake,
     paypal_key,
     post,
@@ -34,13 +35,17 @@ async def paid_twice(
     billing: BillingService,  # noqa: F811
     stripe: StripeFake,
 ) -> tuple[str, str, str, dict[str, Any]]:
-    """An invoice of 1,000 paid twice at Stripe: (account id, owner key, invoice id, the
-    second payment), whose 1,000 is the account's overpayment credit."""
+    """An invoice of 1,000 paid twice at Stripe (two payments in flight at once, as a
+    customer paying twice in two tabs): (account id, owner key, invoice id, the second
+    payment), whose 1,000 is the account's overpayment credit."""
     account, key = await owner(client, admin_key)
     invoice, _ = await make_invoice(billing, account, [(1000, None)], status="open")
-    await paid_through(client, key, "stripe", stripe, invoice, 1000)
-    assert await balance_of(client, key, account) == {}
-    payment = await paid_through(client, key, "stripe", stripe, invoice, 1000)
+    intents = [
+        await new_intent(client, key, "stripe", stripe, 1000, invoice_id=invoice) for _ in "ab"
+    ]
+    confirmed = [await post(client, key, f"/payments/{i['id']}/confirm") for i in intents]
+    assert [c.status_code for c in confirmed] == [200, 200]
+    payment: dict[str, Any] = confirmed[1].json()
     assert await balance_of(client, key, account) == {"USD": 1000}
     return account, key, invoice, payment
 

@@ -54,7 +54,7 @@ async def refunded_400_of_1000(
     """An account, its invoice of 1,000 paid at Stripe, and a refund note of 400 on it:
     (account id, owner key, invoice id, payment, note)."""
     account, key = await owner(client, admin_key)
-    inv, _ = await make_invoice(billing, account, [(1000, None)])
+    inv, _ = await make_invoice(billing, account, [(1000, None)], status="open")
     payment = await paid_through(client, key, "stripe", stripe, inv, 1000)
     note = await credited(client, key, inv, {"outcome": "refund", "amount_minor": 400})
     assert (note["refund_status"], note["refunded_minor"]) == ("succeeded", 400)
@@ -103,7 +103,7 @@ async def test_a_note_refund_the_provider_refuses_at_once_goes_to_the_balance(
     paypal_fake: PayPalFake,  # noqa: F811
 ) -> None:
     account, key = await owner(client, admin_key)
-    inv, _ = await make_invoice(billing, account, [(1000, None)])
+    inv, _ = await make_invoice(billing, account, [(1000, None)], status="open")
     await paid_through(client, key, "paypal", stripe_fake, inv, 1000)
     paypal_fake.behave("refund_failed")  # PayPal answers the refund with status FAILED
     note = await credited(client, key, inv, {"outcome": "refund", "amount_minor": 300})
@@ -139,7 +139,7 @@ async def test_a_note_refunded_through_two_payments_knows_both_refunds(
     stripe_fake: StripeFake,  # noqa: F811
 ) -> None:
     account, key = await owner(client, admin_key)
-    inv, _ = await make_invoice(billing, account, [(1000, None)])
+    inv, _ = await make_invoice(billing, account, [(1000, None)], status="open")
     first = await paid_through(client, key, "stripe", stripe_fake, inv, 600)
     second = await paid_through(client, key, "stripe", stripe_fake, inv, 400)
     note = await credited(client, key, inv, {"outcome": "refund", "amount_minor": 1000})

@@ -69,7 +69,7 @@ async def test_a_refund_credit_note_refunds_through_the_processor_that_was_paid(
 ) -> None:
     fake = fake_of(provider, stripe_fake, paypal_fake)
     account, key = await owner(client, admin_key)
-    inv, (line,) = await make_invoice(billing, account, [(1000, Decimal("0.2"))])
+    inv, (line,) = await make_invoice(billing, account, [(1000, Decimal("0.2"))], status="open")
     payment = await paid_through(client, key, provider, stripe_fake, inv, 1200)
 
     note = await credited(
@@ -114,7 +114,9 @@ async def test_a_refund_above_what_was_paid_through_the_processor_is_refused(
 ) -> None:
     account, key = await owner(client, admin_key)
     # 1200 invoiced, 1000 of it paid at Stripe (the rest, say, from the balance).
-    inv, _ = await make_invoice(billing, account, [(1000, Decimal("0.2"))])
+    inv, _ = await make_invoice(
+        billing, account, [(1000, Decimal("0.2"))], status="open", balance_applied_minor=200
+    )
     await paid_through(client, key, "stripe", stripe_fake, inv, 1000)
     refused = await credit(client, key, inv, {"outcome": "refund", "amount_minor": 1100})
     assert refused.status_code == 409 and refused.json()["code"] == "refund_not_possible"
@@ -131,7 +133,7 @@ async def test_a_provider_outage_rolls_the_credit_note_back(
     stripe_fake: StripeFake,  # noqa: F811
 ) -> None:
     account, key = await owner(client, admin_key)
-    inv, _ = await make_invoice(billing, account, [(1000, None)])
+    inv, _ = await make_invoice(billing, account, [(1000, None)], status="open")
     await paid_through(client, key, "stripe", stripe_fake, inv, 1000)
     stripe_fake.behave("5xx", "5xx", "5xx")
     down = await credit(client, key, inv, {"outcome": "refund", "amount_minor": 400})
@@ -148,7 +150,7 @@ async def test_a_payment_refunded_directly_is_not_credited_again(
     stripe_fake: StripeFake,  # noqa: F811
 ) -> None:
     account, key = await owner(client, admin_key)
-    inv, _ = await make_invoice(billing, account, [(1000, Decimal("0.2"))])
+    inv, _ = await make_invoice(billing, account, [(1000, Decimal("0.2"))], status="open")
     payment = await paid_through(client, key, "stripe", stripe_fake, inv, 1200)
     # 700 of the 1,200 paid go back through POST /payments/{id}/refund, outside credit notes.
     refunded = await post(client, key, f"/payments/{payment['id']}/refund", {"amount_minor": 700})
@@ -162,7 +164,7 @@ async def test_a_payment_refunded_directly_is_not_credited_again(
     assert note["credited_to_balance_minor"] == 500
     assert (await credit(client, key, inv, {"amount_minor": 1})).status_code == 422
     # A refund through a credit note is not counted twice: it is the note's own.
-    inv2, _ = await make_invoice(billing, account, [(1000, None)])
+    inv2, _ = await make_invoice(billing, account, [(1000, None)], status="open")
     await paid_through(client, key, "stripe", stripe_fake, inv2, 1000)
     await credited(client, key, inv2, {"outcome": "refund", "amount_minor": 400})
     rest = await credited(client, key, inv2, {"outcome": "credit", "amount_minor": 600})

@@ -79,3 +79,21 @@ def test_pending_items_up_to_a_time_in_recording_order_without_claimed_ones() ->
     )
     assert [i.id for i in history.pending_items(_at(2))] == ["c", "a", "b"]
     assert history.pending_items(_at(0)) == []
+
+
+def test_unpaused_spans_leave_out_the_paused_parts() -> None:
+    history = History(
+        events=[
+            Event(_at(0), "e1", "created", "p", "active"),
+            Event(_at(2), "e2", "paused", "p", "paused"),
+            Event(_at(4), "e3", "resumed", "p", "active"),
+            Event(_at(6), "e4", "renewed", "p", "active"),  # no status change
+            Event(_at(8), "e5", "provider_updated", "p", "paused"),
+        ]
+    )
+    assert history.unpaused(_at(0), _at(10)) == [(_at(0), _at(2)), (_at(4), _at(8))]
+    assert history.unpaused(_at(1), _at(5)) == [(_at(1), _at(2)), (_at(4), _at(5))]
+    assert history.unpaused(_at(2), _at(4)) == []  # paused from its very start
+    assert history.unpaused(_at(3), _at(7)) == [(_at(4), _at(7))]
+    assert history.unpaused(_at(9), _at(12)) == []
+    assert History().unpaused(_at(0), _at(1)) == [(_at(0), _at(1))]  # no event: not paused

@@ -140,6 +140,10 @@ async def test_the_subscription_provider_and_method_come_before_the_account_defa
                 currency="USD",
                 period_start=now,
                 period_end=now,
+                # Something is due: an intent pays an invoice up to what it still has due.
+                subtotal_minor=1200,
+                total_minor=1200,
+                amount_due_minor=1200,
                 created_at=now,
                 updated_at=now,
             )

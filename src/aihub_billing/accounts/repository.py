@@ -15,6 +15,14 @@ class AccountRepository:
     async def get(self, account_id: str) -> Account | None:
         return await self.session.get(Account, account_id)
 
+    async def lock(self, account_id: str) -> None:
+        """Holds the account row until the transaction ends (FOR UPDATE on PostgreSQL; SQLite
+        has one writer): what decides by the account's state (subscribing, attaching it to a
+        test clock) takes turns."""
+        await self.session.execute(
+            select(Account.id).where(Account.id == account_id).with_for_update()
+        )
+
     async def page(self, *, limit: int, after_id: str | None = None) -> list[Account]:
         query = select(Account).order_by(Account.id).limit(limit)
         if after_id is not None:

@@ -59,6 +59,12 @@ class AccountService:
         )
         return account
 
+    async def lock(self, session: AsyncSession, account_id: str) -> None:
+        """Holds the account row until the transaction ends: subscribing and attaching the
+        account to a test clock take turns, so neither decides on a state the other is
+        changing."""
+        await AccountRepository(session).lock(account_id)
+
     async def get(self, session: AsyncSession, ctx: Context, account_id: str) -> Account:
         """The account, if the actor may see it; otherwise not found, so ids don't leak."""
         account = await AccountRepository(session).get(account_id)

@@ -1,6 +1,7 @@
 """What invoice generation reads of a subscription's past, loaded once (for one subscription or
 a whole period-close batch) and asked in memory: when a period boundary was processed, the
-plan and status in force at a time, the previous usage invoice, the items not invoiced yet."""
+plan and status in force at a time, when it was not paused, the previous usage invoice, the
+items not invoiced yet."""
 
 from __future__ import annotations
 
@@ -52,6 +53,32 @@ class History:
             return None
         last = max(earlier, key=lambda e: (e.at, e.id))
         return last.to_plan_id, last.to_status
+
+    def unpaused(self, start: datetime, end: datetime) -> list[tuple[datetime, datetime]]:
+        """The parts of [start, end) in which the subscription was not paused, in order (a
+        status holds from its event's time on; usage made while paused is not billed)."""
+        ordered = sorted(self.events, key=lambda e: (e.at, e.id))
+        paused = False  # no event yet: nothing says it was paused
+        for event in ordered:
+            if event.at > start:
+                break
+            paused = event.to_status == "paused"
+        spans: list[tuple[datetime, datetime]] = []
+        since = None if paused else start
+        for event in ordered:
+            if event.at <= start:
+                continue
+            if event.at >= end:
+                break
+            if event.to_status == "paused":
+                if since is not None and since < event.at:
+                    spans.append((since, event.at))
+                since = None
+            elif since is None:
+                since = event.at
+        if since is not None and since < end:
+            spans.append((since, end))
+        return spans
 
     def previous_usage_invoice(self, before: datetime, exclude_id: str) -> UsageInvoice | None:
         """The latest usage invoice whose period ended by `before`."""

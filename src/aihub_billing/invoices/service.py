@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
+from fractions import Fraction
 from typing import Any, Literal
 
 import structlog
@@ -36,10 +37,11 @@ from aihub_billing.invoices.repository import InvoiceRepository
 from aihub_billing.jobs.queue import deferred_enqueues, enqueue
 from aihub_billing.kit.context import Context
 from aihub_billing.kit.ids import new_id
-from aihub_billing.kit.money import minor_to_decimal
+from aihub_billing.kit.money import minor_to_decimal, round_quotient
 from aihub_billing.kit.pagination import id_page
 from aihub_billing.kit.periods import Interval, Period, nth_period, period_index
 from aihub_billing.models import Invoice, InvoiceItem, InvoiceLine, Plan, PlanPrice, Subscription
+from aihub_billing.notifications.service import notify
 from aihub_billing.plans.service import plans
 from aihub_billing.subscriptions.service import (
     MAX_CATCH_UP_RENEWALS,
@@ -390,16 +392,23 @@ class InvoiceService:
         history: History,
         known: dict[PeriodKey, BilledUsage],
     ) -> list[calc.DraftLine]:
-        """Overage in arrears for a closed period, from the plan and price in force then
-        (`known`: usage of periods that a period close fetched for its whole batch)."""
+        """Overage in arrears for a closed period, from the plan and price in force at its end
+        (`known`: usage of periods that a period close fetched for its whole batch).
+
+        Only the usage made while the subscription was not paused counts (while paused the
+        account is on `free` and nothing is billed), against the plan's whole allowance:
+        a period paused throughout bills none, one paused for a part bills the rest's."""
         if sub.trial_end is not None and period.start < sub.trial_end:
             return []  # trial usage is not billed
         found = await self._in_force(session, sub, period.end, price_id, history)
         if found is None:
             return []
         plan, price, status = found
-        if status in ("paused", "trialing"):
+        if status == "trialing":
             return []
+        spans = history.unpaused(period.start, period.end)
+        if not spans:
+            return []  # paused throughout
         terms = _terms(plan, price)
         calls_billed = terms.calls_policy == "bill" and terms.per_1k_calls is not None
         calls_billed = calls_billed and terms.included_calls is not None
@@ -409,18 +418,44 @@ class InvoiceService:
         storage_billed = storage_billed and terms.included_storage_gb is not None
         if not (calls_billed or tokens_billed or storage_billed):
             return []
-        key = (sub.account_id, period.start, period.end)
-        used = known.get(key) or BilledUsage()
-        if key not in known and (calls_billed or tokens_billed):
-            used = (await billed_usage(session, [key]))[key]
-        calls, tokens, by_model = used.calls, used.tokens, used.tokens_by_model
+        whole = spans == [(period.start, period.end)]
+        used = BilledUsage()
+        if calls_billed or tokens_billed:
+            keys = [(sub.account_id, start, end) for start, end in spans]
+            missing = [key for key in keys if key not in known]
+            fetched = await billed_usage(session, missing) if missing else {}
+            for key in keys:
+                part = known[key] if key in known else fetched[key]
+                for model, model_tokens in part.tokens_by_model.items():
+                    used.tokens_by_model[model] = used.tokens_by_model.get(model, 0) + model_tokens
+                used.calls += part.calls
+                used.tokens += part.tokens
         gb_months = Decimal(0)
-        if storage_billed:
+        if storage_billed and whole:
             gb_months = await usage.storage_gb_months(
                 session, sub.account_id, period.start, period.end
             )
-        use = calc.PeriodUse(calls, tokens, by_model, gb_months)
+        elif storage_billed:
+            gb_months = await self._unpaused_gb_months(session, sub.account_id, period, spans)
+        use = calc.PeriodUse(used.calls, used.tokens, used.tokens_by_model, gb_months)
         return calc.overage_lines(terms, use, sub.currency, period.start, period.end)
+
+    @staticmethod
+    async def _unpaused_gb_months(
+        session: AsyncSession,
+        account_id: str,
+        period: Period,
+        spans: list[tuple[datetime, datetime]],
+    ) -> Decimal:
+        """Storage held in the spans, in GB-months of the whole period: each span's average
+        GB weighted by its share of the period (rounded half-up to 18 places)."""
+        total = Fraction(0)
+        length = (period.end - period.start) // _US
+        for start, end in spans:
+            average = await usage.storage_gb_months(session, account_id, start, end)
+            total += Fraction(average) * Fraction((end - start) // _US, length)
+        scaled = round_quotient(total.numerator * 10**18, total.denominator)
+        return calc.tidy(Decimal(scaled).scaleb(-18))
 
     async def _adjustment_lines(
         self,
@@ -840,10 +875,20 @@ class InvoiceService:
 
     @staticmethod
     async def _recover(session: AsyncSession, ctx: Context, invoice: Invoice) -> None:
-        """A paid invoice ends the dunning of its subscription: past_due → active."""
-        if invoice.status == "paid" and invoice.subscription_id is not None:
-            await subscriptions.mark_recovered(
-                session, ctx, invoice.subscription_id, invoice_id=invoice.id
+        """A paid invoice ends the dunning of its subscription: past_due → active, and the
+        account hears it (`subscription.recovered`, as after a provider's payment)."""
+        if invoice.status != "paid" or invoice.subscription_id is None:
+            return
+        if await subscriptions.mark_recovered(
+            session, ctx, invoice.subscription_id, invoice_id=invoice.id
+        ):
+            await _notify(
+                session,
+                ctx,
+                invoice,
+                "subscription.recovered",
+                "Your subscription is active again",
+                {"subscription_id": invoice.subscription_id},
             )
 
     async def mark_paid(
@@ -857,7 +902,10 @@ class InvoiceService:
         recover: bool = True,
     ) -> Invoice:
         """Records a payment (the whole remaining amount by default); paid once fully paid,
-        which stops dunning and (`recover`) takes a past_due subscription back to active."""
+        which stops dunning and (`recover`) takes a past_due subscription back to active and
+        notifies the account (`invoice.paid`, then `subscription.recovered` when it was past
+        due). `recover=False`: the caller (collection, for a provider's payment) recovers the
+        subscription and sends those notifications itself."""
         invoice = await self._locked(session, ctx, invoice_id)
         self._check("mark_paid", invoice)
         ctx = await self._clocked(session, ctx, invoice)
@@ -874,7 +922,15 @@ class InvoiceService:
             invoice.status, invoice.paid_at, action = "paid", now, "invoice.paid"
             invoice.next_payment_attempt_at = None  # no retry runs on a paid invoice
         await self._audit(session, ctx, invoice, action, before, payment_id)
-        if recover:
+        if recover and invoice.status == "paid":
+            await _notify(
+                session,
+                ctx,
+                invoice,
+                "invoice.paid",
+                f"Invoice {invoice.number} is paid",
+                {"payment_id": payment_id, "amount_minor": amount},
+            )
             await self._recover(session, ctx, invoice)
         return invoice
 
@@ -1051,7 +1107,7 @@ class InvoiceService:
         period = Period(sub.current_period_start, sub.current_period_end)
         history = (await repo.histories([sub.id]))[sub.id]
         lines = [_item_line(i) for i in history.pending_items(now)]
-        if sub.status not in ("trialing", "paused"):
+        if sub.status != "trialing":  # paused now: the overage of the unpaused part so far
             so_far = Period(period.start, max(min(now, period.end), period.start + _US))
             use_lines = await self._usage_lines(session, sub, so_far, sub.price_id, history, {})
             lines += [replace(x, period_end=period.end) for x in use_lines]
@@ -1079,6 +1135,35 @@ class InvoiceService:
 
 
 _US = timedelta(microseconds=1)
+
+
+async def _notify(
+    session: AsyncSession,
+    ctx: Context,
+    invoice: Invoice,
+    event_type: str,
+    subject: str,
+    data: dict[str, Any],
+) -> None:
+    """An invoice event for the account, shaped and identified as collection's (the same
+    event of the same invoice is delivered once, whichever path sends it)."""
+    _, clock_id = await test_clocks.context_for(session, ctx, invoice.account_id)
+    await notify(
+        session,
+        ctx,
+        account_id=invoice.account_id,
+        event_type=event_type,
+        event_id=f"{event_type}:{invoice.id}",
+        subject=subject,
+        data={
+            "invoice_id": invoice.id,
+            "invoice_number": invoice.number,
+            "amount_due_minor": invoice.amount_due_minor,
+            "currency": invoice.currency,
+            **data,
+        },
+        test_clock_id=clock_id,
+    )
 
 
 invoices = InvoiceService()

@@ -15,8 +15,10 @@ from aihub_billing.models import Payment
 from aihub_billing.payments import schemas
 from aihub_billing.payments.errors import (
     AccountRequired,
+    InvoiceNotPayable,
     PaymentCurrencyMismatch,
     PaymentDeclined,
+    PaymentExceedsAmountDue,
     PaymentMethodNotFound,
     PaymentNotConfirmable,
     PaymentNotFound,
@@ -58,6 +60,8 @@ def _render(payment: Payment, remote: PaymentIntent | None = None) -> schemas.Pa
         PaymentMethodNotFound,
         PaymentCurrencyMismatch,
         SubscriptionNotFound,
+        InvoiceNotPayable,
+        PaymentExceedsAmountDue,
         *_PROVIDER_ERRORS,
     ),
 )
@@ -66,7 +70,10 @@ async def create_intent(
 ) -> schemas.Payment:
     """Create a payment at the provider for an amount (not charged until confirmed).
 
-    Without `provider`: the subscription's, else the account's default, else the first enabled."""
+    Without `provider`: the subscription's, else the account's default, else the first enabled.
+    With `invoice_id` (an invoice of the account): only an `open` or `uncollectible` one, in its
+    currency, for at most what is still due (409 `invoice_not_payable`,
+    `payment_exceeds_amount_due`)."""
     payment, remote = await payments.create_intent(session, ctx, billing.processor, data)
     return _render(payment, remote)
 

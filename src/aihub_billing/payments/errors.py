@@ -81,3 +81,16 @@ class PaymentCurrencyMismatch(BillingError):
     code = "currency_mismatch"
     status = 422
     title = "The currency differs from the invoice's"
+
+
+class InvoiceNotPayable(Conflict):
+    """The invoice takes no payment: a draft (not finalized), paid, or void one, or an open
+    one with nothing left due. `open` and `uncollectible` invoices with an amount due do."""
+
+    code = "invoice_not_payable"
+    title = "The invoice takes no payment in its current status"
+
+
+class PaymentExceedsAmountDue(Conflict):
+    code = "payment_exceeds_amount_due"
+    title = "The amount is larger than what the invoice still has due"

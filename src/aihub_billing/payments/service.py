@@ -24,6 +24,7 @@ from aihub_billing.kit.pagination import id_page
 from aihub_billing.models import (
     Account,
     DisputeRecord,
+    Invoice,
     Payment,
     PaymentCustomer,
     PaymentMethodRecord,
@@ -34,8 +35,10 @@ from aihub_billing.models import (
 from aihub_billing.payments import schemas
 from aihub_billing.payments.errors import (
     AccountRequired,
+    InvoiceNotPayable,
     PaymentCurrencyMismatch,
     PaymentDeclined,
+    PaymentExceedsAmountDue,
     PaymentMethodNotFound,
     PaymentNotConfirmable,
     PaymentNotFound,
@@ -282,12 +285,9 @@ class PaymentService:
         account = await self._account(session, ctx, data.account_id)
         repo = PaymentRepository(session)
         if data.invoice_id is not None:
-            # A payment pays its invoice in minor units: only in the invoice's own currency.
             invoice = await repo.invoice(account.id, data.invoice_id)
-            if invoice is not None and invoice.currency != data.currency:
-                raise PaymentCurrencyMismatch(
-                    f"invoice {invoice.id} is in {invoice.currency}, not {data.currency}"
-                )
+            if invoice is not None:  # an id of no invoice of ours is an opaque reference
+                _check_payable(invoice, data)
         subscription = await self._subscription_of(session, account.id, data)
         # The provider, in order: the request's, the subscription's, the account's default,
         # the first enabled one. A named provider that is not enabled is refused, never
@@ -900,6 +900,31 @@ def next_status(
         return current, current_at
     newest = current_at if at is None or stale else at
     return new, newest
+
+
+# Invoice statuses that take a payment (while something is still due on them).
+_PAYABLE_INVOICE_STATUSES = frozenset({"open", "uncollectible"})
+
+
+def _check_payable(invoice: Invoice, data: schemas.PaymentIntentCreate) -> None:
+    """Refuses, before anything is written or sent to the provider, a payment its invoice
+    cannot take: a draft, paid or void invoice takes none; a payment is in the invoice's own
+    currency (minor units of another are not an amount of it) and no larger than what is
+    still due. Money that still reaches an invoice that cannot take it (two payments in
+    flight, a credit note since) is credited to the account balance as an overpayment."""
+    due = invoice.amount_due_minor - invoice.amount_paid_minor
+    if invoice.status not in _PAYABLE_INVOICE_STATUSES or due <= 0:
+        state = invoice.status if due > 0 else f"{invoice.status} with nothing due"
+        raise InvoiceNotPayable(f"invoice {invoice.id} is {state}")
+    if invoice.currency != data.currency:
+        raise PaymentCurrencyMismatch(
+            f"invoice {invoice.id} is in {invoice.currency}, not {data.currency}"
+        )
+    if data.amount_minor > due:
+        raise PaymentExceedsAmountDue(
+            f"{data.amount_minor} minor units are more than the {due} still due on invoice "
+            f"{invoice.id}"
+        )
 
 
 def _require_billing(ctx: Context) -> None:

@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from aihub_billing.accounts.changes import limits_changed
 from aihub_billing.accounts.errors import AccountNotFound
+from aihub_billing.accounts.service import accounts
 from aihub_billing.audit.service import audit
 from aihub_billing.coupons.service import applies_to_plan, coupons, initial_cycles, terms
 from aihub_billing.errors import Forbidden
@@ -287,7 +288,8 @@ class ChangeOutcome:
 _CANCELED_AT_PERIOD_END = SUBSCRIPTION_CANCELLATIONS.labels("at_period_end").inc
 _CANCELED_NOW = SUBSCRIPTION_CANCELLATIONS.labels("immediate").inc
 
-# Statuses whose overdue renewals are caught up (by period close, and before a cancellation).
+# Statuses whose overdue renewals are caught up (by period close, and before a cancellation
+# or a plan change).
 RENEWABLE_STATUSES = frozenset({"active", "past_due", "paused"})
 MAX_CATCH_UP_RENEWALS = 1000  # per subscription and run; a guard, not a business rule
 
@@ -435,6 +437,8 @@ class SubscriptionService:
         account_id = await self._account(session, ctx, data.account_id)
         if data.trial_days is not None and not ctx.actor.is_operator:
             raise Forbidden("only the operator overrides trial_days")
+        # Before reading its clock: attaching the account to one waits, or is seen.
+        await accounts.lock(session, account_id)
         ctx, clock_id = await test_clocks.context_for(session, ctx, account_id)
         repo = SubscriptionRepository(session)
         if await repo.open_for_account(account_id) is not None:
@@ -541,8 +545,14 @@ class SubscriptionService:
         credit_unused: bool = True,
     ) -> ChangeOutcome:
         """`credit_unused=False`: the running price's unused time is not credited (dunning's
-        downgrade for non-payment: what was never paid is not given back)."""
+        downgrade for non-payment: what was never paid is not given back).
+
+        Renewals that are due but have not run yet run first, as cancel runs them, so a change
+        at or after the period end applies to the new period (a preview too: the renewal was
+        due by the clock, whatever the change)."""
         sub, ctx, clock_id = await self._load(session, ctx, subscription_id)
+        now = _second(ctx.clock.now())
+        await self._renew_overdue(session, ctx, sub, now, clock_id)
         if sub.status not in ("trialing", "active", "past_due"):
             raise InvalidTransition(f"a {sub.status} subscription cannot change plan")
         if sub.provider_billed:
@@ -568,7 +578,6 @@ class SubscriptionService:
                 account_id=sub.account_id,
             )
         same_price = new_price.id == price.id
-        now = _second(ctx.clock.now())
         if same_price and coupon is None:
             if sub.pending_price_id is None or data.preview:
                 raise NoChange(f"already on {new_plan.code} ({cycle})")
@@ -1055,8 +1064,10 @@ class SubscriptionService:
         clock_id: str | None,
     ) -> None:
         """Runs the renewals of `sub` (locked) due by `now` that the renewal job has not run
-        yet, as that job runs them (each enqueues its closed period's cycle invoice); period
-        close catches up the same way."""
+        yet, as that job runs them (each enqueues its closed period's cycle invoice): before a
+        cancellation or a plan change, which then apply to the period the subscription is in
+        now. Period close catches up the same way; the renewal job, when it runs later, finds
+        its period gone and does nothing."""
         for _ in range(MAX_CATCH_UP_RENEWALS):
             if sub.status not in RENEWABLE_STATUSES or sub.current_period_end > now:
                 return

@@ -90,6 +90,7 @@ class TestClockService:
         self._check_enabled()
         clock = await self.get(session, ctx, clock_id)
         await accounts.get(session, ctx, account_id)
+        await accounts.lock(session, account_id)  # a concurrent subscribe waits, or is seen
         repo = TestClockRepository(session)
         if await repo.attachment(account_id) is not None:
             raise AccountAlreadyAttached(f"account {account_id!r} is on a test clock")
