@@ -427,6 +427,15 @@ def test_invalid_input_is_one_validation_error_line(env: Path) -> None:
             "error: validation_error: name: String should have at least 1 character",
         ),
         (
+            ["accounts", "create", "Gold Bank", "--currency", "xau"],
+            "error: validation_error: currency: XAU (Gold) is not legal tender in use: "
+            "choose a current currency",
+        ),
+        (
+            ["accounts", "create", "   "],
+            "error: validation_error: name: must not be blank",
+        ),
+        (
             ["accounts", "create", "X", "--email", "notanemail"],
             "error: validation_error: email: String should match pattern '^[^@\\s]+@[^@\\s]+$'",
         ),

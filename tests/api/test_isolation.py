@@ -26,6 +26,7 @@ ACCOUNT_SCOPED: dict[tuple[str, str], Any] = {
     ("POST", "/quota/reservations/{reservation_id}/commit"): {"actual_tokens": 10},
     ("POST", "/quota/reservations/{reservation_id}/release"): {},
     ("GET", "/accounts/{account_id}"): None,
+    ("PATCH", "/accounts/{account_id}"): {"name": "Hijacked", "email": "x@b.example.test"},
     ("POST", "/accounts/{account_id}/members"): {"email": "intruder@b.example.test"},
     ("GET", "/accounts/{account_id}/members"): None,
     ("POST", "/accounts/{account_id}/api-keys"): {"role": "owner"},

@@ -146,7 +146,7 @@ async def test_tax_default_per_account_and_exempt(
     for name, account in (
         ("default", {}),
         ("own", {"tax_rate": "0.07"}),
-        ("exempt", {"tax_rate": "0.07", "tax_exempt": True}),
+        ("exempt", {"tax_exempt": True}),
     ):
         clock_id, _, key = await clocked_account(
             client, admin_key, "2026-01-01T00:00:00Z", **account

@@ -1,4 +1,5 @@
-"""/accounts: the operator creates accounts; owners manage members and API keys."""
+"""/accounts: the operator creates and changes accounts; owners manage members and API keys
+and change their account's name and email."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from aihub_billing.accounts.errors import (
     MemberExists,
     MemberNotFound,
     RoleNotAllowed,
+    TaxSettingsConflict,
 )
 from aihub_billing.accounts.service import accounts
 from aihub_billing.api.deps import BillingDep, ContextDep, Idempotent, SessionDep
@@ -54,6 +56,19 @@ async def list_accounts(
 @router.get("/{account_id}", responses=responses(AccountNotFound))
 async def get_account(account_id: str, session: SessionDep, ctx: ContextDep) -> schemas.Account:
     return schemas.Account.model_validate(await accounts.get(session, ctx, account_id))
+
+
+@router.patch(
+    "/{account_id}",
+    responses=responses(AccountNotFound, RoleNotAllowed, Forbidden, TaxSettingsConflict),
+)
+async def update_account(
+    account_id: str, data: schemas.AccountUpdate, session: SessionDep, ctx: ContextDep
+) -> schemas.Account:
+    """Change the fields sent: name and email (operator or the account's owner), tax_rate and
+    tax_exempt (operator only; invoices generated afterwards use them). Not the currency."""
+    account = await accounts.update(session, ctx, account_id, data)
+    return schemas.Account.model_validate(account)
 
 
 @router.post(

@@ -1,6 +1,6 @@
 """Errors of the accounts domain."""
 
-from aihub_billing.errors import BillingError, NotFound
+from aihub_billing.errors import BillingError, Conflict, NotFound
 
 
 class AccountNotFound(NotFound):
@@ -28,3 +28,8 @@ class RoleNotAllowed(BillingError):
     code = "role_not_allowed"
     status = 403
     title = "The role of this key does not allow this"
+
+
+class TaxSettingsConflict(Conflict):
+    code = "tax_settings_conflict"
+    title = "An exempt account has no tax rate"

@@ -1,4 +1,4 @@
-"""Accounts, members and API keys: creation, scoped reads, audit."""
+"""Accounts, members and API keys: creation, changes, scoped reads, audit."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from aihub_billing.accounts.errors import (
     MemberExists,
     MemberNotFound,
     RoleNotAllowed,
+    TaxSettingsConflict,
 )
 from aihub_billing.accounts.repository import AccountRepository
 from aihub_billing.audit.service import audit
@@ -55,6 +56,54 @@ class AccountService:
             object_type="account",
             object_id=account.id,
             account_id=account.id,
+            after=schemas.Account.model_validate(account),
+        )
+        return account
+
+    async def update(
+        self,
+        session: AsyncSession,
+        ctx: Context,
+        account_id: str,
+        data: schemas.AccountUpdate,
+    ) -> Account:
+        """Changes the fields sent. The owner may change its account's name and email; the
+        tax rate and exemption are the operator's. Invoices generated from now on use the new
+        tax settings (they read them at generation); those already generated keep theirs."""
+        account = await self.get(session, ctx, account_id)
+        changes = data.changes()
+        if not ctx.actor.is_operator:
+            _require(ctx, Role.OWNER)
+            if changes.keys() & _OPERATOR_FIELDS:
+                raise Forbidden("only the operator sets tax_rate and tax_exempt")
+        repo = AccountRepository(session)
+        await repo.lock(account.id)  # a concurrent change cannot slip between check and write
+        await session.refresh(account)
+        if changes.keys() & _OPERATOR_FIELDS:
+            exempt = changes.get("tax_exempt", account.tax_exempt)
+            if exempt and changes.get("tax_rate", account.tax_rate) is not None:
+                raise TaxSettingsConflict(
+                    "the account is tax exempt: send tax_exempt false with a tax_rate"
+                    if "tax_rate" in changes
+                    else f"the account has the tax rate {account.tax_rate}: send tax_rate null"
+                    " with tax_exempt true"
+                )
+        changed = {k: v for k, v in changes.items() if getattr(account, k) != v}
+        if not changed:
+            return account
+        before = schemas.Account.model_validate(account)
+        for field, value in changed.items():
+            setattr(account, field, value)
+        account.updated_at = ctx.clock.now()
+        await session.flush()  # the account's cached reads go at commit (caching.py)
+        await audit.record(
+            session,
+            ctx,
+            action="account.updated",
+            object_type="account",
+            object_id=account.id,
+            account_id=account.id,
+            before=before,
             after=schemas.Account.model_validate(account),
         )
         return account
@@ -172,6 +221,10 @@ class AccountService:
         account = await self.get(session, ctx, account_id)
         _require(ctx, Role.OWNER)
         return await ApiKeyRepository(session).for_account(account.id)
+
+
+# What only the operator changes on an account (AccountUpdate).
+_OPERATOR_FIELDS = frozenset({"tax_rate", "tax_exempt"})
 
 
 def _require(ctx: Context, role: Role) -> None:
