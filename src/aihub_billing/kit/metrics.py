@@ -6,6 +6,11 @@ a job that is retried, a savepoint that failed) counts nothing and a retry never
 The quota counters live in `quota/service.py`; gauges that need the database are computed per
 scrape (`subscription_families`, `usage_rollup_family`, `job_families`), so no Gauge object needs a
 multiprocess mode.
+
+Business counters the alerts watch (payment attempts, cancellations, quota checks) leave out
+accounts on a test clock, as the gauges do: a simulation is no failure rate, cancellation spike
+or violation spike. What measures the server's own load (request latency, usage events stored,
+group commits) or its trouble (quota backend errors, dropped events) counts every account.
 """
 
 from __future__ import annotations
@@ -47,7 +52,8 @@ HTTP_REQUEST_DURATION = Histogram(
 )
 PAYMENT_ATTEMPTS = Counter(
     "aihub_billing_payment_attempts_total",
-    "Payment attempts by provider and final outcome (succeeded or failed), counted on commit",
+    "Payment attempts by provider and final outcome (succeeded or failed), counted on commit "
+    "(test-clock accounts left out)",
     ["provider", "outcome"],
 )
 USAGE_EVENTS = Counter(
@@ -61,7 +67,8 @@ USAGE_TRACK_GROUPS = Histogram(
 )
 SUBSCRIPTION_CANCELLATIONS = Counter(
     "aihub_billing_subscription_cancellations_total",
-    "Subscription cancellations when decided: at_period_end (scheduled) or immediate",
+    "Subscription cancellations when decided: at_period_end (scheduled) or immediate "
+    "(test-clock accounts left out)",
     ["mode"],
 )
 

@@ -57,6 +57,7 @@ from aihub_billing.payments.providers.base import PaymentProcessor, ProcessorLoo
 from aihub_billing.payments.repository import PaymentRepository
 from aihub_billing.subscriptions.errors import SubscriptionNotFound
 from aihub_billing.subscriptions.service import subscriptions
+from aihub_billing.testclocks.service import test_clocks
 
 log = structlog.get_logger("aihub_billing.payments")
 
@@ -340,7 +341,7 @@ class PaymentService:
         repo.add(payment)
         await session.flush()
         await self._audit(session, ctx, payment, "payment.created")
-        _count_outcome(session, payment)
+        await _count_outcome(session, ctx, payment)
         if payment.status == PaymentStatus.SUCCEEDED:  # e.g. replayed after it was confirmed
             await _succeeded(session, ctx, payment)
         log.info(
@@ -402,7 +403,7 @@ class PaymentService:
             payment.updated_at = ctx.clock.now()
             await session.flush()
             await self._audit(session, ctx, payment, "payment.declined", before)
-            _count_outcome(session, payment)
+            await _count_outcome(session, ctx, payment)
             log.info("payment.declined", payment_id=payment.id, reason=exc.detail, **exc.extra)
             exc.extra["payment_id"] = payment.id
             raise
@@ -415,7 +416,7 @@ class PaymentService:
         payment.updated_at = ctx.clock.now()
         await session.flush()
         await self._audit(session, ctx, payment, "payment.confirmed", before)
-        _count_outcome(session, payment)
+        await _count_outcome(session, ctx, payment)
         if payment.status == PaymentStatus.SUCCEEDED:
             await _succeeded(session, ctx, payment)
         log.info(
@@ -591,7 +592,7 @@ class PaymentService:
             payment.failure_code = event.failure_code
         await session.flush()
         await self._audit(session, ctx, payment, f"payment.{status}", before)
-        _count_outcome(session, payment)
+        await _count_outcome(session, ctx, payment)
         if status == PaymentStatus.SUCCEEDED:
             await _succeeded(session, ctx, payment)
         else:
@@ -874,10 +875,16 @@ class PaymentService:
         )
 
 
-def _count_outcome(session: AsyncSession, payment: Payment) -> None:
-    """Counts an attempt that ended (succeeded or failed), once its transaction commits."""
+async def _count_outcome(session: AsyncSession, ctx: Context, payment: Payment) -> None:
+    """Counts an attempt that ended (succeeded or failed), once its transaction commits.
+
+    Not one of an account on a test clock: a simulated dunning run with failing cards is no
+    failure rate of real customers (the alert divides these counts)."""
     outcome = _OUTCOMES.get(payment.status)
-    if outcome is not None:
+    if outcome is None:
+        return
+    _, clock_id = await test_clocks.context_for(session, ctx, payment.account_id)
+    if clock_id is None:
         count_on_commit(session, PAYMENT_ATTEMPTS.labels(payment.provider, outcome).inc)
 
 

@@ -79,13 +79,16 @@ BACKEND_ERRORS = Counter(
 )
 CHECKS = Counter(
     "aihub_billing_quota_checks_total",
-    "Quota checks by result",
+    "Quota checks by result (test-clock accounts left out)",
     ["result"],
 )
 DROPPED = Counter(
     "aihub_billing_quota_events_dropped_total",
     "Violations/notifications dropped because the write buffer was full",
 )
+# Checks of real accounts only (`_count`): a simulation on a test clock is no quota violation
+# spike. Backend errors and dropped events are the server's own trouble: counted for every
+# account.
 _ADMITTED = CHECKS.labels("admitted")
 _BLOCKED = CHECKS.labels("blocked")
 _RATE_LIMITED = CHECKS.labels("rate_limited")
@@ -188,6 +191,13 @@ class ResolvedLimits:
         if cap is None:
             return self.limits
         return replace(self.limits, member_calls=cap[0], member_tokens=cap[1])
+
+
+def _count(resolved: ResolvedLimits, result: Counter) -> None:
+    """Counts a check's result, unless the account runs on a test clock (known from its cached
+    limits: no database round trip)."""
+    if resolved.clock_time is None:
+        result.inc()
 
 
 def _pick(override: Any, plan_value: Any) -> Any:
@@ -365,7 +375,7 @@ class QuotaManager:
         member = member_id or actor.member_id
         subject = member or actor.key_id
         if resolved.allowed_models is not None and model not in resolved.allowed_models:
-            _BLOCKED.inc()
+            _count(resolved, _BLOCKED)
             self._violation(ctx, account_id, member, "model", 0, 0, "blocked", model, now)
             raise ModelNotAllowed(f"the {resolved.plan_code} plan does not include {model!r}")
         limits = resolved.for_member(subject) if resolved.member_caps else resolved.limits
@@ -392,7 +402,7 @@ class QuotaManager:
             raise self._refusal(ctx, resolved, limits, member, model, outcome, now)
         if outcome.verdict is Verdict.NOT_LOADED:  # pragma: no cover - flushed mid-check
             raise QuotaUnavailable("the counters were lost during the check; retry")
-        _ADMITTED.inc()
+        _count(resolved, _ADMITTED)
         calls_used, tokens_used = outcome.calls_used, outcome.tokens_used
         # Below its watch mark a count crosses no threshold and no billed limit.
         if calls_used >= resolved.calls_watch:
@@ -425,7 +435,7 @@ class QuotaManager:
         if self.fail_mode != "fail_open":
             raise self._backend_down(exc) from exc
         self._backend_errors.inc()
-        _DEGRADED.inc()
+        _count(resolved, _DEGRADED)
         return schemas.QuotaCheckResult(
             reservation_id=new_id(DEGRADED_PREFIX, request.now),
             account_id=request.account_id,
@@ -458,12 +468,12 @@ class QuotaManager:
         )
         extra = {"limit": name, "limit_value": value, "attempted": attempted}
         if name in MONTHLY_LIMITS:
-            _BLOCKED.inc()
+            _count(resolved, _BLOCKED)
             return QuotaExceeded(
                 f"the {name} limit of {value} for this period is reached",
                 extra={**extra, "reset_at": resolved.period.end.isoformat()},
             )
-        _RATE_LIMITED.inc()
+        _count(resolved, _RATE_LIMITED)
         used = {"rpm": outcome.rpm_used, "tpm": outcome.tpm_used}.get(name, outcome.concurrent)
         return RateLimited.retry_after(
             f"the {name} limit of {value} is reached",

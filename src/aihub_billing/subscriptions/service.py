@@ -6,6 +6,7 @@ every change writes a history row and an audit entry in the same transaction.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
@@ -284,7 +285,8 @@ class ChangeOutcome:
 
 
 # Counted when decided (a scheduled cancellation when scheduled, not when it takes effect at
-# the period end, where renewals bunch up); present from the start at 0 for rate().
+# the period end, where renewals bunch up); present from the start at 0 for rate(). Never for
+# an account on a test clock: a simulation is no cancellation spike (`_count_cancellation`).
 _CANCELED_AT_PERIOD_END = SUBSCRIPTION_CANCELLATIONS.labels("at_period_end").inc
 _CANCELED_NOW = SUBSCRIPTION_CANCELLATIONS.labels("immediate").inc
 
@@ -296,6 +298,15 @@ MAX_CATCH_UP_RENEWALS = 1000  # per subscription and run; a guard, not a busines
 # Statuses whose subscriptions count in MRR: paying now (trials, pauses and incomplete do not).
 MRR_STATUSES = frozenset({"active", "past_due"})
 _DAYS_PER_MONTH = Decimal(365) / 12
+
+
+def _count_cancellation(
+    session: AsyncSession, inc: Callable[[float], None], clock_id: str | None
+) -> None:
+    """Counts a cancellation decided now, once its transaction commits; not one of an account
+    on a test clock (`clock_id`)."""
+    if clock_id is None:
+        count_on_commit(session, inc)
 
 
 def monthly_minor(amount_minor: int, interval_unit: str, interval_count: int) -> Decimal:
@@ -760,10 +771,10 @@ class SubscriptionService:
             sub.cancel_at_period_end = True
             sub.canceled_at = now
             kind = "cancel_scheduled"
-            count_on_commit(session, _CANCELED_AT_PERIOD_END)
+            _count_cancellation(session, _CANCELED_AT_PERIOD_END, clock_id)
         else:
             if not sub.cancel_at_period_end:  # else counted when it was scheduled
-                count_on_commit(session, _CANCELED_NOW)
+                _count_cancellation(session, _CANCELED_NOW, clock_id)
             sub.status = "canceled"
             sub.canceled_at = sub.ended_at = now
             sub.cancel_at_period_end = False
@@ -1040,7 +1051,8 @@ class SubscriptionService:
         if target == "paused":
             sub.paused_at = now
         elif target == "canceled":
-            count_on_commit(session, _CANCELED_NOW)
+            _, clock_id = await test_clocks.context_for(session, ctx, sub.account_id)
+            _count_cancellation(session, _CANCELED_NOW, clock_id)
             sub.canceled_at = sub.canceled_at or now
             sub.ended_at = now
             sub.cancel_at_period_end = False
