@@ -21,7 +21,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -29,12 +28,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from aihub_billing.collection.repository import CollectionRepository
 from aihub_billing.creditnotes import balance
 from aihub_billing.errors import BillingError
-from aihub_billing.invoices.service import invoices
+from aihub_billing.invoices.service import invoices, notify_invoice_event
 from aihub_billing.jobs import queue
 from aihub_billing.kit.context import Context
 from aihub_billing.kit.ids import derived_id
 from aihub_billing.models import Invoice, Payment, PaymentMethodRecord, RefundRecord, Subscription
-from aihub_billing.notifications.service import notify
 from aihub_billing.payments import schemas as payment_schemas
 from aihub_billing.payments.errors import PaymentDeclined, ProviderNotConfigured
 from aihub_billing.payments.payment_types import PaymentStatus
@@ -219,7 +217,7 @@ class CollectionService:
             code=failure.code,
             next_attempt_at=next_at.isoformat() if next_at else None,
         )
-        await self._notify(
+        await notify_invoice_event(
             session,
             ctx,
             invoice,
@@ -238,7 +236,7 @@ class CollectionService:
         if sub is not None and await subscriptions.mark_past_due(
             session, ctx, sub.id, invoice_id=invoice.id
         ):
-            await self._notify(
+            await notify_invoice_event(
                 session,
                 ctx,
                 invoice,
@@ -262,7 +260,7 @@ class CollectionService:
         """The last retry failed: the final action, then the invoice is uncollectible."""
         if sub is not None and sub.status != "canceled":
             action = await self._final_action(session, ctx, policy, sub, invoice.id)
-            await self._notify(
+            await notify_invoice_event(
                 session,
                 ctx,
                 invoice,
@@ -272,7 +270,7 @@ class CollectionService:
                 clock_id,
             )
         await invoices.mark_uncollectible(session, ctx, invoice.id)
-        await self._notify(
+        await notify_invoice_event(
             session,
             ctx,
             invoice,
@@ -413,7 +411,7 @@ class CollectionService:
         await self._unapplied(session, ctx, invoice, payment)
         invoice.next_payment_attempt_at = None
         _, clock_id = await test_clocks.context_for(session, ctx, invoice.account_id)
-        await self._notify(
+        await notify_invoice_event(
             session,
             ctx,
             invoice,
@@ -425,7 +423,7 @@ class CollectionService:
         if invoice.subscription_id and await subscriptions.mark_recovered(
             session, ctx, invoice.subscription_id, invoice_id=invoice.id
         ):
-            await self._notify(
+            await notify_invoice_event(
                 session,
                 ctx,
                 invoice,
@@ -498,36 +496,6 @@ class CollectionService:
         """A refund that failed or was canceled gives back the credit it took."""
         clocked, _ = await test_clocks.context_for(session, ctx, refund.account_id)
         await balance.give_back_refund(session, clocked, refund)
-
-    @staticmethod
-    async def _notify(
-        session: AsyncSession,
-        ctx: Context,
-        invoice: Invoice,
-        event_type: str,
-        subject: str,
-        data: dict[str, Any],
-        clock_id: str | None,
-        *,
-        suffix: str = "",
-    ) -> None:
-        body = {
-            "invoice_id": invoice.id,
-            "invoice_number": invoice.number,
-            "amount_due_minor": invoice.amount_due_minor,
-            "currency": invoice.currency,
-            **data,
-        }
-        await notify(
-            session,
-            ctx,
-            account_id=invoice.account_id,
-            event_type=event_type,
-            event_id=f"{event_type}:{invoice.id}" + (f":{suffix}" if suffix else ""),
-            subject=subject,
-            data=body,
-            test_clock_id=clock_id,
-        )
 
 
 def _attempt_payment_id(invoice: Invoice, attempt: int) -> str:

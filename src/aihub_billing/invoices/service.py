@@ -1137,23 +1137,26 @@ class InvoiceService:
 _US = timedelta(microseconds=1)
 
 
-async def _notify(
+async def notify_invoice_event(
     session: AsyncSession,
     ctx: Context,
     invoice: Invoice,
     event_type: str,
     subject: str,
     data: dict[str, Any],
+    clock_id: str | None,
+    *,
+    suffix: str = "",
 ) -> None:
-    """An invoice event for the account, shaped and identified as collection's (the same
-    event of the same invoice is delivered once, whichever path sends it)."""
-    _, clock_id = await test_clocks.context_for(session, ctx, invoice.account_id)
+    """An invoice event for the account (collection's and the invoices' own), identified by
+    type and invoice (and `suffix`): the same event is delivered once, whichever path sends
+    it."""
     await notify(
         session,
         ctx,
         account_id=invoice.account_id,
         event_type=event_type,
-        event_id=f"{event_type}:{invoice.id}",
+        event_id=f"{event_type}:{invoice.id}" + (f":{suffix}" if suffix else ""),
         subject=subject,
         data={
             "invoice_id": invoice.id,
@@ -1164,6 +1167,18 @@ async def _notify(
         },
         test_clock_id=clock_id,
     )
+
+
+async def _notify(
+    session: AsyncSession,
+    ctx: Context,
+    invoice: Invoice,
+    event_type: str,
+    subject: str,
+    data: dict[str, Any],
+) -> None:
+    _, clock_id = await test_clocks.context_for(session, ctx, invoice.account_id)
+    await notify_invoice_event(session, ctx, invoice, event_type, subject, data, clock_id)
 
 
 invoices = InvoiceService()
