@@ -197,6 +197,11 @@ class QuotaEngine(Protocol):
         """Whether the period's counters exist (a flush or restart removes the marker)."""
         ...
 
+    async def unload(self, account_id: str, period_key: str) -> None:
+        """Removes the period's `loaded` marker: the counters count usage the database does
+        not hold, and the next check in any process rebuilds them (live reservations kept)."""
+        ...
+
     async def close(self) -> None: ...
 
 

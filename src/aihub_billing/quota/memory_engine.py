@@ -289,6 +289,12 @@ class MemoryQuotaEngine:
         account = self._accounts.get(account_id)
         return account is not None and period_key in account.periods
 
+    async def unload(self, account_id: str, period_key: str) -> None:
+        async with self._lock:
+            account = self._accounts.get(account_id)
+            if account is not None:
+                account.periods.pop(period_key, None)
+
     def forget(self) -> None:
         """Drops every counter, as a Redis flush would (tests of the rebuild use it)."""
         self._accounts.clear()

@@ -367,6 +367,10 @@ end
 if op == 'loaded' then
   return redis.call('HEXISTS', U, 'loaded')
 end
+
+if op == 'unload' then
+  return redis.call('HDEL', U, 'loaded')
+end
 return redis.error_reply('unknown op ' .. op)
 """
 for _name, _value in (
@@ -798,6 +802,9 @@ class RedisQuotaEngine:
         return bool(
             await self._run(self.keys(account_id, period_key, 0), ["loaded", 0, 0, period_key])
         )
+
+    async def unload(self, account_id: str, period_key: str) -> None:
+        await self._run(self.keys(account_id, period_key, 0), ["unload", 0, 0, period_key])
 
     async def close(self) -> None:
         if self.owns_client:

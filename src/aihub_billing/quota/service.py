@@ -300,6 +300,7 @@ class QuotaManager:
         self._stale: set[str] = set()
         # Stale accounts whose rebuild found the database unreachable: not tried before then.
         self._stale_retry: dict[str, float] = {}
+        self._unloads: set[asyncio.Task[None]] = set()  # held until done (no lost task)
         self._backend_errors = BACKEND_ERRORS.labels(fail_mode)
 
     # limits
@@ -558,12 +559,12 @@ class QuotaManager:
         releases = [r for r in usage.releases if not r.startswith(_DEGRADED_ID)]
         if not (calls or tokens or settlements or releases):
             return
+        resolved = await self.limits(session, ctx, account_id)
         # The counters move now, before the commit: should it not come, they would count
         # usage the database never stored (and the client's retry counts it again).
-        unless_committed(session, partial(self._uncommitted, account_id))
+        unless_committed(session, partial(self._uncommitted, account_id, resolved.period_key))
         try:
             if settlements or releases:
-                resolved = await self.limits(session, ctx, account_id)
                 clocked = resolved.clocked(ctx)
                 # Together: the engine sends the settlements of one loop turn as one batch.
                 settled = await asyncio.gather(
@@ -593,9 +594,24 @@ class QuotaManager:
             self._stale.add(account_id)
             log.warning("quota.counters_behind_usage", account_id=account_id)
 
-    def _uncommitted(self, account_id: str) -> None:
+    def _uncommitted(self, account_id: str, period_key: str) -> None:
         self._stale.add(account_id)
         log.warning("quota.counted_usage_not_committed", account_id=account_id)
+        # The counters are shared (Redis): every process rebuilds them, not only this one.
+        try:
+            task = asyncio.get_running_loop().create_task(self._unload(account_id, period_key))
+        except RuntimeError:  # no loop (a session closed outside one): the stale mark stays
+            return
+        self._unloads.add(task)
+        task.add_done_callback(self._unloads.discard)
+
+    async def _unload(self, account_id: str, period_key: str) -> None:
+        try:
+            await self.engine.unload(account_id, period_key)
+        except EngineUnavailable:
+            # Out of reach: this process still rebuilds (its stale mark); the others keep
+            # the extra count until a rebuild (`quota rebuild`, or lost counters).
+            log.warning("quota.unload_failed", account_id=account_id)
 
     async def _let_go(
         self, ctx: Context, resolved: ResolvedLimits, account_id: str, reservation_id: str
