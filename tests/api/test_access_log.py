@@ -147,3 +147,45 @@ def test_the_servers_lines_share_the_format_and_its_copy_of_an_error_is_dropped(
 class _ExplodingClock:
     def now(self) -> datetime:
         raise RuntimeError(f"secret-internals {SECRETS[2]}")
+
+
+async def test_a_client_gone_before_its_body_arrived_is_an_access_line_not_an_error(
+    client: httpx.AsyncClient, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """wrk stopping, or a caller's timeout: not a 500 with a traceback at error level."""
+    app = client._transport.app  # type: ignore[attr-defined]
+    messages: list[dict[str, Any]] = [{"type": "http.disconnect"}]
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    path = f"{API}/quota/check"  # reads its body itself (quota/endpoints.py LeanCheckRoute)
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [
+            (b"host", b"testserver"),
+            (b"authorization", f"Bearer {ADMIN_KEY}".encode()),
+            (b"content-type", b"application/json"),
+            (b"content-length", b"100"),
+        ],
+        "client": ("127.0.0.1", 50000),
+        "server": ("testserver", 80),
+    }
+    capsys.readouterr()
+    await app(scope, receive, send)
+    logged = lines(capsys.readouterr().err)
+    assert [line for line in logged if line["level"] == "error"] == []
+    (access,) = [line for line in logged if line["event"] == "http.request"]
+    assert (access["status"], access["level"]) == (499, "info")

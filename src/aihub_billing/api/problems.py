@@ -7,10 +7,11 @@ from typing import Any
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from fastapi.routing import iter_route_contexts
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.routing import Match
 
 from aihub_billing.api.middleware import REQUEST_ID_HEADER
@@ -158,6 +159,14 @@ async def _database_unavailable(request: Request, exc: Exception) -> JSONRespons
     )
 
 
+async def _client_gone(request: Request, exc: Exception) -> Response:
+    # The client closed the connection before its request was read (its timeout, a load
+    # generator stopping): nobody is there to answer, and nothing went wrong here. 499 is
+    # how nginx logs it, so the access line and the metrics keep it apart from errors.
+    log.info("request.client_disconnected", path=request.url.path)
+    return Response(status_code=499)
+
+
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     # This handler runs outside the request-id middleware (its id is unbound by now), so it
     # names the request and sets the header itself.
@@ -182,4 +191,5 @@ def install(app: FastAPI) -> None:
     # asyncpg raises these as they are, outside SQLAlchemy's wrapping.
     for unreachable in UNREACHABLE:
         app.add_exception_handler(unreachable, _database_unavailable)
+    app.add_exception_handler(ClientDisconnect, _client_gone)
     app.add_exception_handler(Exception, _unexpected)
