@@ -453,6 +453,28 @@ def test_invalid_input_is_one_validation_error_line(env: Path) -> None:
     assert "account acct_" in invoke("accounts", "create", "Good", "--currency", "eur")
 
 
+def test_accounts_update_changes_only_what_is_given(env: Path) -> None:
+    invoke("migrate")
+    account_id = new_account("Acme")
+    changed = invoke(
+        "accounts", "update", account_id, "--name", "Acme GmbH", "--email", "ap@acme.test",
+        "--tax-rate", "0.19",
+    )  # fmt: skip
+    assert f"account {account_id} (Acme GmbH, ap@acme.test, 0.19)" in changed
+    cleared = invoke("accounts", "update", account_id, "--email", "", "--tax-rate", "default")
+    assert f"account {account_id} (Acme GmbH, no email, default rate)" in cleared
+    assert "exempt" in invoke("accounts", "update", account_id, "--tax-exempt")
+    for args, line in [
+        (
+            [account_id],
+            "error: nothing to change: give --name, --email, --tax-rate or --tax-exempt",
+        ),
+        ([account_id, "--name", "   "], "error: validation_error: name: must not be blank"),
+        (["acct_missing", "--name", "X"], "error: account_not_found: no account 'acct_missing'"),
+    ]:
+        assert_one_line(run_cli("accounts", "update", *args), line)
+
+
 SECRET = "sk_live_0123456789abcdefSECRET"
 # Every command that reads the configuration, and one run of each (none gets that far).
 CONFIG_COMMANDS = [

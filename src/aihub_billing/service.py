@@ -520,6 +520,10 @@ class BillingService:
                 session, self.context(), data, default_currency=self.config.pricing.currency
             )
 
+    async def update_account(self, account_id: str, data: account_schemas.AccountUpdate) -> Account:
+        async with self.transaction() as session:
+            return await accounts.update(session, self.context(), account_id, data)
+
     async def issue_api_key(
         self, *, account_id: str | None, role: str, name: str | None = None
     ) -> tuple[ApiKey, str]:

@@ -14,7 +14,7 @@ import typer
 import uvicorn
 from rich.table import Table
 
-from aihub_billing.accounts.schemas import AccountCreate
+from aihub_billing.accounts.schemas import AccountCreate, AccountUpdate
 from aihub_billing.cli import accounts, invoices, quota, usage
 from aihub_billing.cli.common import (
     accepted,
@@ -257,6 +257,34 @@ def accounts_create(
         lambda b: b.create_account(AccountCreate(name=name, email=email, currency=currency))
     )
     console.print(f"account {account.id} ({account.name}, {account.currency})")
+
+
+@accounts_app.command("update")
+def accounts_update(
+    account_id: str,
+    name: Annotated[str | None, typer.Option()] = None,
+    email: Annotated[str | None, typer.Option(help='"" removes it')] = None,
+    tax_rate: Annotated[
+        str | None, typer.Option(help='a fraction, e.g. 0.19; "default" for the configured rate')
+    ] = None,
+    tax_exempt: Annotated[bool | None, typer.Option("--tax-exempt/--no-tax-exempt")] = None,
+) -> None:
+    """Change an account's name, email or tax settings (what is given; never its currency)."""
+    fields: dict[str, object] = {}
+    if name is not None:
+        fields["name"] = name
+    if email is not None:
+        fields["email"] = email or None
+    if tax_rate is not None:
+        fields["tax_rate"] = None if tax_rate == "default" else tax_rate
+    if tax_exempt is not None:
+        fields["tax_exempt"] = tax_exempt
+    if not fields:
+        fail("nothing to change: give --name, --email, --tax-rate or --tax-exempt")
+    # Validated inside the run, as `create`: a refused value is the runner's one line.
+    account = run(lambda b: b.update_account(account_id, AccountUpdate.model_validate(fields)))
+    rate = "exempt" if account.tax_exempt else (account.tax_rate or "default rate")
+    console.print(f"account {account.id} ({account.name}, {account.email or 'no email'}, {rate})")
 
 
 @keys_app.command("create")
