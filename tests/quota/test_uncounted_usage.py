@@ -238,6 +238,7 @@ async def test_late_usage_settles_a_live_reservation_without_counting_it_now(
     assert await remaining(client, key) == (FREE_CALLS, FREE_TOKENS, 0)
 
 
+@pytest.mark.parametrize("billing", ["redis"], indirect=True)  # in-process: one process
 async def test_every_process_rebuilds_after_a_failed_commit(
     client: httpx.AsyncClient,
     admin_key: str,
@@ -246,8 +247,6 @@ async def test_every_process_rebuilds_after_a_failed_commit(
 ) -> None:
     """The counters are shared (Redis): another process, which never saw the failure, counts
     the stored usage only, not the call of the commit that failed."""
-    if billing.redis is None:
-        pytest.skip("in-process counters belong to one process")
     account_id, key = await owner(client, admin_key)
     other = BillingService(billing.config, clock=billing.clock)
     try:

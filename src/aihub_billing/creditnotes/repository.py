@@ -163,13 +163,9 @@ class CreditNoteRepository:
         return await self.session.get(Account, account_id)
 
     async def balance(self, account_id: str, currency: str) -> int:
-        result = await self.session.execute(
-            select(func.coalesce(func.sum(BalanceTransaction.amount_minor), 0)).where(
-                BalanceTransaction.account_id == account_id,
-                BalanceTransaction.currency == currency,
-            )
+        return await self._sum(
+            BalanceTransaction.account_id == account_id, BalanceTransaction.currency == currency
         )
-        return int(result.scalar_one())
 
     async def balances_of(self, account_ids: Sequence[str]) -> dict[tuple[str, str], int]:
         """Each account's balance per currency, as (account id, currency) -> minor units."""

@@ -418,7 +418,6 @@ class InvoiceService:
         storage_billed = storage_billed and terms.included_storage_gb is not None
         if not (calls_billed or tokens_billed or storage_billed):
             return []
-        whole = spans == [(period.start, period.end)]
         used = BilledUsage()
         if calls_billed or tokens_billed:
             keys = [(sub.account_id, start, end) for start, end in spans]
@@ -431,11 +430,7 @@ class InvoiceService:
                 used.calls += part.calls
                 used.tokens += part.tokens
         gb_months = Decimal(0)
-        if storage_billed and whole:
-            gb_months = await usage.storage_gb_months(
-                session, sub.account_id, period.start, period.end
-            )
-        elif storage_billed:
+        if storage_billed:
             gb_months = await self._unpaused_gb_months(session, sub.account_id, period, spans)
         use = calc.PeriodUse(used.calls, used.tokens, used.tokens_by_model, gb_months)
         return calc.overage_lines(terms, use, sub.currency, period.start, period.end)
@@ -449,6 +444,8 @@ class InvoiceService:
     ) -> Decimal:
         """Storage held in the spans, in GB-months of the whole period: each span's average
         GB weighted by its share of the period (rounded half-up to 18 places)."""
+        if spans == [(period.start, period.end)]:  # never paused: the period's own figure
+            return await usage.storage_gb_months(session, account_id, period.start, period.end)
         total = Fraction(0)
         length = (period.end - period.start) // _US
         for start, end in spans:

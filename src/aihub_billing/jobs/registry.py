@@ -25,6 +25,7 @@ class JobRun:
     attempt: int
     ctx: Context
     settings: dict[str, Any] = field(default_factory=dict)
+    test_clock_id: str | None = None  # the clock whose advance runs it (None: a worker)
 
 
 Handler = Callable[[AsyncSession, JobRun], Awaitable[None]]

@@ -128,6 +128,7 @@ class Worker:
             attempt=job.attempts,
             ctx=Context(actor=SYSTEM, clock=self.clock, request_id=job.id),
             settings=self.settings,
+            test_clock_id=job.test_clock_id,
         )
         started = monotonic()
         try:

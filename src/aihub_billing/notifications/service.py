@@ -43,7 +43,7 @@ from aihub_billing.kit.context import Context
 from aihub_billing.kit.netguard import NonPublicTarget, Resolver, refused_host, resolve_public
 from aihub_billing.kit.netguard import system_resolve as _system_resolve
 from aihub_billing.kit.secretbox import SecretBox, SecretBoxError, is_sealed
-from aihub_billing.models import Job, QuotaNotificationTarget
+from aihub_billing.models import QuotaNotificationTarget
 from aihub_billing.notifications.errors import WebhookUrlNotAllowed
 
 log = structlog.get_logger("aihub_billing.notifications")
@@ -176,18 +176,22 @@ class Notifications:
             raise RuntimeError(f"webhook secret: {exc}") from None
 
     async def deliver(
-        self, session: AsyncSession, ctx: Context, payload: dict[str, Any], *, job_id: str
+        self,
+        session: AsyncSession,
+        ctx: Context,
+        payload: dict[str, Any],
+        *,
+        test_clock_id: str | None,
     ) -> list[str]:
-        """The `notifications.deliver` job (`job_id`) of an event enqueued by `notify`, also one
-        queued before the channels were split: enqueues its channels' jobs on its test clock."""
-        job = await session.get(Job, job_id)
+        """The `notifications.deliver` job of an event enqueued by `notify`, also one queued
+        before the channels were split: enqueues its channels' jobs on its test clock."""
         return await self.dispatch(
             session,
             ctx,
             str(payload["account_id"]),
             _event(payload),
             str(payload["subject"]),
-            test_clock_id=job.test_clock_id if job is not None else None,
+            test_clock_id=test_clock_id,
         )
 
     async def dispatch(

@@ -18,7 +18,7 @@ from aihub_billing.notifications.service import (
 @registry.job(DELIVER_JOB)
 async def deliver(session: AsyncSession, run: JobRun) -> None:
     """Hands the event to a job per channel (also a job queued before they were split)."""
-    await notifications.deliver(session, run.ctx, run.payload, job_id=run.job_id)
+    await notifications.deliver(session, run.ctx, run.payload, test_clock_id=run.test_clock_id)
 
 
 @registry.job(WEBHOOK_JOB)

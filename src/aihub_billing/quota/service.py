@@ -200,6 +200,12 @@ def _count(resolved: ResolvedLimits, result: Counter) -> None:
         result.inc()
 
 
+def threshold_event_id(payload: dict[str, Any]) -> str:
+    """One threshold crossing per (account, limit, threshold, period): its job's dedupe key
+    and its event's id."""
+    return "quota.threshold:{account_id}:{limit}:{threshold}:{period_start}".format(**payload)
+
+
 def _pick(override: Any, plan_value: Any) -> Any:
     return plan_value if override is None else override
 
@@ -931,9 +937,7 @@ class QuotaManager:
                 else {}
             )
             for payload in notifications:
-                dedupe = "quota.threshold:{account_id}:{limit}:{threshold}:{period_start}".format(
-                    **payload
-                )
+                dedupe = threshold_event_id(payload)
                 account_ctx, clock_id = clocked[str(payload["account_id"])]
                 await queue.enqueue(
                     session,
@@ -1127,13 +1131,16 @@ class QuotaNotifications:
     """Delivers threshold notifications (the `quota.notify` job) through `notifications`."""
 
     async def deliver(
-        self, session: AsyncSession, ctx: Context, payload: dict[str, Any], *, job_id: str
+        self,
+        session: AsyncSession,
+        ctx: Context,
+        payload: dict[str, Any],
+        *,
+        test_clock_id: str | None,
     ) -> None:
         """Hands the event to one job per channel (notifications: each retried on its own)."""
         event = {
-            "id": "quota.threshold:{account_id}:{limit}:{threshold}:{period_start}".format(
-                **payload
-            ),
+            "id": threshold_event_id(payload),
             "type": "quota.threshold_reached",
             "created_at": ctx.clock.now().isoformat(),
             "data": payload,
@@ -1143,7 +1150,7 @@ class QuotaNotifications:
             session,
             ctx,
             {"account_id": payload["account_id"], "subject": subject, **event},
-            job_id=job_id,
+            test_clock_id=test_clock_id,
         )
 
 

@@ -11,4 +11,4 @@ from aihub_billing.quota.service import NOTIFY_JOB, notifications
 @registry.job(NOTIFY_JOB)
 async def notify(session: AsyncSession, run: JobRun) -> None:
     """One threshold notification, handed to a job per channel (webhook, email)."""
-    await notifications.deliver(session, run.ctx, run.payload, job_id=run.job_id)
+    await notifications.deliver(session, run.ctx, run.payload, test_clock_id=run.test_clock_id)

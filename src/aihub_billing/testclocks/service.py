@@ -170,6 +170,7 @@ class TestClockService:
                 attempt=job.attempts,
                 ctx=Context(actor=SYSTEM, clock=FrozenClock(at), request_id=job.id),
                 settings=settings or {},
+                test_clock_id=job.test_clock_id,
             )
             handler = registry.handlers.get(job.name)
             if handler is None:
