@@ -183,6 +183,39 @@ async def test_clock_rules(client: httpx.AsyncClient, admin_key: str) -> None:
     assert missing.status_code == 404
 
 
+async def test_listing_pages_through_every_clock_with_its_accounts(
+    client: httpx.AsyncClient, admin_key: str
+) -> None:
+    first, account, key = await clock_with_account(client, admin_key, "2026-01-01T00:00:00Z")
+    empty = await ok(client, admin_key, "/test-clocks", {"frozen_time": "2026-02-01T00:00:00Z"})
+    third, other, _ = await clock_with_account(client, admin_key, "2026-03-01T00:00:00Z")
+    seen: list[dict[str, Any]] = []
+    cursor = None
+    while True:
+        params = {"limit": 2} | ({"cursor": cursor} if cursor else {})
+        page = await client.get(f"{API}/test-clocks", params=params, headers=auth(admin_key))
+        assert page.status_code == 200, page.text
+        assert len(page.json()["items"]) <= 2
+        seen += page.json()["items"]
+        cursor = page.json()["next_cursor"]
+        if cursor is None:
+            break
+    assert [c["id"] for c in seen] == sorted([first, empty["id"], third])
+    by_id = {c["id"]: c for c in seen}
+    assert by_id[first]["account_ids"] == [account]
+    assert by_id[empty["id"]]["account_ids"] == []
+    assert by_id[third]["account_ids"] == [other]
+    assert by_id[third]["frozen_time"] == "2026-03-01T00:00:00Z"
+    denied = await client.get(f"{API}/test-clocks", headers=auth(key))
+    assert denied.status_code == 403
+    bad = await client.get(
+        f"{API}/test-clocks", params={"cursor": "not-a-cursor"}, headers=auth(admin_key)
+    )
+    assert bad.status_code == 400 and bad.headers["content-type"].startswith(
+        "application/problem+json"
+    )
+
+
 async def test_usage_and_quota_of_an_account_on_a_clock_run_on_its_time(
     client: httpx.AsyncClient, admin_key: str
 ) -> None:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, status
+from typing import Annotated
+
+from fastapi import APIRouter, Query, status
 
 from aihub_billing.accounts.errors import AccountNotFound
 from aihub_billing.api.deps import AdminContext, BillingDep, Idempotent, SessionDep
 from aihub_billing.api.routing import TransactionalRoute
 from aihub_billing.errors import Forbidden, responses
+from aihub_billing.kit.pagination import Page
 from aihub_billing.testclocks import schemas
 from aihub_billing.testclocks.errors import (
     AccountAlreadyAttached,
@@ -33,6 +36,24 @@ async def create_test_clock(
     data: schemas.TestClockCreate, session: SessionDep, ctx: AdminContext
 ) -> schemas.TestClock:
     return schemas.TestClock.model_validate(await test_clocks.create(session, ctx, data))
+
+
+@router.get("", responses=responses(Forbidden))
+async def list_test_clocks(
+    session: SessionDep,
+    ctx: AdminContext,
+    cursor: str | None = None,
+    limit: Annotated[int | None, Query(ge=1, le=200)] = None,
+) -> Page[schemas.TestClockListed]:
+    """Every test clock, oldest first, with the accounts on it (operator only)."""
+    rows, next_cursor = await test_clocks.page(session, ctx, cursor=cursor, limit=limit)
+    items = [
+        schemas.TestClockListed(
+            **schemas.TestClock.model_validate(clock).model_dump(), account_ids=account_ids
+        )
+        for clock, account_ids in rows
+    ]
+    return Page(items=items, next_cursor=next_cursor)
 
 
 @router.get("/{clock_id}", responses=responses(Forbidden, TestClockNotFound))

@@ -47,6 +47,24 @@ class TestClockRepository:
         )
         return result.scalar_one_or_none()
 
+    async def page(self, *, limit: int, after_id: str | None = None) -> list[TestClock]:
+        query = select(TestClock).order_by(TestClock.id).limit(limit)
+        if after_id is not None:
+            query = query.where(TestClock.id > after_id)
+        return list((await self.session.execute(query)).scalars())
+
+    async def accounts_of_clocks(self, clock_ids: list[str]) -> dict[str, list[str]]:
+        """The accounts on each clock, in id order; a clock without any maps to []."""
+        found: dict[str, list[str]] = {clock_id: [] for clock_id in clock_ids}
+        result = await self.session.execute(
+            select(TestClockAccount.test_clock_id, TestClockAccount.account_id)
+            .where(TestClockAccount.test_clock_id.in_(clock_ids))
+            .order_by(TestClockAccount.account_id)
+        )
+        for clock_id, account_id in result:
+            found[clock_id].append(account_id)
+        return found
+
     async def attachment(self, account_id: str) -> TestClockAccount | None:
         return await self.session.get(TestClockAccount, account_id)
 

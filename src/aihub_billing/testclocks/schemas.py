@@ -49,6 +49,11 @@ class TestClock(BaseModel):
     created_at: datetime
 
 
+class TestClockListed(TestClock):
+    __test__ = False
+    account_ids: list[str] = Field(description="The accounts on the clock's time")
+
+
 class JobRan(BaseModel):
     name: str
     run_at: datetime = Field(description="The clock's time of this attempt")

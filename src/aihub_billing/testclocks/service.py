@@ -23,6 +23,7 @@ from aihub_billing.kit.cache import account_scope, touch
 from aihub_billing.kit.clock import FrozenClock
 from aihub_billing.kit.context import SYSTEM, Context
 from aihub_billing.kit.ids import new_id
+from aihub_billing.kit.pagination import id_page
 from aihub_billing.models import TestClock, TestClockAccount
 from aihub_billing.testclocks import schemas
 from aihub_billing.testclocks.errors import (
@@ -82,6 +83,18 @@ class TestClockService:
         if clock is None:
             raise TestClockNotFound(f"no test clock {clock_id!r}")
         return clock
+
+    async def page(
+        self, session: AsyncSession, ctx: Context, *, cursor: str | None, limit: int | None
+    ) -> tuple[list[tuple[TestClock, list[str]]], str | None]:
+        """The clocks in id order, each with the accounts on it."""
+        _operator(ctx)
+        repo = TestClockRepository(session)
+        clocks, next_cursor = await id_page(
+            cursor, limit, lambda after_id, n: repo.page(limit=n, after_id=after_id)
+        )
+        attached = await repo.accounts_of_clocks([c.id for c in clocks])
+        return [(c, attached[c.id]) for c in clocks], next_cursor
 
     async def attach(
         self, session: AsyncSession, ctx: Context, clock_id: str, account_id: str
