@@ -465,6 +465,28 @@ async def test_pause_skips_billing_and_resume_bills_the_rest_of_the_period(
     ]
 
 
+async def test_resume_runs_the_overdue_renewal_first_and_bills_only_the_rest(
+    client: httpx.AsyncClient, admin_key: str, clock: FrozenClock, billing: BillingService
+) -> None:
+    account, key = await owner(client, admin_key)
+    sub = (await subscribe(client, key))["subscription"]  # pro 2999, from Jan 31 12:00
+    await drain(billing)
+    clock.set(utc(2026, 2, 10, 12))
+    await ok(client, key, f"/subscriptions/{sub['id']}/pause")
+    # The Feb 28 renewal has not run when the customer resumes on Mar 24 12:00: 7 of the 31
+    # days of [Feb 28, Mar 31) are left. Without the catch-up the resume billed nothing and
+    # the late renewal then billed the whole period.
+    clock.set(utc(2026, 3, 24, 12))
+    resumed = await ok(client, key, f"/subscriptions/{sub['id']}/resume")
+    assert resumed["subscription"]["current_period_start"] == "2026-02-28T12:00:00Z"
+    assert minor(resumed["invoice_items"]) == [("proration_charge", 677)]
+    await drain(billing)
+    assert minor(await items_of(client, key, sub["id"])) == [
+        ("subscription_fee", 2999),
+        ("proration_charge", 677),
+    ]
+
+
 async def test_preview_and_no_change(client: httpx.AsyncClient, admin_key: str) -> None:
     account, key = await owner(client, admin_key)
     sub = (await subscribe(client, key))["subscription"]

@@ -793,9 +793,13 @@ class SubscriptionService:
     async def resume(
         self, session: AsyncSession, ctx: Context, subscription_id: str
     ) -> tuple[Subscription, list[InvoiceItem]]:
-        """Ends a pause (billing the rest of an unbilled period) or a scheduled cancellation."""
-        sub, ctx, _ = await self._load(session, ctx, subscription_id)
+        """Ends a pause (billing the rest of an unbilled period) or a scheduled cancellation.
+
+        Renewals due but not run yet run first, as in cancel and change: the periods that
+        ended while paused close unbilled, and the resume bills the rest of the current one."""
+        sub, ctx, clock_id = await self._load(session, ctx, subscription_id)
         now = _second(ctx.clock.now())
+        await self._renew_overdue(session, ctx, sub, now, clock_id)
         before = await self.render(session, sub)
         from_status = sub.status
         items: list[InvoiceItem] = []
