@@ -51,16 +51,18 @@ def test_close_time_is_the_first_boundary_event_at_or_after_the_boundary() -> No
 def test_state_before_is_the_latest_earlier_event_ties_by_id() -> None:
     history = History(
         events=[
-            Event(_at(0), "e1", "created", "basic", "active"),
-            Event(_at(2), "e3", "plan_changed", "pro", "active"),
-            Event(_at(2), "e2", "paused", "basic", "paused"),
-            Event(_at(4), "e4", "renewed", "max", "active"),
+            Event(_at(0), "e1", "created", "basic", "active", "basic-m"),
+            Event(_at(2), "e3", "plan_changed", "pro", "active", "pro-m"),
+            Event(_at(2), "e2", "paused", "basic", "paused", "basic-m"),
+            Event(_at(4), "e4", "renewed", "max", "active", "max-y"),
+            Event(_at(6), "e5", "renewed", "max", "active"),  # recorded before prices were
         ]
     )
     assert history.state_before(_at(0)) is None  # strictly before
-    assert history.state_before(_at(1)) == ("basic", "active")
-    assert history.state_before(_at(3)) == ("pro", "active")  # same time: the later id
-    assert history.state_before(_at(9)) == ("max", "active")
+    assert history.state_before(_at(1)) == ("basic", "basic-m", "active")
+    assert history.state_before(_at(3)) == ("pro", "pro-m", "active")  # same time: later id
+    assert history.state_before(_at(5)) == ("max", "max-y", "active")
+    assert history.state_before(_at(9)) == ("max", None, "active")
 
 
 def test_previous_usage_invoice_ended_by_the_time_and_not_excluded() -> None:

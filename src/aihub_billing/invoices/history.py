@@ -22,6 +22,7 @@ class Event:
     type: str
     to_plan_id: str
     to_status: str
+    to_price_id: str | None = None  # None: an event recorded before prices were
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,13 +47,13 @@ class History:
         times = [e.at for e in self.events if e.at >= boundary and e.type in BOUNDARY_EVENTS]
         return min(times, default=None)
 
-    def state_before(self, at: datetime) -> tuple[str, str] | None:
-        """(plan id, status) just before `at`: the latest earlier event's."""
+    def state_before(self, at: datetime) -> tuple[str, str | None, str] | None:
+        """(plan id, price id, status) just before `at`: the latest earlier event's."""
         earlier = [e for e in self.events if e.at < at]
         if not earlier:
             return None
         last = max(earlier, key=lambda e: (e.at, e.id))
-        return last.to_plan_id, last.to_status
+        return last.to_plan_id, last.to_price_id, last.to_status
 
     def unpaused(self, start: datetime, end: datetime) -> list[tuple[datetime, datetime]]:
         """The parts of [start, end) in which the subscription was not paused, in order (a

@@ -160,10 +160,11 @@ class InvoiceRepository:
                 SubscriptionEvent.type,
                 SubscriptionEvent.to_plan_id,
                 SubscriptionEvent.to_status,
+                SubscriptionEvent.to_price_id,
             ).where(SubscriptionEvent.subscription_id.in_(ids))
         )
-        for subscription_id, at, event_id, kind, plan_id, status in events:
-            out[subscription_id].events.append(Event(at, event_id, kind, plan_id, status))
+        for subscription_id, at, event_id, kind, plan_id, status, price_id in events:
+            out[subscription_id].events.append(Event(at, event_id, kind, plan_id, status, price_id))
         usage_invoices = await self.session.execute(
             select(
                 Invoice.subscription_id,

@@ -369,10 +369,15 @@ class InvoiceService:
         price_id: str | None,
         history: History,
     ) -> tuple[Plan, PlanPrice | None, str] | None:
-        """The plan version, price and status the subscription had just before `at`."""
+        """The plan version, price and status the subscription had just before `at`.
+
+        The price is the caller's, else the one its history recorded then (a refresh or a
+        late-usage adjustment after the price moved on keeps the period's own overage rates),
+        else, for history older than that record, the current one's cycle."""
         state = history.state_before(at)
-        plan_id, status = state if state is not None else (sub.plan_id, sub.status)
+        plan_id, then, status = state if state is not None else (sub.plan_id, None, sub.status)
         plan = await self._plan(session, plan_id)
+        price_id = price_id or then
         if price_id is not None:
             return plan, await self._price(session, price_id), status
         current = await self._price(session, sub.price_id)

@@ -84,6 +84,9 @@ class SubscriptionEvent(Base):
     to_status: Mapped[str] = mapped_column(String(16))
     from_plan_id: Mapped[str | None] = mapped_column(String(40))
     to_plan_id: Mapped[str] = mapped_column(String(40))
+    # The price after the change (None on rows older than the column): which overage rates
+    # a period was on when its invoice is refreshed or adjusted after the price moved on.
+    to_price_id: Mapped[str | None] = mapped_column(String(40))
     data: Mapped[dict[str, Any]]
     actor_key_id: Mapped[str | None] = mapped_column(String(40))
     request_id: Mapped[str | None] = mapped_column(String(64))

@@ -1299,6 +1299,7 @@ class SubscriptionService:
                 to_status=sub.status,
                 from_plan_id=from_plan_id,
                 to_plan_id=sub.plan_id,
+                to_price_id=sub.price_id,
                 data=data,
                 actor_key_id=ctx.actor.key_id,
                 request_id=ctx.request_id,
