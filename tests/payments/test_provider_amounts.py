@@ -1,6 +1,7 @@
-"""Amounts as the providers write them, where that differs from our minor units (the ISO 4217
-exponent): Stripe keeps ISK two-decimal in its API (100 = 1 króna) although its exponent is 0,
-and PayPal takes no decimals at all for HUF, JPY and TWD."""
+"""Amounts as the providers write them, where that differs from our minor units (Babel's
+exponent): Stripe keeps every currency outside its zero- and three-decimal lists two-decimal
+in its API, so ISK, RSD, ALL... (exponent 0 for us) are 100 per unit there, and PayPal takes
+no decimals at all for HUF, JPY and TWD."""
 
 from __future__ import annotations
 
@@ -21,9 +22,21 @@ from tests.payments.support import (  # noqa: F401 (fixtures)
 
 @pytest.mark.parametrize(
     ("minor", "currency", "stripe"),
-    [(1000, "ISK", 100_000), (2999, "USD", 2999), (500, "JPY", 500), (5120, "KWD", 5120)],
+    [
+        (1000, "ISK", 100_000),
+        (1000, "RSD", 100_000),  # two-decimal at Stripe, exponent 0 in CLDR
+        (1000, "ALL", 100_000),
+        (1000, "LAK", 100_000),
+        (2999, "USD", 2999),
+        (500, "JPY", 500),
+        (500, "UGX", 500),  # on Stripe's zero-decimal list
+        (500, "XOF", 500),
+        (5120, "KWD", 5120),
+    ],
 )
-def test_stripe_amounts_are_ours_but_for_isk(minor: int, currency: str, stripe: int) -> None:
+def test_stripe_amounts_follow_stripes_currency_classes(
+    minor: int, currency: str, stripe: int
+) -> None:
     assert to_stripe(minor, currency) == stripe
     assert from_stripe(stripe, currency) == minor
 

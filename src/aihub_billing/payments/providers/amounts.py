@@ -6,9 +6,14 @@ from __future__ import annotations
 from aihub_billing.kit.money import currency_exponent, minor_to_decimal, round_quotient
 from aihub_billing.payments.errors import ProviderAmountNotSupported
 
-# Stripe kept ISK two-decimal in its API when card networks made it whole-króna only: an
-# amount of 100 is 1 króna, and charges must be multiples of 100. ISO (and we) say exponent 0.
-_STRIPE_SCALE = {"ISK": 100}
+# Stripe's own classes of currencies: its zero-decimal list, its three-decimal list, and
+# two decimals for every other one, whatever ISO or CLDR say. Our minor units follow Babel
+# (CLDR), which gives exponent 0 to currencies Stripe keeps two-decimal (ISK, whole króna only
+# since 2023 but still sent as 100 per króna; RSD, ALL, LAK, ...): those scale by 100.
+_STRIPE_ZERO_DECIMAL = frozenset(
+    {"BIF", "CLP", "DJF", "GNF", "JPY", "KMF", "KRW", "MGA", "PYG", "RWF", "UGX", "VND", "VUV"}
+    | {"XAF", "XOF", "XPF"}
+)
 # Stripe takes three-decimal currencies only in whole tens of their minor unit (its payment
 # partners' rule: the last digit 0).
 _STRIPE_TENS = frozenset({"BHD", "JOD", "KWD", "OMR", "TND"})
@@ -16,23 +21,29 @@ _STRIPE_TENS = frozenset({"BHD", "JOD", "KWD", "OMR", "TND"})
 _PAYPAL_WHOLE = frozenset({"HUF", "JPY", "TWD"})
 
 
+def _stripe_shift(code: str) -> int:
+    """Stripe's decimals minus ours for `code`: the power of ten between the two units."""
+    stripe = 0 if code in _STRIPE_ZERO_DECIMAL else 3 if code in _STRIPE_TENS else 2
+    return stripe - currency_exponent(code)
+
+
 def to_stripe(amount_minor: int, currency: str) -> int:
     """Our minor units as a Stripe `amount`; refused when Stripe cannot take it (a
-    three-decimal amount not in whole tens, e.g. 5.125 KWD)."""
+    three-decimal amount not in whole tens, e.g. 5.125 KWD, or a fraction Stripe has no
+    unit for)."""
     code = currency.upper()
-    if code in _STRIPE_TENS and amount_minor % 10:
+    shift = _stripe_shift(code)
+    if (code in _STRIPE_TENS and amount_minor % 10) or (shift < 0 and amount_minor % 10**-shift):
         value = minor_to_decimal(amount_minor, code)
-        raise ProviderAmountNotSupported(
-            f"Stripe takes {code} amounts in whole hundredths only, not {value}"
-        )
-    return amount_minor * _STRIPE_SCALE.get(code, 1)
+        raise ProviderAmountNotSupported(f"Stripe cannot take {value} {code}")
+    return amount_minor * 10**shift if shift >= 0 else amount_minor // 10**-shift
 
 
 def from_stripe(amount: int, currency: str) -> int:
-    """A Stripe `amount` in our minor units (a fraction of a króna, which Stripe no longer
-    takes, rounds half up)."""
-    scale = _STRIPE_SCALE.get(currency.upper(), 1)
-    return amount if scale == 1 else round_quotient(amount, scale)
+    """A Stripe `amount` in our minor units (a fraction of our unit, e.g. of a króna, which
+    Stripe no longer takes, rounds half up)."""
+    shift = _stripe_shift(currency.upper())
+    return round_quotient(amount, 10**shift) if shift >= 0 else amount * 10**-shift
 
 
 def paypal_value(amount_minor: int, currency: str) -> dict[str, str]:
