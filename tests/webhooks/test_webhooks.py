@@ -377,9 +377,12 @@ async def test_bad_paypal_signatures_and_foreign_certificates_are_refused(
     lookalike = await send_paypal(
         client, paypal_fake, paypal_key, event, cert_url="https://api.paypal.com.evil.example/c"
     )
+    malformed = await send_paypal(  # urlsplit raises on it: a refusal, not a 500
+        client, paypal_fake, paypal_key, event, cert_url="https://[api.paypal.com/certs/c"
+    )
     other_key, _ = make_certificate(clock.now())
     wrong_key = await send_paypal(client, paypal_fake, other_key, event)
-    for response in (tampered, other_webhook, foreign, lookalike, wrong_key):
+    for response in (tampered, other_webhook, foreign, lookalike, malformed, wrong_key):
         assert response.status_code == 400, response.text
         assert response.json()["code"] == "webhook_signature_invalid"
     assert not [r for r in paypal_fake.requests if "evil" in r[1]]

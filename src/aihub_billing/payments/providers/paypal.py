@@ -383,8 +383,11 @@ class PayPalProcessor:
         )
 
     def _cert_url_allowed(self, url: str) -> bool:
-        parts = urlsplit(url)
-        host = (parts.hostname or "").lower()
+        try:
+            parts = urlsplit(url)
+            host = (parts.hostname or "").lower()
+        except ValueError:  # e.g. an unclosed "[": anyone may send it, so a refusal
+            return False
         if parts.scheme == "https" and (
             host == PAYPAL_DOMAIN or host.endswith("." + PAYPAL_DOMAIN)
         ):
