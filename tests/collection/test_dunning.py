@@ -164,6 +164,36 @@ async def test_a_retry_that_succeeds_pays_the_invoice_and_recovers_the_subscript
     assert [name for name, _ in ran if name == "invoices.collect"] == []
 
 
+async def test_a_partial_payment_leaves_the_invoice_in_dunning_until_the_rest_is_paid(
+    client: httpx.AsyncClient, admin_key: str, billing: BillingService, stripe_fake: StripeFake
+) -> None:
+    clock_id, key, _, method_id = await stripe_customer(client, admin_key, stripe_fake)
+    stripe_fake.behave("decline")
+    await advance(client, admin_key, clock_id, "2026-01-01T02:00:00Z")
+    unpaid = await first_invoice(client, key)
+    assert await subscription_status(client, key) == ("past_due", "pro")
+    body = {
+        "amount_minor": 1,  # one cent of the 29.99 due
+        "currency": "USD",
+        "invoice_id": unpaid["id"],
+        "payment_method_id": method_id,
+        "provider": "stripe",
+    }
+    intent = await ok(client, key, "/payments/intents", body)
+    confirmed = await ok(client, key, f"/payments/{intent['id']}/confirm")
+    assert confirmed["status"] == "succeeded"
+    part = await first_invoice(client, key)
+    assert (part["status"], part["amount_paid_minor"]) == ("open", 1)
+    assert await subscription_status(client, key) == ("past_due", "pro")
+    assert "invoice.paid" not in await notifications(billing)
+    # The next retry of the schedule collects the rest, and only then is it over.
+    await advance(client, admin_key, clock_id, "2026-01-03T00:00:00Z")
+    paid = await first_invoice(client, key)
+    assert (paid["status"], paid["amount_paid_minor"]) == ("paid", 2999)
+    assert await subscription_status(client, key) == ("active", "pro")
+    assert (await notifications(billing))[-2:] == ["invoice.paid", "subscription.recovered"]
+
+
 async def test_the_final_action_can_downgrade_to_the_free_plan(
     client: httpx.AsyncClient, admin_key: str, billing: BillingService, stripe_fake: StripeFake
 ) -> None:

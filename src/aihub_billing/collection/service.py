@@ -409,6 +409,8 @@ class CollectionService:
             session, ctx, invoice.id, amount, payment_id=payment.id, recover=False
         )
         await self._unapplied(session, ctx, invoice, payment)
+        if invoice.status != "paid":
+            return  # a part of what is due: still open, dunning goes on for the rest
         invoice.next_payment_attempt_at = None
         _, clock_id = await test_clocks.context_for(session, ctx, invoice.account_id)
         await notify_invoice_event(
