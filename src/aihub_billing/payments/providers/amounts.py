@@ -33,17 +33,19 @@ def to_stripe(amount_minor: int, currency: str) -> int:
     unit for)."""
     code = currency.upper()
     shift = _stripe_shift(code)
-    if (code in _STRIPE_TENS and amount_minor % 10) or (shift < 0 and amount_minor % 10**-shift):
+    factor = int(10 ** abs(shift))
+    if (code in _STRIPE_TENS and amount_minor % 10) or (shift < 0 and amount_minor % factor):
         value = minor_to_decimal(amount_minor, code)
         raise ProviderAmountNotSupported(f"Stripe cannot take {value} {code}")
-    return amount_minor * 10**shift if shift >= 0 else amount_minor // 10**-shift
+    return amount_minor * factor if shift >= 0 else amount_minor // factor
 
 
 def from_stripe(amount: int, currency: str) -> int:
     """A Stripe `amount` in our minor units (a fraction of our unit, e.g. of a króna, which
     Stripe no longer takes, rounds half up)."""
     shift = _stripe_shift(currency.upper())
-    return round_quotient(amount, 10**shift) if shift >= 0 else amount * 10**-shift
+    factor = int(10 ** abs(shift))
+    return round_quotient(amount, factor) if shift >= 0 else amount * factor
 
 
 def paypal_value(amount_minor: int, currency: str) -> dict[str, str]:
