@@ -14,6 +14,7 @@ from aihub_billing.models import (
     CreditNote,
     CreditNoteLine,
     Invoice,
+    InvoiceItem,
     InvoiceLine,
     Payment,
     RefundRecord,
@@ -69,6 +70,31 @@ class CreditNoteRepository:
         )
         subtotal, tax = result.one()
         return int(subtotal), int(tax)
+
+    async def prorated_on_invoice(self, invoice_id: str) -> int:
+        """What proration credits gave back of the invoice's charges (a plan change after it
+        was billed), net and before tax."""
+        result = await self.session.execute(
+            select(func.coalesce(func.sum(InvoiceItem.amount_minor), 0)).where(
+                InvoiceItem.credited_invoice_id == invoice_id
+            )
+        )
+        return max(0, -int(result.scalar_one()))
+
+    async def given_back_subtotal(self, invoice_id: str) -> tuple[int, int]:
+        """(the invoice's subtotal, what of it was given back already: its credit notes'
+        subtotals, proration credits of its charges and refunds outside notes; 0, 0 when
+        there is no such invoice). A refund counts whole, tax included: never too little."""
+        subtotal = (
+            await self.session.execute(
+                select(Invoice.subtotal_minor).where(Invoice.id == invoice_id)
+            )
+        ).scalar_one_or_none()
+        if subtotal is None:
+            return 0, 0
+        noted, _ = await self.credited_on_invoice(invoice_id)
+        given = noted + await self.prorated_on_invoice(invoice_id)
+        return int(subtotal), given + await self.refunded_outside_notes(invoice_id)
 
     async def refunded_outside_notes(self, invoice_id: str) -> int:
         """What was refunded (or is being refunded) of the invoice's payments other than by

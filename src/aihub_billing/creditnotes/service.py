@@ -40,6 +40,7 @@ from aihub_billing.invoices.numbering import series_for
 from aihub_billing.invoices.service import invoices
 from aihub_billing.kit.context import Context, Role
 from aihub_billing.kit.ids import new_id
+from aihub_billing.kit.money import round_quotient
 from aihub_billing.kit.pagination import id_page
 from aihub_billing.models import CreditNote, CreditNoteLine, Invoice, InvoiceLine, RefundRecord
 from aihub_billing.payments.payment_types import REFUND_UNDONE_STATUSES
@@ -75,6 +76,13 @@ class CreditNoteService:
         if data.currency is not None and data.currency != invoice.currency:
             raise CurrencyMismatch(f"the invoice is in {invoice.currency}, not {data.currency}")
         credited_subtotal, credited_tax = await repo.credited_on_invoice(invoice.id)
+        # A plan change after the invoice gave part of its charge back as a proration credit
+        # (landing on a later invoice or the balance): that part, with its share of the tax,
+        # is no longer the credit notes' to give.
+        prorated = await repo.prorated_on_invoice(invoice.id)
+        if prorated and invoice.subtotal_minor > 0:
+            credited_subtotal += prorated
+            credited_tax += round_quotient(prorated * invoice.tax_minor, invoice.subtotal_minor)
         state = InvoiceState(
             currency=invoice.currency,
             subtotal_minor=invoice.subtotal_minor,

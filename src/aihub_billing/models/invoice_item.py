@@ -46,3 +46,6 @@ class InvoiceItem(Base):
     created_at: Mapped[datetime]
     # Set by the invoice generator when it collects the item (no invoices table yet).
     invoice_id: Mapped[str | None] = mapped_column(String(40), index=True)
+    # A proration credit's lines: the invoice whose charge they give back, so that it and
+    # that invoice's credit notes together never return more than the invoice holds.
+    credited_invoice_id: Mapped[str | None] = mapped_column(String(40), index=True)

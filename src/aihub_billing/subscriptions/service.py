@@ -6,7 +6,7 @@ every change writes a history row and an audit entry in the same transaction.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
@@ -21,6 +21,7 @@ from aihub_billing.accounts.errors import AccountNotFound
 from aihub_billing.accounts.service import accounts
 from aihub_billing.audit.service import audit
 from aihub_billing.coupons.service import applies_to_plan, coupons, initial_cycles, terms
+from aihub_billing.creditnotes.repository import CreditNoteRepository
 from aihub_billing.errors import Forbidden
 from aihub_billing.jobs.queue import enqueue
 from aihub_billing.kit.context import Context, Role
@@ -204,6 +205,35 @@ class Billed:
     amount_minor: int  # the fee or proration charge
     discount_minor: int  # <= 0: the coupon discount recorded with it
     invoice_id: str | None = None  # the invoice the charge is on, once invoiced
+
+
+async def _within_invoice(
+    session: AsyncSession, credit_lines: list[Line], invoice_id: str
+) -> list[Line]:
+    """A plan change's credit lines held to what their charge's invoice has not given back
+    yet (its credit notes, refunds, earlier credits): none when it gave all of it back, else
+    one more line taking back the excess, so credits never return more than was billed."""
+    subtotal, given = await CreditNoteRepository(session).given_back_subtotal(invoice_id)
+    left = max(0, subtotal - given)
+    credit = -sum(line.amount_minor for line in credit_lines)
+    if credit <= left:
+        return credit_lines
+    if left == 0:
+        return []
+    first = credit_lines[0]
+    excess = minor_to_decimal(credit - left, first.currency)
+    taken_back = Line(
+        kind="proration_charge",
+        description="Less what this period's invoice has given back already",
+        period_start=first.period_start,
+        period_end=first.period_end,
+        quantity=Decimal(1),
+        unit_price=excess,
+        amount=excess,
+        amount_minor=credit - left,
+        currency=first.currency,
+    )
+    return [*credit_lines, taken_back]
 
 
 def _billed(period_items: list[InvoiceItem]) -> Billed | None:
@@ -602,6 +632,7 @@ class SubscriptionService:
         interval_changes = _interval(new_price) != _interval(price)
         lines: list[Line] = []
         credit_lines: list[Line] = []
+        credited_invoice: str | None = None  # the invoice whose charge credit_lines give back
         uses_cycle = False
         needs_method = new_price.amount_minor > 0 and sub.status != "trialing"
         if needs_method and (data.payment_method_id or sub.payment_method_id) is None:
@@ -672,6 +703,9 @@ class SubscriptionService:
                 credit_lines = [
                     line for line in proration.credit_lines if line.amount != 0 and credit_unused
                 ]
+                if credit_lines and billed is not None and billed.invoice_id is not None:
+                    credited_invoice = billed.invoice_id
+                    credit_lines = await _within_invoice(session, credit_lines, credited_invoice)
                 charge_lines = fee_lines if new_period is not None else proration.charge_lines
                 lines = [line for line in (*credit_lines, *charge_lines) if line.amount != 0]
             else:
@@ -710,7 +744,9 @@ class SubscriptionService:
                     # (recorded at `now`, so the invoice closing at `now` collects them) and
                     # its usage at the old price; its renewal job finds it stale.
                     closed_start = sub.current_period_start
-                    credit_items = await self._record(session, ctx, sub, credit_lines, at=now)
+                    credit_items = await self._record(
+                        session, ctx, sub, credit_lines, at=now, gives_back=credited_invoice
+                    )
                     new_period = Period(now, _interval(new_price).shift(now, 1))
                     sub.billing_anchor = now
                     sub.current_period_start, sub.current_period_end = (
@@ -727,7 +763,9 @@ class SubscriptionService:
                             session, ctx, sub, "subscription_cycle", closed, clock_id, price.id
                         )
                 else:
-                    items = await self._record(session, ctx, sub, lines)
+                    items = await self._record(
+                        session, ctx, sub, lines, gives_back=credited_invoice, of=credit_lines
+                    )
                     if uses_cycle and sub.coupon_cycles_left is not None:
                         sub.coupon_cycles_left -= 1
             if not same_price:
@@ -1177,9 +1215,13 @@ class SubscriptionService:
         sub: Subscription,
         lines: list[Line],
         at: datetime | None = None,
+        gives_back: str | None = None,
+        of: Sequence[Line] | None = None,
     ) -> list[InvoiceItem]:
-        """The lines as pending invoice items, stamped `at` (default: now)."""
+        """The lines as pending invoice items, stamped `at` (default: now); those of `of`
+        (default: all) name `gives_back`, the invoice whose charge they credit."""
         now = ctx.clock.now() if at is None else at
+        crediting = lines if of is None else of
         repo = SubscriptionRepository(session)
         items = []
         for line in lines:
@@ -1200,6 +1242,7 @@ class SubscriptionService:
                 currency=line.currency,
                 created_at=now,
                 invoice_id=None,
+                credited_invoice_id=gives_back if line in crediting else None,
             )
             repo.add(item)
             items.append(item)
