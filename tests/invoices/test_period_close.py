@@ -26,7 +26,7 @@ from tests.invoices.helpers import (
     metered_plan,
     track,
 )
-from tests.subscriptions.helpers import SEED_BODY, add_plan, ok, owner, post
+from tests.subscriptions.helpers import SEED_BODY, add_plan, ok, owner, post, subscribe
 
 
 async def test_cycle_invoice_has_next_fee_proration_and_overage_then_is_numbered(
@@ -292,3 +292,33 @@ async def test_close_period_catching_up_several_renewals_invoices_every_closed_p
     assert (again["renewed"], again["created"]) == (0, 0)
     async with billing.db.sessions() as session:
         assert await session.scalar(select(func.count()).select_from(Invoice)) == 3
+
+
+async def test_period_close_invoices_the_period_a_billing_cycle_change_ended(
+    client: httpx.AsyncClient, admin_key: str, clock: FrozenClock, billing: BillingService
+) -> None:
+    # The change to monthly at the year's end moves the anchor to that end: the closed year
+    # cannot be told from the anchor, the renewal that closed it says it.
+    prices = [
+        {"currency": "USD", "amount_minor": 2999},
+        {"currency": "USD", "interval_count": 12, "amount_minor": 29990},
+    ]
+    await add_plan(client, admin_key, code="team", name="Team", prices=prices)
+    account, key = await owner(client, admin_key)
+    created = await subscribe(client, key, plan_type="team", billing_cycle="yearly")
+    clock.set(datetime(2026, 7, 31, 12, tzinfo=UTC))
+    change = {"billing_cycle": "monthly"}
+    assert (
+        await ok(client, key, f"/subscriptions/{created['subscription']['id']}/change", change)
+    )["when"] == "period_end"
+    clock.set(datetime(2027, 2, 2, 12, tzinfo=UTC))  # no worker ran: the operator closes
+    done = await ok(client, admin_key, "/invoices/generate", {"account_id": account})
+    assert done["renewed"] == 1
+    await billing.worker().drain()
+    found = {
+        (i["billing_reason"], i["period_start"], i["period_end"]): i["id"]
+        for i in await list_invoices(client, key)
+    }
+    year = ("subscription_cycle", "2026-01-31T12:00:00Z", "2027-01-31T12:00:00Z")
+    assert year in found, found
+    assert ("subscription_fee", 2999) in kinds(await invoice(client, key, found[year]))

@@ -531,9 +531,14 @@ class InvoiceService:
             await self._generate_missing(
                 session, ctx, batch, "subscription_create", created, outcome
             )
-            for sub in batch.subs:
-                await self._renew_due(session, batch, sub, at, outcome)
-            closed = [(sub, await self._closed_period(session, sub)) for sub in batch.subs]
+            renewed = {
+                sub.id: await self._renew_due(session, batch, sub, at, outcome)
+                for sub in batch.subs
+            }
+            closed = [
+                (sub, await self._closed_period(session, sub, renewed[sub.id]))
+                for sub in batch.subs
+            ]
             for reason in USAGE_REASONS:
                 due = [(sub, c[1]) for sub, c in closed if c is not None and c[0] == reason]
                 await self._generate_missing(session, ctx, batch, reason, due, outcome)
@@ -567,11 +572,11 @@ class InvoiceService:
         sub: Subscription,
         at: datetime | None,
         outcome: CloseOutcome,
-    ) -> None:
-        """Runs the renewals due by `at` (or now). The last closed period's invoice is
-        generated next with the batch's; when several renewals were overdue, each earlier
-        closed period's cycle invoice (its overage, the fee its renewal recorded) is generated
-        before the next renewal records more items."""
+    ) -> Period | None:
+        """Runs the renewals due by `at` (or now) and returns the last period they closed.
+        Its invoice is generated next with the batch's; when several renewals were overdue,
+        each earlier closed period's cycle invoice (its overage, the fee its renewal recorded)
+        is generated before the next renewal records more items."""
         clocked, clock_id = batch.clocks[sub.account_id]
         cutoff = clocked.clock.now() if at is None else min(at, clocked.clock.now())
         closed: tuple[Period, str] | None = None
@@ -593,6 +598,7 @@ class InvoiceService:
                 enqueue_invoice=False,
             )
             outcome.renewed += 1
+        return None if closed is None else closed[0]
 
     async def _close_renewed(
         self,
@@ -620,9 +626,11 @@ class InvoiceService:
         )
 
     async def _closed_period(
-        self, session: AsyncSession, sub: Subscription
+        self, session: AsyncSession, sub: Subscription, renewed: Period | None = None
     ) -> tuple[Reason, Period] | None:
-        """The subscription's last closed period that has an invoice to generate, if any."""
+        """The subscription's last closed period that has an invoice to generate, if any;
+        `renewed`, the period this close's renewals ended last, when the anchor cannot tell it
+        (a billing-cycle change moved the anchor to that period's end)."""
         start = sub.current_period_start
         if sub.status == "canceled":
             if sub.ended_at is not None and sub.ended_at > start:
@@ -633,6 +641,8 @@ class InvoiceService:
             previous = nth_period(sub.billing_anchor, interval, index - 1)
             if previous.end == start:
                 return "subscription_cycle", previous
+        if renewed is not None and sub.status != "canceled":
+            return "subscription_cycle", renewed
         return None
 
     async def _generate_missing(
