@@ -194,6 +194,31 @@ async def test_a_partial_payment_leaves_the_invoice_in_dunning_until_the_rest_is
     assert (await notifications(billing))[-2:] == ["invoice.paid", "subscription.recovered"]
 
 
+async def test_an_amount_the_provider_cannot_take_is_a_failed_attempt_that_says_why(
+    client: httpx.AsyncClient, admin_key: str, billing: BillingService, stripe_fake: StripeFake
+) -> None:
+    # 5.125 KWD: Stripe takes three-decimal currencies in whole tens of fils only.
+    prices = [{"currency": "KWD", "amount_minor": 5125}]
+    await ok(client, admin_key, "/plans", {"code": "gulf", "name": "Gulf", "prices": prices})
+    clock_id, _, key = await clocked_account(client, admin_key, START, currency="KWD")
+    token = stripe_fake.add_payment_method()
+    await ok(client, key, "/payment-methods", {"provider": "stripe", "token": token})
+    body = {"plan_type": "gulf", "payment_provider": "stripe", "payment_method_id": token}
+    await ok(client, key, "/subscriptions", body)
+    await advance(client, admin_key, clock_id, "2026-01-01T02:00:00Z")
+    unpaid = await first_invoice(client, key)
+    assert (unpaid["status"], unpaid["total_minor"], unpaid["attempt_count"]) == ("open", 5125, 1)
+    assert not [r for r in stripe_fake.requests if r[1].startswith("/v1/payment_intents")]
+    assert await notifications(billing) == ["invoice.payment_failed:1", "subscription.past_due"]
+    async with billing.db.sessions() as session:
+        notice = await payment_failed_notice(session)
+        assert notice is not None
+        assert notice.payload["data"]["code"] == "provider_amount_not_supported", notice.payload
+        assert (await session.execute(select(Payment))).scalars().all() == []
+        dead = (await session.execute(select(Job).where(Job.status == "dead"))).scalars().all()
+        assert dead == []
+
+
 async def test_the_final_action_can_downgrade_to_the_free_plan(
     client: httpx.AsyncClient, admin_key: str, billing: BillingService, stripe_fake: StripeFake
 ) -> None:

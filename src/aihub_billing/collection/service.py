@@ -34,8 +34,12 @@ from aihub_billing.kit.context import Context
 from aihub_billing.kit.ids import derived_id
 from aihub_billing.models import Invoice, Payment, PaymentMethodRecord, RefundRecord, Subscription
 from aihub_billing.payments import schemas as payment_schemas
-from aihub_billing.payments.errors import PaymentDeclined, ProviderNotConfigured
-from aihub_billing.payments.payment_types import PaymentStatus
+from aihub_billing.payments.errors import (
+    PaymentDeclined,
+    ProviderAmountNotSupported,
+    ProviderNotConfigured,
+)
+from aihub_billing.payments.payment_types import PaymentIntent, PaymentStatus
 from aihub_billing.payments.providers.base import PaymentProcessor
 from aihub_billing.payments.service import (
     DefaultingLookup,
@@ -126,47 +130,76 @@ class CollectionService:
         if method is None and processor.saves_payment_methods:
             return Failure("no_payment_method", "no payment method is on file")
         key_base = f"invoice:{invoice.id}:attempt:{invoice.attempt_count}"
-        repo = CollectionRepository(session)
+        declined: PaymentDeclined | None = None
         try:
-            # A payment the buyer was asked to authorize (3-D Secure, PayPal approval) is
-            # confirmed again rather than replaced: they may have authorized it since.
-            payment = await repo.waiting_payment(invoice.id, processor.name)
-            if payment is None:
-                data = payment_schemas.PaymentIntentCreate(
-                    amount_minor=due,
-                    currency=invoice.currency,
-                    provider=processor.name,
-                    payment_method_id=method.id if method else None,
-                    invoice_id=invoice.id,
-                    subscription_id=sub.id if sub else None,
-                    account_id=invoice.account_id,
-                    description=f"Invoice {invoice.number}",
-                )
-                # The row id goes to the provider (metadata): a rerun must send the same one.
-                payment_id = _attempt_payment_id(invoice, invoice.attempt_count)
-                payment, remote = await payments.create_intent(
-                    session, ctx, processors, data, key_base=key_base, payment_id=payment_id
-                )
-            if payment.status != PaymentStatus.SUCCEEDED:
-                payment, remote = await payments.confirm(
-                    session,
-                    ctx,
-                    processors,
-                    payment.id,
-                    payment_schemas.PaymentConfirm(),
-                    key_base=key_base,
-                )
-        except PaymentDeclined as exc:
-            code = exc.extra.get("decline_code") or "card_declined"
-            return Failure(str(code), exc.detail)
+            async with session.begin_nested():  # a refused amount leaves no payment row
+                try:
+                    payment, remote = await self._pay(
+                        session, ctx, processors, processor, invoice, sub, due, method, key_base
+                    )
+                except PaymentDeclined as exc:  # its failed payment stays recorded
+                    declined = exc
+        except ProviderAmountNotSupported as exc:
+            # Not the customer's doing, and no retry changes it: a failed attempt that says
+            # why (the operator settles it: a credit note to a payable amount, or mark-paid),
+            # not a job retried until it dies unseen.
+            log.warning("collection.amount_not_supported", invoice_id=invoice.id)
+            return Failure(exc.code, exc.detail)
+        if declined is not None:
+            code = declined.extra.get("decline_code") or "card_declined"
+            return Failure(str(code), declined.detail)
         if payment.status in (PaymentStatus.SUCCEEDED, PaymentStatus.PROCESSING):
             # Succeeded: the payment hook marked the invoice paid in this transaction.
             # Processing: the provider's event finishes it.
             return None
         if payment.status == PaymentStatus.REQUIRES_ACTION:
-            link = remote.client_secret or remote.approval_url
+            link = remote.client_secret or remote.approval_url if remote else None
             return Failure("requires_action", "the customer must authorize the payment", link)
         return Failure(payment.failure_code or str(payment.status), payment.failure_message or "")
+
+    @staticmethod
+    async def _pay(
+        session: AsyncSession,
+        ctx: Context,
+        processors: DefaultingLookup,
+        processor: PaymentProcessor,
+        invoice: Invoice,
+        sub: Subscription | None,
+        due: int,
+        method: PaymentMethodRecord | None,
+        key_base: str,
+    ) -> tuple[Payment, PaymentIntent | None]:
+        """The attempt's payment, made (or confirmed again) at the processor."""
+        remote: PaymentIntent | None = None
+        # A payment the buyer was asked to authorize (3-D Secure, PayPal approval) is
+        # confirmed again rather than replaced: they may have authorized it since.
+        payment = await CollectionRepository(session).waiting_payment(invoice.id, processor.name)
+        if payment is None:
+            data = payment_schemas.PaymentIntentCreate(
+                amount_minor=due,
+                currency=invoice.currency,
+                provider=processor.name,
+                payment_method_id=method.id if method else None,
+                invoice_id=invoice.id,
+                subscription_id=sub.id if sub else None,
+                account_id=invoice.account_id,
+                description=f"Invoice {invoice.number}",
+            )
+            # The row id goes to the provider (metadata): a rerun must send the same one.
+            payment_id = _attempt_payment_id(invoice, invoice.attempt_count)
+            payment, remote = await payments.create_intent(
+                session, ctx, processors, data, key_base=key_base, payment_id=payment_id
+            )
+        if payment.status != PaymentStatus.SUCCEEDED:
+            payment, remote = await payments.confirm(
+                session,
+                ctx,
+                processors,
+                payment.id,
+                payment_schemas.PaymentConfirm(),
+                key_base=key_base,
+            )
+        return payment, remote
 
     @staticmethod
     async def _method(
