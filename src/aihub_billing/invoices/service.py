@@ -835,7 +835,9 @@ class InvoiceService:
         )
 
     async def _refresh_usage(self, session: AsyncSession, invoice: Invoice, now: datetime) -> None:
-        """Recomputes a draft's usage and adjustment lines (late usage is included)."""
+        """Recomputes a draft's usage and adjustment lines (late usage is included), and
+        taxes every line at the account's rate now: a rate changed since the draft was made
+        applies to the whole invoice, not to its usage lines alone."""
         repo = InvoiceRepository(session)
         sub = await repo.subscription(invoice.subscription_id or "")
         if sub is None:
@@ -851,22 +853,31 @@ class InvoiceService:
         assert account is not None
         rate = calc.tax_rate_for(account.tax_exempt, account.tax_rate, self.default_tax_rate)
         fresh = calc.with_tax(fresh, rate, invoice.currency)
+        retaxed = False
+        for line in kept:
+            tax = calc.tax_of(line.amount_minor, rate, invoice.currency)
+            if line.tax_minor != tax or line.tax_rate != rate:
+                line.tax_rate, line.tax_minor, retaxed = rate, tax, True
         old_key = [(x.kind, x.model, x.amount, x.amount_minor, x.tax_minor) for x in old]
         new_key = [(x.kind, x.model, x.amount, x.amount_minor, x.tax_minor) for x in fresh]
-        if old_key == new_key:
+        if old_key == new_key and not retaxed:
             return
-        await repo.delete_lines([x.id for x in old])
-        for x in old:
-            session.expunge(x)
-        await session.flush()
-        position = max((x.position for x in kept), default=0)
-        for draft in fresh:
-            position += 1
-            repo.add(_row(invoice.id, position, draft, now))
+        if old_key != new_key:
+            await repo.delete_lines([x.id for x in old])
+            for x in old:
+                session.expunge(x)
+            await session.flush()
+            position = max((x.position for x in kept), default=0)
+            for draft in fresh:
+                position += 1
+                repo.add(_row(invoice.id, position, draft, now))
+        usage = fresh if old_key != new_key else old
+        for x in old:  # same tax, though the rate may read otherwise (an exempt zero)
+            x.tax_rate = rate
         invoice.subtotal_minor = sum(x.amount_minor for x in kept) + sum(
-            x.amount_minor for x in fresh
+            x.amount_minor for x in usage
         )
-        invoice.tax_minor = sum(x.tax_minor for x in kept) + sum(x.tax_minor for x in fresh)
+        invoice.tax_minor = sum(x.tax_minor for x in kept) + sum(x.tax_minor for x in usage)
         invoice.total_minor = invoice.subtotal_minor + invoice.tax_minor
         await session.flush()
 
