@@ -5,6 +5,7 @@ from the provider's events alike."""
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -31,11 +32,14 @@ def attempts() -> tuple[float, float]:
     )
 
 
-async def stripe_says(client: httpx.AsyncClient, payment: dict[str, Any], kind: str) -> None:
+async def stripe_says(
+    client: httpx.AsyncClient, payment: dict[str, Any], kind: str, at: datetime
+) -> None:
     event = stripe_event(
         "FAKE_EVENT_PAYMENT_INTENT_SUCCEEDED_DESTINATION_CHARGE",
         id=f"evt_{kind}_{payment['id']}",
         type=f"payment_intent.{kind}",
+        created=int(at.timestamp()),  # after the confirmation that started the attempt
         object={"id": payment["provider_payment_id"], "metadata": {}},
     )
     body = json.dumps(event).encode()
@@ -71,7 +75,7 @@ async def test_each_attempt_counts_once_by_its_outcome(
         stripe_fake.behave("3ds")
         action = await post(client, key, f"/payments/{pending['id']}/confirm")
         assert action.json()["status"] == "requires_action"
-        await stripe_says(client, action.json(), kind)
-        await stripe_says(client, action.json(), kind)  # a redelivery is stored once
+        await stripe_says(client, action.json(), kind, billing.clock.now())
+        await stripe_says(client, action.json(), kind, billing.clock.now())  # stored once
         await billing.worker().drain()
     assert tuple(a - b for a, b in zip(attempts(), before, strict=True)) == (2, 2)

@@ -61,3 +61,14 @@ def test_our_own_calls_change_the_status_but_not_the_event_clock() -> None:
     assert next_status(*paid, PaymentStatus.FAILED, None) == paid
     canceled = (PaymentStatus.CANCELED, T0)
     assert next_status(*canceled, PaymentStatus.SUCCEEDED, T0) == canceled
+
+
+def test_our_own_call_is_never_stale_and_makes_older_events_stale() -> None:
+    sent = T0 + timedelta(seconds=60)
+    # Even behind an event time seen before (clocks differ), our call's answer is applied.
+    ours = next_status(PaymentStatus.FAILED, sent, PaymentStatus.REQUIRES_ACTION, T0, ours=True)
+    assert ours == (PaymentStatus.REQUIRES_ACTION, sent)
+    ours = next_status(PaymentStatus.FAILED, T0, PaymentStatus.REQUIRES_ACTION, sent, ours=True)
+    assert ours == (PaymentStatus.REQUIRES_ACTION, sent)
+    assert next_status(*ours, PaymentStatus.FAILED, T0) == ours
+    assert next_status(*ours, PaymentStatus.SUCCEEDED, T0) == (PaymentStatus.SUCCEEDED, sent)

@@ -385,6 +385,10 @@ class PaymentService:
         if key_base is not None:
             key = f"{key_base}:confirm:{method_part}:v1"
         before = schemas.Payment.model_validate(payment)
+        # The provider's events from before this request are about an earlier attempt: the
+        # status this call sets is newer than they are. Whole seconds, as the providers' event
+        # times are: an event of this attempt in the same second is not taken as older.
+        sent_at = ctx.clock.now().replace(microsecond=0)
         try:
             remote = await processors(payment.provider).confirm_payment(
                 payment.provider_payment_id, payment_method=token, idempotency_key=key
@@ -394,7 +398,7 @@ class PaymentService:
             # try is a new attempt with a new key, since the provider stored this decline
             # under the old one.
             code = exc.extra.get("decline_code")
-            self._set_status(payment, PaymentStatus.FAILED, ctx.clock.now(), at=None)
+            self._set_status(payment, PaymentStatus.FAILED, ctx.clock.now(), at=sent_at, ours=True)
             payment.confirm_attempts += 1
             payment.failure_code = str(code)[:100] if code else None
             # The provider's message for the customer; never stored if it quotes a card number.
@@ -407,7 +411,7 @@ class PaymentService:
             log.info("payment.declined", payment_id=payment.id, reason=exc.detail, **exc.extra)
             exc.extra["payment_id"] = payment.id
             raise
-        self._set_status(payment, remote.status, ctx.clock.now(), at=None)
+        self._set_status(payment, remote.status, ctx.clock.now(), at=sent_at, ours=True)
         if remote.status not in (PaymentStatus.SUCCEEDED, PaymentStatus.PROCESSING):
             payment.confirm_attempts += 1
         if remote.charge_id:
@@ -590,6 +594,9 @@ class PaymentService:
             payment.provider_charge_id = event.charge_id
         if status == PaymentStatus.FAILED:
             payment.failure_code = event.failure_code
+            # The attempt ended (e.g. a `processing` debit that bounced): the next confirmation
+            # is a new attempt, and must not replay this one's answer at the provider.
+            payment.confirm_attempts += 1
         await session.flush()
         await self._audit(session, ctx, payment, f"payment.{status}", before)
         await _count_outcome(session, ctx, payment)
@@ -651,13 +658,20 @@ class PaymentService:
         """A refund of ours failed or was canceled at the provider: it no longer counts (not in
         what is refunded, nor in what is being refunded); final, a late success never undoes it."""
         repo = PaymentRepository(session)
-        record = (
-            await repo.refund_by_provider_id(event.provider, event.object_id)
-            if event.object_id
-            else None
-        )
+        if not event.object_id:
+            return "ignored: the refund has no id"
+        record = await repo.refund_by_provider_id(
+            event.provider, event.object_id
+        ) or await self._counted_refund(session, ctx, payment, event)
         if record is None:
-            return "ignored: no refund of ours matches"
+            if not event.amount_minor:
+                return "ignored: no refund of ours matches"
+            # Made at the provider and not known yet (the provider does not order its events):
+            # recorded, and failed below, so its late `created`/`succeeded` finds it final.
+            record = _provider_refund(
+                payment, event.amount_minor, "pending", ctx.clock.now(), event.object_id
+            )
+            repo.add(record)
         if record.status in REFUND_UNDONE_STATUSES:
             return f"unchanged: refund {record.id} already {record.status}"
         before = schemas.Refund.model_validate(record)
@@ -681,6 +695,35 @@ class PaymentService:
         for hook in list(on_refund_undone):
             await hook(session, ctx, record)
         return f"applied: refund {record.id} {record.status}"
+
+    async def _counted_refund(
+        self, session: AsyncSession, ctx: Context, payment: Payment, event: InternalEvent
+    ) -> RefundRecord | None:
+        """The refund a failure event names, when a refunded total (Stripe's `charge.refunded`)
+        counted it without its id: the unnamed refund of its amount, which takes its id; or a
+        part split off a larger one. None when no single unnamed refund covers it."""
+        amount = event.amount_minor
+        unnamed = await PaymentRepository(session).unidentified_refunds(payment.id)
+        record = next((r for r in unnamed if r.amount_minor == amount), None)
+        if record is not None:
+            record.provider_refund_id = event.object_id
+            return record
+        larger = next((r for r in unnamed if amount and r.amount_minor > amount), None)
+        if larger is None or not amount:
+            return None
+        # The larger refund keeps the rest, and what it took off the balance is taken again
+        # for the rest only: the balance then holds what it would without the failed part.
+        for undone in list(on_refund_undone):
+            await undone(session, ctx, larger)
+        now = ctx.clock.now()
+        larger.amount_minor -= amount
+        larger.updated_at = now
+        record = _provider_refund(payment, amount, "succeeded", now, event.object_id)
+        PaymentRepository(session).add(record)
+        await session.flush()
+        for made in list(on_refund_made):
+            await made(session, ctx, payment, larger, False)
+        return record
 
     async def _name_counted_refund(
         self, session: AsyncSession, ctx: Context, payment: Payment, event: InternalEvent
@@ -773,10 +816,15 @@ class PaymentService:
 
     @staticmethod
     def _set_status(
-        payment: Payment, status: PaymentStatus, now: datetime, *, at: datetime | None
+        payment: Payment,
+        status: PaymentStatus,
+        now: datetime,
+        *,
+        at: datetime | None,
+        ours: bool = False,
     ) -> bool:
         """Applies `next_status`; True when the status changed."""
-        new, new_at = next_status(payment.status, payment.status_at, status, at)
+        new, new_at = next_status(payment.status, payment.status_at, status, at, ours=ours)
         changed = new != payment.status
         if changed or new_at != payment.status_at:
             payment.status, payment.status_at, payment.updated_at = new, new_at, now
@@ -894,14 +942,17 @@ async def _succeeded(session: AsyncSession, ctx: Context, payment: Payment) -> N
 
 
 def next_status(
-    current: str, current_at: datetime | None, new: str, at: datetime | None
+    current: str, current_at: datetime | None, new: str, at: datetime | None, *, ours: bool = False
 ) -> tuple[str, datetime | None]:
-    """The (status, provider time) after an update, order-safe: terminal statuses stay;
-    success always wins over a non-terminal status; otherwise an update older than the
-    newest one seen is ignored. `at` is the provider's event time (None for our own calls,
-    which change the status but not the provider time)."""
+    """The (status, time) after an update, order-safe: terminal statuses stay; success always
+    wins over a non-terminal status; otherwise an update older than the newest one seen is
+    ignored. `at` is the provider's event time (None: unknown, the time stays), or for our
+    own call (`ours`) the time we sent it: its answer is never stale, and the provider's
+    events from before it (a late failure of an earlier attempt) are."""
     if current in TERMINAL_STATUSES:
         return current, current_at
+    if ours:
+        return new, max(at, current_at) if at and current_at else at or current_at
     stale = at is not None and current_at is not None and at < current_at
     if stale and new not in TERMINAL_STATUSES:
         return current, current_at
