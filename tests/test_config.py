@@ -207,6 +207,16 @@ REFUSALS: list[tuple[str, dict[str, Any], str]] = [
         {**PROD, "paypal": {**PAYPAL_LIVE, "client_secret": None}},
         "paypal.client_secret",
     ),
+    (
+        "prod-stripe-api-base-elsewhere",  # the live key would go to that host
+        {**PROD, "stripe": {**STRIPE_LIVE, "api_base": "http://127.0.0.1:12111"}},
+        "stripe.api_base",
+    ),
+    (
+        "prod-paypal-api-base-sandbox",  # production on sandbox credentials
+        {**PROD, "paypal": {**PAYPAL_LIVE, "api_base": "https://api-m.sandbox.paypal.com"}},
+        "paypal.api_base",
+    ),
     ("prod-no-encryption", {**PROD, "encryption_enabled": False}, "encryption_enabled"),
     ("prod-no-encryption-key", {**PROD, "encryption_key": None}, "encryption_key"),
     ("prod-empty-encryption-key", {**PROD, "encryption_key": " "}, "encryption_key"),
@@ -259,6 +269,14 @@ def test_refusals(kwargs: dict[str, Any], message: str) -> None:
     "kwargs",
     [
         pytest.param({**PROD, "stripe": STRIPE_LIVE, "paypal": PAYPAL_LIVE}, id="prod-both-live"),
+        pytest.param(
+            {
+                **PROD,
+                "stripe": {**STRIPE_LIVE, "api_base": "https://api.stripe.com/"},
+                "paypal": {**PAYPAL_LIVE, "api_base": "https://api-m.paypal.com"},
+            },
+            id="prod-api-base-the-live-hosts",
+        ),
         pytest.param(
             {**PROD, "stripe": {"api_key": "sk_test_x"}, "paypal": {"sandbox": True}},
             id="prod-disabled-not-checked",
@@ -553,6 +571,16 @@ def test_secret_from_env_hidden_in_validation_errors(
 
 
 # --- URL redaction --------------------------------------------------------------
+
+
+def test_api_key_secrets_hidden_in_reprs() -> None:
+    from aihub_billing.auth.keys import issue_secret
+    from aihub_billing.service import Bootstrap
+
+    issued = issue_secret()
+    assert issued.secret not in repr(issued)
+    started = Bootstrap(admin_key_id="key_x", admin_secret=issued.secret)
+    assert issued.secret not in repr(started)
 
 
 @pytest.mark.parametrize(

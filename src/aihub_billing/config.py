@@ -359,6 +359,10 @@ def _stripe_key_mode(
     return "unknown"
 
 
+_STRIPE_LIVE = "https://api.stripe.com"
+_PAYPAL_LIVE = "https://api-m.paypal.com"
+
+
 def _production_problems(config: BillingConfig) -> list[str]:
     problems: list[str] = []
     # The default, a SQLite file relative to the working directory, is for trying the service;
@@ -389,6 +393,9 @@ def _production_problems(config: BillingConfig) -> list[str]:
             problems.append("stripe.webhook_secret is required when stripe is enabled")
         if stripe.sandbox:
             problems.append("stripe.sandbox must be false in production")
+        if stripe.api_base and stripe.api_base.rstrip("/") != _STRIPE_LIVE:
+            # The live secret key would go to that host.
+            problems.append(f"stripe.api_base is for tests; in production only {_STRIPE_LIVE}")
     if paypal.enabled:
         if not _has(paypal.webhook_secret):
             problems.append("paypal.webhook_secret (the webhook id) is required when paypal is on")
@@ -398,6 +405,9 @@ def _production_problems(config: BillingConfig) -> list[str]:
             problems.append("paypal.client_secret is required when paypal is enabled")
         if paypal.sandbox:
             problems.append("paypal.sandbox must be false in production")
+        if paypal.api_base and paypal.api_base.rstrip("/") != _PAYPAL_LIVE:
+            # E.g. PayPal's sandbox host: production would run on test credentials.
+            problems.append(f"paypal.api_base is for tests; in production only {_PAYPAL_LIVE}")
         if paypal.webhook_cert_hosts:
             problems.append("paypal.webhook_cert_hosts is for tests; not allowed in production")
     return problems

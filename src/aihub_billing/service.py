@@ -121,7 +121,7 @@ class Bootstrap:
     plans_created: list[str] = field(default_factory=list)
     admin_key_id: str | None = None
     # Set only when this start created a key whose secret nobody has seen yet.
-    admin_secret: str | None = None
+    admin_secret: str | None = field(default=None, repr=False)
     admin_key_from_env: bool = False
     model_prices_created: list[str] = field(default_factory=list)
 

@@ -15,7 +15,7 @@ from aihub_billing.main import create_app
 from aihub_billing.models import QuotaNotificationTarget
 from aihub_billing.notifications.service import notifications
 from aihub_billing.service import BillingService
-from tests.api.helpers import API, auth
+from tests.api.helpers import API, auth, create_account, issue_key
 from tests.notifications.conftest import Receiver
 from tests.notifications.test_delivery import enqueue, target, webhook_job
 from tests.payments.fakes.server import FakeServer, Request, Response
@@ -232,3 +232,28 @@ def test_private_targets_are_refused_by_default() -> None:
 
     assert BillingConfig().notifications_allow_private_targets is False
     assert notifications.__class__().allow_private_targets is False
+
+
+@pytest.mark.parametrize("role", ["member", "billing"])
+async def test_roles_below_owner_cannot_read_the_notification_target(
+    client: httpx.AsyncClient, admin_key: str, role: str
+) -> None:
+    account = await create_account(client, admin_key)
+    owner = await issue_key(client, admin_key, account["id"], "owner")
+    put = await client.put(
+        f"{API}/quota/notifications",
+        json={"webhook_url": "https://hooks.example.com/aihub?token=abc", "email": "cfo@a.test"},
+        headers=auth(owner),
+    )
+    assert put.status_code == 200, put.text
+    lower = await issue_key(client, admin_key, account["id"], role)
+    # The same role may not set it (403) ...
+    refused = await client.put(
+        f"{API}/quota/notifications",
+        json={"webhook_url": "https://hooks.example.com/other"},
+        headers=auth(lower),
+    )
+    assert refused.status_code == 403
+    # ... and must not read where the account's notifications go either.
+    shown = await client.get(f"{API}/quota/notifications", headers=auth(lower))
+    assert shown.status_code == 403, shown.text

@@ -419,3 +419,36 @@ async def test_an_override_that_lowers_a_limit_below_the_usage_notifies_what_it_
         jobs = (await session.execute(select(Job).where(Job.name == "quota.notify"))).scalars()
         reported = sorted((j.payload["threshold"], j.payload["limit_value"]) for j in jobs)
     assert reported == [(80, 6), (100, 6)]
+
+
+async def test_a_member_key_cannot_escape_its_cap_by_naming_another_member(
+    client: httpx.AsyncClient, admin_key: str
+) -> None:
+    account = await create_account(client, admin_key)
+    owner = await issue_key(client, admin_key, account["id"], "owner")
+    member = await client.post(
+        f"{API}/accounts/{account['id']}/members", json={"email": "m@a.test"}, headers=auth(owner)
+    )
+    assert member.status_code == 201, member.text
+    member_id = member.json()["id"]
+    member_key = await issue_key(client, owner, account["id"], "member", member_id=member_id)
+    capped = await client.put(
+        f"{API}/quota/overrides",
+        json={"account_id": account["id"], "member_calls_limit": 1},
+        headers=auth(admin_key),
+    )
+    assert capped.status_code == 200, capped.text
+
+    async def check(**body: object) -> httpx.Response:
+        return await client.post(
+            f"{API}/quota/check", json={"model": "gpt-4o", **body}, headers=auth(member_key)
+        )
+
+    assert (await check()).status_code == 200
+    refused = await check()
+    assert (refused.status_code, refused.json().get("limit")) == (402, "member_calls")
+    # The same member key naming someone else, or an end user: still this member's cap
+    # (any id would otherwise be a fresh cap, or spend a colleague's).
+    for other in ({"member_id": "mem_someone_else"}, {"user_id": "end-user-1"}):
+        escaped = await check(**other)
+        assert (escaped.status_code, escaped.json().get("limit")) == (402, "member_calls")

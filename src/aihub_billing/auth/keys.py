@@ -7,7 +7,7 @@ it keeps authentication to one indexed lookup on the hot path.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aihub_billing.kit.ids import new_token
 
@@ -17,7 +17,7 @@ DISPLAY_CHARS = 12
 
 @dataclass(frozen=True, slots=True)
 class IssuedSecret:
-    secret: str
+    secret: str = field(repr=False)
     prefix: str
     digest: str
 

@@ -206,7 +206,7 @@ async def set_notification_target(
     return await billing.quota.set_target(session, ctx, account_for(ctx, account_id), data)
 
 
-@router.get("/notifications", responses=responses(AccountRequired, AccountNotFound))
+@router.get("/notifications", responses=responses(AccountRequired, AccountNotFound, Forbidden))
 async def get_notification_target(
     session: SessionDep, ctx: ContextDep, billing: BillingDep, account_id: str | None = None
 ) -> schemas.NotificationTarget | None:

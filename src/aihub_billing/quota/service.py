@@ -379,7 +379,9 @@ class QuotaManager:
             if resolved.clock_time is not None:
                 ctx, now = resolved.clocked(ctx), resolved.clock_time
         actor = ctx.actor
-        member = member_id or actor.member_id
+        # A member's own key is capped as that member whatever the body names (else any id
+        # would be a fresh cap); only a key bound to no member (the gateway's) names one.
+        member = actor.member_id or member_id
         subject = member or actor.key_id
         if resolved.allowed_models is not None and model not in resolved.allowed_models:
             _count(resolved, _BLOCKED)
@@ -1050,6 +1052,7 @@ class QuotaManager:
         self, session: AsyncSession, ctx: Context, account_id: str
     ) -> schemas.NotificationTarget | None:
         await accounts.get(session, ctx, account_id)
+        _owner_or_operator(ctx)  # the URL may carry a token
         row = await QuotaRepository(session).target(account_id)
         return _render_target(row) if row is not None else None
 
@@ -1063,8 +1066,7 @@ class QuotaManager:
         """Sets where notifications go; a new webhook secret is made and shown once (stored
         encrypted when encryption is on). A URL on a non-public host is refused (422)."""
         await accounts.get(session, ctx, account_id)
-        if not ctx.actor.is_operator and ctx.actor.role != Role.OWNER:
-            raise Forbidden("only the account owner or the operator sets notification targets")
+        _owner_or_operator(ctx)
         url = str(data.webhook_url) if data.webhook_url is not None else None
         if url is not None:
             outbound.check_url(url)  # WebhookUrlNotAllowed
@@ -1095,6 +1097,11 @@ class QuotaManager:
             after=after,
         )
         return schemas.NotificationTargetSet(**after.model_dump(), webhook_secret=secret)
+
+
+def _owner_or_operator(ctx: Context) -> None:
+    if not ctx.actor.is_operator and ctx.actor.role != Role.OWNER:
+        raise Forbidden("only the account owner or the operator reads or sets notification targets")
 
 
 def _render_target(row: QuotaNotificationTarget) -> schemas.NotificationTarget:
