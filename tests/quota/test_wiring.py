@@ -14,7 +14,7 @@ from aihub_billing.service import BillingService
 from tests.api.helpers import API, auth
 from tests.conftest import make_config
 from tests.quota.conftest import lose_counters
-from tests.quota.test_api import QUOTA, check, owner
+from tests.quota.test_api import QUOTA, check, override, owner
 from tests.subscriptions.helpers import subscribe
 
 FREE_CALLS, FREE_TOKENS = 100, 10_000
@@ -152,3 +152,16 @@ def _redis(billing: BillingService) -> dict[str, Any]:
         "redis_url": billing.config.redis_url,
         "quota_key_prefix": billing.config.quota_key_prefix,
     }
+
+
+async def test_unreserved_usage_of_a_key_counts_for_the_keys_own_cap(
+    client: httpx.AsyncClient, admin_key: str
+) -> None:
+    # A key bound to no member is capped as itself: its usage sent without a reservation
+    # counts for that cap as its checks do, not only for the account.
+    account_id, key = await owner(client, admin_key)
+    await override(client, admin_key, account_id=account_id, member_tokens_limit=200)
+    await track(client, key, event_id="e1")  # 150 tokens
+    refused = await check(client, key, estimated_tokens=100)
+    assert (refused.status_code, refused.json()["limit"]) == (402, "member_tokens")
+    assert (await check(client, key, estimated_tokens=50)).status_code == 200

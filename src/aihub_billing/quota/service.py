@@ -677,7 +677,9 @@ class QuotaManager:
                 now,
                 calls=calls,
                 tokens=tokens,
-                member=member_id,
+                # The subject a check of this key counts its cap on: its member, else the
+                # key itself (so a capped key's unreserved usage counts for its cap).
+                member=member_id or ctx.actor.key_id,
             )
         except EngineUnavailable as exc:
             # The stored usage stays the truth; these counters are short until a rebuild.
