@@ -165,3 +165,20 @@ async def test_unreserved_usage_of_a_key_counts_for_the_keys_own_cap(
     refused = await check(client, key, estimated_tokens=100)
     assert (refused.status_code, refused.json()["limit"]) == (402, "member_tokens")
     assert (await check(client, key, estimated_tokens=50)).status_code == 200
+
+
+async def test_a_member_cap_a_gateway_names_survives_a_counter_rebuild(
+    client: httpx.AsyncClient, admin_key: str, billing: BillingService
+) -> None:
+    # The gateway (one owner key) names the end user in its checks and sends the same
+    # user_id with the usage: the rebuild from the stored usage restores that user's cap.
+    account_id, key = await owner(client, admin_key)
+    await override(client, admin_key, account_id=account_id, member_calls_limit=2)
+    for n in range(2):
+        rid = (await check(client, key, user_id="user-a")).json()["reservation_id"]
+        await track(client, key, event_id=f"e{n}", reservation_id=rid, user_id="user-a")
+    assert (await check(client, key, user_id="user-a")).status_code == 402
+    await lose_counters(billing)
+    again = await check(client, key, user_id="user-a")
+    assert (again.status_code, again.json()["limit"]) == (402, "member_calls")
+    assert (await check(client, key, user_id="user-b")).status_code == 200

@@ -770,7 +770,10 @@ def _group_columns(
     if by_currency:
         keys.append(func.coalesce(table.currency, "").label("currency"))
     if by_member:
-        keys.append(func.coalesce(table.member_id, "").label("member_id"))
+        # The subject of a member cap, as a check names it: the key's member, else the end
+        # user the call was for (`user_id`, which a gateway's check names), else none.
+        subject = func.coalesce(func.nullif(table.member_id, ""), func.nullif(table.user_id, ""))
+        keys.append(func.coalesce(subject, "").label("member_id"))
     return keys
 
 

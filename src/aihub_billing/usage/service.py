@@ -472,7 +472,8 @@ class UsageTracker:
     ) -> PeriodUsage:
         """Calls and tokens on [start, end): rollups for whole days, raw events for the rest.
 
-        For rebuilding quota counters; tokens are input + output (cached ones are input).
+        For rebuilding quota counters; tokens are input + output (cached ones are input). Per
+        member cap subject: the key's member, else the event's user_id.
         """
         members: dict[str, MemberUsage] = {}
         for row in await _period_groups(session, account_id, start, end, None, by_member=True):
