@@ -146,6 +146,51 @@ async def test_commit_charges_excess_and_is_settled_once(
     assert not (await engine.release(ACCOUNT, PERIOD, "rsv_unknown", clock.now())).found
 
 
+async def test_usage_naming_a_settled_reservation_counts_as_that_call_or_another(
+    engine: QuotaEngine, clock: FrozenClock
+) -> None:
+    await load(engine, clock)
+
+    async def used() -> tuple[int, int, int, int]:
+        s = await engine.status(ACCOUNT, PERIOD, clock.now(), member="team|a")
+        return s.calls_used, s.tokens_used, s.member_calls_used, s.member_tokens_used
+
+    # Committed, then the stored usage names it: the same call, its tokens now the usage's.
+    committed = req(clock, tokens=100, member="team|a")
+    await engine.check(committed, Limits())
+    await engine.commit(ACCOUNT, PERIOD, committed.reservation_id, 120, clock.now())
+    named = await engine.commit(
+        ACCOUNT, PERIOD, committed.reservation_id, 130, clock.now(), by_event=True
+    )
+    assert (named.found, named.reserved_tokens, named.difference) == (True, 120, 10)
+    assert await used() == (1, 130, 1, 130)
+    # Named by usage once more: another call, counted whole.
+    again = await engine.commit(
+        ACCOUNT, PERIOD, committed.reservation_id, 40, clock.now(), by_event=True
+    )
+    assert (again.found, again.difference) == (True, 40)
+    assert await used() == (2, 170, 2, 170)
+    # Released (its call given back), then named by usage: a call of its own.
+    released = req(clock, tokens=50, member="team|a")
+    await engine.check(released, Limits())
+    await engine.release(ACCOUNT, PERIOD, released.reservation_id, clock.now())
+    assert await used() == (2, 170, 2, 170)
+    await engine.commit(ACCOUNT, PERIOD, released.reservation_id, 60, clock.now(), by_event=True)
+    assert await used() == (3, 230, 3, 230)
+    # The client's own commit of a settled one finds nothing, as before.
+    assert not (await engine.commit(ACCOUNT, PERIOD, released.reservation_id, 1, clock.now())).found
+    # Unknown, or remembered no longer: not found (the caller counts its tokens).
+    assert not (
+        await engine.commit(ACCOUNT, PERIOD, "rsv_unknown", 5, clock.now(), by_event=True)
+    ).found
+    clock.advance(hours=1, seconds=1)
+    assert not (
+        await engine.commit(
+            ACCOUNT, PERIOD, committed.reservation_id, 5, clock.now(), by_event=True
+        )
+    ).found
+
+
 async def test_release_returns_call_tokens_and_slot(
     engine: QuotaEngine, clock: FrozenClock
 ) -> None:

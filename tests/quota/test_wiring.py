@@ -58,6 +58,30 @@ async def test_track_settles_the_reservation_with_the_real_tokens(
     assert await remaining(client, key) == (FREE_CALLS - 1, FREE_TOKENS - 150, 0)
 
 
+async def test_usage_after_a_commit_is_that_call_and_a_second_usage_another(
+    client: httpx.AsyncClient, admin_key: str
+) -> None:
+    # A gateway that commits the reservation, then sends the usage naming it for billing:
+    # one call, the usage's tokens (not the committed ones on top).
+    _, key = await owner(client, admin_key)
+    rid = (await check(client, key, estimated_tokens=1000)).json()["reservation_id"]
+    committed = await client.post(
+        f"{QUOTA}/reservations/{rid}/commit", json={"actual_tokens": 150}, headers=auth(key)
+    )
+    assert committed.status_code == 200, committed.text
+    await track(client, key, event_id="e1", reservation_id=rid)
+    assert await remaining(client, key) == (FREE_CALLS - 1, FREE_TOKENS - 150, 0)
+    # Another stored call naming the same reservation is a call of its own, as stored.
+    await track(client, key, event_id="e2", reservation_id=rid)
+    assert await remaining(client, key) == (FREE_CALLS - 2, FREE_TOKENS - 300, 0)
+    # Released (its call given back), then used all the same: counted whole.
+    rid = (await check(client, key, estimated_tokens=10)).json()["reservation_id"]
+    released = await client.post(f"{QUOTA}/reservations/{rid}/release", headers=auth(key))
+    assert released.status_code == 200, released.text
+    await track(client, key, event_id="e3", reservation_id=rid)
+    assert await remaining(client, key) == (FREE_CALLS - 3, FREE_TOKENS - 450, 0)
+
+
 async def test_usage_without_a_check_counts_its_calls_and_tokens(
     client: httpx.AsyncClient, admin_key: str
 ) -> None:

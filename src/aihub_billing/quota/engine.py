@@ -100,6 +100,10 @@ class CheckOutcome(NamedTuple):
         return self.calls_overage or self.tokens_overage
 
 
+# How long a settled reservation is remembered (usage naming it after a commit or a release).
+MARKER_TTL_MS = 3_600_000
+
+
 @dataclass(frozen=True, slots=True)
 class Settlement:
     """Result of commit/release: `difference` is actual - reserved tokens (0 on release)."""
@@ -137,11 +141,17 @@ class QuotaEngine(Protocol):
         reservation_id: str,
         actual_tokens: int,
         now: datetime,
+        *,
+        by_event: bool = False,
     ) -> Settlement:
         """Settles a reservation with the real token count; the call stays counted.
 
         `period_key` is the current period; a reservation of an earlier period leaves that
-        period's counters as they were (the usage table settles the bill).
+        period's counters as they were (the usage table settles the bill). A settled
+        reservation is remembered for MARKER_TTL_MS: with `by_event` (stored usage naming
+        it), one committed already is that call (its tokens become the usage's), one
+        released or named by earlier usage is another call (counted whole); found=False
+        only for one expired or unknown.
         """
         ...
 

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from aihub_billing.quota.engine import (
+    MARKER_TTL_MS,
+    WINDOW_MS,
     CheckOutcome,
     CheckRequest,
     Limits,
@@ -38,11 +40,32 @@ class _Reservation:
     expires_ms: int
 
 
+@dataclass(frozen=True, slots=True)
+class _Marker:
+    """A reservation settled lately: `kind` c (committed), r (released), e (usage named it)."""
+
+    kind: str
+    period: str
+    tokens: int
+    member: str
+    expires_ms: int
+
+
 @dataclass
 class _Account:
     periods: dict[str, _Usage] = field(default_factory=dict)  # present = loaded
     windows: dict[int, list[int]] = field(default_factory=dict)  # minute -> [calls, tokens]
     reservations: dict[str, _Reservation] = field(default_factory=dict)
+    settled: dict[str, _Marker] = field(default_factory=dict)
+
+    def mark(self, rid: str, kind: str, period: str, tokens: int, member: str, now_ms: int) -> None:
+        # Insertion order is expiry order (one TTL): the oldest go first.
+        self.settled.pop(rid, None)
+        self.settled[rid] = _Marker(kind, period, tokens, member, now_ms + MARKER_TTL_MS)
+        for old in list(self.settled)[:10]:
+            if self.settled[old].expires_ms > now_ms:
+                break
+            del self.settled[old]
 
     def window(self, minute: int) -> list[int]:
         if minute not in self.windows:
@@ -154,7 +177,13 @@ class MemoryQuotaEngine:
             )
 
     async def _settle(
-        self, account_id: str, period_key: str, rid: str, now: datetime, actual: int | None
+        self,
+        account_id: str,
+        period_key: str,
+        rid: str,
+        now: datetime,
+        actual: int | None,
+        by_event: bool = False,
     ) -> Settlement:
         now_ms, minute, _ = window_of(now)
         async with self._lock:
@@ -162,8 +191,13 @@ class MemoryQuotaEngine:
             account.sweep(now_ms)
             r = account.reservations.pop(rid, None)
             if r is None:
-                return Settlement(found=False)
+                marker = account.settled.get(rid) if by_event else None
+                if marker is None or marker.expires_ms <= now_ms or actual is None:
+                    return Settlement(found=False)
+                return self._after_settled(account, rid, marker, period_key, now_ms, actual)
             release = actual is None
+            kind = "r" if actual is None else "e" if by_event else "c"
+            account.mark(rid, kind, r.period, actual or 0, r.member, now_ms)
             diff = -r.tokens if actual is None else actual - r.tokens
             usage = account.periods.get(period_key)
             used = None
@@ -190,6 +224,33 @@ class MemoryQuotaEngine:
                 tokens_used=used,
             )
 
+    @staticmethod
+    def _after_settled(
+        account: _Account, rid: str, marker: _Marker, period_key: str, now_ms: int, actual: int
+    ) -> Settlement:
+        """Usage naming a reservation settled already: after a commit it is that call (its
+        tokens move to the usage's); otherwise it is another call, counted whole."""
+        committed = marker.kind == "c"
+        calls, diff = (0, actual - marker.tokens) if committed else (1, actual)
+        usage = account.periods.get(period_key)
+        used = None
+        if usage is not None and (marker.period == period_key or not committed):
+            usage.calls += calls
+            usage.tokens += diff
+            if marker.member:
+                _add(usage.member_calls, marker.member, calls)
+                _add(usage.member_tokens, marker.member, diff)
+            used = usage.tokens
+        if diff > 0:
+            account.window(now_ms // WINDOW_MS)[1] += diff
+        account.mark(rid, "e", marker.period, actual, marker.member, now_ms)
+        return Settlement(
+            found=True,
+            reserved_tokens=marker.tokens if committed else 0,
+            difference=diff,
+            tokens_used=used,
+        )
+
     async def commit(
         self,
         account_id: str,
@@ -197,8 +258,12 @@ class MemoryQuotaEngine:
         reservation_id: str,
         actual_tokens: int,
         now: datetime,
+        *,
+        by_event: bool = False,
     ) -> Settlement:
-        return await self._settle(account_id, period_key, reservation_id, now, actual_tokens)
+        return await self._settle(
+            account_id, period_key, reservation_id, now, actual_tokens, by_event
+        )
 
     async def release(
         self, account_id: str, period_key: str, reservation_id: str, now: datetime

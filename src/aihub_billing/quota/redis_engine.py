@@ -5,6 +5,8 @@ Keys of an account share the hash tag `{account_id}` (one Redis Cluster slot):
   <prefix>q:{A}:w:<minute>   hash: c (admitted calls), t (tokens) of one fixed minute window
   <prefix>q:{A}:rx           zset: reservation id -> expiry (ms), swept at every operation
   <prefix>q:{A}:rd           hash: reservation id -> "period|minute|tokens|member"
+  <prefix>q:{A}:sd           hash: settled reservation id -> "kind|period|tokens|member"
+  <prefix>q:{A}:sx           zset: settled reservation id -> when it is forgotten (ms)
 Period hashes expire a day after the period ends, windows after two minutes. Time comes from
 the caller (the injected clock), so every process must keep its clock in sync (NTP).
 """
@@ -23,6 +25,7 @@ from redis.exceptions import NoScriptError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from aihub_billing.quota.engine import (
+    MARKER_TTL_MS,
     UNLIMITED,
     WINDOW_MS,
     CheckOutcome,
@@ -47,7 +50,7 @@ local op = ARGV[1]
 local now = tonumber(ARGV[2])
 local minute = ARGV[3]
 local period = ARGV[4]
-local U, W, RX, RD = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local U, W, RX, RD, SD, SX = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 
 local function parse(data)
   local p, m, t, mem = string.match(data, '^([^|]*)|([^|]*)|([^|]*)|(.*)$')
@@ -268,15 +271,65 @@ if op == 'checks' then
   return checks()
 end
 
-if op == 'commit' or op == 'release' then
+-- A settled reservation is remembered for a while (kind c: committed, r: released, e: usage
+-- named it), so usage naming it afterwards is told from usage naming an expired one.
+local function mark(rid, kind, p, t, mem)
+  redis.call('HSET', SD, rid, kind .. '|' .. p .. '|' .. int(t) .. '|' .. mem)
+  redis.call('ZADD', SX, now + __MARKER_TTL__, rid)
+  redis.call('PEXPIRE', SD, __MARKER_TTL__ + __WINDOW_TTL__)
+  redis.call('PEXPIRE', SX, __MARKER_TTL__ + __WINDOW_TTL__)
+  local old = redis.call('ZRANGEBYSCORE', SX, '-inf', now, 'LIMIT', 0, 10)
+  if #old > 0 then
+    redis.call('HDEL', SD, unpack(old))
+    redis.call('ZREM', SX, unpack(old))
+  end
+end
+
+-- Usage naming a reservation settled already: after a commit it is that call (its tokens
+-- become the usage's); after a release or earlier usage it is another call, counted whole.
+local function after_settled(rid, marker, actual)
+  local kind, p, t, mem = string.match(marker, '^([^|]*)|([^|]*)|([^|]*)|(.*)$')
+  t = tonumber(t)
+  local committed = kind == 'c'
+  local calls, diff = 1, actual
+  if committed then calls, diff = 0, actual - t end
+  local used = -1
+  if (p == period or not committed) and redis.call('EXISTS', U) == 1 then
+    if calls > 0 then
+      redis.call('HINCRBY', U, 'calls', calls)
+      if mem ~= '' then redis.call('HINCRBY', U, 'mc:' .. mem, calls) end
+    end
+    if diff ~= 0 then
+      redis.call('HINCRBY', U, 'tokens', diff)
+      if mem ~= '' then redis.call('HINCRBY', U, 'mt:' .. mem, diff) end
+    end
+    used = tonumber(redis.call('HGET', U, 'tokens')) or 0
+  end
+  if diff > 0 then
+    redis.call('HINCRBY', W, 't', diff)
+    redis.call('PEXPIRE', W, __WINDOW_TTL__)
+  end
+  mark(rid, 'e', p, actual, mem)
+  local reserved = 0
+  if committed then reserved = t end
+  return string.format('1,%d,%d,%d', reserved, diff, used)
+end
+
+-- commit: the client's; settle: stored usage naming the reservation; release.
+if op == 'commit' or op == 'release' or op == 'settle' then
   sweep(now)
   local rid = ARGV[5]
   local data = redis.call('HGET', RD, rid)
   -- Replies as one string: far cheaper for the client to parse than an array.
-  if not data then return '0' end
+  if not data then
+    if op ~= 'settle' then return '0' end
+    local marker = redis.call('HGET', SD, rid)
+    if not marker or (tonumber(redis.call('ZSCORE', SX, rid)) or 0) <= now then return '0' end
+    return after_settled(rid, marker, tonumber(ARGV[6]))
+  end
   local p, m, t, mem = parse(data)
   local diff
-  if op == 'commit' then diff = tonumber(ARGV[6]) - t else diff = -t end
+  if op == 'release' then diff = -t else diff = tonumber(ARGV[6]) - t end
   local used = -1
   if p == period and redis.call('EXISTS', U) == 1 then
     if diff ~= 0 then
@@ -300,7 +353,14 @@ if op == 'commit' or op == 'release' then
   end
   redis.call('HDEL', RD, rid)
   redis.call('ZREM', RX, rid)
-  if op == 'release' then diff = 0 end
+  if op == 'release' then
+    mark(rid, 'r', p, 0, mem)
+    diff = 0
+  elseif op == 'commit' then
+    mark(rid, 'c', p, t + diff, mem)
+  else
+    mark(rid, 'e', p, t + diff, mem)
+  end
   return string.format('1,%d,%d,%d', t, diff, used)
 end
 
@@ -376,6 +436,7 @@ return redis.error_reply('unknown op ' .. op)
 for _name, _value in (
     ("__SWEEP__", SWEEP_BATCH),
     ("__WINDOW_TTL__", WINDOW_KEY_TTL_MS),
+    ("__MARKER_TTL__", MARKER_TTL_MS),
     ("__WINDOW_MS__", WINDOW_MS),
 ):
     SCRIPT = SCRIPT.replace(_name, str(_value))
@@ -484,16 +545,23 @@ class RedisQuotaEngine:
 
     def keys(self, account_id: str, period_key: str, minute: int) -> list[str]:
         base = f"{self.prefix}q:{{{account_id}}}:"
-        return [f"{base}p:{period_key}", f"{base}w:{minute}", f"{base}rx", f"{base}rd"]
+        return [
+            f"{base}p:{period_key}",
+            f"{base}w:{minute}",
+            f"{base}rx",
+            f"{base}rd",
+            f"{base}sd",
+            f"{base}sx",
+        ]
 
     async def _run(self, keys: list[str], args: list[Any]) -> Any:
         try:
             try:
-                return await self.client.evalsha(SCRIPT_SHA, 4, *keys, *args)
+                return await self.client.evalsha(SCRIPT_SHA, len(keys), *keys, *args)
             except NoScriptError:
                 # After a restart or SCRIPT FLUSH the cache is empty: load once and go on.
                 await self.client.script_load(SCRIPT)
-                return await self.client.evalsha(SCRIPT_SHA, 4, *keys, *args)
+                return await self.client.evalsha(SCRIPT_SHA, len(keys), *keys, *args)
         except RedisError as exc:
             raise _translate(exc) from exc
         except OSError as exc:
@@ -551,7 +619,7 @@ class RedisQuotaEngine:
             else:
                 pipe = self.client.pipeline(transaction=False)
                 for keys, args, _ in commands:
-                    pipe.evalsha(SCRIPT_SHA, 4, *keys, *args)
+                    pipe.evalsha(SCRIPT_SHA, len(keys), *keys, *args)
                 results = await pipe.execute(raise_on_error=False)
         except Exception as exc:
             error: BaseException = exc
@@ -713,10 +781,11 @@ class RedisQuotaEngine:
         reservation_id: str,
         actual_tokens: int,
         now: datetime,
+        *,
+        by_event: bool = False,
     ) -> Settlement:
-        return await self._settle(
-            "commit", account_id, period_key, reservation_id, now, actual_tokens
-        )
+        op = "settle" if by_event else "commit"
+        return await self._settle(op, account_id, period_key, reservation_id, now, actual_tokens)
 
     async def release(
         self, account_id: str, period_key: str, reservation_id: str, now: datetime

@@ -515,10 +515,16 @@ class QuotaManager:
         account_id: str,
         reservation_id: str,
         actual_tokens: int,
+        by_event: bool = False,
     ) -> schemas.Settlement:
         try:
             settled = await self.engine.commit(
-                account_id, resolved.period_key, reservation_id, actual_tokens, ctx.clock.now()
+                account_id,
+                resolved.period_key,
+                reservation_id,
+                actual_tokens,
+                ctx.clock.now(),
+                by_event=by_event,
             )
         except EngineUnavailable as exc:
             raise self._backend_down(exc) from exc
@@ -547,9 +553,11 @@ class QuotaManager:
     ) -> None:
         """Feeds a batch's newly stored API calls into the counters (the usage tracker's hook).
 
-        A call with a live reservation settles it; one whose reservation expired (or is
-        unknown) adds its tokens, since its call was counted by the check; any other adds a
-        call and its tokens. A reserved call of another period (`usage.releases`) lets its
+        A call with a live reservation settles it; one naming a reservation settled lately
+        is that call after a commit (its tokens replace the committed ones), another call
+        after a release or earlier usage (counted whole); one whose reservation expired (or
+        is unknown) adds its tokens, since its call was counted by the check; any other
+        adds a call and its tokens. A reserved call of another period (`usage.releases`) lets its
         reservation go, if still live, and adds nothing. The stored events stay the truth:
         when the counters cannot be reached, or the recording transaction does not commit
         after all, the account is rebuilt before its next check instead.
@@ -577,7 +585,9 @@ class QuotaManager:
                 # Together: the engine sends the settlements of one loop turn as one batch.
                 settled = await asyncio.gather(
                     *(
-                        self._settle(clocked, resolved, account_id, reservation_id, settled_tokens)
+                        self._settle(
+                            clocked, resolved, account_id, reservation_id, settled_tokens, True
+                        )
                         for reservation_id, settled_tokens in settlements
                     ),
                     *(self._let_go(clocked, resolved, account_id, rid) for rid in releases),
