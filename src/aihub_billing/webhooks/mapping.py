@@ -37,6 +37,10 @@ _PAYPAL_TYPES = {
     "PAYMENT.SALE.DENIED": EventType.PAYMENT_FAILED,
     "PAYMENT.CAPTURE.REFUNDED": EventType.REFUND_SUCCEEDED,
     "PAYMENT.SALE.REFUNDED": EventType.REFUND_SUCCEEDED,
+    # PayPal took the money back (a refund-shaped resource linking to the capture): for us
+    # it is refunded, as if by the seller.
+    "PAYMENT.CAPTURE.REVERSED": EventType.REFUND_SUCCEEDED,
+    "PAYMENT.SALE.REVERSED": EventType.REFUND_SUCCEEDED,
     "CUSTOMER.DISPUTE.CREATED": EventType.DISPUTE_OPENED,
     "RISK.DISPUTE.CREATED": EventType.DISPUTE_OPENED,
     "CUSTOMER.DISPUTE.RESOLVED": EventType.DISPUTE_CLOSED,
@@ -85,8 +89,7 @@ def _stripe(event_id: str, body: dict[str, Any]) -> InternalEvent | None:
     obj = data.get("object") if isinstance(data, dict) else None
     if not isinstance(obj, dict):
         return None
-    created = _int(body.get("created"))
-    occurred = datetime.fromtimestamp(created, UTC) if created is not None else None
+    occurred = _timestamp(body.get("created"))
     object_type = obj.get("object")
     raw_metadata = obj.get("metadata")
     metadata: dict[str, Any] = raw_metadata if isinstance(raw_metadata, dict) else {}
@@ -191,7 +194,7 @@ def _paypal(event_id: str, body: dict[str, Any]) -> InternalEvent | None:
     object_id = _s(resource.get("id"))
     if kind in (EventType.PAYMENT_SUCCEEDED, EventType.PAYMENT_FAILED) and object_id:
         refs.append(object_id)
-    for link in resource.get("links") or []:
+    for link in _list(resource.get("links")):
         # Refund events point at the refunded capture/sale through a link ("up" in v2).
         href = link.get("href") if isinstance(link, dict) else None
         if isinstance(href, str) and link.get("rel") in ("up", "capture", "sale"):
@@ -204,7 +207,7 @@ def _paypal(event_id: str, body: dict[str, Any]) -> InternalEvent | None:
         amount, currency = _paypal_amount(resource.get("dispute_amount"))
         # RISK.DISPUTE.* (the older shape) names the seller's transaction directly.
         refs = [ref] if (ref := _s(resource.get("seller_payment_id"))) else []
-        for txn in resource.get("disputed_transactions") or []:
+        for txn in _list(resource.get("disputed_transactions")):
             if isinstance(txn, dict) and (ref := _s(txn.get("seller_transaction_id"))):
                 refs.append(ref)
         outcome = resource.get("dispute_outcome")
@@ -229,3 +232,18 @@ def _paypal(event_id: str, body: dict[str, Any]) -> InternalEvent | None:
         reason=reason,
         failure_code=status if kind == EventType.PAYMENT_FAILED else None,
     )
+
+
+def _timestamp(value: object) -> datetime | None:
+    """A Unix time a datetime can hold, else None (a signed body may say anything)."""
+    seconds = _int(value)
+    if seconds is None:
+        return None
+    try:
+        return datetime.fromtimestamp(seconds, UTC)
+    except (OverflowError, OSError, ValueError):
+        return None
+
+
+def _list(value: object) -> list[Any]:
+    return value if isinstance(value, list) else []

@@ -227,7 +227,7 @@ class StripeProcessor:
         return Refund(
             "stripe",
             refund.id,
-            refund.status or "pending",
+            _REFUND_STATUSES.get(refund.status or "", "pending"),
             from_stripe(refund.amount, refund.currency),
             refund.currency.upper(),
         )
@@ -311,6 +311,11 @@ def _storable(value: object) -> TypeGuard[str]:
     except UnicodeEncodeError:
         return False
     return True
+
+
+# Stripe's refund statuses as ours: `requires_action` (and anything newer) is still on its
+# way, so it keeps counting as being refunded.
+_REFUND_STATUSES = {"succeeded": "succeeded", "failed": "failed", "canceled": "canceled"}
 
 
 def _created(value: object) -> datetime | None:
