@@ -171,6 +171,7 @@ class CreditNoteService:
                     kind=kind,
                 )
         await invoices.settle_if_covered(session, clocked, invoice, before_invoice)
+        await invoices.document_changed(session, clocked, invoice, clock_id)
         view = await self._view(repo, note)
         await audit.record(
             session,

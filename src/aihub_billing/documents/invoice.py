@@ -67,6 +67,7 @@ class InvoiceDocument:
     balance_applied_minor: int = 0
     amount_due_minor: int = 0
     amount_paid_minor: int = 0
+    amount_credited_minor: int = 0  # credit notes against it
     memo: str | None = None
 
     def __post_init__(self) -> None:

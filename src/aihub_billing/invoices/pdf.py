@@ -58,6 +58,7 @@ async def document_of(session: AsyncSession, invoice: Invoice, seller: Party) ->
         balance_applied_minor=invoice.balance_applied_minor,
         amount_due_minor=invoice.amount_due_minor,
         amount_paid_minor=invoice.amount_paid_minor,
+        amount_credited_minor=invoice.amount_credited_minor,
         memo=invoice.memo,
     )
 

@@ -745,19 +745,20 @@ class InvoiceService:
                 applied.append(await self._apply_balance(session, d.ctx, d.invoice))
             else:
                 applied.append(0)
+        # One moment per draft names its series and stamps its finalization, so a number of
+        # one year never carries a finalization in the next (a close running over midnight).
+        moments = [d.ctx.clock.now() for d in drafts]
         by_series: dict[str, list[_Draft]] = {}
-        for d in drafts:
-            by_series.setdefault(_series(d.ctx.clock.now(), d.clock_id), []).append(d)
+        for d, at in zip(drafts, moments, strict=True):
+            by_series.setdefault(_series(at, d.clock_id), []).append(d)
         for series in sorted(by_series):
             first = await repo.next_numbers(series, len(by_series[series]))
             for offset, d in enumerate(by_series[series]):
                 _number(d.invoice, series, first + offset)
-        for d, before, taken in zip(drafts, befores, applied, strict=True):
+        for d, before, taken, at in zip(drafts, befores, applied, moments, strict=True):
             if taken is None:
                 taken = await self._apply_balance(session, d.ctx, d.invoice)
-            await self._settle(
-                session, d.ctx, d.invoice, d.clock_id, taken, before, d.rows, d.ctx.clock.now()
-            )
+            await self._settle(session, d.ctx, d.invoice, d.clock_id, taken, before, d.rows, at)
 
     async def _settle(
         self,
@@ -880,6 +881,14 @@ class InvoiceService:
         invoice.tax_minor = sum(x.tax_minor for x in kept) + sum(x.tax_minor for x in usage)
         invoice.total_minor = invoice.subtotal_minor + invoice.tax_minor
         await session.flush()
+
+    async def document_changed(
+        self, session: AsyncSession, ctx: Context, invoice: Invoice, clock_id: str | None
+    ) -> None:
+        """Another domain changed a finalized invoice (a credit note): its stored PDF is
+        rendered again (once per version)."""
+        if self.store_pdfs:
+            await pdf.schedule(session, ctx, invoice, clock_id)
 
     async def settle_if_covered(
         self, session: AsyncSession, ctx: Context, invoice: Invoice, before: schemas.Invoice
