@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from collections.abc import Callable, Coroutine
 from datetime import date
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.exceptions import RequestValidationError
-from pydantic import ValidationError
+from pydantic import BeforeValidator, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from aihub_billing.accounts.errors import AccountNotFound
@@ -192,6 +193,17 @@ router.add_api_route(
 )
 
 
+def _day_only(value: Any) -> Any:
+    # Lax parsing takes a datetime at midnight as its date, dropping its offset: another
+    # window than the one asked for.
+    if isinstance(value, str) and not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+        raise ValueError("a day, YYYY-MM-DD (UTC)")
+    return value
+
+
+UtcDay = Annotated[date, BeforeValidator(_day_only)]
+
+
 @router.get(
     "/stats",
     responses={
@@ -204,8 +216,8 @@ async def usage_stats(
     session: SessionDep,
     ctx: ContextDep,
     billing: BillingDep,
-    start: Annotated[date | None, Query(alias="from", description="First UTC day")] = None,
-    end: Annotated[date | None, Query(alias="to", description="UTC day after the last")] = None,
+    start: Annotated[UtcDay | None, Query(alias="from", description="First UTC day")] = None,
+    end: Annotated[UtcDay | None, Query(alias="to", description="UTC day after the last")] = None,
     group_by: schemas.GroupBy = "day",
     account_id: Annotated[str | None, Query(description="Operator only")] = None,
     format: Annotated[str | None, Query(pattern="^(json|csv)$")] = None,
@@ -256,5 +268,14 @@ def _csv(stats: schemas.UsageStats) -> str:
     writer.writeheader()
     for row in stats.rows:
         values = row.model_dump(mode="json")
+        values["group"] = _inert(values["group"])
         writer.writerow({"group_by": stats.group_by, **{k: values[k] for k in _CSV_FIELDS}})
     return out.getvalue()
+
+
+def _inert(cell: Any) -> Any:
+    """A group (a user id, a cost center: any client's text) that a spreadsheet would run as a
+    formula gets a leading apostrophe (OWASP's CSV injection advice)."""
+    if isinstance(cell, str) and cell[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + cell
+    return cell
