@@ -142,6 +142,21 @@ async def test_rate_limit_is_429_with_ratelimit_headers(
     assert refused.headers["RateLimit-Reset"] == "60"
 
 
+async def test_an_estimate_above_the_tpm_limit_is_422_not_a_429_to_retry(
+    client: httpx.AsyncClient, admin_key: str
+) -> None:
+    account_id, key = await owner(client, admin_key)
+    await override(client, admin_key, account_id=account_id, tpm_limit=100)
+    never = await check(client, key, estimated_tokens=101)
+    assert never.status_code == 422, never.text
+    assert never.json()["code"] == "estimate_above_rate_limit"
+    assert "Retry-After" not in never.headers
+    # One that a later minute would admit is still a 429.
+    assert (await check(client, key, estimated_tokens=60)).status_code == 200
+    later = await check(client, key, estimated_tokens=60)
+    assert (later.status_code, later.json()["code"]) == (429, "rate_limited")
+
+
 async def test_model_outside_the_plan_is_403(client: httpx.AsyncClient, admin_key: str) -> None:
     account_id, key = await owner(client, admin_key)
     await override(client, admin_key, account_id=account_id, allowed_models=["gpt-4o-mini"])

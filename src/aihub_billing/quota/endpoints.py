@@ -27,6 +27,7 @@ from aihub_billing.notifications.errors import WebhookUrlNotAllowed
 from aihub_billing.plans.errors import PlanNotFound
 from aihub_billing.quota import schemas
 from aihub_billing.quota.errors import (
+    EstimateAboveRateLimit,
     ModelNotAllowed,
     QuotaExceeded,
     QuotaUnavailable,
@@ -101,6 +102,7 @@ router.add_api_route(
         ModelNotAllowed,
         AccountNotFound,
         RateLimited,
+        EstimateAboveRateLimit,
         QuotaUnavailable,
     ),
     route_class_override=LeanCheckRoute,

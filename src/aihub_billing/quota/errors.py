@@ -5,6 +5,7 @@ from __future__ import annotations
 from aihub_billing.errors import BillingError, NotFound, RateLimited
 
 __all__ = [
+    "EstimateAboveRateLimit",
     "ModelNotAllowed",
     "QuotaExceeded",
     "QuotaUnavailable",
@@ -17,6 +18,14 @@ class QuotaExceeded(BillingError):
     code = "quota_exceeded"
     status = 402
     title = "A monthly quota of the account is used up"
+
+
+class EstimateAboveRateLimit(BillingError):
+    """Not a 429: no window would ever admit it, and a client would retry it forever."""
+
+    code = "estimate_above_rate_limit"
+    status = 422
+    title = "The estimated tokens alone are above the tokens-per-minute limit"
 
 
 class ModelNotAllowed(BillingError):

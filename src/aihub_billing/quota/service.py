@@ -47,6 +47,7 @@ from aihub_billing.quota.engine import (
     Verdict,
 )
 from aihub_billing.quota.errors import (
+    EstimateAboveRateLimit,
     ModelNotAllowed,
     QuotaExceeded,
     QuotaUnavailable,
@@ -408,7 +409,7 @@ class QuotaManager:
         except EngineUnavailable as exc:
             return self._unavailable(exc, request, resolved)
         if outcome.verdict is Verdict.REFUSED:
-            raise self._refusal(ctx, resolved, limits, member, model, outcome, now)
+            raise self._refusal(ctx, resolved, limits, member, model, outcome, now, request)
         if outcome.verdict is Verdict.NOT_LOADED:  # pragma: no cover - flushed mid-check
             raise QuotaUnavailable("the counters were lost during the check; retry")
         _count(resolved, _ADMITTED)
@@ -468,7 +469,8 @@ class QuotaManager:
         model: str,
         outcome: CheckOutcome,
         now: datetime,
-    ) -> QuotaExceeded | RateLimited:
+        request: CheckRequest,
+    ) -> QuotaExceeded | RateLimited | EstimateAboveRateLimit:
         name = outcome.limit_name or "unknown"
         value = outcome.limit_value or 0
         attempted = outcome.attempted or 0
@@ -483,6 +485,12 @@ class QuotaManager:
                 extra={**extra, "reset_at": resolved.period.end.isoformat()},
             )
         _count(resolved, _RATE_LIMITED)
+        if name == "tpm" and request.estimated_tokens > value:
+            return EstimateAboveRateLimit(
+                f"{request.estimated_tokens} estimated tokens are above the tokens-per-minute "
+                f"limit of {value}: no minute admits them",
+                extra=extra,
+            )
         used = {"rpm": outcome.rpm_used, "tpm": outcome.tpm_used}.get(name, outcome.concurrent)
         return RateLimited.retry_after(
             f"the {name} limit of {value} is reached",
