@@ -84,7 +84,7 @@ async def test_a_refund_credit_note_refunds_through_the_processor_that_was_paid(
         0,
     )
     assert note["refund_status"] == "succeeded"
-    key_one = f"refund:{payment['id']}-refund-0:600:v1"
+    key_one = f"refund:{payment['id']}-refund-0:600:v2"
     assert refunds_seen(fake, provider) == [(600, key_one)]
     async with billing.db.sessions() as session:
         refund = await session.get(RefundRecord, note["refund_id"])
@@ -97,7 +97,7 @@ async def test_a_refund_credit_note_refunds_through_the_processor_that_was_paid(
     assert rest["refunded_minor"] == 600
     assert refunds_seen(fake, provider) == [
         (600, key_one),
-        (600, f"refund:{payment['id']}-refund-1:600:v1"),
+        (600, f"refund:{payment['id']}-refund-1:600:v2"),
     ]
     over = await credit(client, key, inv, {"outcome": "refund", "amount_minor": 1})
     assert over.status_code == 422 and over.json()["code"] == "credit_note_exceeds_creditable"

@@ -137,3 +137,9 @@ class InternalEvent:
     reason: str | None = None
     failure_code: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+# The reason of a refund learned from the provider (made there, or made by a request of ours
+# whose answer was lost): the numbering of the refunds we ask for skips it, so no request
+# may give it as its own reason.
+PROVIDER_MADE_REFUND = "refunded at the provider"

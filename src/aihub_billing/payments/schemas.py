@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from aihub_billing.kit.cards import contains_card_number
 from aihub_billing.kit.money import normalize_currency
+from aihub_billing.payments.payment_types import PROVIDER_MADE_REFUND
 
 Provider = Literal["stripe", "paypal"]
 
@@ -60,6 +61,13 @@ class RefundCreate(BaseModel):
         strict=True, default=None, gt=0, le=10**12, description="Default: all refundable"
     )
     reason: str | None = Field(default=None, max_length=200)
+
+    @field_validator("reason")
+    @classmethod
+    def _not_reserved(cls, value: str | None) -> str | None:
+        if value == PROVIDER_MADE_REFUND:
+            raise ValueError("this reason is reserved for refunds made at the provider")
+        return value
 
 
 class NextAction(BaseModel):

@@ -46,6 +46,7 @@ from aihub_billing.payments.errors import (
     RefundExceedsPayment,
 )
 from aihub_billing.payments.payment_types import (
+    PROVIDER_MADE_REFUND,
     REFUND_UNDONE_STATUSES,
     TERMINAL_STATUSES,
     EventType,
@@ -483,9 +484,11 @@ class PaymentService:
             for guard in list(before_refund):
                 await guard(session, ctx, payment, amount)
         now = ctx.clock.now()
-        # The provider key comes from committed state (the payment and how many refunds it
-        # has), not from this request's new row: a retry after a timeout sends the same key.
-        ordinal = len(await repo.refunds(payment.id))
+        # The provider key comes from committed state (the payment and how many refunds we
+        # asked for), not from this request's new row: a retry after a timeout sends the same
+        # key. Refunds learned from the provider do not count: the one a lost answer made,
+        # recorded from its event meanwhile, would otherwise give the retry a new key.
+        ordinal = sum(1 for r in await repo.refunds(payment.id) if r.reason != PROVIDER_MADE_REFUND)
         reference = f"{payment.id}-refund-{ordinal}"
         record = RefundRecord(
             id=new_id("ref", now),
@@ -505,8 +508,17 @@ class PaymentService:
             amount_minor=amount,
             currency=payment.currency,
             reference=reference,
-            idempotency_key=f"refund:{reference}:{amount}:v1",
+            # v2: ordinals without the provider's own refunds (v1 keys counted them).
+            idempotency_key=f"refund:{reference}:{amount}:v2",
         )
+        known = await repo.refund_by_provider_id(payment.provider, remote.id) if remote.id else None
+        if known is not None:
+            # The provider answered from its records: a lost answer's refund, recorded from
+            # its event since. It is that refund, not a second one, and ours from now on (the
+            # next refund asked for takes the next number).
+            known.reason, known.updated_at = data.reason, now
+            await session.flush()
+            return known
         record.provider_refund_id = remote.id
         repo.add(record)
         self._set_refund_status(payment, record, remote.status, now)
@@ -1007,7 +1019,7 @@ def _provider_refund(
         amount_minor=amount,
         currency=payment.currency,
         status=status,
-        reason="refunded at the provider",
+        reason=PROVIDER_MADE_REFUND,
         created_at=now,
         updated_at=now,
     )
