@@ -9,6 +9,7 @@ the invoice's figures are integer sums of its lines (see calc.py).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -861,8 +862,7 @@ class InvoiceService:
                 line.tax_rate, line.tax_minor, retaxed = rate, tax, True
         old_key = [(x.kind, x.model, x.amount, x.amount_minor, x.tax_minor) for x in old]
         new_key = [(x.kind, x.model, x.amount, x.amount_minor, x.tax_minor) for x in fresh]
-        if old_key == new_key and not retaxed:
-            return
+        usage: Sequence[InvoiceLine | calc.DraftLine]
         if old_key != new_key:
             await repo.delete_lines([x.id for x in old])
             for x in old:
@@ -872,9 +872,13 @@ class InvoiceService:
             for draft in fresh:
                 position += 1
                 repo.add(_row(invoice.id, position, draft, now))
-        usage = fresh if old_key != new_key else old
-        for x in old:  # same tax, though the rate may read otherwise (an exempt zero)
-            x.tax_rate = rate
+            usage = fresh
+        elif retaxed:
+            for x in old:  # same tax, though the rate may read otherwise (an exempt zero)
+                x.tax_rate = rate
+            usage = old
+        else:
+            return
         invoice.subtotal_minor = sum(x.amount_minor for x in kept) + sum(
             x.amount_minor for x in usage
         )

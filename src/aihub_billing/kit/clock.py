@@ -20,6 +20,7 @@ __all__ = [
     "SystemClock",
     "TimeInRange",
     "ensure_utc",
+    "from_unix",
     "monotonic",
 ]
 
@@ -34,6 +35,17 @@ def ensure_utc(value: datetime) -> datetime:
         return value.astimezone(UTC)
     except OverflowError:  # 0001-01-01T00:00+01:00 has no UTC time
         raise ValueError(f"out of range in UTC: {value.isoformat()}") from None
+
+
+def from_unix(value: object) -> datetime | None:
+    """An integer Unix time as an aware UTC datetime; None for anything else, or one no
+    datetime can hold (a provider's payload may say anything)."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        return None
+    try:
+        return datetime.fromtimestamp(value, UTC)
+    except (OverflowError, OSError, ValueError):
+        return None
 
 
 def _iso_only(value: Any) -> Any:

@@ -196,7 +196,7 @@ class MemoryQuotaEngine:
                     return Settlement(found=False)
                 return self._after_settled(account, rid, marker, period_key, now_ms, actual)
             release = actual is None
-            kind = "r" if actual is None else "e" if by_event else "c"
+            kind = "r" if release else "e" if by_event else "c"
             account.mark(rid, kind, r.period, actual or 0, r.member, now_ms)
             diff = -r.tokens if actual is None else actual - r.tokens
             usage = account.periods.get(period_key)

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from aihub_billing.kit.clock import from_unix
 from aihub_billing.kit.money import CurrencyError, normalize_currency, round_to_minor
 from aihub_billing.payments.payment_types import REFUND_UNDONE_STATUSES, EventType, InternalEvent
 from aihub_billing.payments.providers.amounts import from_stripe
@@ -89,7 +90,7 @@ def _stripe(event_id: str, body: dict[str, Any]) -> InternalEvent | None:
     obj = data.get("object") if isinstance(data, dict) else None
     if not isinstance(obj, dict):
         return None
-    occurred = _timestamp(body.get("created"))
+    occurred = from_unix(body.get("created"))
     object_type = obj.get("object")
     raw_metadata = obj.get("metadata")
     metadata: dict[str, Any] = raw_metadata if isinstance(raw_metadata, dict) else {}
@@ -232,17 +233,6 @@ def _paypal(event_id: str, body: dict[str, Any]) -> InternalEvent | None:
         reason=reason,
         failure_code=status if kind == EventType.PAYMENT_FAILED else None,
     )
-
-
-def _timestamp(value: object) -> datetime | None:
-    """A Unix time a datetime can hold, else None (a signed body may say anything)."""
-    seconds = _int(value)
-    if seconds is None:
-        return None
-    try:
-        return datetime.fromtimestamp(seconds, UTC)
-    except (OverflowError, OSError, ValueError):
-        return None
 
 
 def _list(value: object) -> list[Any]:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
-from datetime import UTC, datetime
 from typing import Any, TypeGuard, TypeVar
 
 import stripe
 
+from aihub_billing.kit.clock import from_unix
 from aihub_billing.payments.errors import (
     PaymentDeclined,
     ProviderError,
@@ -298,7 +298,7 @@ class StripeProcessor:
         if not (_storable(event_id) and _storable(event_type)):
             raise WebhookSignatureInvalid("the signed body is not a Stripe event")
         return VerifiedWebhook(
-            "stripe", event_id, event_type, _created(getattr(event, "created", None)), body
+            "stripe", event_id, event_type, from_unix(getattr(event, "created", None)), body
         )
 
 
@@ -316,16 +316,6 @@ def _storable(value: object) -> TypeGuard[str]:
 # Stripe's refund statuses as ours: `requires_action` (and anything newer) is still on its
 # way, so it keeps counting as being refunded.
 _REFUND_STATUSES = {"succeeded": "succeeded", "failed": "failed", "canceled": "canceled"}
-
-
-def _created(value: object) -> datetime | None:
-    """The event's creation time, when it is a Unix time a datetime can hold."""
-    if not isinstance(value, int) or isinstance(value, bool):
-        return None
-    try:
-        return datetime.fromtimestamp(value, UTC)
-    except (OverflowError, OSError, ValueError):
-        return None
 
 
 def _header(headers: Mapping[str, str], name: str) -> str | None:
