@@ -164,3 +164,22 @@ async def test_a_repeated_event_id_answers_200_as_documented(
     assert again.json()["status"] == "duplicate"
     document = (await client.get("/openapi.json")).json()
     assert {"200", "201"} <= set(document["paths"][TRACK]["post"]["responses"])
+
+
+async def test_decimals_sent_as_json_numbers_keep_every_digit(
+    client: httpx.AsyncClient, admin_key: str
+) -> None:
+    # A float holds about 15 digits: parsed through one, this price came back 1234567.123456789.
+    body = (
+        b'{"model": "m-exact", "currency": "USD", "input_per_1m": 1234567.123456789012,'
+        b' "output_per_1m": 12345678901234567.5}'
+    )
+    headers = auth(admin_key, **{"Content-Type": "application/json"})
+    created = await client.post(f"{API}/model-prices", content=body, headers=headers)
+    assert created.status_code == 201, created.text
+    assert (created.json()["input_per_1m"], created.json()["output_per_1m"]) == (
+        "1234567.123456789012",
+        "12345678901234567.5",
+    )
+    huge = body.replace(b"1234567.123456789012", b"1e999999").replace(b"m-exact", b"m-huge")
+    assert refused(await client.post(f"{API}/model-prices", content=huge, headers=headers))
