@@ -33,7 +33,7 @@ from sqlalchemy.exc import ArgumentError
 from aihub_billing.documents.errors import DocumentError
 from aihub_billing.documents.i18n import resolve_locale
 from aihub_billing.documents.invoice import Party
-from aihub_billing.documents.render import TEMPLATE_NAME_PATTERN
+from aihub_billing.documents.render import TEMPLATE_NAME_PATTERN, available_templates
 from aihub_billing.kit.db import DEFAULT_POOL_SIZE
 from aihub_billing.kit.money import normalize_currency
 from aihub_billing.kit.secretbox import SecretBox
@@ -135,6 +135,18 @@ class InvoiceDocumentConfig(BaseModel):
         if value is not None and not value.is_file():
             raise ValueError(f"documents.logo_path is not a file: {value}")
         return value
+
+    @model_validator(mode="after")
+    def _check_template(self) -> InvoiceDocumentConfig:
+        # Checked here, not at the first PDF: every render would answer 400 to the client
+        # for a setting of the server's, and the stored-PDF jobs would fail until dead.
+        known = available_templates(self.templates_dir)
+        if self.template not in known:
+            raise ValueError(
+                f"documents.template {self.template!r} is not a template here "
+                f"(available: {', '.join(known)})"
+            )
+        return self
 
     def seller(self) -> Party:
         """The seller block printed on every invoice."""

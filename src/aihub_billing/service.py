@@ -537,6 +537,10 @@ class BillingService:
             data = account_schemas.ApiKeyCreate.model_validate({"role": role, "name": name})
             return await accounts.issue_key(session, self.context(), account_id, data)
 
+    def check_close_at(self, at: datetime | None) -> None:
+        """InvalidRequest when `at` is in the future (the CLI asks before its header)."""
+        invoices.check_close_at(self.context(), at)
+
     async def close_period(
         self,
         *,
@@ -548,6 +552,7 @@ class BillingService:
         """Period close for every due subscription (the CLI's `close-period`): the same
         service function as POST /invoices/generate, a transaction per batch of subscriptions
         so a crash keeps what was committed and a rerun finds it."""
+        self.check_close_at(at)
         async with self.db.sessions() as session:
             ids = await invoices.closable(session, account_id)
             if account_id is not None and not ids:

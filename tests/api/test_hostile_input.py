@@ -4,6 +4,7 @@ characters, integers sent as other JSON types, a body without a key. Each gets a
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 import httpx
@@ -172,14 +173,35 @@ async def test_decimals_sent_as_json_numbers_keep_every_digit(
     # A float holds about 15 digits: parsed through one, this price came back 1234567.123456789.
     body = (
         b'{"model": "m-exact", "currency": "USD", "input_per_1m": 1234567.123456789012,'
-        b' "output_per_1m": 12345678901234567.5}'
+        b' "output_per_1m": 9876543210123.456789012345}'
     )
     headers = auth(admin_key, **{"Content-Type": "application/json"})
     created = await client.post(f"{API}/model-prices", content=body, headers=headers)
     assert created.status_code == 201, created.text
     assert (created.json()["input_per_1m"], created.json()["output_per_1m"]) == (
         "1234567.123456789012",
-        "12345678901234567.5",
+        "9876543210123.456789012345",
     )
     huge = body.replace(b"1234567.123456789012", b"1e999999").replace(b"m-exact", b"m-huge")
     assert refused(await client.post(f"{API}/model-prices", content=huge, headers=headers))
+
+
+async def test_the_largest_model_price_accepted_costs_the_largest_event(
+    client: httpx.AsyncClient, owner: dict[str, Any], admin_key: str
+) -> None:
+    # A price of 26 integer digits was accepted, and then every event of its model failed
+    # (500 on SQLite, the whole batch 422 on PostgreSQL): the cost column holds 20.
+    prices = f"{API}/model-prices"
+    base = {"currency": "USD", "output_per_1m": "9" * 13 + "." + "9" * 12}
+    too_big = await client.post(
+        prices,
+        json={**base, "model": "m-big", "input_per_1m": "1" + "0" * 13},
+        headers=auth(admin_key),
+    )
+    assert refused(too_big) == "validation_error"
+    largest = {**base, "model": "m-big", "input_per_1m": base["output_per_1m"]}
+    assert (await client.post(prices, json=largest, headers=auth(admin_key))).status_code == 201
+    most = {"model": "m-big", "input_tokens": 10**12, "output_tokens": 10**12}
+    tracked = await client.post(TRACK, json=most, headers=auth(owner["key"]))
+    assert tracked.status_code in (200, 201), tracked.text
+    assert Decimal(tracked.json()["cost"]) == Decimal(base["output_per_1m"]) * 2 * 10**6

@@ -77,8 +77,14 @@ async def test_admin_creates_a_plan_with_decimal_overage(
                 "amount_minor": 4900,
                 "overage_per_1m_tokens": "0.0000015",
             },
-            {"currency": "JPY", "interval_count": 12, "amount_minor": 70000},
-            {"currency": "KWD", "amount_minor": 15250},
+            # `bill` needs the overage price in every currency and cycle.
+            {
+                "currency": "JPY",
+                "interval_count": 12,
+                "amount_minor": 70000,
+                "overage_per_1m_tokens": "1",
+            },
+            {"currency": "KWD", "amount_minor": 15250, "overage_per_1m_tokens": "0.001"},
         ],
     }
     created = await client.post(PLANS, json=body, headers=auth(admin_key))
@@ -209,3 +215,101 @@ async def test_a_change_of_the_free_plan_reaches_cached_quota_limits_at_once(
     )
     assert patched.status_code == 200, patched.text
     assert await calls_limit() == 50
+
+
+def _bill_plan(code: str, price: dict[str, object], **limits: object) -> dict[str, object]:
+    return {
+        "code": code,
+        "name": code.title(),
+        "limits": {"included_api_calls": 10, "included_tokens": 1000, **limits},
+        "prices": [{"currency": "USD", "amount_minor": 1000, **price}],
+    }
+
+
+@pytest.mark.parametrize(
+    ("limits", "price", "missing"),
+    [
+        ({"tokens_policy": "bill"}, {"overage_per_1k_calls": "1"}, "overage_per_1m_tokens"),
+        ({"calls_policy": "bill"}, {"overage_per_1m_tokens": "1"}, "overage_per_1k_calls"),
+        (
+            {"included_storage_gb": "5", "storage_policy": "bill"},
+            {},
+            "overage_per_gb_month",
+        ),
+    ],
+)
+async def test_a_bill_limit_without_its_overage_price_is_refused(
+    client: httpx.AsyncClient,
+    admin_key: str,
+    limits: dict[str, object],
+    price: dict[str, object],
+    missing: str,
+) -> None:
+    """`bill` admits usage past the limit and invoices it at the overage price: without that
+    price the usage would be admitted and billed by no invoice."""
+    response = await client.post(
+        PLANS, json=_bill_plan("leaky", price, **limits), headers=auth(admin_key)
+    )
+    assert response.status_code == 422, response.text
+    assert response.json()["code"] == "validation_error"
+    assert missing in response.json()["detail"]
+    assert (await client.get(f"{PLANS}/leaky", headers=auth(admin_key))).status_code == 404
+
+
+async def test_a_bill_policy_on_an_unlimited_allowance_needs_no_overage_price(
+    client: httpx.AsyncClient, admin_key: str
+) -> None:
+    # No limit, nothing past it: `bill` changes nothing there.
+    body = _bill_plan("open", {}, included_tokens=None, tokens_policy="bill")
+    created = await client.post(PLANS, json=body, headers=auth(admin_key))
+    assert created.status_code == 201, created.text
+
+
+@pytest.mark.parametrize(
+    "patch",
+    [
+        # Limits only: the current price has no overage price for tokens.
+        {"limits": {"tokens_policy": "bill"}},
+        # Prices only: drops the overage price the plan's `bill` limit needs.
+        {"prices": [{"currency": "USD", "amount_minor": 1000, "overage_per_1k_calls": "1"}]},
+    ],
+)
+async def test_a_patch_cannot_leave_a_bill_limit_without_its_overage_price(
+    client: httpx.AsyncClient, admin_key: str, patch: dict[str, object]
+) -> None:
+    body = _bill_plan("metered", {"overage_per_1k_calls": "1"}, calls_policy="bill")
+    if "prices" in patch:
+        body = _bill_plan(
+            "metered",
+            {"overage_per_1k_calls": "1", "overage_per_1m_tokens": "2"},
+            calls_policy="bill",
+            tokens_policy="bill",
+        )
+    assert (await client.post(PLANS, json=body, headers=auth(admin_key))).status_code == 201
+    patched = await client.patch(f"{PLANS}/metered", json=patch, headers=auth(admin_key))
+    assert patched.status_code == 422, patched.text
+    assert patched.json()["code"] == "validation_error"
+    assert "overage_per_1m_tokens" in patched.json()["detail"]
+    current = (await client.get(f"{PLANS}/metered", headers=auth(admin_key))).json()
+    assert current["version"] == 1
+
+
+@pytest.mark.parametrize("gb", ["0.0000001", "123456789012345"])
+async def test_a_storage_allowance_beyond_the_column_is_422(
+    client: httpx.AsyncClient, admin_key: str, gb: str
+) -> None:
+    """The column is NUMERIC(20, 6): a value it cannot hold is a validation error, not a 500
+    from the database driver."""
+    body = {
+        "code": "stored",
+        "name": "Stored",
+        "limits": {"included_storage_gb": gb},
+        "prices": [{"currency": "USD", "amount_minor": 1000}],
+    }
+    created = await client.post(PLANS, json=body, headers=auth(admin_key))
+    assert created.status_code == 422, created.text
+    assert created.json()["code"] == "validation_error"
+    patched = await client.patch(
+        f"{PLANS}/pro", json={"limits": {"included_storage_gb": gb}}, headers=auth(admin_key)
+    )
+    assert patched.status_code == 422, patched.text

@@ -230,6 +230,29 @@ async def test_new_price_applies_from_its_effective_time(
     assert forbidden.status_code == 403
 
 
+async def test_a_new_price_may_not_start_before_events_already_recorded_ahead(
+    client: httpx.AsyncClient, owner: dict[str, Any], admin_key: str, clock: FrozenClock
+) -> None:
+    """Events may be stamped up to 5 minutes ahead of the clock and are costed when recorded:
+    a price starting before such an event would disagree with the cost stored for it."""
+    ahead = clock.now() + timedelta(minutes=4)
+    body = {**SEED, "model": "gpt-4o", "timestamp": ahead.isoformat(), "event_id": "ahead-1"}
+    tracked = await client.post(TRACK, json=body, headers=auth(owner["key"]))
+    assert tracked.status_code == 201, tracked.text
+    price = {"model": "gpt-4o", "currency": "USD", "input_per_1m": "5", "output_per_1m": "20"}
+    for start in (clock.now() + timedelta(minutes=1), clock.now() + timedelta(minutes=5)):
+        refused = await client.post(
+            PRICES, json={**price, "effective_from": start.isoformat()}, headers=auth(admin_key)
+        )
+        assert (refused.status_code, refused.json()["code"]) == (409, "model_price_backdated")
+    # Past the tolerance no event can have been recorded yet.
+    later = clock.now() + timedelta(minutes=5, microseconds=1)
+    created = await client.post(
+        PRICES, json={**price, "effective_from": later.isoformat()}, headers=auth(admin_key)
+    )
+    assert created.status_code == 201, created.text
+
+
 async def test_a_price_set_between_two_others_fits_the_timeline(
     client: httpx.AsyncClient, admin_key: str, clock: FrozenClock
 ) -> None:

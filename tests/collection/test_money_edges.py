@@ -1,23 +1,27 @@
 """Collection edges: money that arrives where its invoice cannot take it, an invoice paid by
-hand during dunning, and what the dunning downgrade credits (nothing unpaid)."""
+hand during dunning or while its collection runs, and what the dunning downgrade credits
+(nothing unpaid)."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import httpx
+import pytest
+from sqlalchemy import select
 
-from aihub_billing.collection.service import collection
+from aihub_billing.collection.service import CollectionService, collection
 from aihub_billing.config import DunningConfig
 from aihub_billing.kit.context import SYSTEM, Context
-from aihub_billing.models import Payment
+from aihub_billing.models import Invoice, Job, Payment
 from aihub_billing.service import BillingService
 from tests.api.helpers import API, auth
 from tests.collection.test_dunning import first_invoice, stripe_customer, subscription_status
 from tests.collection.test_payment_invoice_match import open_invoice
-from tests.invoices.helpers import advance
+from tests.invoices.helpers import advance, list_invoices
 from tests.payments.fakes.stripe_server import StripeFake
-from tests.subscriptions.helpers import items_of, ok
+from tests.subscriptions.helpers import SEED_BODY, items_of, ok, owner
 
 
 async def balance_of(client: httpx.AsyncClient, admin_key: str, account_id: str) -> int:
@@ -138,3 +142,48 @@ async def test_back_to_pro_after_the_downgrade_for_non_payment_credits_no_unpaid
     assert [(i["kind"], i["amount_minor"]) for i in up["invoice_items"]] == [
         ("proration_charge", 1500)
     ]
+
+
+async def test_collection_racing_an_operators_mark_paid_takes_turns(
+    client: httpx.AsyncClient,
+    admin_key: str,
+    billing: BillingService,
+    stripe_fake: StripeFake,
+    database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Both lock the invoice's account, then its row; the other order deadlocked."""
+    if database_url.startswith("sqlite"):
+        pytest.skip("a race between PostgreSQL sessions (SQLite has one writer)")
+    _, key = await owner(client, admin_key)
+    token = stripe_fake.add_payment_method()
+    await ok(client, key, "/payment-methods", {"provider": "stripe", "token": token})
+    body = {**SEED_BODY, "payment_provider": "stripe", "payment_method_id": token}
+    await ok(client, key, "/subscriptions", body)
+    await billing.worker().drain()  # the draft
+    [draft] = await list_invoices(client, key)
+    await ok(client, admin_key, f"/invoices/{draft['id']}/finalize")  # enqueues the collection
+
+    charge = CollectionService._charge
+
+    async def slow_provider(self: CollectionService, *args: Any, **kwargs: Any) -> Any:
+        await asyncio.sleep(0.5)  # the provider's latency, while collection holds the invoice
+        return await charge(self, *args, **kwargs)
+
+    monkeypatch.setattr(CollectionService, "_charge", slow_provider)
+
+    async def operator_marks_paid() -> httpx.Response:
+        await asyncio.sleep(0.1)  # collection holds the invoice by now
+        return await client.post(
+            f"{API}/invoices/{draft['id']}/mark-paid", json=None, headers=auth(admin_key)
+        )
+
+    _, marked = await asyncio.gather(billing.worker().drain(), operator_marks_paid())
+    # The operator comes second: the charge paid the invoice.
+    assert marked.status_code == 409, marked.text
+    async with billing.db.sessions() as session:
+        jobs = (await session.execute(select(Job).where(Job.name == "invoices.collect"))).scalars()
+        assert [(j.status, j.last_error) for j in jobs] == [("succeeded", None)]
+        row = await session.get(Invoice, draft["id"])
+        assert row is not None and (row.status, row.amount_paid_minor) == ("paid", 2999)
+        assert len((await session.execute(select(Payment))).scalars().all()) == 1

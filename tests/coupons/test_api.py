@@ -81,6 +81,11 @@ async def test_invalid_coupons_are_422(client: httpx.AsyncClient, admin_key: str
     ):
         response = await post(client, admin_key, "/coupons", body)
         assert response.status_code in (400, 422), body
+    # A well-formed code of no plan (a typo) would never apply.
+    typo = {"code": "A", "percent_off": "10", "plan_codes": ["pro", "gold"]}
+    response = await post(client, admin_key, "/coupons", typo)
+    assert (response.status_code, response.json()["code"]) == (404, "plan_not_found")
+    assert (await client.get(f"{API}/coupons/A", headers=auth(admin_key))).status_code == 404
 
 
 async def test_repeating_percent_coupon_discounts_two_fee_lines(

@@ -1,14 +1,18 @@
 """Credit notes with outcome `refund` on paid invoices, refunded through the payments service
-against the local Stripe and PayPal fakes, on SQLite and PostgreSQL."""
+against the local Stripe and PayPal fakes, on SQLite and PostgreSQL; and refunds of an
+invoice's payment, which never pay back what its credit notes gave back already."""
 
 from __future__ import annotations
 
+import asyncio
 from decimal import Decimal
 from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import func, select
 
+import aihub_billing.payments.service as payments_service
 from aihub_billing.models import CreditNote, Payment, RefundRecord
 from aihub_billing.service import BillingService
 from tests.creditnotes.helpers import count, credit, credited, make_invoice, owner
@@ -169,3 +173,95 @@ async def test_a_payment_refunded_directly_is_not_credited_again(
     await credited(client, key, inv2, {"outcome": "refund", "amount_minor": 400})
     rest = await credited(client, key, inv2, {"outcome": "credit", "amount_minor": 600})
     assert rest["credited_to_balance_minor"] == 600
+
+
+def _pg_only(database_url: str) -> None:
+    if database_url.startswith("sqlite"):
+        pytest.skip("a race between PostgreSQL sessions (SQLite has one writer)")
+
+
+async def test_a_refund_after_a_full_credit_note_is_refused(
+    client: httpx.AsyncClient,
+    admin_key: str,
+    billing: BillingService,  # noqa: F811
+    stripe_fake: StripeFake,  # noqa: F811
+) -> None:
+    account, key = await owner(client, admin_key)
+    inv, _ = await make_invoice(billing, account, [(1000, None)], status="open")
+    payment = await paid_through(client, key, "stripe", stripe_fake, inv, 1000)
+    note = await credited(client, key, inv, {"outcome": "credit", "amount_minor": 600})
+    assert note["credited_to_balance_minor"] == 600
+    # The balance holds 600 of the 1000 paid: a refund may pay back only the other 400.
+    whole = await post(client, key, f"/payments/{payment['id']}/refund", {})
+    assert whole.status_code == 409, whole.text
+    assert whole.json()["code"] == "refund_exceeds_payment"
+    assert not stripe_fake.refunds and await count(billing, RefundRecord) == 0
+    rest = await post(client, key, f"/payments/{payment['id']}/refund", {"amount_minor": 400})
+    assert rest.status_code == 201, rest.text
+    more = await post(client, key, f"/payments/{payment['id']}/refund", {"amount_minor": 1})
+    assert more.status_code == 409 and more.json()["code"] == "refund_exceeds_payment"
+
+
+async def test_a_credit_note_racing_a_refund_never_returns_the_payment_twice(
+    client: httpx.AsyncClient,
+    admin_key: str,
+    billing: BillingService,  # noqa: F811
+    stripe_fake: StripeFake,  # noqa: F811
+    database_url: str,
+) -> None:
+    _pg_only(database_url)
+    for _ in range(3):  # the two requests interleave differently from run to run
+        account, key = await owner(client, admin_key)
+        inv, _ = await make_invoice(billing, account, [(1000, None)], status="open")
+        payment = await paid_through(client, key, "stripe", stripe_fake, inv, 1000)
+        note, refund = await asyncio.gather(
+            credit(client, key, inv, {"outcome": "credit", "amount_minor": 1000}),
+            post(client, key, f"/payments/{payment['id']}/refund", {}),
+        )
+        # They take turns, and the later one finds the 1000 given back already.
+        assert sorted([note.status_code, refund.status_code]) in ([201, 409], [201, 422])
+        given = note.json()["credited_to_balance_minor"] if note.status_code == 201 else 0
+        given += refund.json()["amount_minor"] if refund.status_code == 201 else 0
+        assert given == 1000, (note.text, refund.text)
+
+
+async def test_a_refund_concurrent_with_a_refund_note_is_counted_on_the_payment(
+    client: httpx.AsyncClient,
+    admin_key: str,
+    billing: BillingService,  # noqa: F811
+    stripe_fake: StripeFake,  # noqa: F811
+    database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The note reads the invoice's payments before it refunds one of them: the payment's
+    `refunded_minor` it updates must be the row as the direct refund left it, not as read."""
+    _pg_only(database_url)
+    account, key = await owner(client, admin_key)
+    inv, _ = await make_invoice(billing, account, [(1000, None)], status="open")
+    payment = await paid_through(client, key, "stripe", stripe_fake, inv, 1000)
+
+    async def provider_latency(*_: Any) -> None:
+        await asyncio.sleep(0.5)  # the direct refund holds its locks meanwhile
+
+    guards = [*payments_service.before_refund, provider_latency]  # direct refunds only
+    monkeypatch.setattr(payments_service, "before_refund", guards)
+
+    async def note_a_moment_later() -> httpx.Response:
+        await asyncio.sleep(0.15)
+        return await credit(client, key, inv, {"outcome": "refund", "amount_minor": 500})
+
+    direct, note = await asyncio.gather(
+        post(client, key, f"/payments/{payment['id']}/refund", {"amount_minor": 300}),
+        note_a_moment_later(),
+    )
+    assert direct.status_code == 201, direct.text
+    assert note.status_code == 201, note.text
+    async with billing.db.sessions() as session:
+        row = await session.get(Payment, payment["id"])
+        refunded = await session.execute(
+            select(func.sum(RefundRecord.amount_minor)).where(
+                RefundRecord.payment_id == payment["id"], RefundRecord.status == "succeeded"
+            )
+        )
+    assert refunded.scalar_one() == 800
+    assert row is not None and row.refunded_minor == 800

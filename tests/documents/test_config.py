@@ -63,6 +63,7 @@ def test_env_vars(monkeypatch: pytest.MonkeyPatch, isolated_env: Path) -> None:
         ("locale", "xx_YY", "unknown locale"),
         ("locale", "ja_JP", "no invoice labels"),
         ("template", "../classic", "should match pattern"),
+        ("template", "fancy", "not a template here"),
         ("templates_dir", "/nonexistent/templates", "not a directory"),
         ("logo_path", "/nonexistent/logo.png", "not a file"),
     ],
@@ -70,3 +71,9 @@ def test_env_vars(monkeypatch: pytest.MonkeyPatch, isolated_env: Path) -> None:
 def test_bad_settings_are_refused_at_start(field: str, value: str, message: str) -> None:
     with pytest.raises(ValidationError, match=message):
         InvoiceDocumentConfig.model_validate({field: value})
+
+
+def test_a_template_of_the_templates_dir_is_accepted(isolated_env: Path) -> None:
+    (isolated_env / "fancy.html").write_text("{{ doc.number }}")
+    documents = InvoiceDocumentConfig(template="fancy", templates_dir=isolated_env)
+    assert documents.template == "fancy"

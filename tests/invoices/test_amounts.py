@@ -12,6 +12,7 @@ import pytest
 from aihub_billing.invoices.service import invoices
 from aihub_billing.kit.clock import FrozenClock
 from aihub_billing.service import BillingService
+from tests.api.helpers import API, auth
 from tests.conftest import make_config
 from tests.invoices.helpers import (
     advance,
@@ -23,7 +24,7 @@ from tests.invoices.helpers import (
     metered_plan,
     track,
 )
-from tests.subscriptions.helpers import SEED_BODY, add_plan, ok
+from tests.subscriptions.helpers import SEED_BODY, add_plan, ok, owner
 
 
 @pytest.fixture(autouse=True)
@@ -162,3 +163,26 @@ async def test_tax_default_per_account_and_exempt(
         "own": ("0.07", 210, 3209),  # 29.99 × 0.07 = 2.0993
         "exempt": (None, 0, 2999),
     }
+
+
+async def test_a_line_beyond_what_an_invoice_holds_is_a_named_conflict(
+    client: httpx.AsyncClient, admin_key: str, clock: FrozenClock
+) -> None:
+    # 10^9 tokens at 10^20 per 1M: 10^23 USD. It overflowed the 64-bit columns: a 500 on
+    # SQLite, and on PostgreSQL a 422 validation_error blaming a valid request body.
+    plan = {
+        "code": "big",
+        "name": "Big",
+        "limits": {"included_tokens": 0, "tokens_policy": "bill"},
+        "prices": [{"currency": "USD", "amount_minor": 0, "overage_per_1m_tokens": "9" * 20}],
+    }
+    await add_plan(client, admin_key, **plan)
+    account_id, key = await owner(client, admin_key)
+    await ok(client, key, "/subscriptions", {**SEED_BODY, "plan_type": "big"})
+    await track(client, key, "gpt-4o-mini", 10**9, clock.now().isoformat())
+    clock.advance(days=31)
+    response = await client.post(
+        f"{API}/invoices/generate", json={"account_id": account_id}, headers=auth(admin_key)
+    )
+    assert (response.status_code, response.json()["code"]) == (409, "invoice_amount_out_of_range")
+    assert (await client.get(f"{API}/invoices", headers=auth(key))).json()["items"] == []

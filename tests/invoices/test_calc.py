@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from decimal import Decimal
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -101,7 +102,7 @@ def test_overage_bills_exactly_what_exceeds_the_allowance(
     )
     total_tokens = sum(tokens.values())
     use = calc.PeriodUse(calls, total_tokens, tokens, Decimal(0))
-    out = calc.overage_lines(terms, use, currency, START, END)
+    out = calc.overage_lines(terms, [use], currency, START, END)
     token_lines = [x for x in out if x.kind == "overage_tokens"]
     over_tokens = max(total_tokens - included_tokens, 0)
     if per_1m > 0 and over_tokens > 0:
@@ -116,3 +117,22 @@ def test_overage_bills_exactly_what_exceeds_the_allowance(
         assert call_line is None
     assert all(x.amount_minor == round_to_minor(x.amount, currency) for x in out)
     assert currency_exponent(currency) in (0, 2, 3)
+
+
+@pytest.mark.parametrize(
+    ("quantity", "unit_price", "currency", "amount_minor"),
+    [
+        # 0.004999999999999999995 USD exactly: 0 cents. Rounded to the 18 stored places
+        # first, it would become 0.005 and then 1 cent.
+        (Decimal("0.001"), Decimal("4.999999999999999995"), "USD", 0),
+        (Decimal("0.001"), Decimal("5"), "USD", 1),
+        (Decimal("0.001"), Decimal("499.999999999999999995"), "JPY", 0),
+    ],
+)
+def test_a_line_is_rounded_once_from_the_exact_product(
+    quantity: Decimal, unit_price: Decimal, currency: str, amount_minor: int
+) -> None:
+    drafted = calc.line("overage_calls", "x", START, END, quantity, unit_price, currency)
+    assert drafted.amount_minor == amount_minor
+    # The stored amount keeps the 18 places of its column.
+    assert -int(drafted.amount.as_tuple().exponent) <= calc.PLACES

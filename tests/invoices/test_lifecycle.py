@@ -86,6 +86,51 @@ async def test_late_usage_joins_a_draft_and_after_finalization_the_next_invoice(
     check_sums(nxt)
 
 
+async def test_late_usage_of_an_ended_subscription_gets_its_own_invoice_once(
+    client: httpx.AsyncClient, admin_key: str
+) -> None:
+    # Canceled at the end of January: its final invoice bills 500 of overage and is final by
+    # 02:00; 400 more tokens of January arrive after that. No invoice follows a canceled
+    # subscription's, so the look one period later bills them on a `late_usage` invoice.
+    clock_id, _, key, sub_id = await _metered(client, admin_key)
+    await ok(client, key, f"/subscriptions/{sub_id}/cancel", {"at_period_end": True})
+    await track(client, key, "gpt-4o-mini", 2000, "2026-01-10T00:00:00Z")
+    await advance(client, admin_key, clock_id, "2026-02-01T02:00:00Z")
+    await track(client, key, "gpt-4o-mini", 400, "2026-01-20T00:00:00Z")
+    await advance(client, admin_key, clock_id, "2026-02-28T00:00:00Z")
+    assert [i["billing_reason"] for i in await list_invoices(client, key)] == [
+        "subscription_final",
+        "subscription_create",
+    ]
+    await advance(client, admin_key, clock_id, "2026-04-01T00:00:00Z")
+    late = [i for i in await list_invoices(client, key) if i["billing_reason"] == "late_usage"]
+    [one] = [await invoice(client, key, i["id"]) for i in late]
+    assert (one["status"], kinds(one)) == ("open", [("adjustment", 200)])
+    assert (one["period_start"], one["period_end"]) == (
+        "2026-01-01T00:00:00Z",
+        "2026-02-01T00:00:00Z",
+    )
+    check_sums(one)
+
+
+async def test_late_usage_of_an_ended_period_that_owed_nothing_makes_its_final_invoice(
+    client: httpx.AsyncClient, admin_key: str
+) -> None:
+    # Nothing was due when January ended (no final invoice); 2,000 tokens of January arrive
+    # after: the look one period later makes the final invoice, with their overage.
+    clock_id, _, key, sub_id = await _metered(client, admin_key)
+    await ok(client, key, f"/subscriptions/{sub_id}/cancel", {"at_period_end": True})
+    await advance(client, admin_key, clock_id, "2026-02-01T02:00:00Z")
+    await track(client, key, "gpt-4o-mini", 2000, "2026-01-20T00:00:00Z")
+    await advance(client, admin_key, clock_id, "2026-03-02T00:00:00Z")
+    [final] = [
+        await invoice(client, key, i["id"])
+        for i in await list_invoices(client, key)
+        if i["billing_reason"] == "subscription_final"
+    ]
+    assert kinds(final) == [("overage_tokens", 500)]
+
+
 async def test_status_machine_and_audit(
     client: httpx.AsyncClient, admin_key: str, billing: BillingService
 ) -> None:

@@ -5,18 +5,19 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 
-from sqlalchemy import select
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
 import aihub_billing.service  # noqa: F401  (registers the built-in jobs)
 from aihub_billing.jobs import scheduler
 from aihub_billing.jobs.queue import enqueue
-from aihub_billing.jobs.registry import registry
+from aihub_billing.jobs.registry import JobRegistry, JobRun, registry
 from aihub_billing.kit.clock import FrozenClock
 from aihub_billing.kit.db import Database, open_database
 from aihub_billing.kit.ids import new_id
-from aihub_billing.models import IdempotencyRecord
+from aihub_billing.models import IdempotencyRecord, Job, JobDedupeKey
 from aihub_billing.service import BillingService
-from tests.jobs.support import all_jobs, get_job, make_job
+from tests.jobs.support import all_jobs, get_job, load_job, make_job
 
 BUILTIN = ["idempotency.purge", "jobs.prune", "usage.partitions"]
 S = timedelta(seconds=1)
@@ -107,6 +108,56 @@ async def test_prune_deletes_only_succeeded_jobs_finished_over_a_week_ago(
     assert (await get_job(billing, prune.id)).status == "succeeded"
     kept = {job.id for job in await all_jobs(billing)}
     assert kept == {recent_success.id, old_dead.id, old_failed.id, prune.id}
+
+
+async def noop(session: AsyncSession, run: JobRun) -> None:
+    return None
+
+
+async def prune(billing: BillingService) -> None:
+    async with billing.transaction() as session:
+        assert await enqueue(session, billing.context(), "jobs.prune") is not None
+    assert await billing.worker().drain() == 1
+
+
+async def test_a_dedupe_key_held_until_a_time_outlives_its_pruned_job(
+    billing: BillingService, clock: FrozenClock
+) -> None:
+    """`dedupe_until` keeps refusing the key after prune deleted its job, until that time;
+    prune then deletes the key too, so that the held keys do not pile up."""
+    jobs = JobRegistry()
+    jobs.job("test.once")(noop)
+    until = clock.now() + timedelta(days=30)
+
+    async def once() -> Job | None:
+        async with billing.transaction() as session:
+            return await enqueue(
+                session,
+                billing.context(),
+                "test.once",
+                dedupe_key="test.once:1",
+                dedupe_until=until,
+                jobs=jobs,
+            )
+
+    first = await once()
+    assert first is not None
+    async with billing.transaction() as session:  # it ran and succeeded eight days ago
+        await session.execute(
+            update(Job)
+            .where(Job.id == first.id)
+            .values(status="succeeded", finished_at=clock.now() - timedelta(days=8))
+        )
+    await prune(billing)
+    assert await load_job(billing, first.id) is None
+    assert await once() is None  # the key is still held
+
+    clock.advance(until - clock.now() + S)
+    await prune(billing)
+    async with billing.db.sessions() as session:
+        assert await session.get(JobDedupeKey, "test.once:1") is None
+    again = await once()
+    assert again is not None and again.id != first.id
 
 
 async def test_purge_deletes_idempotency_records_older_than_the_ttl(

@@ -263,6 +263,31 @@ async def test_payment_methods_attach_list_detach(
     assert (await client.get(f"{API}/payment-methods", headers=auth(key))).json() == []
 
 
+async def test_reattaching_a_detached_card_audits_what_it_was(
+    client: httpx.AsyncClient, admin_key: str, fakes: Fakes
+) -> None:
+    _, key = await owner_of_new_account(client, admin_key)
+    token = fakes.stripe.add_payment_method()
+    method = (await post(client, key, "/payment-methods", {"token": token})).json()
+    gone = await client.delete(f"{API}/payment-methods/{method['id']}", headers=auth(key))
+    assert gone.status_code == 200, gone.text
+    again = await post(client, key, "/payment-methods", {"token": token})
+    assert again.status_code == 201 and again.json()["id"] == method["id"], again.text
+    # Attaching an active card again changes nothing: no entry.
+    same = await post(client, key, "/payment-methods", {"token": token})
+    assert same.status_code == 201 and same.json()["id"] == method["id"], same.text
+
+    log = await client.get(
+        f"{API}/audit-log", params={"object_id": method["id"]}, headers=auth(admin_key)
+    )
+    entries = log.json()["items"]  # newest first
+    actions = ["payment_method.attached", "payment_method.detached", "payment_method.attached"]
+    assert [e["action"] for e in entries] == actions
+    reattached, first = entries[0], entries[2]
+    assert (reattached["before"]["status"], reattached["after"]["status"]) == ("detached", "active")
+    assert (first["before"], first["after"]["status"]) == (None, "active")
+
+
 async def test_paypal_has_no_saved_payment_methods(
     client: httpx.AsyncClient, admin_key: str
 ) -> None:

@@ -14,12 +14,15 @@ import httpx
 import pytest
 from sqlalchemy import select
 
+from aihub_billing.kit.clock import FrozenClock
 from aihub_billing.kit.periods import Period
 from aihub_billing.models import Job
 from aihub_billing.quota.service import UsageTotals
 from aihub_billing.service import BillingService
 from tests.api.helpers import API, auth, create_account, issue_key
+from tests.invoices.helpers import metered_plan
 from tests.quota.conftest import lose_counters
+from tests.subscriptions.helpers import add_plan, subscribe
 
 QUOTA = f"{API}/quota"
 
@@ -101,6 +104,8 @@ async def test_blocking_monthly_limit_is_402_and_recorded(
     problem = refused.json()
     assert problem["code"] == "quota_exceeded"
     assert (problem["limit"], problem["limit_value"], problem["attempted"]) == ("calls", 2, 3)
+    status = (await client.get(QUOTA, headers=auth(key))).json()
+    assert problem["reset_at"] == status["reset_at"] and problem["reset_at"].endswith("Z")
     assert await billing.flush_quota_events() >= 1
     page = (await client.get(f"{QUOTA}/violations", headers=auth(key))).json()
     assert [(v["limit_name"], v["action"], v["attempted"]) for v in page["items"]] == [
@@ -113,6 +118,9 @@ async def test_billing_policy_admits_with_overage(
     client: httpx.AsyncClient, admin_key: str, billing: BillingService
 ) -> None:
     account_id, key = await owner(client, admin_key)
+    # `bill` needs an overage price on the account's price (a free account has none).
+    await add_plan(client, admin_key, **metered_plan("metered", 1000))
+    await subscribe(client, key, plan_type="metered")
     await override(
         client, admin_key, account_id=account_id, included_api_calls=1, calls_policy="bill"
     )
@@ -124,6 +132,32 @@ async def test_billing_policy_admits_with_overage(
     await billing.flush_quota_events()
     page = (await client.get(f"{QUOTA}/violations", headers=auth(admin_key))).json()
     assert [(v["limit_name"], v["action"]) for v in page["items"]] == [("calls", "billed")]
+
+
+async def test_an_override_cannot_bill_a_limit_its_price_has_no_overage_price_for(
+    client: httpx.AsyncClient, admin_key: str
+) -> None:
+    """Usage past a `bill` limit is admitted and invoiced at the account's overage price:
+    without one it would be admitted and billed by no invoice."""
+    free_id, _ = await owner(client, admin_key)  # no subscription: nothing is invoiced
+    pro_id, pro_key = await owner(client, admin_key)
+    await subscribe(client, pro_key)  # the seeded pro price has no overage prices
+    for account_id, body in (
+        (free_id, {"calls_policy": "bill"}),
+        (pro_id, {"tokens_policy": "bill"}),
+        (pro_id, {"included_api_calls": 5, "calls_policy": "bill"}),
+    ):
+        refused = await client.put(
+            f"{QUOTA}/overrides", json={"account_id": account_id, **body}, headers=auth(admin_key)
+        )
+        assert refused.status_code == 422, (body, refused.text)
+        assert refused.json()["code"] == "validation_error"
+    got = await client.get(
+        f"{QUOTA}/overrides", params={"account_id": pro_id}, headers=auth(admin_key)
+    )
+    assert got.json() is None
+    # `block` needs no overage price.
+    await override(client, admin_key, account_id=pro_id, included_api_calls=5, calls_policy="block")
 
 
 async def test_rate_limit_is_429_with_ratelimit_headers(
@@ -319,6 +353,42 @@ async def test_thresholds_notify_once_with_a_signed_webhook(
         event = json.loads(body)
         assert event["type"] == "quota.threshold_reached"
         assert event["data"]["account_id"] == account_id
+
+
+async def test_a_threshold_is_not_notified_again_after_its_job_was_pruned(
+    client: httpx.AsyncClient,
+    admin_key: str,
+    billing: BillingService,
+    clock: FrozenClock,
+    webhook_receiver: tuple[str, list[tuple[dict[str, str], bytes]]],
+) -> None:
+    """Once per (account, limit, threshold, period) holds after the hourly `jobs.prune` has
+    deleted the week-old succeeded job that carried the dedupe key."""
+    url, received = webhook_receiver
+    account_id, key = await owner(client, admin_key)
+    await override(client, admin_key, account_id=account_id, included_api_calls=5)
+    target = await client.put(
+        f"{QUOTA}/notifications", json={"webhook_url": url}, headers=auth(key)
+    )
+    assert target.status_code == 200, target.text
+    for _ in range(4):  # 4 of 5: 80%
+        assert (await check(client, key)).status_code == 200
+    await billing.flush_quota_events()
+    worker = billing.worker()
+    assert await worker.drain() == 2  # quota.notify, then its webhook job
+    assert len(received) == 1
+
+    clock.advance(days=8)  # the same period (anchored at the account's creation)
+    await worker.tick()  # the hourly jobs.prune deletes both succeeded jobs
+    await worker.drain()
+    async with billing.db.sessions() as session:
+        names = (await session.execute(select(Job.name))).scalars()
+        assert not {"quota.notify", "notifications.webhook"} & set(names)
+    # The same limits set again report the thresholds the usage is past: 80% was reported.
+    await override(client, admin_key, account_id=account_id, included_api_calls=5)
+    await billing.flush_quota_events()
+    await worker.drain()
+    assert len(received) == 1
 
 
 class _FixedUsage:

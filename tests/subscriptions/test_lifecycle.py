@@ -307,6 +307,34 @@ async def test_a_change_of_cycle_in_mid_second_is_invoiced_at_once(
     }
 
 
+async def test_a_change_of_cycle_in_the_second_its_period_began_is_invoiced_at_once(
+    client: httpx.AsyncClient, admin_key: str, clock: FrozenClock, billing: BillingService
+) -> None:
+    """The renewal ran and invoiced the closed month; a change in that same second has no
+    month to cut short, and its credit and yearly fee waited a year for the next cycle."""
+    account, key = await owner(client, admin_key)
+    sub = (await subscribe(client, key))["subscription"]
+    prices = [
+        {"currency": "USD", "amount_minor": 2999},
+        {"currency": "USD", "interval_count": 12, "amount_minor": 29990},
+    ]
+    await client.patch(f"{API}/plans/pro", json={"prices": prices}, headers=auth(admin_key))
+    clock.set(datetime(2026, 2, 28, 12, tzinfo=UTC))
+    await drain(billing)  # the renewal, the January invoice
+    await ok(client, key, f"/subscriptions/{sub['id']}/change", {"billing_cycle": "yearly"})
+    await drain(billing)
+    response = await client.get(f"{API}/invoices", headers=auth(key))
+    periods = {
+        (i["billing_reason"], i["period_start"], i["period_end"]): i["total_minor"]
+        for i in response.json()["items"]
+    }
+    assert periods == {
+        ("subscription_create", "2026-01-31T12:00:00Z", "2026-02-28T12:00:00Z"): 2999,
+        ("subscription_cycle", "2026-01-31T12:00:00Z", "2026-02-28T12:00:00Z"): 2999,
+        ("subscription_create", "2026-02-28T12:00:00Z", "2027-02-28T12:00:00Z"): 29990 - 2999,
+    }
+
+
 async def test_yearly_to_monthly_waits_for_the_year_end(
     client: httpx.AsyncClient, admin_key: str, clock: FrozenClock, billing: BillingService
 ) -> None:

@@ -206,6 +206,8 @@ async def test_listing_pages_through_every_clock_with_its_accounts(
     assert by_id[empty["id"]]["account_ids"] == []
     assert by_id[third]["account_ids"] == [other]
     assert by_id[third]["frozen_time"] == "2026-03-01T00:00:00Z"
+    one = await client.get(f"{API}/test-clocks/{first}", headers=auth(admin_key))
+    assert one.json()["account_ids"] == [account]
     denied = await client.get(f"{API}/test-clocks", headers=auth(key))
     assert denied.status_code == 403
     bad = await client.get(

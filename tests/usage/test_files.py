@@ -65,3 +65,16 @@ def test_unreadable_content_stops_at_its_line(tmp_path: Path) -> None:
     (tmp_path / "empty.csv").write_bytes(b"")
     with pytest.raises(UsageFileError, match="no header row"):
         UsageFile(tmp_path / "empty.csv", "csv")
+
+
+@pytest.mark.parametrize(
+    "content",
+    ['model,event_id\ngpt-4o,e1\n"gpt-4o"x,e2\n', 'model,event_id\ngpt-4o,e1\ngpt-4o,"e2\n'],
+)
+def test_broken_csv_quoting_stops_at_its_line(tmp_path: Path, content: str) -> None:
+    # Lenient parsing read `"gpt-4o"x` as the model gpt-4ox, and an unclosed quote as a cell
+    # holding the rest of the file.
+    path = tmp_path / "quotes.csv"
+    path.write_text(content)
+    with UsageFile(path, "csv") as usage_file, pytest.raises(UsageFileError, match="line 3"):
+        list(usage_file.rows("acct_a"))

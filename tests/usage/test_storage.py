@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -75,3 +75,17 @@ def test_refuses_floats_negative_values_and_empty_periods() -> None:
         gb_months([], JAN[1], JAN[0])
     with pytest.raises(ValueError):
         gb_months([(datetime(2026, 1, 2), Decimal(1))], *JAN)  # naive
+
+
+def test_a_result_with_many_digits_is_rounded_once() -> None:
+    """2/3 of a period at 90,000,000,000.000001 GB: the exact 60000000000.000000666... is
+    rounded half-up at 18 places (29 digits), not rounded again to the default 28."""
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    end = start + timedelta(microseconds=3)
+    result = gb_months(
+        [(start + timedelta(microseconds=2), Decimal(0))],
+        start,
+        end,
+        initial_gb=Decimal("90000000000.000001"),
+    )
+    assert str(result) == "60000000000.000000666666666667"

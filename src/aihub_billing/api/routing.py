@@ -13,13 +13,18 @@ from collections.abc import Callable, Coroutine
 from decimal import Decimal
 from typing import Any, TypeVar
 
+import structlog
 from fastapi import Request, Response
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from aihub_billing.api.problems import problem_response
 from aihub_billing.errors import PROBLEM_CONTENT_TYPE, BillingError
 from aihub_billing.idempotency.service import Replay, idempotency
+from aihub_billing.kit.db import UNREACHABLE
+
+log = structlog.get_logger(__name__)
 
 REPLAY_HEADER = "Idempotent-Replayed"
 _REPLICA = "__replica_read__"
@@ -64,8 +69,21 @@ class TransactionalRoute(APIRoute):
 
         async def transactional(request: Request) -> Response:
             request = ExactNumbersRequest(request.scope, request.receive)
-            billing = request.app.state.billing
-            sessions = billing.db.read_sessions if on_replica else billing.db.sessions
+            db = request.app.state.billing.db
+            if not on_replica or db.read_sessions is db.sessions:
+                return await in_transaction(request, db.sessions)
+            try:
+                return await in_transaction(request, db.read_sessions)
+            except UNREACHABLE as exc:
+                # A replica that is down must not take the listings with it (readyz says
+                # `degraded`): they are read from the primary instead. A read-only GET
+                # that changed nothing can simply run again.
+                log.warning("db.replica_unavailable", error=str(getattr(exc, "orig", exc))[:300])
+                return await in_transaction(request, db.sessions)
+
+        async def in_transaction(
+            request: Request, sessions: Callable[[], AsyncSession]
+        ) -> Response:
             async with sessions() as session:
                 request.state.session = session
                 try:

@@ -59,7 +59,7 @@ def _migrate(config: BillingConfig) -> None:
     try:
         migrate_database(config.database_url)
     except UNREACHABLE as exc:
-        database_unavailable(exc)
+        database_unavailable(exc, config.database_url)
 
 
 def _report_bootstrap(result: Bootstrap, host: str, port: int) -> None:
@@ -138,6 +138,10 @@ def serve(
             # uvicorn's own lines go through the app's logging (JSON with log_json).
             access_log=False,
             log_config=None,
+            # uvicorn restarts a worker that has not answered its health check in 5 s; on a
+            # loaded two-core host importing the app took 11 s, so the workers were
+            # restarted forever without serving (measured). One minute is a hung worker.
+            timeout_worker_healthcheck=60,
         )
     finally:
         if made_here and metrics_dir is not None:
@@ -226,6 +230,7 @@ def close_period(
     header = f"[bold]close-period[/] {scope}, periods ended by {at or 'now'}"
 
     async def work(billing: BillingService) -> CloseOutcome:
+        billing.check_close_at(at)
         await accepted(billing, header, account=account)
         with progress() as bar:
             task = bar.add_task("subscriptions", total=None)
@@ -287,6 +292,9 @@ def accounts_update(
     console.print(f"account {account.id} ({account.name}, {account.email or 'no email'}, {rate})")
 
 
+_ROLES = ("admin", "owner", "billing", "member")
+
+
 @keys_app.command("create")
 def api_keys_create(
     role: Annotated[str, typer.Option(help="admin, owner, billing or member")],
@@ -294,6 +302,8 @@ def api_keys_create(
     name: Annotated[str | None, typer.Option()] = None,
 ) -> None:
     """Issue an API key; the secret is printed once."""
+    if role not in _ROLES:
+        fail(f"--role must be one of {', '.join(_ROLES)}, not {role!r}")
     try:
         key, secret = run(lambda b: b.issue_api_key(account_id=account, role=role, name=name))
     except ValueError as exc:  # an admin key with an account, another one without

@@ -18,7 +18,13 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import Progress, ProgressColumn
 
-from aihub_billing.config import CONFIG_FILE_ENV, DEFAULT_CONFIG_FILE, ENV_PREFIX, BillingConfig
+from aihub_billing.config import (
+    CONFIG_FILE_ENV,
+    DEFAULT_CONFIG_FILE,
+    ENV_PREFIX,
+    BillingConfig,
+    redacted_database_url,
+)
 from aihub_billing.errors import BillingError
 from aihub_billing.kit.clock import Clock, SystemClock
 from aihub_billing.kit.db import UNREACHABLE
@@ -72,13 +78,15 @@ def run(
     except ValidationError as exc:
         fail(f"validation_error: {validation_problems(exc)}")
     except UNREACHABLE as exc:
-        database_unavailable(exc)
+        database_unavailable(exc, config.database_url)
 
 
-def database_unavailable(exc: BaseException) -> NoReturn:
-    """Ends the command with one line (exit 1: nothing wrong with its input) naming why."""
+def database_unavailable(exc: BaseException, url: str | None = None) -> NoReturn:
+    """Ends the command with one line (exit 1: nothing wrong with its input) naming why, and
+    which database (a relative SQLite path depends on the directory the command runs in)."""
     reason = str(getattr(exc, "orig", None) or exc).splitlines()[0][:300] or type(exc).__name__
-    fail(f"database_unavailable: {reason}", code=1)
+    where = f" ({redacted_database_url(url)})" if url else ""
+    fail(f"database_unavailable: {reason}{where}", code=1)
 
 
 async def accepted(billing: BillingService, header: str, *, account: str | None = None) -> None:
@@ -86,6 +94,8 @@ async def accepted(billing: BillingService, header: str, *, account: str | None 
     account included when one is given: a refused command prints nothing but its error."""
     if account is not None:
         await billing.account(account)  # unknown: AccountNotFound, the command's one line
+    else:
+        await billing.db.ping()  # unreachable: the command's one line, not after the header
     console.print(header)
 
 

@@ -30,7 +30,7 @@ def list_invoices(
     status: Annotated[Status | None, typer.Option(help="only invoices in this status")] = None,
     limit: Annotated[int, typer.Option(min=1, help="at most this many, newest first")] = 20,
 ) -> None:
-    """Invoices, newest first: number, account, status, total, amount due, period."""
+    """Invoices, newest first: number, account, status, total, amount still owed, period."""
     filters = [
         f for f in (account and f"account {account}", status and f"status {status.value}") if f
     ]
@@ -61,7 +61,7 @@ def invoice_table(
         table.add_column("account", no_wrap=True)
     table.add_column("status", no_wrap=True)
     table.add_column("total", justify="right", no_wrap=True)
-    table.add_column("amount due", justify="right", no_wrap=True)
+    table.add_column("owed", justify="right", no_wrap=True)
     # On a narrow terminal these wrap between their dates rather than lose digits.
     table.add_column("period", min_width=12)
     table.add_column("created (UTC)", min_width=10)
@@ -71,7 +71,7 @@ def invoice_table(
             *([inv.account_id] if with_account else []),
             inv.status,
             fmt.money(inv.total_minor, inv.currency),
-            fmt.money(inv.amount_due_minor, inv.currency),
+            fmt.money(inv.amount_remaining_minor, inv.currency),
             fmt.period(inv.period_start, inv.period_end),
             fmt.time(inv.created_at).removesuffix(" UTC"),
         )

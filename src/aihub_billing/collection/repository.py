@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from aihub_billing.invoices.repository import InvoiceRepository
 from aihub_billing.models import (
     Invoice,
     Payment,
@@ -23,9 +24,12 @@ class CollectionRepository:
         self.session = session
 
     async def invoice(self, invoice_id: str, *, lock: bool = False) -> Invoice | None:
-        query = select(Invoice).where(Invoice.id == invoice_id)
+        """With `lock`, the account's invoicing lock and then the invoice's row, as every money
+        change of an invoice takes them (mark-paid, void, credit notes): the other order
+        deadlocked collection against an operator's mark-paid."""
         if lock:
-            query = query.with_for_update()
+            return await InvoiceRepository(self.session).lock_invoice(invoice_id)
+        query = select(Invoice).where(Invoice.id == invoice_id)
         return (await self.session.execute(query)).scalar_one_or_none()
 
     async def subscription(
@@ -33,7 +37,8 @@ class CollectionRepository:
     ) -> Subscription | None:
         query = select(Subscription).where(Subscription.id == subscription_id)
         if lock:
-            query = query.with_for_update()
+            # Fresh values, not the ones this session loaded before the lock.
+            query = query.with_for_update().execution_options(populate_existing=True)
         return (await self.session.execute(query)).scalar_one_or_none()
 
     async def default_provider(self, account_id: str) -> str | None:

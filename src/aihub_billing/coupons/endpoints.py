@@ -13,6 +13,7 @@ from aihub_billing.coupons.errors import CouponExists, CouponNotFound
 from aihub_billing.coupons.service import coupons
 from aihub_billing.errors import Forbidden, responses
 from aihub_billing.kit.pagination import Page
+from aihub_billing.plans.errors import PlanNotFound
 
 router = APIRouter(prefix="/coupons", tags=["coupons"], route_class=TransactionalRoute)
 
@@ -21,7 +22,7 @@ router = APIRouter(prefix="/coupons", tags=["coupons"], route_class=Transactiona
     "",
     status_code=status.HTTP_201_CREATED,
     dependencies=[Idempotent],
-    responses=responses(Forbidden, CouponExists),
+    responses=responses(Forbidden, CouponExists, PlanNotFound),
 )
 async def create_coupon(
     data: schemas.CouponCreate, session: SessionDep, ctx: AdminContext

@@ -13,6 +13,7 @@ from aihub_billing.kit.context import Context
 from aihub_billing.kit.ids import new_id
 from aihub_billing.kit.pagination import id_page
 from aihub_billing.models import Coupon
+from aihub_billing.plans.service import plans
 from aihub_billing.pricing.discounts import CouponTerms
 
 
@@ -44,6 +45,8 @@ class CouponService:
         repo = CouponRepository(session)
         if await repo.by_code(data.code) is not None:
             raise CouponExists(f"coupon {data.code!r} exists")
+        for plan_code in data.plan_codes or ():
+            await plans.get(session, plan_code)  # PlanNotFound: a typo would never apply
         now = ctx.clock.now()
         coupon = Coupon(
             id=new_id("coupon", now),

@@ -8,6 +8,7 @@ from sqlalchemy import ColumnElement, case, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from aihub_billing.invoices.numbering import next_number
+from aihub_billing.invoices.repository import InvoiceRepository
 from aihub_billing.models import (
     Account,
     BalanceTransaction,
@@ -31,12 +32,18 @@ class CreditNoteRepository:
     # -- invoices (read and locked here; the invoices domain owns writing them) --------------
 
     async def invoice(self, invoice_id: str, *, lock: bool = False) -> Invoice | None:
-        """With `lock`, the row is held (FOR UPDATE on PostgreSQL; SQLite has one writer) until
-        the transaction ends, so two credit notes never both see the same creditable amount."""
-        query = select(Invoice).where(Invoice.id == invoice_id)
+        """With `lock`, the account's invoicing lock and then the row are held (PostgreSQL;
+        SQLite has one writer) until the transaction ends, so two credit notes, or a note and
+        a plan change's credit or a refund, never both see the same creditable amount."""
         if lock:
-            query = query.with_for_update().execution_options(populate_existing=True)
+            return await InvoiceRepository(self.session).lock_invoice(invoice_id)
+        query = select(Invoice).where(Invoice.id == invoice_id)
         return (await self.session.execute(query)).scalar_one_or_none()
+
+    async def lock_invoicing(self, account_id: str) -> None:
+        """The account's invoicing lock, which whatever gives back of its invoices (credit
+        notes, refunds, plan change credits) takes before reading what was given back."""
+        await InvoiceRepository(self.session).lock_account(account_id)
 
     async def invoice_lines(self, invoice_id: str) -> list[InvoiceLine]:
         result = await self.session.execute(
@@ -110,6 +117,21 @@ class CreditNoteRepository:
         )
         return int(refunded.scalar_one())
 
+    async def refunds_paid_from_balance(self, invoice_id: str) -> int:
+        """What the refunds counted by refunded_outside_notes paid back of their payments'
+        overpayment credit (taken off the balance): money the invoice never took."""
+        result = await self.session.execute(
+            select(func.coalesce(func.sum(BalanceTransaction.amount_minor), 0))
+            .join(RefundRecord, RefundRecord.id == BalanceTransaction.refund_id)
+            .join(Payment, Payment.id == RefundRecord.payment_id)
+            .where(
+                Payment.invoice_id == invoice_id,
+                RefundRecord.credit_note_id.is_(None),
+                RefundRecord.status.in_(("pending", "succeeded")),
+            )
+        )
+        return max(0, -int(result.scalar_one()))
+
     async def succeeded_payments(self, account_id: str, invoice_id: str) -> list[Payment]:
         result = await self.session.execute(
             select(Payment)
@@ -180,8 +202,14 @@ class CreditNoteRepository:
     # -- balance ledger ----------------------------------------------------------------------
 
     async def lock_account(self, account_id: str) -> Account | None:
+        """The account's row, held until the transaction ends (its balance takes turns) and
+        read fresh; written first what this session changed (no autoflush)."""
+        await self.session.flush()
         result = await self.session.execute(
-            select(Account).where(Account.id == account_id).with_for_update()
+            select(Account)
+            .where(Account.id == account_id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
         )
         return result.scalar_one_or_none()
 

@@ -42,11 +42,19 @@ from aihub_billing.kit.context import Context, Role
 from aihub_billing.kit.ids import new_id
 from aihub_billing.kit.money import round_quotient
 from aihub_billing.kit.pagination import id_page
-from aihub_billing.models import CreditNote, CreditNoteLine, Invoice, InvoiceLine, RefundRecord
+from aihub_billing.models import (
+    CreditNote,
+    CreditNoteLine,
+    Invoice,
+    InvoiceLine,
+    Payment,
+    RefundRecord,
+)
+from aihub_billing.payments.errors import RefundExceedsPayment
 from aihub_billing.payments.payment_types import REFUND_UNDONE_STATUSES
 from aihub_billing.payments.providers.base import ProcessorLookup
 from aihub_billing.payments.schemas import RefundCreate
-from aihub_billing.payments.service import on_refund_undone, payments
+from aihub_billing.payments.service import before_refund, on_refund_undone, payments
 from aihub_billing.testclocks.service import test_clocks
 
 CREDITABLE_STATUSES = ("open", "paid")
@@ -63,7 +71,8 @@ class CreditNoteService:
     ) -> schemas.CreditNote:
         _require_billing(ctx)
         repo = CreditNoteRepository(session)
-        # Held until the transaction ends: concurrent notes on one invoice take turns.
+        # Held until the transaction ends (with the account's invoicing lock, taken first):
+        # concurrent notes, refunds and plan change credits of one invoice take turns.
         invoice = await repo.invoice(invoice_id, lock=True)
         if invoice is None or not ctx.actor.can_access(invoice.account_id):
             raise InvoiceNotFound(f"no invoice {invoice_id!r}")
@@ -75,23 +84,7 @@ class CreditNoteService:
         clocked, clock_id = await test_clocks.context_for(session, ctx, invoice.account_id)
         if data.currency is not None and data.currency != invoice.currency:
             raise CurrencyMismatch(f"the invoice is in {invoice.currency}, not {data.currency}")
-        credited_subtotal, credited_tax = await repo.credited_on_invoice(invoice.id)
-        # A plan change after the invoice gave part of its charge back as a proration credit
-        # (landing on a later invoice or the balance): that part, with its share of the tax,
-        # is no longer the credit notes' to give.
-        prorated = await repo.prorated_on_invoice(invoice.id)
-        if prorated and invoice.subtotal_minor > 0:
-            credited_subtotal += prorated
-            credited_tax += round_quotient(prorated * invoice.tax_minor, invoice.subtotal_minor)
-        state = InvoiceState(
-            currency=invoice.currency,
-            subtotal_minor=invoice.subtotal_minor,
-            tax_minor=invoice.tax_minor,
-            total_minor=invoice.total_minor,
-            credited_subtotal_minor=credited_subtotal,
-            credited_tax_minor=credited_tax,
-            refunded_minor=await repo.refunded_outside_notes(invoice.id),
-        )
+        state = await _state(repo, invoice, await repo.refunded_outside_notes(invoice.id))
         try:
             parts = await self._parts(repo, invoice, state, data)
             check_invoice(state, [credit for _, credit in parts])
@@ -338,6 +331,32 @@ class CreditNoteService:
             for payment_id, part in plan
         ]
 
+    async def refund_guard(
+        self, session: AsyncSession, ctx: Context, payment: Payment, amount_minor: int
+    ) -> None:
+        """Refuses (409 refund_exceeds_payment) a refund of an invoice's payment, other than a
+        note's, above what the invoice has not given back yet: a note that credited the
+        invoice to the balance, a plan change's credit or another refund already returned
+        that money. The part that pays back the payment's overpayment credit (money the
+        invoice never took) is not the invoice's. The payment's lock came after the
+        invoice's, so the figures hold until the refund is recorded."""
+        if payment.invoice_id is None:
+            return
+        repo = CreditNoteRepository(session)
+        invoice = await repo.invoice(payment.invoice_id)
+        if invoice is None or invoice.currency != payment.currency:
+            return  # none of its money went to an invoice of ours: all of it is overpayment
+        refunded = await repo.refunded_outside_notes(invoice.id)
+        refunded -= await repo.refunds_paid_from_balance(invoice.id)
+        left = (await _state(repo, invoice, refunded)).creditable
+        overpaid = max(0, min(amount_minor, await repo.overpayment_left(payment.id)))
+        if amount_minor - overpaid > left:
+            raise RefundExceedsPayment(
+                f"at most {left + overpaid} {payment.currency} minor units: the rest of "
+                f"invoice {invoice.number or invoice.id} was given back already (credit "
+                "notes, plan change credits, refunds)"
+            )
+
     async def refund_undone(
         self, session: AsyncSession, ctx: Context, refund: RefundRecord
     ) -> None:
@@ -390,6 +409,28 @@ class CreditNoteService:
             raise AccountNotFound(f"no account {account_id!r}")
 
 
+async def _state(repo: CreditNoteRepository, invoice: Invoice, refunded: int) -> InvoiceState:
+    """The invoice with what its credit notes, plan change credits and `refunded` (what was
+    refunded of its payments outside notes) gave back of it already."""
+    credited_subtotal, credited_tax = await repo.credited_on_invoice(invoice.id)
+    # A plan change after the invoice gave part of its charge back as a proration credit
+    # (landing on a later invoice or the balance): that part, with its share of the tax,
+    # is no longer the credit notes' to give.
+    prorated = await repo.prorated_on_invoice(invoice.id)
+    if prorated and invoice.subtotal_minor > 0:
+        credited_subtotal += prorated
+        credited_tax += round_quotient(prorated * invoice.tax_minor, invoice.subtotal_minor)
+    return InvoiceState(
+        currency=invoice.currency,
+        subtotal_minor=invoice.subtotal_minor,
+        tax_minor=invoice.tax_minor,
+        total_minor=invoice.total_minor,
+        credited_subtotal_minor=credited_subtotal,
+        credited_tax_minor=credited_tax,
+        refunded_minor=refunded,
+    )
+
+
 class _InvoiceCredit(BaseModel):
     amount_due_minor: int
     amount_credited_minor: int
@@ -438,3 +479,4 @@ def _require_billing(ctx: Context) -> None:
 
 credit_notes = CreditNoteService()
 on_refund_undone.append(credit_notes.refund_undone)
+before_refund.append(credit_notes.refund_guard)

@@ -12,9 +12,13 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal, localcontext
 
+from aihub_billing.invoices.errors import AmountOutOfRange
 from aihub_billing.kit.money import minor_to_decimal, round_to_minor
 
 PLACES = 18  # scale of the precise NUMERIC columns
+# 10^15 minor units a line at most: the sums of an invoice's lines and tax stay far inside
+# the 64-bit columns (and the 20 integer digits of the precise ones).
+MAX_LINE_MINOR = 10**15
 _QUANTUM = Decimal(1).scaleb(-PLACES)
 USAGE_KINDS = ("overage_calls", "overage_tokens", "storage")
 
@@ -27,8 +31,8 @@ class DraftLine:
     period_end: datetime
     quantity: Decimal
     unit_price: Decimal
-    amount: Decimal  # precise
-    amount_minor: int  # `amount` rounded once
+    amount: Decimal  # precise: quantity × unit_price to the 18 stored places
+    amount_minor: int  # the exact quantity × unit_price, rounded once
     model: str | None = None
     invoice_item_id: str | None = None
     tax_rate: Decimal | None = None
@@ -102,11 +106,19 @@ def tidy(value: Decimal) -> Decimal:
         return value.normalize()
 
 
-def precise_product(quantity: Decimal, unit_price: Decimal) -> Decimal:
-    """quantity × unit_price, exact, kept to the 18 places the precise columns store."""
+def exact_product(quantity: Decimal, unit_price: Decimal) -> Decimal:
+    """quantity × unit_price, exact (a 100-digit context holds any product of the columns)."""
     with localcontext() as ctx:
         ctx.prec = 100
-        amount = quantity * unit_price
+        return quantity * unit_price
+
+
+def precise_product(quantity: Decimal, unit_price: Decimal) -> Decimal:
+    """quantity × unit_price kept to the 18 places the precise columns store: for storage and
+    display only; the minor amount is rounded from the exact product."""
+    with localcontext() as ctx:
+        ctx.prec = 100
+        amount = exact_product(quantity, unit_price)
         if int(amount.as_tuple().exponent) < -PLACES:
             amount = amount.quantize(_QUANTUM, rounding=ROUND_HALF_UP)
     return tidy(amount)
@@ -123,7 +135,13 @@ def line(
     *,
     model: str | None = None,
 ) -> DraftLine:
-    amount = precise_product(Decimal(quantity), unit_price)
+    exact = exact_product(Decimal(quantity), unit_price)
+    amount_minor = round_to_minor(exact, currency)
+    if abs(amount_minor) > MAX_LINE_MINOR:
+        raise AmountOutOfRange(
+            f"{kind}: {quantity} at {unit_price} is {amount_minor} minor units of {currency}, "
+            f"beyond the {MAX_LINE_MINOR:,} a line holds: check the plan's prices"
+        )
     return DraftLine(
         kind=kind,
         description=description[:500],
@@ -131,51 +149,61 @@ def line(
         period_end=end,
         quantity=Decimal(quantity),
         unit_price=unit_price,
-        amount=amount,
-        amount_minor=round_to_minor(amount, currency),
+        amount=precise_product(Decimal(quantity), unit_price),
+        # Rounded once, from the exact product: the 18-place amount is itself rounded.
+        amount_minor=amount_minor,
         model=model,
     )
 
 
 def overage_lines(
-    terms: OverageTerms, use: PeriodUse, currency: str, start: datetime, end: datetime
+    terms: OverageTerms, months: Sequence[PeriodUse], currency: str, start: datetime, end: datetime
 ) -> list[DraftLine]:
-    """Calls, tokens (per model) and storage beyond what the plan includes, when billed."""
+    """Calls, tokens (per model) and storage beyond what the plan includes, when billed.
+
+    The allowance is monthly: `months` holds the use of each month of the period (one for a
+    period of a month or less), each month's excess counts, and the excesses are priced
+    together, so each line is still rounded once."""
     lines: list[DraftLine] = []
+    a_month = " a month" if len(months) > 1 else ""
     if (
         terms.calls_policy == "bill"
         and terms.included_calls is not None
         and terms.per_1k_calls is not None
-        and use.calls > terms.included_calls
     ):
-        over = use.calls - terms.included_calls
-        lines.append(
-            line(
-                "overage_calls",
-                f"API calls over the {terms.included_calls:,} included: {over:,} "
-                f"at {terms.per_1k_calls} per 1,000 (quantity in thousands)",
-                start,
-                end,
-                _scaled(over, 3),
-                terms.per_1k_calls,
-                currency,
+        over = sum(max(0, m.calls - terms.included_calls) for m in months)
+        if over > 0:
+            lines.append(
+                line(
+                    "overage_calls",
+                    f"API calls over the {terms.included_calls:,} included{a_month}: {over:,} "
+                    f"at {terms.per_1k_calls} per 1,000 (quantity in thousands)",
+                    start,
+                    end,
+                    _scaled(over, 3),
+                    terms.per_1k_calls,
+                    currency,
+                )
             )
-        )
     if (
         terms.tokens_policy == "bill"
         and terms.included_tokens is not None
         and terms.per_1m_tokens is not None
-        and use.tokens > terms.included_tokens
     ):
-        over = use.tokens - terms.included_tokens
-        shares = allocate(over, use.tokens_by_model)
-        if not shares:  # tokens without a model breakdown (should not happen): one line
-            shares = {"": over}
+        shares: dict[str, int] = {}
+        for m in months:
+            month_over = m.tokens - terms.included_tokens
+            if month_over <= 0:
+                continue
+            # Tokens without a model breakdown (should not happen): one line.
+            split = allocate(month_over, m.tokens_by_model) or {"": month_over}
+            for model, part in split.items():
+                shares[model] = shares.get(model, 0) + part
         for model in sorted(shares):
             lines.append(
                 line(
                     "overage_tokens",
-                    f"Tokens over the {terms.included_tokens:,} included"
+                    f"Tokens over the {terms.included_tokens:,} included{a_month}"
                     f"{f' ({model})' if model else ''}: {shares[model]:,} "
                     f"at {terms.per_1m_tokens} per 1M (quantity in millions)",
                     start,
@@ -190,21 +218,24 @@ def overage_lines(
         terms.storage_policy == "bill"
         and terms.included_storage_gb is not None
         and terms.per_gb_month is not None
-        and use.storage_gb_months > terms.included_storage_gb
     ):
-        over_gb = use.storage_gb_months - terms.included_storage_gb
-        lines.append(
-            line(
-                "storage",
-                f"Storage over the {terms.included_storage_gb} GB-months included: "
-                f"{over_gb} GB-months at {terms.per_gb_month}",
-                start,
-                end,
-                over_gb,
-                terms.per_gb_month,
-                currency,
-            )
+        included_gb = terms.included_storage_gb
+        over_gb = sum(
+            (max(Decimal(0), m.storage_gb_months - included_gb) for m in months), Decimal(0)
         )
+        if over_gb > 0:
+            lines.append(
+                line(
+                    "storage",
+                    f"Storage over the {included_gb} GB-months included{a_month}: "
+                    f"{tidy(over_gb)} GB-months at {terms.per_gb_month}",
+                    start,
+                    end,
+                    tidy(over_gb),
+                    terms.per_gb_month,
+                    currency,
+                )
+            )
     return [x for x in lines if x.amount != 0]
 
 

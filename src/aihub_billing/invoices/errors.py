@@ -22,3 +22,12 @@ class InvalidPaymentAmount(InvalidRequest):
 class NoUpcomingInvoice(NotFound):
     code = "no_upcoming_invoice"
     title = "The account has no subscription with a next invoice"
+
+
+class AmountOutOfRange(BillingError):
+    """A line whose amount no ledger column holds: a stored price times the usage, not the
+    request's input, so a conflict with the stored state rather than a validation error."""
+
+    code = "invoice_amount_out_of_range"
+    status = 409
+    title = "An invoice line's amount is beyond what an invoice holds"

@@ -44,6 +44,22 @@ class InvoiceRepository:
                 {"account_id": account_id},
             )
 
+    async def lock_invoice(self, invoice_id: str) -> Invoice | None:
+        """The invoice's row, locked after its account's invoicing lock: the order every money
+        change of an invoice keeps (account lock, subscription, invoice, payment, account
+        row), so two of them on one account take turns instead of deadlocking. None when
+        there is no such invoice."""
+        account_id = (
+            await self.session.execute(select(Invoice.account_id).where(Invoice.id == invoice_id))
+        ).scalar_one_or_none()
+        if account_id is None:
+            return None
+        await self.lock_account(account_id)
+        # The locked read refreshes the row (populate_existing): first write what this
+        # session changed, which would otherwise be overwritten (no autoflush).
+        await self.session.flush()
+        return await self.get(invoice_id, lock=True)
+
     async def lock_for_close(self, subscription_ids: Sequence[str]) -> list[Subscription]:
         """Period close of a batch: the accounts' invoicing locks (in account order, so that
         concurrent closes never deadlock), then the subscriptions' rows, in id order."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 from aihub_billing.kit.clock import TimeInRange
 from aihub_billing.kit.money import JsonDecimal
@@ -56,6 +56,15 @@ class InvoiceSummary(BaseModel):
     # Collection: attempts made to charge it, and when the next dunning retry runs.
     attempt_count: int = 0
     next_payment_attempt_at: datetime | None = None
+
+    @computed_field(  # type: ignore[prop-decorator]
+        description="What is still owed: amount due minus amount paid (0 once paid or void)"
+    )
+    @property
+    def amount_remaining_minor(self) -> int:
+        if self.status in ("paid", "void"):
+            return 0
+        return max(self.amount_due_minor - self.amount_paid_minor, 0)
 
 
 class Invoice(InvoiceSummary):

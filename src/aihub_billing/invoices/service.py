@@ -40,9 +40,18 @@ from aihub_billing.kit.context import Context
 from aihub_billing.kit.ids import new_id
 from aihub_billing.kit.money import minor_to_decimal, round_quotient
 from aihub_billing.kit.pagination import id_page
-from aihub_billing.kit.periods import Interval, Period, nth_period, period_index
-from aihub_billing.models import Invoice, InvoiceItem, InvoiceLine, Plan, PlanPrice, Subscription
+from aihub_billing.kit.periods import Interval, Period, months_of, nth_period, period_index
+from aihub_billing.models import (
+    Invoice,
+    InvoiceItem,
+    InvoiceLine,
+    Plan,
+    PlanPrice,
+    QuotaOverride,
+    Subscription,
+)
 from aihub_billing.notifications.service import notify
+from aihub_billing.plans.schemas import PlanLimits
 from aihub_billing.plans.service import plans
 from aihub_billing.subscriptions.service import (
     MAX_CATCH_UP_RENEWALS,
@@ -60,7 +69,7 @@ FINALIZE_JOB = "invoices.finalize"
 # Registered by the payments domain; enqueued at finalization only when a handler exists.
 COLLECT_JOB = "invoices.collect"
 
-Reason = Literal["subscription_create", "subscription_cycle", "subscription_final"]
+Reason = Literal["subscription_create", "subscription_cycle", "subscription_final", "late_usage"]
 USAGE_REASONS: tuple[Reason, ...] = ("subscription_cycle", "subscription_final")
 _USAGE_AND_ADJUSTMENT = (*calc.USAGE_KINDS, "adjustment")
 # Which statuses each action leaves from. A draft is never voided or deleted: finalize it
@@ -124,13 +133,24 @@ def _interval(price: PlanPrice) -> Interval:
     return Interval(price.interval_unit, price.interval_count)  # type: ignore[arg-type]
 
 
-def _terms(plan: Plan, price: PlanPrice | None) -> calc.OverageTerms:
+def _terms(
+    plan: Plan | PlanLimits, price: PlanPrice | None, override: QuotaOverride | None = None
+) -> calc.OverageTerms:
+    """The allowance and policies the quota enforced (the plan's limits with the account's
+    override on top, field by field, as `quota.service.resolve_limits` applies them) and the
+    overage prices of the subscription's price: an override that grants more tokens must not
+    leave the invoice billing them as overage."""
+
+    def pick(overridden: Any, planned: Any) -> Any:
+        return planned if overridden is None else overridden
+
+    o = override
     return calc.OverageTerms(
-        included_calls=plan.included_api_calls,
-        included_tokens=plan.included_tokens,
+        included_calls=pick(o and o.included_api_calls, plan.included_api_calls),
+        included_tokens=pick(o and o.included_tokens, plan.included_tokens),
         included_storage_gb=plan.included_storage_gb,
-        calls_policy=plan.calls_policy,
-        tokens_policy=plan.tokens_policy,
+        calls_policy=pick(o and o.calls_policy, plan.calls_policy),
+        tokens_policy=pick(o and o.tokens_policy, plan.tokens_policy),
         storage_policy=plan.storage_policy,
         per_1k_calls=price.overage_per_1k_calls if price else None,
         per_1m_tokens=price.overage_per_1m_tokens if price else None,
@@ -235,6 +255,12 @@ class InvoiceService:
         One transaction (the caller's): the invoice, its lines, the collected items and the
         finalization job land together or not at all.
         """
+        if reason == "late_usage":
+            final = await InvoiceRepository(session).by_key(
+                subscription_id, "subscription_final", period.start
+            )
+            if final is None:  # nothing was due when it ended: the usage makes the final one
+                reason = "subscription_final"
         return await self._generate(session, ctx, subscription_id, reason, period, price_id)
 
     async def _generate(
@@ -265,12 +291,18 @@ class InvoiceService:
         else:
             ctx, clock_id = batch.clocks[sub.account_id]
             history, known = batch.histories[sub.id], batch.usage
-        boundary = period.start if reason == "subscription_create" else period.end
-        items = history.pending_items(history.close_time(boundary) or boundary)
-        lines = [_item_line(item) for item in items]
+        if reason == "late_usage":  # an ended subscription's last period, billed once more
+            items = []
+            lines = await self._adjustment_lines(session, sub, period.end, "", history, known)
+        else:
+            boundary = period.start if reason == "subscription_create" else period.end
+            items = history.pending_items(history.close_time(boundary) or boundary)
+            lines = [_item_line(item) for item in items]
         if reason in USAGE_REASONS:
             lines += await self._usage_lines(session, sub, period, price_id, history, known)
-            lines += await self._adjustment_lines(session, sub, period, "", history, known)
+            lines += await self._adjustment_lines(session, sub, period.start, "", history, known)
+        if reason == "subscription_final":  # with or without an invoice now
+            await self._late_usage_later(session, ctx, sub, period, clock_id)
         if not lines:
             return Generated(None, "empty")
         account = await repo.account(sub.account_id)
@@ -362,6 +394,34 @@ class InvoiceService:
         log.info("invoice.created", invoice_id=invoice.id, subscription_id=sub.id, reason=reason)
         return Generated(invoice, "created", finalized)
 
+    async def _late_usage_later(
+        self,
+        session: AsyncSession,
+        ctx: Context,
+        sub: Subscription,
+        period: Period,
+        clock_id: str | None,
+    ) -> None:
+        """A running subscription bills its previous period's late usage on its next invoice
+        (one period back); an ended one has no next invoice, so its last period gets one
+        look at the time that invoice would have been made: an invoice if usage came (the
+        final invoice itself when the period had nothing to invoice when it ended)."""
+        price = await self._price(session, sub.price_id)
+        await enqueue(
+            session,
+            ctx,
+            GENERATE_JOB,
+            {
+                "subscription_id": sub.id,
+                "reason": "late_usage",
+                "period_start": period.start.isoformat(),
+                "period_end": period.end.isoformat(),
+            },
+            run_at=_interval(price).shift(period.end, 1),
+            dedupe_key=f"{GENERATE_JOB}:{sub.id}:late_usage:{period.start.isoformat()}",
+            test_clock_id=clock_id,
+        )
+
     async def _in_force(
         self,
         session: AsyncSession,
@@ -401,9 +461,11 @@ class InvoiceService:
         """Overage in arrears for a closed period, from the plan and price in force at its end
         (`known`: usage of periods that a period close fetched for its whole batch).
 
-        Only the usage made while the subscription was not paused counts (while paused the
-        account is on `free` and nothing is billed), against the plan's whole allowance:
-        a period paused throughout bills none, one paused for a part bills the rest's."""
+        The allowance is monthly, so each month of a longer period (`months_of`) is held
+        against it, as the quota counted it. Only the usage made while the subscription was
+        not paused counts (while paused the account is on `free` and nothing is billed),
+        against the month's whole allowance: a month paused throughout bills none, one paused
+        for a part bills the rest's."""
         if sub.trial_end is not None and period.start < sub.trial_end:
             return []  # trial usage is not billed
         found = await self._in_force(session, sub, period.end, price_id, history)
@@ -412,10 +474,7 @@ class InvoiceService:
         plan, price, status = found
         if status == "trialing":
             return []
-        spans = history.unpaused(period.start, period.end)
-        if not spans:
-            return []  # paused throughout
-        terms = _terms(plan, price)
+        terms = await self._account_terms(session, sub.account_id, plan, price)
         calls_billed = terms.calls_policy == "bill" and terms.per_1k_calls is not None
         calls_billed = calls_billed and terms.included_calls is not None
         tokens_billed = terms.tokens_policy == "bill" and terms.per_1m_tokens is not None
@@ -424,22 +483,43 @@ class InvoiceService:
         storage_billed = storage_billed and terms.included_storage_gb is not None
         if not (calls_billed or tokens_billed or storage_billed):
             return []
-        used = BilledUsage()
-        if calls_billed or tokens_billed:
-            keys = [(sub.account_id, start, end) for start, end in spans]
-            missing = [key for key in keys if key not in known]
-            fetched = await billed_usage(session, missing) if missing else {}
-            for key in keys:
-                part = known[key] if key in known else fetched[key]
-                for model, model_tokens in part.tokens_by_model.items():
-                    used.tokens_by_model[model] = used.tokens_by_model.get(model, 0) + model_tokens
-                used.calls += part.calls
-                used.tokens += part.tokens
-        gb_months = Decimal(0)
-        if storage_billed:
-            gb_months = await self._unpaused_gb_months(session, sub.account_id, period, spans)
-        use = calc.PeriodUse(used.calls, used.tokens, used.tokens_by_model, gb_months)
-        return calc.overage_lines(terms, use, sub.currency, period.start, period.end)
+        months: list[calc.PeriodUse] = []
+        for month in months_of(period):
+            spans = history.unpaused(month.start, month.end)
+            if not spans:
+                continue  # paused throughout
+            used = BilledUsage()
+            if calls_billed or tokens_billed:
+                keys = [(sub.account_id, start, end) for start, end in spans]
+                missing = [key for key in keys if key not in known]
+                fetched = await billed_usage(session, missing) if missing else {}
+                for key in keys:
+                    part = known[key] if key in known else fetched[key]
+                    for model, tokens in part.tokens_by_model.items():
+                        used.tokens_by_model[model] = used.tokens_by_model.get(model, 0) + tokens
+                    used.calls += part.calls
+                    used.tokens += part.tokens
+            gb_months = Decimal(0)
+            if storage_billed:
+                gb_months = await self._unpaused_gb_months(session, sub.account_id, month, spans)
+            months.append(calc.PeriodUse(used.calls, used.tokens, used.tokens_by_model, gb_months))
+        if not months:
+            return []
+        return calc.overage_lines(terms, months, sub.currency, period.start, period.end)
+
+    @staticmethod
+    async def _account_terms(
+        session: AsyncSession, account_id: str, plan: Plan, price: PlanPrice | None
+    ) -> calc.OverageTerms:
+        """Overage terms under the account's quota override as it stands now (overrides keep
+        no history): its `plan_code` swaps the plan whose limits apply, never the prices."""
+        override = await session.get(QuotaOverride, account_id)
+        if override is None:
+            return _terms(plan, price)
+        if override.plan_code:
+            limits = (await plans.get(session, override.plan_code)).limits
+            return _terms(limits, price, override)
+        return _terms(plan, price, override)
 
     @staticmethod
     async def _unpaused_gb_months(
@@ -464,15 +544,15 @@ class InvoiceService:
         self,
         session: AsyncSession,
         sub: Subscription,
-        period: Period,
+        since: datetime,
         exclude_id: str,
         history: History,
         known: dict[PeriodKey, BilledUsage],
     ) -> list[calc.DraftLine]:
-        """Usage that reached the previous period after its invoice was finalized: the
+        """Usage that reached the period before `since` after its invoice was finalized: the
         recomputed overage minus what was invoiced for that period, as one line."""
         repo = InvoiceRepository(session)
-        previous = history.previous_usage_invoice(period.start, exclude_id)
+        previous = history.previous_usage_invoice(since, exclude_id)
         if previous is None or previous.status == "draft":
             return []  # a draft refreshes its own usage lines when it is finalized
         closed = Period(previous.period_start, previous.period_end)
@@ -503,6 +583,11 @@ class InvoiceService:
     async def closable(self, session: AsyncSession, account_id: str | None) -> list[str]:
         return await InvoiceRepository(session).closable_subscriptions(account_id)
 
+    @staticmethod
+    def check_close_at(ctx: Context, at: datetime | None) -> None:
+        if at is not None and at > ctx.clock.now():
+            raise InvalidRequest("`at` is in the future: only closed periods are invoiced")
+
     async def close_period(
         self,
         session: AsyncSession,
@@ -514,8 +599,7 @@ class InvoiceService:
     ) -> CloseOutcome:
         """Runs overdue renewals, then generates every missing invoice of closed periods
         (creation, last cycle, final) of the subscriptions; reruns find what exists."""
-        if at is not None and at > ctx.clock.now():
-            raise InvalidRequest("`at` is in the future: only closed periods are invoiced")
+        self.check_close_at(ctx, at)
         if subscription_ids is None:
             if (
                 account_id is not None
@@ -850,7 +934,7 @@ class InvoiceService:
         period = Period(invoice.period_start, invoice.period_end)
         history = (await repo.histories([sub.id]))[sub.id]
         fresh = await self._usage_lines(session, sub, period, None, history, {})
-        fresh += await self._adjustment_lines(session, sub, period, invoice.id, history, {})
+        fresh += await self._adjustment_lines(session, sub, period.start, invoice.id, history, {})
         account = await repo.account(invoice.account_id)
         assert account is not None
         rate = calc.tax_rate_for(account.tax_exempt, account.tax_rate, self.default_tax_rate)
@@ -1147,7 +1231,7 @@ class InvoiceService:
             so_far = Period(period.start, max(min(now, period.end), period.start + _US))
             use_lines = await self._usage_lines(session, sub, so_far, sub.price_id, history, {})
             lines += [replace(x, period_end=period.end) for x in use_lines]
-            lines += await self._adjustment_lines(session, sub, period, "", history, {})
+            lines += await self._adjustment_lines(session, sub, period.start, "", history, {})
         rate = calc.tax_rate_for(account.tax_exempt, account.tax_rate, self.default_tax_rate)
         lines = calc.with_tax(lines, rate, sub.currency)
         figures = calc.totals(lines)

@@ -27,6 +27,7 @@ async def enqueue(
     *,
     run_at: datetime | None = None,
     dedupe_key: str | None = None,
+    dedupe_until: datetime | None = None,
     max_attempts: int | None = None,
     jobs: JobRegistry = registry,
     test_clock_id: str | None = None,
@@ -35,9 +36,16 @@ async def enqueue(
 
     `jobs` is the registry the name must be known to (the global one unless a test says so).
     A `test_clock_id` job is never claimed by workers: advancing that test clock runs it.
+
+    A dedupe key lasts as long as its job row, and `jobs.prune` deletes succeeded jobs after
+    a week. Most keys cannot come back by then (the domain's own state refuses a second
+    invoice, payment or event); a key that can (a threshold notification, until its period
+    ends) passes `dedupe_until`, and is refused until then even after its job is pruned.
     """
     if name not in jobs.handlers:
         raise ValueError(f"no handler registered for job {name!r}")
+    if dedupe_until is not None and dedupe_key is None:
+        raise ValueError("dedupe_until needs a dedupe_key")
     now = ctx.clock.now()
     job = Job(
         id=new_id("job", now),
@@ -60,6 +68,11 @@ async def enqueue(
         repo.add(job)
         await session.flush()
         return job
+    if dedupe_until is not None:
+        # Not deferred: the key is held now, as a job without a key is added now.
+        if not await repo.hold_key(dedupe_key, dedupe_until):
+            return None
+        return job if await repo.add_once(job) else None
     deferred = session.info.get(_DEFERRED_KEY)
     if deferred is not None:
         deferred.append(job)

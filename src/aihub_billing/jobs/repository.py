@@ -9,7 +9,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from aihub_billing.models import Job
+from aihub_billing.models import Job, JobDedupeKey
 
 
 class JobRepository:
@@ -41,6 +41,19 @@ class JobRepository:
         dialect = self.session.bind.dialect.name if self.session.bind else "sqlite"
         insert = pg_insert if dialect == "postgresql" else sqlite_insert
         stmt = insert(Job).values(values).on_conflict_do_nothing(index_elements=["dedupe_key"])
+        result = await self.session.execute(stmt)
+        return bool(getattr(result, "rowcount", 0))
+
+    async def hold_key(self, key: str, expires_at: datetime) -> bool:
+        """Records `key` as used until `expires_at`; False when it is held already (its job
+        exists or existed, even if pruned since)."""
+        dialect = self.session.bind.dialect.name if self.session.bind else "sqlite"
+        insert = pg_insert if dialect == "postgresql" else sqlite_insert
+        stmt = (
+            insert(JobDedupeKey)
+            .values(key=key, expires_at=expires_at)
+            .on_conflict_do_nothing(index_elements=["key"])
+        )
         result = await self.session.execute(stmt)
         return bool(getattr(result, "rowcount", 0))
 
@@ -161,5 +174,11 @@ class JobRepository:
     async def delete_finished_before(self, cutoff: datetime) -> int:
         result = await self.session.execute(
             delete(Job).where(Job.status == "succeeded", Job.finished_at < cutoff)
+        )
+        return int(getattr(result, "rowcount", 0) or 0)
+
+    async def delete_expired_keys(self, now: datetime) -> int:
+        result = await self.session.execute(
+            delete(JobDedupeKey).where(JobDedupeKey.expires_at < now)
         )
         return int(getattr(result, "rowcount", 0) or 0)

@@ -18,6 +18,8 @@ __all__ = [
     "Period",
     "add_months",
     "day_split",
+    "month_at",
+    "months_of",
     "nth_period",
     "period_at",
     "period_index",
@@ -127,6 +129,26 @@ def nth_period(anchor: datetime, interval: Interval, n: int) -> Period:
 def period_at(anchor: datetime, interval: Interval, at: datetime) -> Period:
     """The period that contains `at`, computed from the anchor."""
     return nth_period(anchor, interval, period_index(anchor, interval, at))
+
+
+def months_of(period: Period) -> list[Period]:
+    """The months of a period, counted from its start as calendar months (a Jan 31 start
+    gives Feb 29, then Mar 31), the last one cut at the period's end: the units a monthly
+    allowance is counted in. A period of a month or less is its one month."""
+    months: list[Period] = []
+    start, n = period.start, 1
+    while (end := add_months(period.start, n)) < period.end:
+        months.append(Period(start, end))
+        start, n = end, n + 1
+    months.append(Period(start, period.end))
+    return months
+
+
+def month_at(period: Period, at: datetime) -> Period:
+    """The month of `period` (see `months_of`) that contains `at`, or the last one when `at`
+    lies past the period."""
+    months = months_of(period)
+    return next((m for m in months if m.contains(at)), months[-1])
 
 
 _DAY = timedelta(days=1)

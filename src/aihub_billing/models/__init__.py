@@ -9,7 +9,7 @@ from aihub_billing.models.credit_note import BalanceTransaction, CreditNote, Cre
 from aihub_billing.models.idempotency import IdempotencyRecord
 from aihub_billing.models.invoice import Invoice, InvoiceDocument, InvoiceLine, InvoiceSequence
 from aihub_billing.models.invoice_item import InvoiceItem
-from aihub_billing.models.job import Job
+from aihub_billing.models.job import Job, JobDedupeKey
 from aihub_billing.models.model_price import ModelPrice
 from aihub_billing.models.payment import (
     DisputeRecord,
@@ -51,6 +51,7 @@ __all__ = [
     "InvoiceLine",
     "InvoiceSequence",
     "Job",
+    "JobDedupeKey",
     "Member",
     "ModelPrice",
     "Payment",

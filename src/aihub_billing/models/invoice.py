@@ -26,7 +26,13 @@ from aihub_billing.models.types import PreciseDecimal
 
 INVOICE_STATUSES = ("draft", "open", "paid", "void", "uncollectible")
 # Why an invoice exists: the first period billed in advance, a period close, or by hand.
-BILLING_REASONS = ("subscription_create", "subscription_cycle", "subscription_final", "manual")
+BILLING_REASONS = (
+    "subscription_create",
+    "subscription_cycle",
+    "subscription_final",
+    "late_usage",
+    "manual",
+)
 INVOICE_LINE_KINDS = (
     "subscription_fee",
     "proration_credit",

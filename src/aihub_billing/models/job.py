@@ -33,3 +33,14 @@ class Job(Base):
     finished_at: Mapped[datetime | None]
     # Set for jobs of an account on a test clock: only advancing that clock runs them.
     test_clock_id: Mapped[str | None] = mapped_column(String(40), index=True)
+
+
+class JobDedupeKey(Base):
+    """A dedupe key held past its job: `jobs.prune` deletes succeeded jobs after a week, but
+    some keys (a threshold notification's, for its period) must keep refusing a second job
+    until `expires_at`, when the key can no longer come back."""
+
+    __tablename__ = "job_dedupe_keys"
+
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    expires_at: Mapped[datetime] = mapped_column(index=True)

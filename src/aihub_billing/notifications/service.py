@@ -11,10 +11,12 @@ the same way.)
 The event is POSTed to the account's webhook URL, signed with its secret
 (`AIHub-Signature: t=<unix>,v1=<hex HMAC-SHA256 of "t.body">`, t the time of sending by the
 wall clock, which receivers compare with theirs to refuse replays). A 5xx, 408, 425 or 429
-answer, a timeout or a refused connection retries the job with backoff, for some five hours
-(`DELIVERY_ATTEMPTS`); any other 4xx answer is the receiver refusing this request, which
-trying again cannot change: the webhook job is dead at once. Email goes through the
-`EmailNotifier` interface (logged by default); a failing hook retries the email job alone.
+answer, a timeout (the attempt has `timeout` seconds in all, however slowly the receiver
+answers; of a failed answer's body only the start is read) or a refused connection retries
+the job with backoff, for some five hours (`DELIVERY_ATTEMPTS`); any other 4xx answer is the
+receiver refusing this request, which trying again cannot change: the webhook job is dead at
+once. Email goes through the `EmailNotifier` interface (logged by default); a failing hook
+retries the email job alone.
 
 Targets are URLs account owners give, so the server must not become their way into its own
 network (SSRF): a URL whose host is a loopback, private, link-local … literal or `localhost`
@@ -27,9 +29,11 @@ encryption is on; rows written before stay readable and are sealed when next set
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import httpx
@@ -61,6 +65,9 @@ SIGNATURE_HEADER = "AIHub-Signature"
 DELIVERY_ATTEMPTS = 16
 # 4xx answers that say "later", not "never".
 _RETRYABLE_CLIENT_ERRORS = frozenset({408, 425, 429})
+# Of a failed answer's body, only this much is read (for the job's error); a 2xx body is not
+# read at all. The status says everything: the body is the receiver's to make endless.
+_ANSWER_BYTES = 512
 
 
 class WebhookRefused(PermanentJobError):
@@ -266,21 +273,41 @@ class Notifications:
                 "Content-Type": "application/json",
                 SIGNATURE_HEADER: sign(secret, timestamp, body),
             }
-            response = await self._post(httpx.URL(target.webhook_url), body, headers)
-            status = response.status_code
+            status, answer = await self._post(httpx.URL(target.webhook_url), body, headers)
+            said = f": {answer!r}" if answer else ""
             if 400 <= status < 500 and status not in _RETRYABLE_CLIENT_ERRORS:
-                raise WebhookRefused(f"webhook answered {status}")
+                raise WebhookRefused(f"webhook answered {status}{said}")
             if status >= 300:
-                raise RuntimeError(f"webhook answered {status}")
+                raise RuntimeError(f"webhook answered {status}{said}")
         if EMAIL in channels and target is not None and target.email:
             await self.email.send(target.email, subject, body.decode())
         sent = [channel for channel in channels if channel not in skipped]
         if sent:
             log.info("notifications.sent", account_id=account_id, event_id=event["id"], to=sent)
 
-    async def _post(self, url: httpx.URL, body: bytes, headers: dict[str, str]) -> httpx.Response:
+    async def _post(self, url: httpx.URL, body: bytes, headers: dict[str, str]) -> tuple[int, str]:
         """POSTs to an address of `url`'s host that was checked, trying the next on a refused
-        connection; the Host header and TLS (SNI, certificate) keep the URL's own name."""
+        connection; the Host header and TLS (SNI, certificate) keep the URL's own name.
+        Returns the answer's status and the start of its body when it failed.
+
+        The whole attempt (resolving, connecting, the answer) has `timeout` seconds: httpx's
+        timeout bounds each read, so a receiver trickling its answer would otherwise hold the
+        job, and the leases of its worker's batch, as long as it liked. No status by then
+        raises a TimeoutError, which retries the job with backoff; a status that came in time
+        is the answer, however little of its body could be read."""
+        answer = _Answer()
+        try:
+            async with asyncio.timeout(self.timeout):
+                await self._attempt(url, body, headers, answer)
+        except TimeoutError:
+            if answer.status is None:
+                raise TimeoutError(f"webhook did not answer within {self.timeout:g} s") from None
+        assert answer.status is not None  # _attempt raises when no address answered
+        return answer.status, answer.body[:_ANSWER_BYTES].decode(errors="replace")
+
+    async def _attempt(
+        self, url: httpx.URL, body: bytes, headers: dict[str, str], answer: _Answer
+    ) -> None:
         host = url.raw_host.decode("ascii")
         port = url.port or (443 if url.scheme == "https" else 80)
         try:
@@ -291,23 +318,42 @@ class Notifications:
             raise WebhookTargetRefused(f"webhook target refused: {exc}") from None
         except OSError as exc:
             raise RuntimeError(f"webhook host {host} does not resolve: {exc}") from None
-        pinned = {**headers, "Host": url.netloc.decode("ascii")}
+        # Identity: the start of a failed answer is read raw (a compressed one would expand).
+        pinned = {**headers, "Host": url.netloc.decode("ascii"), "Accept-Encoding": "identity"}
         extensions = {"sni_hostname": host} if url.scheme == "https" else {}
         failure: httpx.ConnectError | None = None
         # Redirects are never followed (httpx's default, kept explicit): a 3xx is a failure.
         async with httpx.AsyncClient(timeout=self.timeout, follow_redirects=False) as client:
             for address in addresses:
                 try:
-                    return await client.post(
+                    async with client.stream(
+                        "POST",
                         url.copy_with(host=str(address)),
                         content=body,
                         headers=pinned,
                         extensions=extensions,
-                    )
+                    ) as response:
+                        answer.status = response.status_code
+                        if response.is_success:
+                            return  # a 2xx body says nothing more: not read
+                        # Only the start, for the job's error; the response closes unread.
+                        async for chunk in response.aiter_raw():
+                            answer.body += chunk
+                            if len(answer.body) >= _ANSWER_BYTES:
+                                return
+                        return
                 except httpx.ConnectError as exc:
                     failure = exc
         assert failure is not None
         raise failure
+
+
+@dataclass
+class _Answer:
+    """What a webhook attempt got before it ended (or its deadline did)."""
+
+    status: int | None = None
+    body: bytes = b""
 
 
 def _event(payload: dict[str, Any]) -> dict[str, Any]:

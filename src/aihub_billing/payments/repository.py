@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from aihub_billing.invoices.repository import InvoiceRepository
 from aihub_billing.models import (
     Account,
     DisputeRecord,
@@ -94,24 +95,48 @@ class PaymentRepository:
         return list(result.scalars())
 
     async def payment(self, payment_id: str, *, for_update: bool = False) -> Payment | None:
-        query = select(Payment).where(Payment.id == payment_id)
+        """With `for_update`, the row is held until the transaction ends, and read fresh."""
         if for_update:
-            query = query.with_for_update()
+            return await self._locked(Payment.id == payment_id)
+        query = select(Payment).where(Payment.id == payment_id)
         return (await self.session.execute(query)).scalar_one_or_none()
 
     async def payment_by_refs(self, provider: str, refs: list[str]) -> Payment | None:
-        """The payment whose provider payment id or charge id is one of `refs`."""
+        """The payment whose provider payment id or charge id is one of `refs`, locked."""
         if not refs:
             return None
+        return await self._locked(
+            Payment.provider == provider,
+            (Payment.provider_payment_id.in_(refs)) | (Payment.provider_charge_id.in_(refs)),
+        )
+
+    async def _locked(self, *where: ColumnElement[bool]) -> Payment | None:
+        """The first payment matching `where`, locked after its invoice (and the invoice's
+        account lock): the lock order of every money change (account lock, subscription,
+        invoice, payment, account row). A payment's success pays its invoice and a refund is
+        capped by what the invoice gave back, so the invoice is taken first, never after.
+
+        Read with populate_existing: a session that loaded the payment before the lock (a
+        credit note reads the invoice's payments) would otherwise keep the stale row and
+        overwrite a concurrent refund's `refunded_minor`."""
+        found = (
+            await self.session.execute(
+                select(Payment.id, Payment.invoice_id).where(*where).order_by(Payment.id).limit(1)
+            )
+        ).first()
+        if found is None:
+            return None
+        payment_id, invoice_id = found
+        if invoice_id is not None:  # an id of no invoice of ours locks nothing
+            await InvoiceRepository(self.session).lock_invoice(invoice_id)
+        await self.session.flush()  # no autoflush: unwritten changes would be overwritten
         result = await self.session.execute(
             select(Payment)
-            .where(
-                Payment.provider == provider,
-                (Payment.provider_payment_id.in_(refs)) | (Payment.provider_charge_id.in_(refs)),
-            )
+            .where(Payment.id == payment_id)
             .with_for_update()
+            .execution_options(populate_existing=True)
         )
-        return result.scalars().first()
+        return result.scalar_one_or_none()
 
     async def page(
         self, *, limit: int, account_id: str | None, after_id: str | None

@@ -170,6 +170,9 @@ class PaymentService:
         record = await repo.method_by_token(processor.name, remote.id)
         if record is not None and record.account_id != account.id:
             raise PaymentMethodNotFound("this payment method belongs to another account")
+        # A method attached before (detached since, or still active) is the same record: its
+        # audit entry shows what it was.
+        before = schemas.PaymentMethod.model_validate(record) if record is not None else None
         if record is None:
             record = PaymentMethodRecord(
                 id=new_id("paymeth", now),
@@ -183,6 +186,9 @@ class PaymentService:
         record.exp_month, record.exp_year = remote.exp_month, remote.exp_year
         record.status, record.detached_at = "active", None
         await session.flush()
+        after = schemas.PaymentMethod.model_validate(record)
+        if after == before:
+            return record  # attached and unchanged already: nothing happened to audit
         await audit.record(
             session,
             ctx,
@@ -190,7 +196,8 @@ class PaymentService:
             object_type="payment_method",
             object_id=record.id,
             account_id=account.id,
-            after=schemas.PaymentMethod.model_validate(record),
+            before=before,
+            after=after,
         )
         return record
 

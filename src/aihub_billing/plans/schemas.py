@@ -2,15 +2,31 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, computed_field, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    computed_field,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from aihub_billing.kit.money import JsonDecimal, minor_to_decimal, normalize_currency
 
 Policy = Literal["block", "bill"]
 NonNegativeDecimal = Annotated[JsonDecimal, Field(ge=0, max_digits=38, decimal_places=18)]
+# A `bill` limit needs this overage price on every price of the plan.
+OVERAGE_PRICES = (
+    ("included_api_calls", "calls_policy", "overage_per_1k_calls"),
+    ("included_tokens", "tokens_policy", "overage_per_1m_tokens"),
+    ("included_storage_gb", "storage_policy", "overage_per_gb_month"),
+)
+OVERAGE_PRICE_MISSING = "overage_price_missing"
 
 
 class PlanPriceCreate(BaseModel):
@@ -68,7 +84,10 @@ class PlanLimits(BaseModel):
 
     included_api_calls: int | None = Field(strict=True, default=None, ge=0, le=10**15)
     included_tokens: int | None = Field(strict=True, default=None, ge=0, le=10**18)
-    included_storage_gb: NonNegativeDecimal | None = None
+    # The column's NUMERIC(20, 6): a value it cannot hold is a 422 here, not a 500 at the bind.
+    included_storage_gb: (
+        Annotated[JsonDecimal, Field(ge=0, max_digits=20, decimal_places=6)] | None
+    ) = None
     rpm_limit: int | None = Field(strict=True, default=None, ge=1, le=10**9)
     tpm_limit: int | None = Field(strict=True, default=None, ge=1, le=10**15)
     concurrency_limit: int | None = Field(strict=True, default=None, ge=1, le=10**6)
@@ -97,6 +116,29 @@ class PlanCreate(BaseModel):
         if len(set(keys)) != len(keys):
             raise ValueError("two prices for the same currency and billing cycle")
         return prices
+
+    @model_validator(mode="after")
+    def _billed_limits_have_prices(self) -> PlanCreate:
+        problem = missing_overage_price(self.limits, self.prices)
+        if problem is not None:
+            raise PydanticCustomError(OVERAGE_PRICE_MISSING, problem)
+        return self
+
+
+def missing_overage_price(limits: PlanLimits, prices: Sequence[PlanPriceCreate]) -> str | None:
+    """Why the plan would admit usage past a `bill` limit that no invoice bills (SPEC §3:
+    `bill` invoices the overage at the plan's overage price), or None when it would not."""
+    for limit, policy, overage in OVERAGE_PRICES:
+        if getattr(limits, policy) != "bill" or getattr(limits, limit) is None:
+            continue  # blocked, or no limit to go past
+        for price in prices:
+            if getattr(price, overage) is None:
+                cycle = f"{price.interval_count} {price.interval_unit}(s)"
+                return (
+                    f"{policy} is bill but the {price.currency} price every {cycle} has no "
+                    f"{overage}: usage past {limit} would be admitted and never invoiced"
+                )
+    return None
 
 
 class PlanUpdate(BaseModel):

@@ -8,7 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from aihub_billing.accounts.changes import EVERY_ACCOUNT, limits_changed
 from aihub_billing.audit.service import audit
-from aihub_billing.errors import Forbidden
+from aihub_billing.errors import Forbidden, ValidationFailed
 from aihub_billing.kit.context import Context
 from aihub_billing.kit.ids import new_id
 from aihub_billing.models import Plan, PlanPrice
@@ -28,6 +28,13 @@ def cycle_of(unit: str, count: int) -> BillingCycle:
     if (unit, count) == CYCLES["yearly"]:
         return "yearly"
     return "custom"
+
+
+def overage_price_missing(problem: str) -> ValidationFailed:
+    """The 422 a plan's own validation gives (same code, error type and shape), for limits and
+    prices that only conflict once combined with stored ones."""
+    error = {"loc": ["body"], "msg": problem, "type": schemas.OVERAGE_PRICE_MISSING}
+    return ValidationFailed(f"body: {problem}", extra={"errors": [error]})
 
 
 # SPEC §3: the plans every installation starts with.
@@ -130,6 +137,19 @@ class PlanService:
             limits = schemas.PlanLimits.model_validate(
                 {**limits.model_dump(), **data.limits.model_dump(exclude_unset=True)}
             )
+        price_inputs = (
+            data.prices
+            if data.prices is not None
+            else [
+                schemas.PlanPriceCreate.model_validate(p.model_dump(exclude=_COMPUTED))
+                for p in before.prices
+            ]
+        )
+        # Only the merged version shows whether a `bill` limit lost its overage price: a
+        # PATCH may change the limits alone or the prices alone.
+        problem = schemas.missing_overage_price(limits, price_inputs)
+        if problem is not None:
+            raise overage_price_missing(problem)
         plan = Plan(
             id=new_id("plan", now),
             code=current.code,
@@ -143,14 +163,6 @@ class PlanService:
         )
         repo.add(plan)
         await session.flush()
-        price_inputs = (
-            data.prices
-            if data.prices is not None
-            else [
-                schemas.PlanPriceCreate.model_validate(p.model_dump(exclude=_COMPUTED))
-                for p in before.prices
-            ]
-        )
         prices = []
         for price_in in price_inputs:
             price = PlanPrice(id=new_id("price", now), plan_id=plan.id, **price_in.model_dump())

@@ -31,12 +31,12 @@ from aihub_billing.kit.context import Context, Role
 from aihub_billing.kit.db import UNREACHABLE, SessionSource, session_of, unless_committed
 from aihub_billing.kit.ids import new_id, new_token
 from aihub_billing.kit.pagination import id_page
-from aihub_billing.kit.periods import Period
+from aihub_billing.kit.periods import Period, month_at
 from aihub_billing.models import QuotaNotificationTarget, QuotaOverride, QuotaViolation
 from aihub_billing.notifications.service import DELIVERY_ATTEMPTS
 from aihub_billing.notifications.service import notifications as outbound
 from aihub_billing.plans import schemas as plan_schemas
-from aihub_billing.plans.service import plans
+from aihub_billing.plans.service import overage_price_missing, plans
 from aihub_billing.quota import schemas
 from aihub_billing.quota.engine import (
     CheckOutcome,
@@ -149,14 +149,16 @@ async def current_plan(
     """The account's plan and period from its subscription (the free plan without one).
 
     An override's `plan_code` swaps the plan whose limits apply (a custom deal), never the
-    period, which always follows the subscription's anchor.
+    period, which always follows the subscription's anchor. The limits are monthly (SPEC §3),
+    so a longer period (yearly, quarterly) counts them per month of it, as its invoice does.
     """
     current = await subscriptions.current_plan(session, account_id, now)
+    month = month_at(current.period, now)
     if override is not None and override.plan_code:
         plan = await plans.get(session, override.plan_code)
-        return PlanAndPeriod(plan.code, plan.limits, current.period)
+        return PlanAndPeriod(plan.code, plan.limits, month)
     limits = plan_schemas.PlanLimits.model_validate(current.plan)
-    return PlanAndPeriod(current.plan.code, limits, current.period)
+    return PlanAndPeriod(current.plan.code, limits, month)
 
 
 # --- resolved limits ------------------------------------------------------------------------
@@ -205,6 +207,43 @@ def threshold_event_id(payload: dict[str, Any]) -> str:
     """One threshold crossing per (account, limit, threshold, period): its job's dedupe key
     and its event's id."""
     return "quota.threshold:{account_id}:{limit}:{threshold}:{period_start}".format(**payload)
+
+
+async def _refuse_unbilled_overage(
+    session: AsyncSession, ctx: Context, data: schemas.QuotaOverrideUpdate
+) -> None:
+    """422 when, under the override, usage past a `bill` limit would be admitted by the quota
+    and invoiced by nothing: the account's price has no overage price for it, or the account
+    has no subscription (nothing invoices it)."""
+    current = await subscriptions.current_plan(session, data.account_id, ctx.clock.now())
+    if data.plan_code is not None:
+        limits = (await plans.get(session, data.plan_code)).limits
+    else:
+        limits = plan_schemas.PlanLimits.model_validate(current.plan)
+    overridden = {
+        name: value
+        for name in ("included_api_calls", "included_tokens", "calls_policy", "tokens_policy")
+        if (value := getattr(data, name)) is not None
+    }
+    limits = limits.model_copy(update=overridden)
+    if current.subscription is None:
+        billed = [
+            policy
+            for limit, policy, _ in plan_schemas.OVERAGE_PRICES
+            if getattr(limits, policy) == "bill" and getattr(limits, limit) is not None
+        ]
+        if billed:
+            raise overage_price_missing(
+                f"{billed[0]} is bill but the account has no subscription: usage past the "
+                "limit would be admitted and never invoiced"
+            )
+        return
+    price = await plans.price(session, current.subscription.price_id)
+    problem = plan_schemas.missing_overage_price(
+        limits, [plan_schemas.PlanPrice.model_validate(price)]
+    )
+    if problem is not None:
+        raise overage_price_missing(f"under the override, {problem}")
 
 
 def _pick(override: Any, plan_value: Any) -> Any:
@@ -482,7 +521,7 @@ class QuotaManager:
             _count(resolved, _BLOCKED)
             return QuotaExceeded(
                 f"the {name} limit of {value} for this period is reached",
-                extra={**extra, "reset_at": resolved.period.end.isoformat()},
+                extra={**extra, "reset_at": resolved.period.end.isoformat().replace("+00:00", "Z")},
             )
         _count(resolved, _RATE_LIMITED)
         if name == "tpm" and request.estimated_tokens > value:
@@ -967,6 +1006,9 @@ class QuotaManager:
                     NOTIFY_JOB,
                     payload,
                     dedupe_key=dedupe,
+                    # The key must outlive its job (pruned after a week): an override set
+                    # again or a counter rebuild reports the threshold again in this period.
+                    dedupe_until=datetime.fromisoformat(str(payload["period_end"])),
                     max_attempts=DELIVERY_ATTEMPTS,
                     test_clock_id=clock_id,
                 )
@@ -994,6 +1036,7 @@ class QuotaManager:
         await accounts.get(session, ctx, data.account_id)
         if data.plan_code is not None:
             await plans.get(session, data.plan_code)  # PlanNotFound when unknown
+        await _refuse_unbilled_overage(session, ctx, data)
         repo = QuotaRepository(session)
         row = await repo.override(data.account_id)
         before = schemas.QuotaOverride.model_validate(row) if row is not None else None

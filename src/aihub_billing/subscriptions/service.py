@@ -591,6 +591,11 @@ class SubscriptionService:
         Renewals that are due but have not run yet run first, as cancel runs them, so a change
         at or after the period end applies to the new period (a preview too: the renewal was
         due by the clock, whatever the change)."""
+        # The account's invoicing lock before the subscription's row (the lock order): credit
+        # notes and refunds of the invoice whose fee this change may credit hold it too, so
+        # what that invoice gave back cannot change between reading it and crediting the rest.
+        if (known := await SubscriptionRepository(session).get(subscription_id)) is not None:
+            await CreditNoteRepository(session).lock_invoicing(known.account_id)
         sub, ctx, clock_id = await self._load(session, ctx, subscription_id)
         now = _second(ctx.clock.now())
         await self._renew_overdue(session, ctx, sub, now, clock_id)
@@ -761,6 +766,13 @@ class SubscriptionService:
                         closed = Period(closed_start, now)
                         await self._invoice(
                             session, ctx, sub, "subscription_cycle", closed, clock_id, price.id
+                        )
+                    else:
+                        # The change falls on the second the period began: the invoice
+                        # closing at `now` may exist already, so the credit and the new fee
+                        # get the new cycle's opening invoice, not the one a year later.
+                        await self._invoice(
+                            session, ctx, sub, "subscription_create", new_period, clock_id
                         )
                 else:
                     items = await self._record(

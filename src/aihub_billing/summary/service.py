@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from aihub_billing.accounts.service import accounts
 from aihub_billing.kit.context import Context
 from aihub_billing.kit.money import minor_to_decimal, round_to_minor
+from aihub_billing.kit.periods import month_at
 from aihub_billing.quota.service import QuotaManager
 from aihub_billing.subscriptions.errors import AccountRequired
 from aihub_billing.subscriptions.service import current_plan
@@ -37,7 +38,9 @@ class SummaryService:
         ctx, _ = await test_clocks.context_for(session, ctx, account.id)
         now = ctx.clock.now()
         on = await current_plan(session, account.id, now)
-        start, end = on.period.start, on.period.end
+        # The quota's month: the period itself, or the month of a longer (yearly) period.
+        start, end = (month := month_at(on.period, now)).start, month.end
+        renewal = on.period.end
         # Everything recorded in the period (events may be stamped a little ahead of now).
         used = await usage.usage_by_model(session, account.id, start, end)
         status = await quota.status(session, ctx, account.id)
@@ -55,7 +58,7 @@ class SummaryService:
                 plan_type=on.plan.code,
                 status=sub.status if sub is not None else "none",
                 # A trial end not run yet (the job is late) is due now, not days ago.
-                days_until_renewal=max(0, -(-(end - now) // _DAY))
+                days_until_renewal=max(0, -(-(renewal - now) // _DAY))
                 if renews or sub is None
                 else None,
             ),

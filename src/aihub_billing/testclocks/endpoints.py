@@ -59,8 +59,12 @@ async def list_test_clocks(
 @router.get("/{clock_id}", responses=responses(Forbidden, TestClockNotFound))
 async def get_test_clock(
     clock_id: str, session: SessionDep, ctx: AdminContext
-) -> schemas.TestClock:
-    return schemas.TestClock.model_validate(await test_clocks.get(session, ctx, clock_id))
+) -> schemas.TestClockListed:
+    """The clock, with the accounts on it."""
+    clock, account_ids = await test_clocks.with_accounts(session, ctx, clock_id)
+    return schemas.TestClockListed(
+        **schemas.TestClock.model_validate(clock).model_dump(), account_ids=account_ids
+    )
 
 
 @router.post(

@@ -96,6 +96,13 @@ class TestClockService:
         attached = await repo.accounts_of_clocks([c.id for c in clocks])
         return [(c, attached[c.id]) for c in clocks], next_cursor
 
+    async def with_accounts(
+        self, session: AsyncSession, ctx: Context, clock_id: str
+    ) -> tuple[TestClock, list[str]]:
+        clock = await self.get(session, ctx, clock_id)
+        attached = await TestClockRepository(session).accounts_of_clocks([clock.id])
+        return clock, attached[clock.id]
+
     async def attach(
         self, session: AsyncSession, ctx: Context, clock_id: str, account_id: str
     ) -> TestClockAccount:
@@ -165,7 +172,8 @@ class TestClockService:
         clock = await self.get(session, ctx, clock_id, lock=True)
         if target < clock.frozen_time:
             raise TimeGoesForward(
-                f"the clock is at {clock.frozen_time.isoformat()}, before {target.isoformat()}"
+                f"{target.isoformat()} is before the clock's time, "
+                f"{clock.frozen_time.isoformat()}: a clock only goes forward"
             )
         before = schemas.TestClock.model_validate(clock)
         repo = TestClockRepository(session)

@@ -30,7 +30,7 @@ class ModelPriceExists(BillingError):
 class ModelPriceBackdated(BillingError):
     code = "model_price_backdated"
     status = 409
-    title = "A new price of a priced model cannot start before now"
+    title = "A new price of a priced model cannot start before the events already recorded"
 
 
 class InvalidStatsRange(BillingError):

@@ -82,7 +82,9 @@ class UsageFile:
         self._seen: dict[int, int] = {}
         self._lines = self._decoded()
         if format == "csv":
-            self._csv = csv.reader(self._lines)
+            # strict: a stray or unclosed quote stops the import at its line instead of
+            # gluing the rest of the row into one cell.
+            self._csv = csv.reader(self._lines, strict=True)
             self._header()
 
     def close(self) -> None:

@@ -21,7 +21,11 @@ from aihub_billing.kit.money import JsonDecimal, normalize_currency
 from aihub_billing.models.model_price import PRICE_SCALE
 
 Token = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[\x21-\x7e]+$")]
-PricePer1M = Annotated[JsonDecimal, Field(ge=0, max_digits=38, decimal_places=PRICE_SCALE)]
+# Below 10^13 per 1M tokens: the cost of an event's 2 x 10^12 tokens at most then fits the
+# 20 integer digits of `usage_events.cost`, so a price accepted never fails the events.
+PricePer1M = Annotated[
+    JsonDecimal, Field(ge=0, max_digits=13 + PRICE_SCALE, decimal_places=PRICE_SCALE)
+]
 TokenCount = Annotated[int, Field(strict=True, ge=0, le=10**12)]
 
 
@@ -188,7 +192,11 @@ class ModelPriceCreate(BaseModel):
     input_per_1m: PricePer1M
     output_per_1m: PricePer1M
     cached_input_per_1m: PricePer1M | None = None
-    effective_from: TimeInRange | None = Field(default=None, description="Default: now")
+    effective_from: TimeInRange | None = Field(
+        default=None,
+        description="Default: now for a model's first price; for a priced model, the first "
+        "whole second after the 5 minutes ahead that events may be stamped",
+    )
 
     @field_validator("currency")
     @classmethod

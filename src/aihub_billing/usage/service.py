@@ -167,16 +167,27 @@ class ModelPriceService:
     async def set_price(
         self, session: AsyncSession, ctx: Context, data: schemas.ModelPriceCreate
     ) -> ModelPrice:
-        """A new price from `effective_from` (default now); the previous one ends there."""
+        """A new price from `effective_from`; the previous one ends there. Default: now for a
+        model's first price, else the first whole second a new price may start at."""
         if not ctx.actor.is_operator:
             raise Forbidden("only the operator sets model prices")
         repo = ModelPriceRepository(session)
         now = ctx.clock.now()
-        start = data.effective_from.astimezone(UTC) if data.effective_from else now
         timeline = await repo.lock_model(data.model)
-        if timeline and start < now:
-            # Events already costed at the old price would disagree with the table.
-            raise ModelPriceBackdated(f"{data.model} is priced; a new price starts now or later")
+        # Events stamped up to MAX_CLOCK_SKEW ahead are already recorded and costed at the
+        # current price: a price starting at or before that would disagree with their cost.
+        recorded_until = now + MAX_CLOCK_SKEW
+        if data.effective_from is not None:
+            start = data.effective_from.astimezone(UTC)
+        elif timeline:
+            start = recorded_until.replace(microsecond=0) + timedelta(seconds=1)
+        else:
+            start = now
+        if timeline and start <= recorded_until:
+            raise ModelPriceBackdated(
+                f"{data.model} is priced and events may be recorded up to "
+                f"{recorded_until.isoformat()}: a new price starts after that"
+            )
         if any(p.effective_from == start for p in timeline):
             raise ModelPriceExists(f"{data.model} has a price from {start.isoformat()}")
         before = [p for p in timeline if p.effective_from < start]
