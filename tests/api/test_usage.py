@@ -399,3 +399,16 @@ def billing_usage() -> Any:
 
 def _t(*parts: int) -> datetime:
     return datetime(*parts, tzinfo=UTC)  # type: ignore[arg-type]
+
+
+async def test_a_models_prices_stay_in_one_currency(
+    client: httpx.AsyncClient, owner: dict[str, Any], admin_key: str
+) -> None:
+    # A EUR price of gpt-4o closed the USD one: a USD account's usage was then costed in EUR.
+    eur = {"model": "gpt-4o", "currency": "EUR", "input_per_1m": "2", "output_per_1m": "8"}
+    refused = await client.post(PRICES, json=eur, headers=auth(admin_key))
+    assert (refused.status_code, refused.json()["code"]) == (409, "model_price_currency_mismatch")
+    prices = await client.get(PRICES, params={"model": "gpt-4o"}, headers=auth(admin_key))
+    assert [(p["currency"], p["effective_to"]) for p in prices.json()] == [("USD", None)]
+    tracked = await client.post(TRACK, json={**SEED, "model": "gpt-4o"}, headers=auth(owner["key"]))
+    assert tracked.json()["currency"] == "USD"

@@ -591,11 +591,6 @@ class SubscriptionService:
         Renewals that are due but have not run yet run first, as cancel runs them, so a change
         at or after the period end applies to the new period (a preview too: the renewal was
         due by the clock, whatever the change)."""
-        # The account's invoicing lock before the subscription's row (the lock order): credit
-        # notes and refunds of the invoice whose fee this change may credit hold it too, so
-        # what that invoice gave back cannot change between reading it and crediting the rest.
-        if (known := await SubscriptionRepository(session).get(subscription_id)) is not None:
-            await CreditNoteRepository(session).lock_invoicing(known.account_id)
         sub, ctx, clock_id = await self._load(session, ctx, subscription_id)
         now = _second(ctx.clock.now())
         await self._renew_overdue(session, ctx, sub, now, clock_id)
@@ -1184,7 +1179,14 @@ class SubscriptionService:
     async def _load(
         self, session: AsyncSession, ctx: Context, subscription_id: str, *, lock: bool = True
     ) -> tuple[Subscription, Context, str | None]:
-        sub = await SubscriptionRepository(session).get(subscription_id, lock=lock)
+        repo = SubscriptionRepository(session)
+        if lock and (known := await repo.get(subscription_id)) is not None:
+            # The account's invoicing lock before the subscription's row, the one lock order
+            # (advisory, subscription, invoice, payment, account): a change credits an
+            # invoice that credit notes and refunds give back from under that lock, and a
+            # cancel or resume that renews first would otherwise deadlock a period close.
+            await CreditNoteRepository(session).lock_invoicing(known.account_id)
+        sub = await repo.get(subscription_id, lock=lock)
         if sub is None or not ctx.actor.can_access(sub.account_id):
             raise SubscriptionNotFound(f"no subscription {subscription_id!r}")
         clocked, clock_id = await test_clocks.context_for(session, ctx, sub.account_id)

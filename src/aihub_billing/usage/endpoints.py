@@ -32,6 +32,7 @@ from aihub_billing.usage import schemas
 from aihub_billing.usage.errors import (
     InvalidStatsRange,
     ModelPriceBackdated,
+    ModelPriceCurrencyMismatch,
     ModelPriceExists,
     TimestampInFuture,
     UnknownModel,
@@ -250,7 +251,9 @@ async def list_model_prices(
     "",
     status_code=status.HTTP_201_CREATED,
     dependencies=[Idempotent],
-    responses=responses(Forbidden, ModelPriceExists, ModelPriceBackdated),
+    responses=responses(
+        Forbidden, ModelPriceExists, ModelPriceBackdated, ModelPriceCurrencyMismatch
+    ),
 )
 async def create_model_price(
     data: schemas.ModelPriceCreate, session: SessionDep, ctx: AdminContext

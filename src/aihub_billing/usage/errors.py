@@ -33,6 +33,12 @@ class ModelPriceBackdated(BillingError):
     title = "A new price of a priced model cannot start before the events already recorded"
 
 
+class ModelPriceCurrencyMismatch(BillingError):
+    code = "model_price_currency_mismatch"
+    status = 409
+    title = "A model's prices are all in one currency"
+
+
 class InvalidStatsRange(BillingError):
     code = "invalid_stats_range"
     status = 400

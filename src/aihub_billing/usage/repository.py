@@ -376,6 +376,7 @@ class ModelPriceRepository:
             .where(ModelPrice.model == model)
             .order_by(ModelPrice.effective_from)
             .with_for_update()
+            .execution_options(populate_existing=True)
         )
         return list(result.scalars())
 

@@ -28,6 +28,7 @@ from aihub_billing.usage.cost import ScaledPrices
 from aihub_billing.usage.errors import (
     InvalidStatsRange,
     ModelPriceBackdated,
+    ModelPriceCurrencyMismatch,
     ModelPriceExists,
     TimestampInFuture,
     UnknownModel,
@@ -187,6 +188,12 @@ class ModelPriceService:
             raise ModelPriceBackdated(
                 f"{data.model} is priced and events may be recorded up to "
                 f"{recorded_until.isoformat()}: a new price starts after that"
+            )
+        if timeline and timeline[-1].currency != data.currency:
+            # One timeline per model: a price in another currency would close this one and
+            # cost every account's usage of the model in it (a USD account billed in EUR).
+            raise ModelPriceCurrencyMismatch(
+                f"{data.model} is priced in {timeline[-1].currency}: its prices stay in it"
             )
         if any(p.effective_from == start for p in timeline):
             raise ModelPriceExists(f"{data.model} has a price from {start.isoformat()}")

@@ -18,7 +18,8 @@ class WebhookRepository:
     async def get(self, event_id: str, *, for_update: bool = False) -> WebhookEvent | None:
         query = select(WebhookEvent).where(WebhookEvent.id == event_id)
         if for_update:
-            query = query.with_for_update()
+            # A copy loaded before must not hide what the lock waited for.
+            query = query.with_for_update().execution_options(populate_existing=True)
         return (await self.session.execute(query)).scalar_one_or_none()
 
     async def by_provider_id(self, provider: str, event_id: str) -> WebhookEvent | None:
