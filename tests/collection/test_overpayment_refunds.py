@@ -13,7 +13,7 @@ from aihub_billing.creditnotes import balance
 from aihub_billing.kit.context import SYSTEM, Context
 from aihub_billing.models import BalanceTransaction, RefundRecord
 from aihub_billing.service import BillingService
-from tests.creditnotes.helpers import balance_of, credited, make_invoice, owner
+from tests.creditnotes.helpers import balance_of, credit, credited, make_invoice, owner
 from tests.creditnotes.test_refund_failures import fail_at_stripe
 from tests.creditnotes.test_refunds import refunds_seen
 from tests.payments.fakes.stripe_server import StripeFake
@@ -156,3 +156,26 @@ async def test_a_credit_note_refund_leaves_the_overpayment_credit_alone(
     assert (note["refund_status"], note["refunded_minor"]) == ("succeeded", 400)
     assert await balance_of(client, key, account) == {"USD": 1000}
     assert [entry[0] for entry in await ledger(billing)] == ["overpayment"]
+
+
+async def test_refunding_the_overpayment_leaves_the_invoice_creditable_in_full(
+    client: httpx.AsyncClient,
+    admin_key: str,
+    billing: BillingService,  # noqa: F811
+    stripe_fake: StripeFake,  # noqa: F811
+) -> None:
+    """The second payment of a 1,000 invoice is overpayment credit; refunding it paid back
+    money the invoice never took, yet a credit note of the invoice's 1,000 was refused
+    ("at most 0"): the notes counted that refund against the invoice, the refund cap not."""
+    account, key, invoice, second = await paid_twice(client, admin_key, billing, stripe_fake)
+    made = await post(client, key, f"/payments/{second['id']}/refund", {"amount_minor": 400})
+    assert made.status_code == 201, made.text
+    note = await credit(client, key, invoice, {"outcome": "refund", "amount_minor": 600})
+    assert note.status_code == 201, note.text
+    made = await post(client, key, f"/payments/{second['id']}/refund", {})
+    assert made.status_code == 201, made.text
+    assert await balance_of(client, key, account) == {"USD": 0}
+    note = await credit(client, key, invoice, {"outcome": "credit", "amount_minor": 400})
+    assert note.status_code == 201, note.text
+    over = await credit(client, key, invoice, {"outcome": "credit", "amount_minor": 1})
+    assert over.status_code == 422, over.text

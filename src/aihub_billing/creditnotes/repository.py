@@ -101,7 +101,13 @@ class CreditNoteRepository:
             return 0, 0
         noted, _ = await self.credited_on_invoice(invoice_id)
         given = noted + await self.prorated_on_invoice(invoice_id)
-        return int(subtotal), given + await self.refunded_outside_notes(invoice_id)
+        return int(subtotal), given + await self.refunded_of_invoice(invoice_id)
+
+    async def refunded_of_invoice(self, invoice_id: str) -> int:
+        """What refunds outside notes gave back of the invoice's own money: without the part
+        that paid back an overpayment credit, which the invoice never took."""
+        outside = await self.refunded_outside_notes(invoice_id)
+        return outside - await self.refunds_paid_from_balance(invoice_id)
 
     async def refunded_outside_notes(self, invoice_id: str) -> int:
         """What was refunded (or is being refunded) of the invoice's payments other than by

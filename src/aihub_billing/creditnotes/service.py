@@ -84,7 +84,7 @@ class CreditNoteService:
         clocked, clock_id = await test_clocks.context_for(session, ctx, invoice.account_id)
         if data.currency is not None and data.currency != invoice.currency:
             raise CurrencyMismatch(f"the invoice is in {invoice.currency}, not {data.currency}")
-        state = await _state(repo, invoice, await repo.refunded_outside_notes(invoice.id))
+        state = await _state(repo, invoice, await repo.refunded_of_invoice(invoice.id))
         try:
             parts = await self._parts(repo, invoice, state, data)
             check_invoice(state, [credit for _, credit in parts])
@@ -346,8 +346,7 @@ class CreditNoteService:
         invoice = await repo.invoice(payment.invoice_id)
         if invoice is None or invoice.currency != payment.currency:
             return  # none of its money went to an invoice of ours: all of it is overpayment
-        refunded = await repo.refunded_outside_notes(invoice.id)
-        refunded -= await repo.refunds_paid_from_balance(invoice.id)
+        refunded = await repo.refunded_of_invoice(invoice.id)
         left = (await _state(repo, invoice, refunded)).creditable
         overpaid = max(0, min(amount_minor, await repo.overpayment_left(payment.id)))
         if amount_minor - overpaid > left:
