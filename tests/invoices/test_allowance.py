@@ -34,6 +34,17 @@ async def _override(client: httpx.AsyncClient, admin_key: str, **fields: Any) ->
     assert put.status_code == 200, put.text
 
 
+async def _by_reason(
+    client: httpx.AsyncClient, key: str, reason: str, start: str
+) -> dict[str, Any]:
+    [found] = [
+        x
+        for x in await list_invoices(client, key)
+        if x["billing_reason"] == reason and x["period_start"] == start
+    ]
+    return await invoice(client, key, found["id"])
+
+
 async def _january_usage_lines(
     client: httpx.AsyncClient, admin_key: str, clock_id: str, key: str
 ) -> list[tuple[str, int]]:
@@ -134,3 +145,77 @@ async def test_a_yearly_quota_resets_every_month_of_the_period(
     assert await quota() == (200, "2028-02-29T00:00:00Z")
     await advance(client, admin_key, clock_id, "2028-03-01T00:00:00Z")
     assert await quota() == (1000, "2028-03-31T00:00:00Z")
+
+
+async def test_a_closed_period_is_recomputed_under_the_override_it_had(
+    client: httpx.AsyncClient, admin_key: str
+) -> None:
+    # January's override grants 1,000,000 tokens; 3,000 are used and January's invoice bills
+    # no overage. The override is dropped in February, with no late usage: the late-usage
+    # look recomputed January under today's override and billed 2,000 tokens (10.00) the
+    # quota had admitted as included. Overrides keep no history; the audit log dates them.
+    await add_plan(client, admin_key, **metered_plan("metered", 5000))
+    clock_id, account_id, key = await clocked_account(client, admin_key, "2026-01-01T00:00:00Z")
+    await ok(client, key, "/subscriptions", {**SEED_BODY, "plan_type": "metered"})
+    await _override(client, admin_key, account_id=account_id, included_tokens=1_000_000)
+    await track(client, key, "gpt-4o-mini", 3000, "2026-01-10T00:00:00Z")
+    await advance(client, admin_key, clock_id, "2026-02-01T02:00:00Z")
+    jan = await _by_reason(client, key, "subscription_cycle", "2026-01-01T00:00:00Z")
+    assert jan["status"] == "open"
+    assert [k for k in kinds(jan) if k[0] != "subscription_fee"] == []
+    await _override(client, admin_key, account_id=account_id)  # back to the plan's limits
+    await advance(client, admin_key, clock_id, "2026-03-01T00:30:00Z")
+    feb = await _by_reason(client, key, "subscription_cycle", "2026-02-01T00:00:00Z")
+    assert [k for k in kinds(feb) if k[0] == "adjustment"] == []
+
+
+async def test_a_month_cut_short_holds_and_includes_its_share_of_a_gb_month(
+    client: httpx.AsyncClient, admin_key: str
+) -> None:
+    # A 90-day cycle from 2026-02-01 ends 2026-05-02; months_of gives Feb, Mar, Apr and
+    # [May 1, May 2) (one day). 10 GB held throughout, 5 GB included, 1.00 per GB-month.
+    # Right: 5 GB over for 3 whole months = 15 GB-months, plus 5 GB over for 1 day of a
+    # 31-day month = 5/31 = 0.1613 GB-months -> 15.1613 -> 15.16 (1516 minor).
+    # The day's average GB (10) counted as a whole month billed 20 GB-months (20.00).
+    plan = metered_plan(
+        "q90", 9000, included_storage_gb="5", storage_policy="bill", per_gb_month="1"
+    )
+    plan["prices"][0].update(interval_unit="day", interval_count=90)
+    await add_plan(client, admin_key, **plan)
+    clock_id, _, key = await clocked_account(client, admin_key, "2026-02-01T00:00:00Z")
+    await ok(
+        client, key, "/subscriptions", {**SEED_BODY, "plan_type": "q90", "billing_cycle": "custom"}
+    )
+    snap = {"usage_type": "storage", "storage_gb": "10", "timestamp": "2026-02-01T00:00:00Z"}
+    response = await client.post(f"{API}/usage/batch", json={"events": [snap]}, headers=auth(key))
+    assert response.json()["accepted"] == 1, response.text
+    await advance(client, admin_key, clock_id, "2026-05-02T00:30:00Z")
+    cycle = await _by_reason(client, key, "subscription_cycle", "2026-02-01T00:00:00Z")
+    assert cycle["period_end"] == "2026-05-02T00:00:00Z"
+    [storage] = [x for x in cycle["lines"] if x["kind"] == "storage"]
+    assert storage["amount_minor"] == 1516, storage
+
+
+async def test_each_month_is_held_against_the_plan_it_was_on(
+    client: httpx.AsyncClient, admin_key: str
+) -> None:
+    # Yearly 'met' (1,000 tokens a month included, 5,000 per 1M over). February: 3,000 tokens,
+    # 2,000 past that month's allowance, admitted by the quota as overage (10.00). July 1: an
+    # immediate upgrade to 'big' (1,000,000 a month) on the same yearly cycle: the period runs
+    # on. Held against the plan at the period's end, February's 10.00 was never billed.
+    met = metered_plan("met", 3000)
+    met["prices"].append({**met["prices"][0], "interval_count": 12, "amount_minor": 30000})
+    big = metered_plan("big", 6000, included_tokens=1_000_000)
+    big["prices"].append({**big["prices"][0], "interval_count": 12, "amount_minor": 60000})
+    await add_plan(client, admin_key, **met)
+    await add_plan(client, admin_key, **big)
+    clock_id, _, key = await clocked_account(client, admin_key, "2028-01-01T00:00:00Z")
+    body = {**SEED_BODY, "plan_type": "met", "billing_cycle": "yearly"}
+    sub = (await ok(client, key, "/subscriptions", body))["subscription"]
+    await track(client, key, "gpt-4o-mini", 3000, "2028-02-10T00:00:00Z")
+    await advance(client, admin_key, clock_id, "2028-07-01T00:00:00Z")
+    changed = await ok(client, key, f"/subscriptions/{sub['id']}/change", {"plan_type": "big"})
+    assert changed.get("when", "immediate") == "immediate", changed
+    await advance(client, admin_key, clock_id, "2029-01-01T00:30:00Z")
+    cycle = await _by_reason(client, key, "subscription_cycle", "2028-01-01T00:00:00Z")
+    assert [k for k in kinds(cycle) if k[0] == "overage_tokens"] == [("overage_tokens", 1000)]

@@ -66,7 +66,8 @@ class PeriodUse:
     calls: int
     tokens: int
     tokens_by_model: Mapping[str, int]
-    storage_gb_months: Decimal
+    storage_gb_months: Decimal  # the average GB held in it
+    share: Decimal = Decimal(1)  # of a whole month (one cut short holds a share of one)
 
 
 def allocate(total: int, weights: Mapping[str, int]) -> dict[str, int]:
@@ -104,6 +105,15 @@ def tidy(value: Decimal) -> Decimal:
         if value == value.to_integral_value():
             return value.quantize(Decimal(1))
         return value.normalize()
+
+
+def ratio(numerator: int, denominator: int) -> Decimal:
+    """numerator / denominator to the 18 places of the precise columns, half-up."""
+    with localcontext() as ctx:
+        ctx.prec = 100
+        return (Decimal(numerator) / Decimal(denominator)).quantize(
+            _QUANTUM, rounding=ROUND_HALF_UP
+        )
 
 
 def exact_product(quantity: Decimal, unit_price: Decimal) -> Decimal:
@@ -220,9 +230,14 @@ def overage_lines(
         and terms.per_gb_month is not None
     ):
         included_gb = terms.included_storage_gb
-        over_gb = sum(
-            (max(Decimal(0), m.storage_gb_months - included_gb) for m in months), Decimal(0)
-        )
+        with localcontext() as ctx:
+            ctx.prec = 100
+            over_gb = sum(
+                (max(Decimal(0), m.storage_gb_months - included_gb) * m.share for m in months),
+                Decimal(0),
+            )
+        if int(over_gb.as_tuple().exponent) < -PLACES:  # a share that does not terminate
+            over_gb = over_gb.quantize(_QUANTUM, rounding=ROUND_HALF_UP)
         if over_gb > 0:
             lines.append(
                 line(

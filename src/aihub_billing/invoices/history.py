@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from aihub_billing.models import InvoiceItem
 
@@ -35,11 +36,33 @@ class UsageInvoice:
     period_end: datetime
 
 
+# The fields of a quota override that change what an invoice bills.
+OVERRIDE_FIELDS = (
+    "plan_code",
+    "included_api_calls",
+    "included_tokens",
+    "calls_policy",
+    "tokens_policy",
+)
+
+
 @dataclass(slots=True)
 class History:
     events: list[Event] = field(default_factory=list)
     usage_invoices: list[UsageInvoice] = field(default_factory=list)
     pending: list[InvoiceItem] = field(default_factory=list)
+    # The account's quota override: as it is, and each recorded change as (when, after),
+    # oldest first, from the audit log (overrides keep no history of their own).
+    override_now: dict[str, Any] | None = None
+    override_changes: list[tuple[datetime, dict[str, Any] | None]] = field(default_factory=list)
+
+    def override_at(self, moment: datetime) -> dict[str, Any] | None:
+        """The override in force just before `moment`: a closed period is billed, and later
+        recomputed for late usage, under the override it had, not under today's."""
+        if not self.override_changes:
+            return self.override_now  # no change recorded: as it is
+        before = [after for at, after in self.override_changes if at < moment]
+        return before[-1] if before else None  # set only after `moment`: none then
 
     def close_time(self, boundary: datetime) -> datetime | None:
         """When the boundary was processed: the first renewal/creation/cancellation event at

@@ -8,14 +8,16 @@ from datetime import datetime
 from sqlalchemy import and_, delete, func, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from aihub_billing.invoices.history import Event, History, UsageInvoice
+from aihub_billing.invoices.history import OVERRIDE_FIELDS, Event, History, UsageInvoice
 from aihub_billing.invoices.numbering import next_number, next_numbers
 from aihub_billing.models import (
     Account,
+    AuditEntry,
     Invoice,
     InvoiceDocument,
     InvoiceItem,
     InvoiceLine,
+    QuotaOverride,
     Subscription,
     SubscriptionEvent,
 )
@@ -205,7 +207,39 @@ class InvoiceRepository:
         )
         for item in items.scalars():
             out[str(item.subscription_id)].pending.append(item)
+        await self._override_histories(out)
         return out
+
+    async def _override_histories(self, out: dict[str, History]) -> None:
+        """Each subscription's account's quota override and its recorded changes."""
+        accounts = await self.session.execute(
+            select(Subscription.id, Subscription.account_id).where(Subscription.id.in_(out))
+        )
+        by_account: dict[str, list[History]] = {}
+        for subscription_id, account_id in accounts:
+            by_account.setdefault(account_id, []).append(out[subscription_id])
+        if not by_account:
+            return
+        columns = [getattr(QuotaOverride, f) for f in OVERRIDE_FIELDS]
+        rows = await self.session.execute(
+            select(QuotaOverride.account_id, *columns).where(
+                QuotaOverride.account_id.in_(by_account)
+            )
+        )
+        for account_id, *values in rows:
+            for history in by_account[account_id]:
+                history.override_now = dict(zip(OVERRIDE_FIELDS, values, strict=True))
+        changes = await self.session.execute(
+            select(AuditEntry.object_id, AuditEntry.at, AuditEntry.after)
+            .where(
+                AuditEntry.object_type == "quota_override",
+                AuditEntry.object_id.in_(by_account),
+            )
+            .order_by(AuditEntry.id)
+        )
+        for account_id, at, after in changes:
+            for history in by_account[account_id]:
+                history.override_changes.append((at, after))
 
     async def claim_items(self, item_ids: Sequence[str], invoice_id: str) -> int:
         if not item_ids:

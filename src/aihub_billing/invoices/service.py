@@ -40,14 +40,20 @@ from aihub_billing.kit.context import Context
 from aihub_billing.kit.ids import new_id
 from aihub_billing.kit.money import minor_to_decimal, round_quotient
 from aihub_billing.kit.pagination import id_page
-from aihub_billing.kit.periods import Interval, Period, months_of, nth_period, period_index
+from aihub_billing.kit.periods import (
+    Interval,
+    Period,
+    add_months,
+    months_of,
+    nth_period,
+    period_index,
+)
 from aihub_billing.models import (
     Invoice,
     InvoiceItem,
     InvoiceLine,
     Plan,
     PlanPrice,
-    QuotaOverride,
     Subscription,
 )
 from aihub_billing.notifications.service import notify
@@ -134,23 +140,23 @@ def _interval(price: PlanPrice) -> Interval:
 
 
 def _terms(
-    plan: Plan | PlanLimits, price: PlanPrice | None, override: QuotaOverride | None = None
+    plan: Plan | PlanLimits, price: PlanPrice | None, override: dict[str, Any] | None = None
 ) -> calc.OverageTerms:
     """The allowance and policies the quota enforced (the plan's limits with the account's
     override on top, field by field, as `quota.service.resolve_limits` applies them) and the
     overage prices of the subscription's price: an override that grants more tokens must not
     leave the invoice billing them as overage."""
+    o = override or {}
 
-    def pick(overridden: Any, planned: Any) -> Any:
-        return planned if overridden is None else overridden
+    def pick(field: str, planned: Any) -> Any:
+        return planned if o.get(field) is None else o[field]
 
-    o = override
     return calc.OverageTerms(
-        included_calls=pick(o and o.included_api_calls, plan.included_api_calls),
-        included_tokens=pick(o and o.included_tokens, plan.included_tokens),
+        included_calls=pick("included_api_calls", plan.included_api_calls),
+        included_tokens=pick("included_tokens", plan.included_tokens),
         included_storage_gb=plan.included_storage_gb,
-        calls_policy=pick(o and o.calls_policy, plan.calls_policy),
-        tokens_policy=pick(o and o.tokens_policy, plan.tokens_policy),
+        calls_policy=pick("calls_policy", plan.calls_policy),
+        tokens_policy=pick("tokens_policy", plan.tokens_policy),
         storage_policy=plan.storage_policy,
         per_1k_calls=price.overage_per_1k_calls if price else None,
         per_1m_tokens=price.overage_per_1m_tokens if price else None,
@@ -458,23 +464,61 @@ class InvoiceService:
         history: History,
         known: dict[PeriodKey, BilledUsage],
     ) -> list[calc.DraftLine]:
-        """Overage in arrears for a closed period, from the plan and price in force at its end
-        (`known`: usage of periods that a period close fetched for its whole batch).
+        """Overage in arrears for a closed period (`known`: usage of periods that a period
+        close fetched for its whole batch).
 
         The allowance is monthly, so each month of a longer period (`months_of`) is held
-        against it, as the quota counted it. Only the usage made while the subscription was
-        not paused counts (while paused the account is on `free` and nothing is billed),
-        against the month's whole allowance: a month paused throughout bills none, one paused
-        for a part bills the rest's."""
+        against the terms the quota enforced in it: the plan version and price in force at
+        the month's end (`price_id`, the period's own price, at the period's end), with the
+        account's quota override as it stood then. Months under the same terms are billed
+        together. Only the usage made while the subscription was not paused counts (while
+        paused the account is on `free` and nothing is billed), against the month's whole
+        allowance: a month paused throughout bills none, one paused for a part bills the
+        rest's."""
         if sub.trial_end is not None and period.start < sub.trial_end:
             return []  # trial usage is not billed
-        found = await self._in_force(session, sub, period.end, price_id, history)
-        if found is None:
-            return []
-        plan, price, status = found
-        if status == "trialing":
-            return []
-        terms = await self._account_terms(session, sub.account_id, plan, price)
+        groups: list[tuple[calc.OverageTerms, list[Period], list[calc.PeriodUse]]] = []
+        for n, month in enumerate(months_of(period)):
+            last = month.end == period.end
+            found = await self._in_force(
+                session, sub, month.end, price_id if last else None, history
+            )
+            if found is None or found[2] == "trialing":
+                continue
+            spans = history.unpaused(month.start, month.end)
+            if not spans:
+                continue  # paused throughout
+            plan, price, _ = found
+            override = history.override_at(month.end)
+            terms = await self._account_terms(session, plan, price, override)
+            use = await self._month_use(session, sub, terms, period, n, month, spans, known)
+            if use is None:
+                continue
+            if groups and groups[-1][0] == terms:
+                groups[-1][1].append(month)
+                groups[-1][2].append(use)
+            else:
+                groups.append((terms, [month], [use]))
+        lines: list[calc.DraftLine] = []
+        for terms, months, uses in groups:
+            start, end = months[0].start, months[-1].end
+            if len(groups) == 1:
+                start, end = period.start, period.end
+            lines += calc.overage_lines(terms, uses, sub.currency, start, end)
+        return lines
+
+    async def _month_use(
+        self,
+        session: AsyncSession,
+        sub: Subscription,
+        terms: calc.OverageTerms,
+        period: Period,
+        n: int,
+        month: Period,
+        spans: list[tuple[datetime, datetime]],
+        known: dict[PeriodKey, BilledUsage],
+    ) -> calc.PeriodUse | None:
+        """The billed usage of the n-th month of the period (None: nothing of it is billed)."""
         calls_billed = terms.calls_policy == "bill" and terms.per_1k_calls is not None
         calls_billed = calls_billed and terms.included_calls is not None
         tokens_billed = terms.tokens_policy == "bill" and terms.per_1m_tokens is not None
@@ -482,42 +526,39 @@ class InvoiceService:
         storage_billed = terms.storage_policy == "bill" and terms.per_gb_month is not None
         storage_billed = storage_billed and terms.included_storage_gb is not None
         if not (calls_billed or tokens_billed or storage_billed):
-            return []
-        months: list[calc.PeriodUse] = []
-        for month in months_of(period):
-            spans = history.unpaused(month.start, month.end)
-            if not spans:
-                continue  # paused throughout
-            used = BilledUsage()
-            if calls_billed or tokens_billed:
-                keys = [(sub.account_id, start, end) for start, end in spans]
-                missing = [key for key in keys if key not in known]
-                fetched = await billed_usage(session, missing) if missing else {}
-                for key in keys:
-                    part = known[key] if key in known else fetched[key]
-                    for model, tokens in part.tokens_by_model.items():
-                        used.tokens_by_model[model] = used.tokens_by_model.get(model, 0) + tokens
-                    used.calls += part.calls
-                    used.tokens += part.tokens
-            gb_months = Decimal(0)
-            if storage_billed:
-                gb_months = await self._unpaused_gb_months(session, sub.account_id, month, spans)
-            months.append(calc.PeriodUse(used.calls, used.tokens, used.tokens_by_model, gb_months))
-        if not months:
-            return []
-        return calc.overage_lines(terms, months, sub.currency, period.start, period.end)
+            return None
+        used = BilledUsage()
+        if calls_billed or tokens_billed:
+            keys = [(sub.account_id, start, end) for start, end in spans]
+            missing = [key for key in keys if key not in known]
+            fetched = await billed_usage(session, missing) if missing else {}
+            for key in keys:
+                part = known[key] if key in known else fetched[key]
+                for model, tokens in part.tokens_by_model.items():
+                    used.tokens_by_model[model] = used.tokens_by_model.get(model, 0) + tokens
+                used.calls += part.calls
+                used.tokens += part.tokens
+        gb_months, share = Decimal(0), Decimal(1)
+        if storage_billed:
+            gb_months = await self._unpaused_gb_months(session, sub.account_id, month, spans)
+            # GB-months are of a whole month: a month cut short (the period's last, or a
+            # period shorter than a month) holds and includes its share of one.
+            whole = add_months(period.start, n + 1) - month.start
+            if month.duration < whole:
+                share = calc.ratio(month.duration // _US, whole // _US)
+        return calc.PeriodUse(used.calls, used.tokens, used.tokens_by_model, gb_months, share)
 
     @staticmethod
     async def _account_terms(
-        session: AsyncSession, account_id: str, plan: Plan, price: PlanPrice | None
+        session: AsyncSession,
+        plan: Plan,
+        price: PlanPrice | None,
+        override: dict[str, Any] | None,
     ) -> calc.OverageTerms:
-        """Overage terms under the account's quota override as it stands now (overrides keep
-        no history): its `plan_code` swaps the plan whose limits apply, never the prices."""
-        override = await session.get(QuotaOverride, account_id)
-        if override is None:
-            return _terms(plan, price)
-        if override.plan_code:
-            limits = (await plans.get(session, override.plan_code)).limits
+        """Overage terms under the account's quota override: its `plan_code` swaps the plan
+        whose limits apply (its current version), never the prices."""
+        if override is not None and override.get("plan_code"):
+            limits = (await plans.get(session, override["plan_code"])).limits
             return _terms(limits, price, override)
         return _terms(plan, price, override)
 

@@ -1034,6 +1034,9 @@ class QuotaManager:
         if not ctx.actor.is_operator:
             raise Forbidden("only the operator sets quota overrides")
         await accounts.get(session, ctx, data.account_id)
+        # On the account's time (its test clock's, if on one): the audit entry dates the
+        # change, and invoices read which override was in force in a period from it.
+        ctx, _ = await test_clocks.context_for(session, ctx, data.account_id)
         if data.plan_code is not None:
             await plans.get(session, data.plan_code)  # PlanNotFound when unknown
         await _refuse_unbilled_overage(session, ctx, data)
