@@ -219,3 +219,32 @@ async def test_each_month_is_held_against_the_plan_it_was_on(
     await advance(client, admin_key, clock_id, "2029-01-01T00:30:00Z")
     cycle = await _by_reason(client, key, "subscription_cycle", "2028-01-01T00:00:00Z")
     assert [k for k in kinds(cycle) if k[0] == "overage_tokens"] == [("overage_tokens", 1000)]
+
+
+async def test_a_bill_limit_no_price_bills_any_more_blocks(
+    client: httpx.AsyncClient, admin_key: str
+) -> None:
+    # The override's `bill` was accepted on `metered`, whose price bills token overage; the
+    # subscription then moved to `plain`, whose price does not: the quota went on admitting
+    # tokens past the allowance as overage, and no invoice could ever bill them.
+    await add_plan(client, admin_key, **metered_plan("metered", 5000))
+    plain = {
+        "code": "plain",
+        "name": "Plain",
+        "limits": {"included_api_calls": 10, "included_tokens": 1000},
+        "prices": [{"currency": "USD", "amount_minor": 5000}],
+    }
+    await add_plan(client, admin_key, **plain)
+    clock_id, account_id, key = await clocked_account(client, admin_key, "2026-01-01T00:00:00Z")
+    body = {**SEED_BODY, "plan_type": "metered"}
+    sub = (await ok(client, key, "/subscriptions", body))["subscription"]
+    await _override(client, admin_key, account_id=account_id, tokens_policy="bill")
+    quota = (await client.get(f"{API}/quota", headers=auth(key))).json()
+    assert quota["tokens_policy"] == "bill"
+    await advance(client, admin_key, clock_id, "2026-01-02T00:00:00Z")
+    await ok(client, key, f"/subscriptions/{sub['id']}/change", {"plan_type": "plain"})
+    quota = (await client.get(f"{API}/quota", headers=auth(key))).json()
+    assert quota["tokens_policy"] == "block"
+    check = {"model": "gpt-4o-mini", "estimated_tokens": 1500}
+    refused = await client.post(f"{API}/quota/check", json=check, headers=auth(key))
+    assert (refused.status_code, refused.json()["code"]) == (402, "quota_exceeded")

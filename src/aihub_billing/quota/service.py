@@ -141,6 +141,7 @@ class PlanAndPeriod:
     plan_code: str
     limits: plan_schemas.PlanLimits
     period: Period
+    price_id: str | None = None  # the subscription's (None: no subscription)
 
 
 async def current_plan(
@@ -154,11 +155,38 @@ async def current_plan(
     """
     current = await subscriptions.current_plan(session, account_id, now)
     month = month_at(current.period, now)
+    price_id = current.subscription.price_id if current.subscription is not None else None
     if override is not None and override.plan_code:
         plan = await plans.get(session, override.plan_code)
-        return PlanAndPeriod(plan.code, plan.limits, month)
+        return PlanAndPeriod(plan.code, plan.limits, month, price_id)
     limits = plan_schemas.PlanLimits.model_validate(current.plan)
-    return PlanAndPeriod(current.plan.code, limits, month)
+    return PlanAndPeriod(current.plan.code, limits, month, price_id)
+
+
+async def _block_what_nothing_bills(
+    session: AsyncSession, resolved: ResolvedLimits, price_id: str | None
+) -> ResolvedLimits:
+    """A `bill` limit whose overage no price bills (the subscription moved to a price
+    without it, or there is none) blocks instead: usage past it would be admitted and never
+    invoiced. Plans and overrides are refused that way when set; a later change of the
+    subscription's price is not."""
+    limits = resolved.limits
+    if "bill" not in (limits.calls_policy, limits.tokens_policy):
+        return resolved
+    price = await plans.price(session, price_id) if price_id is not None else None
+    calls_unbilled = price is None or price.overage_per_1k_calls is None
+    tokens_unbilled = price is None or price.overage_per_1m_tokens is None
+    calls_policy = "block" if calls_unbilled else limits.calls_policy
+    tokens_policy = "block" if tokens_unbilled else limits.tokens_policy
+    if (calls_policy, tokens_policy) == (limits.calls_policy, limits.tokens_policy):
+        return resolved
+    limits = replace(limits, calls_policy=calls_policy, tokens_policy=tokens_policy)
+    return replace(
+        resolved,
+        limits=limits,
+        calls_watch=_watch(limits.calls, limits.calls_policy, resolved.thresholds),
+        tokens_watch=_watch(limits.tokens, limits.tokens_policy, resolved.thresholds),
+    )
 
 
 # --- resolved limits ------------------------------------------------------------------------
@@ -387,6 +415,7 @@ class QuotaManager:
         resolved = resolve_limits(
             account_id, current.plan_code, current.limits, current.period, override, self.thresholds
         )
+        resolved = await _block_what_nothing_bills(session, resolved, current.price_id)
         if clock_time is not None:
             resolved = replace(resolved, clock_time=clock_time)
         self._cache[account_id] = (monotonic() + self.limits_ttl, resolved)
