@@ -33,7 +33,11 @@ import aihub_billing.webhooks.tasks  # noqa: F401
 from aihub_billing.accounts import schemas as account_schemas
 from aihub_billing.accounts.changes import EVERY_ACCOUNT, on_limits_change
 from aihub_billing.accounts.errors import AccountNotFound
-from aihub_billing.accounts.service import accounts
+from aihub_billing.accounts.service import (
+    CONFIGURED_BOOTSTRAP_KEY,
+    RANDOM_BOOTSTRAP_KEY,
+    accounts,
+)
 from aihub_billing.auth.keys import digest
 from aihub_billing.auth.ratelimit import KeyRateLimit
 from aihub_billing.auth.repository import ApiKeyRepository
@@ -252,15 +256,18 @@ class BillingService:
                 result.admin_key_from_env = True
                 if existing is None:
                     key, _ = await accounts.issue_operator_key(
-                        session, ctx, name="bootstrap (AIHUB_BILLING_ADMIN_KEY)", secret=secret
+                        session, ctx, name=CONFIGURED_BOOTSTRAP_KEY, secret=secret
                     )
                     existing = key
                 result.admin_key_id = existing.id
+                # The configured key replaces the random first one and an earlier configured
+                # one: rotating AIHUB_BILLING_ADMIN_KEY must end the old key.
+                await accounts.retire_bootstrap_keys(session, ctx, keep_id=existing.id)
             else:
                 admin = await keys.any_admin()
                 if admin is None:
                     admin, result.admin_secret = await accounts.issue_operator_key(
-                        session, ctx, name="bootstrap"
+                        session, ctx, name=RANDOM_BOOTSTRAP_KEY
                     )
                 result.admin_key_id = admin.id
         return result

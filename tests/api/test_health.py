@@ -11,7 +11,7 @@ import httpx
 from aihub_billing.kit.clock import FrozenClock
 from aihub_billing.main import create_app
 from aihub_billing.service import BillingService
-from tests.conftest import make_config
+from tests.conftest import make_config, wipe
 
 
 @asynccontextmanager
@@ -130,3 +130,35 @@ async def test_an_unexpected_error_is_a_500_problem_without_internals(
 class _ExplodingClock:
     def now(self) -> datetime:
         raise RuntimeError("secret-internals")
+
+
+async def test_a_configured_admin_key_retires_the_bootstrap_keys_before_it(
+    database_url: str, clock: FrozenClock
+) -> None:
+    # The first start's random key, then AIHUB_BILLING_ADMIN_KEY set, then rotated: each
+    # earlier bootstrap key kept working, so a leaked one could not be rotated away.
+    first = BillingService(make_config(database_url), clock=clock)
+    await wipe(first)
+    random_secret = (await first.bootstrap()).admin_secret
+    assert random_secret is not None
+    await first.close()
+    old = "ahb_configured_admin_key_number_one_000000000000"
+    new = "ahb_configured_admin_key_number_two_000000000000"
+    named = None
+    for secret in (old, new):
+        billing = BillingService(make_config(database_url, admin_key=secret), clock=clock)
+        await billing.bootstrap()
+        if named is None:  # an admin key issued by name (the CLI) is the operator's own
+            _, named = await billing.issue_api_key(account_id=None, role="admin", name="ops")
+        await billing.close()
+    billing = BillingService(make_config(database_url, admin_key=new), clock=clock)
+    try:
+        async with serving(billing) as client:
+            for secret, status in ((random_secret, 401), (old, 401), (new, 200), (named, 200)):
+                plans = await client.get(
+                    "/api/v1/billing/plans", headers={"Authorization": f"Bearer {secret}"}
+                )
+                assert plans.status_code == status, (secret, plans.text)
+    finally:
+        await wipe(billing)
+        await billing.close()

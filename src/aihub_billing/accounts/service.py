@@ -24,6 +24,12 @@ from aihub_billing.kit.ids import new_id
 from aihub_billing.kit.pagination import id_page
 from aihub_billing.models import Account, ApiKey, Member
 
+# Names of the admin keys bootstrap makes: the random one of a first start, and the one of
+# AIHUB_BILLING_ADMIN_KEY.
+RANDOM_BOOTSTRAP_KEY = "bootstrap"
+CONFIGURED_BOOTSTRAP_KEY = "bootstrap (AIHUB_BILLING_ADMIN_KEY)"
+BOOTSTRAP_KEY_NAMES = (RANDOM_BOOTSTRAP_KEY, CONFIGURED_BOOTSTRAP_KEY)
+
 
 class AccountService:
     async def create(
@@ -190,6 +196,20 @@ class AccountService:
         await _audit_key(session, ctx, key)
         return key, issued.secret
 
+    async def retire_bootstrap_keys(
+        self, session: AsyncSession, ctx: Context, keep_id: str
+    ) -> list[ApiKey]:
+        """Revokes the admin keys that earlier starts made (the random first one, a previous
+        AIHUB_BILLING_ADMIN_KEY) other than `keep_id`: setting the key replaces them, so a
+        rotated or leaked bootstrap key stops working. Keys issued by name stay."""
+        if not ctx.actor.is_operator:
+            raise RoleNotAllowed("only the operator retires admin keys")
+        retired = []
+        for key in await ApiKeyRepository(session).live_admins(names=BOOTSTRAP_KEY_NAMES):
+            if key.id != keep_id:
+                retired.append(await self._revoke(session, ctx, key))
+        return retired
+
     async def revoke_key(
         self, session: AsyncSession, ctx: Context, account_id: str, key_id: str
     ) -> ApiKey:
@@ -201,6 +221,9 @@ class AccountService:
             raise ApiKeyNotFound(f"no API key {key_id!r} in this account")
         if key.revoked_at is not None:
             return key
+        return await self._revoke(session, ctx, key)
+
+    async def _revoke(self, session: AsyncSession, ctx: Context, key: ApiKey) -> ApiKey:
         before = schemas.ApiKey.model_validate(key)
         key.revoked_at = ctx.clock.now()
         await session.flush()
@@ -211,7 +234,7 @@ class AccountService:
             action="api_key.revoked",
             object_type="api_key",
             object_id=key.id,
-            account_id=account.id,
+            account_id=key.account_id,
             before=before,
             after=schemas.ApiKey.model_validate(key),
         )

@@ -34,5 +34,13 @@ class ApiKeyRepository:
         )
         return result.scalar_one_or_none()
 
+    async def live_admins(self, *, names: tuple[str, ...]) -> list[ApiKey]:
+        result = await self.session.execute(
+            select(ApiKey).where(
+                ApiKey.role == "admin", ApiKey.revoked_at.is_(None), ApiKey.name.in_(names)
+            )
+        )
+        return list(result.scalars())
+
     def add(self, key: ApiKey) -> None:
         self.session.add(key)
