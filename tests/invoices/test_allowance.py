@@ -49,10 +49,8 @@ async def _january_usage_lines(
     client: httpx.AsyncClient, admin_key: str, clock_id: str, key: str
 ) -> list[tuple[str, int]]:
     await advance(client, admin_key, clock_id, "2026-02-01T00:30:00Z")
-    [cycle] = [
-        x for x in await list_invoices(client, key) if x["billing_reason"] == "subscription_cycle"
-    ]
-    return [k for k in kinds(await invoice(client, key, cycle["id"])) if k[0] != "subscription_fee"]
+    cycle = await _by_reason(client, key, "subscription_cycle", "2026-01-01T00:00:00Z")
+    return [k for k in kinds(cycle) if k[0] != "subscription_fee"]
 
 
 async def test_an_override_that_grants_more_leaves_no_overage(

@@ -40,11 +40,6 @@ class CreditNoteRepository:
         query = select(Invoice).where(Invoice.id == invoice_id)
         return (await self.session.execute(query)).scalar_one_or_none()
 
-    async def lock_invoicing(self, account_id: str) -> None:
-        """The account's invoicing lock, which whatever gives back of its invoices (credit
-        notes, refunds, plan change credits) takes before reading what was given back."""
-        await InvoiceRepository(self.session).lock_account(account_id)
-
     async def invoice_lines(self, invoice_id: str) -> list[InvoiceLine]:
         result = await self.session.execute(
             select(InvoiceLine)

@@ -11,9 +11,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal, localcontext
+from fractions import Fraction
 
 from aihub_billing.invoices.errors import AmountOutOfRange
-from aihub_billing.kit.money import minor_to_decimal, round_to_minor
+from aihub_billing.kit.money import minor_to_decimal, round_fraction, round_to_minor
 
 PLACES = 18  # scale of the precise NUMERIC columns
 # 10^15 minor units a line at most: the sums of an invoice's lines and tax stay far inside
@@ -67,7 +68,7 @@ class PeriodUse:
     tokens: int
     tokens_by_model: Mapping[str, int]
     storage_gb_months: Decimal  # the average GB held in it
-    share: Decimal = Decimal(1)  # of a whole month (one cut short holds a share of one)
+    share: Fraction = Fraction(1)  # of a whole month (one cut short holds a share of one)
 
 
 def allocate(total: int, weights: Mapping[str, int]) -> dict[str, int]:
@@ -105,15 +106,6 @@ def tidy(value: Decimal) -> Decimal:
         if value == value.to_integral_value():
             return value.quantize(Decimal(1))
         return value.normalize()
-
-
-def ratio(numerator: int, denominator: int) -> Decimal:
-    """numerator / denominator to the 18 places of the precise columns, half-up."""
-    with localcontext() as ctx:
-        ctx.prec = 100
-        return (Decimal(numerator) / Decimal(denominator)).quantize(
-            _QUANTUM, rounding=ROUND_HALF_UP
-        )
 
 
 def exact_product(quantity: Decimal, unit_price: Decimal) -> Decimal:
@@ -230,23 +222,22 @@ def overage_lines(
         and terms.per_gb_month is not None
     ):
         included_gb = terms.included_storage_gb
-        with localcontext() as ctx:
-            ctx.prec = 100
-            over_gb = sum(
-                (max(Decimal(0), m.storage_gb_months - included_gb) * m.share for m in months),
-                Decimal(0),
-            )
-        if int(over_gb.as_tuple().exponent) < -PLACES:  # a share that does not terminate
-            over_gb = over_gb.quantize(_QUANTUM, rounding=ROUND_HALF_UP)
+        # Exact until the one rounding to the quantity's 18 places (a share of 1/31 does not
+        # terminate).
+        excess = [max(Decimal(0), m.storage_gb_months - included_gb) for m in months]
+        exact = sum(
+            (Fraction(e) * m.share for e, m in zip(excess, months, strict=True)), Fraction(0)
+        )
+        over_gb = round_fraction(exact, PLACES)
         if over_gb > 0:
             lines.append(
                 line(
                     "storage",
                     f"Storage over the {included_gb} GB-months included{a_month}: "
-                    f"{tidy(over_gb)} GB-months at {terms.per_gb_month}",
+                    f"{over_gb} GB-months at {terms.per_gb_month}",
                     start,
                     end,
-                    tidy(over_gb),
+                    over_gb,
                     terms.per_gb_month,
                     currency,
                 )

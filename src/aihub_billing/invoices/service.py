@@ -38,7 +38,7 @@ from aihub_billing.invoices.repository import InvoiceRepository
 from aihub_billing.jobs.queue import deferred_enqueues, enqueue
 from aihub_billing.kit.context import Context
 from aihub_billing.kit.ids import new_id
-from aihub_billing.kit.money import minor_to_decimal, round_quotient
+from aihub_billing.kit.money import minor_to_decimal, round_fraction
 from aihub_billing.kit.pagination import id_page
 from aihub_billing.kit.periods import (
     Interval,
@@ -538,14 +538,13 @@ class InvoiceService:
                     used.tokens_by_model[model] = used.tokens_by_model.get(model, 0) + tokens
                 used.calls += part.calls
                 used.tokens += part.tokens
-        gb_months, share = Decimal(0), Decimal(1)
+        gb_months, share = Decimal(0), Fraction(1)
         if storage_billed:
             gb_months = await self._unpaused_gb_months(session, sub.account_id, month, spans)
             # GB-months are of a whole month: a month cut short (the period's last, or a
             # period shorter than a month) holds and includes its share of one.
             whole = add_months(period.start, n + 1) - month.start
-            if month.duration < whole:
-                share = calc.ratio(month.duration // _US, whole // _US)
+            share = min(Fraction(month.duration // _US, whole // _US), Fraction(1))
         return calc.PeriodUse(used.calls, used.tokens, used.tokens_by_model, gb_months, share)
 
     @staticmethod
@@ -578,8 +577,7 @@ class InvoiceService:
         for start, end in spans:
             average = await usage.storage_gb_months(session, account_id, start, end)
             total += Fraction(average) * Fraction((end - start) // _US, length)
-        scaled = round_quotient(total.numerator * 10**18, total.denominator)
-        return calc.tidy(Decimal(scaled).scaleb(-18))
+        return round_fraction(total, calc.PLACES)
 
     async def _adjustment_lines(
         self,

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation, localcontext
+from fractions import Fraction
 from functools import lru_cache
 from typing import Annotated
 
@@ -22,6 +23,7 @@ __all__ = [
     "currency_exponent",
     "minor_to_decimal",
     "normalize_currency",
+    "round_fraction",
     "round_to_minor",
     "sum_money",
 ]
@@ -89,6 +91,19 @@ def round_quotient(numerator: int, denominator: int) -> int:
         raise ValueError("the denominator must be positive")
     quotient = (abs(numerator) * 2 + denominator) // (denominator * 2)
     return quotient if numerator >= 0 else -quotient
+
+
+def round_fraction(value: Fraction, places: int) -> Decimal:
+    """An exact ratio (a time-weighted quantity) as a Decimal of at most `places` places,
+    rounded once, half away from zero, and in its shortest form (10, not 10.000)."""
+    scaled = round_quotient(value.numerator * 10**places, value.denominator)
+    with localcontext() as ctx:
+        # scaleb and normalize round to the context's precision: give them all the digits.
+        ctx.prec = len(str(abs(scaled))) + places + 1
+        result = Decimal(scaled).scaleb(-places)
+        if result == result.to_integral_value():
+            return result.quantize(Decimal(1))
+        return result.normalize()
 
 
 def minor_to_decimal(amount_minor: int, currency: str) -> Decimal:

@@ -23,6 +23,7 @@ from aihub_billing.audit.service import audit
 from aihub_billing.coupons.service import applies_to_plan, coupons, initial_cycles, terms
 from aihub_billing.creditnotes.repository import CreditNoteRepository
 from aihub_billing.errors import Forbidden
+from aihub_billing.invoices.repository import InvoiceRepository
 from aihub_billing.jobs.queue import enqueue
 from aihub_billing.kit.context import Context, Role
 from aihub_billing.kit.ids import new_id
@@ -1185,7 +1186,7 @@ class SubscriptionService:
             # (advisory, subscription, invoice, payment, account): a change credits an
             # invoice that credit notes and refunds give back from under that lock, and a
             # cancel or resume that renews first would otherwise deadlock a period close.
-            await CreditNoteRepository(session).lock_invoicing(known.account_id)
+            await InvoiceRepository(session).lock_account(known.account_id)
         sub = await repo.get(subscription_id, lock=lock)
         if sub is None or not ctx.actor.can_access(sub.account_id):
             raise SubscriptionNotFound(f"no subscription {subscription_id!r}")

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime, timedelta
-from decimal import Decimal, localcontext
+from decimal import Decimal
 from fractions import Fraction
 
 from aihub_billing.kit.clock import ensure_utc
-from aihub_billing.kit.money import round_quotient
+from aihub_billing.kit.money import round_fraction
 
 # Same scale as the unrounded usage columns (NUMERIC(38, 18)).
 RESULT_PLACES = 18
@@ -41,15 +41,7 @@ def gb_months(
         value, since = gb, at
     total += Fraction(value) * ((end - since) // _US)
     exact = total / ((end - start) // _US)
-    # Integer half-up rounding at 18 places, the only rounding: scaleb and normalize round
-    # to the context's precision (28 digits by default), so they get one that holds it all.
-    scaled = round_quotient(exact.numerator * 10**RESULT_PLACES, exact.denominator)
-    with localcontext() as ctx:
-        ctx.prec = len(str(scaled)) + RESULT_PLACES
-        result = Decimal(scaled).scaleb(-RESULT_PLACES)
-        if result == result.to_integral_value():
-            return result.quantize(Decimal(1))
-        return result.normalize()
+    return round_fraction(exact, RESULT_PLACES)
 
 
 def _gb(value: object) -> Decimal:
